@@ -26,3 +26,36 @@ def tiny_labels(shape=(10, 10, 10)) -> np.ndarray:
     lab[3:7, 3:7, 3:7] = MUSE["wm"]
     lab[4:6, 4:6, 4:6] = MUSE["ventricle"]
     return lab
+
+
+def rigid_matrix(angles_deg, shift_mm) -> np.ndarray:
+    """4x4 RAS rigid transform: rotations about x, y, z (degrees) then a shift (mm)."""
+    from scipy.spatial.transform import Rotation
+
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix()
+    matrix[:3, 3] = shift_mm
+    return matrix
+
+
+# Piecewise-constant intensity of each MUSE label in the synthetic subjects below.
+TEMPLATE_SUBJECT_INTENSITY = {0: 0.0, MUSE["csf"]: 20.0, MUSE["cortex"]: 60.0, MUSE["wm"]: 100.0}
+
+
+def template_subject(folder: Path, subject_id: str, motion: np.ndarray, spacing: float = 4.0) -> None:
+    """A subject made from the MNI template: labels from its intensity bands, an image that is a
+    function of the labels, both seen in a scanner frame moved by ``motion`` (template→scanner)."""
+    import nibabel.processing
+
+    from synthbrain.preprocessing.template import load_template
+
+    template = nibabel.processing.resample_to_output(load_template(), voxel_sizes=spacing, order=1)
+    t = np.asarray(template.dataobj, dtype=np.float32)
+    labels = np.zeros(t.shape, np.int16)
+    labels[t > 0] = MUSE["csf"]
+    labels[t > 90] = MUSE["cortex"]
+    labels[t > 170] = MUSE["wm"]
+    image = np.vectorize(TEMPLATE_SUBJECT_INTENSITY.get)(labels).astype(np.float32)
+    affine = motion @ template.affine
+    write_nifti(folder / "images" / f"{subject_id}_T1.nii.gz", image, affine)
+    write_nifti(folder / "labels" / f"{subject_id}_seg.nii.gz", labels, affine)

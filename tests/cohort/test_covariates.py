@@ -1,0 +1,95 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from synthbrain.cohort import Covariate, CovariateSchema, default_schema
+
+
+@pytest.fixture
+def table():
+    return pd.DataFrame({"sex": ["F", "M", "M", "F"], "age": [20.0, 40.0, 60.0, 80.0],
+                         "ventricular_volume": [10.0, 20.0, 30.0, 50.0], "brain_volume": [1000.0, 1100.0, 1300.0, 1200.0]})
+
+
+def test_fit_maps_training_range_to_unit_interval(table):
+    schema = default_schema().fit(table)
+    x = schema.normalize(table)
+    assert x.shape == (4, 4) and x.dtype == np.float32
+    assert x[:, 0].tolist() == [0, 1, 1, 0]  # sex F=0, M=1 as in the reference model
+    assert x[:, 1].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
+    assert x.min() == 0 and x.max() == 1
+
+
+def test_normalise_then_denormalise_round_trips(table):
+    schema = default_schema().fit(table)
+    back = schema.denormalize(schema.normalize(table))
+    assert back["sex"].tolist() == table["sex"].tolist()
+    for name in ["age", "ventricular_volume", "brain_volume"]:
+        assert back[name].to_numpy() == pytest.approx(table[name].to_numpy())
+
+
+def test_json_round_trip_is_exact(table, tmp_path):
+    schema = default_schema().fit(table)
+    schema.save(tmp_path / "covariates.json")
+    loaded = CovariateSchema.load(tmp_path / "covariates.json")
+    assert loaded == schema
+    np.testing.assert_array_equal(loaded.normalize(table), schema.normalize(table))
+
+
+def test_out_of_range_raises_unless_extrapolating(table):
+    schema = default_schema().fit(table)
+    query = {"sex": "F", "age": 95.0, "ventricular_volume": 20.0, "brain_volume": 1100.0}
+    with pytest.raises(ValueError, match=r"'age': values \[95.0\] years are outside the fitted range \[20, 80\]"):
+        schema.normalize(query)
+    x = schema.normalize(query, extrapolate=True)
+    assert x[0, 1] == pytest.approx(75 / 60)
+
+
+def test_bad_values_and_names_are_named(table):
+    schema = default_schema().fit(table)
+    good = {"sex": "F", "age": 30.0, "ventricular_volume": 20.0, "brain_volume": 1100.0}
+    with pytest.raises(ValueError, match=r"'sex': invalid values \['female'\]; allowed: one of \['F', 'M'\]"):
+        schema.normalize({**good, "sex": "female"})
+    with pytest.raises(ValueError, match=r"'age': invalid values \['old'\]; allowed: a finite number"):
+        schema.normalize({**good, "age": "old"})
+    with pytest.raises(ValueError, match=r"unknown \['weight'\], missing \[\]"):
+        schema.normalize({**good, "weight": 70})
+    with pytest.raises(ValueError, match=r"missing \['age'\]"):
+        schema.normalize({k: v for k, v in good.items() if k != "age"})
+    with pytest.raises(ValueError, match="missing values cannot be normalised"):
+        schema.normalize({**good, "age": None})
+
+
+def test_sex_is_case_insensitive_and_categorical_with_many_levels_is_one_hot():
+    schema = default_schema()
+    assert schema["sex"].parse(["f", " M "]).tolist() == [0.0, 1.0]
+    site = Covariate("site", "", "categorical", categories=("A", "B", "C"))
+    np.testing.assert_array_equal(site.normalize(["C", "A"]), [[0, 0, 1], [1, 0, 0]])
+    assert site.denormalize(site.normalize(["B"])).tolist() == ["B"]
+
+
+def test_unit_conversion():
+    volume = default_schema()["ventricular_volume"]
+    assert volume.convert(np.array([20000.0]), "mm3").tolist() == [20.0]
+    assert volume.convert(np.array([1.5]), "L").tolist() == [1500.0]
+    with pytest.raises(ValueError, match=r"unit='gallon'; allowed: \['L', 'cm3', 'mL', 'mm3'\]"):
+        volume.convert(np.array([1.0]), "gallon")
+
+
+def test_unfitted_and_invalid_definitions_raise():
+    with pytest.raises(ValueError, match="not fitted"):
+        default_schema().normalize({"sex": "F", "age": 30, "ventricular_volume": 20, "brain_volume": 1100})
+    with pytest.raises(ValueError, match="kind='ordinal'"):
+        Covariate("x", "", "ordinal")
+    with pytest.raises(ValueError, match="need finite low <= high"):
+        Covariate("x", "mL", "continuous", low=5.0, high=1.0)
+    with pytest.raises(ValueError, match="duplicate names"):
+        CovariateSchema([Covariate("x", "mL", "continuous")] * 2)
+    with pytest.raises(ValueError, match="unknown keys"):
+        CovariateSchema.from_dict({"covariates": [{"name": "x", "unit": "mL", "kind": "continuous", "scale": 2}]})
+
+
+def test_fit_ignores_missing_values(table):
+    table.loc[0, "age"] = np.nan
+    schema = default_schema().fit(table)
+    assert (schema["age"].low, schema["age"].high) == (40.0, 80.0)

@@ -1,0 +1,193 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage
+
+from synthbrain import _io
+from synthbrain.cli import main
+from synthbrain.cohort import CovariateSchema, LabelScheme, read_folder
+from synthbrain.preprocessing import prepare as prepare_module
+from synthbrain.preprocessing.prepare import PrepareError, PrepareParams, prepare_cohort
+from synthbrain.preprocessing.template import make_grid
+from tests.helpers import MUSE, TEMPLATE_SUBJECT_INTENSITY, rigid_matrix, template_subject
+
+FAST = PrepareParams(spacing=4.0, registration_spacing=4.0)
+MOTIONS = {"a01": rigid_matrix([6, 0, -8], [5, -6, 3]), "a02": rigid_matrix([-5, 7, 4], [-4, 8, -2]), "a03": rigid_matrix([0, -9, 0], [2, 2, 9])}
+
+
+@pytest.fixture(scope="module")
+def template_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    for sid, motion in MOTIONS.items():
+        template_subject(root, sid, motion)
+    pd.DataFrame({"subject_id": list(MOTIONS), "age": [30.0, 50.0, 70.0], "sex": ["F", "M", "F"]}).to_csv(root / "participants.csv", index=False)
+    return root
+
+
+def cohort_of(root):
+    return read_folder(root / "images", root / "participants.csv", labels=root / "labels")
+
+
+@pytest.fixture(scope="module")
+def prepared(template_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared")
+    prepare_cohort(cohort_of(template_folder), out, FAST, workers=2, progress=False)
+    return out
+
+
+def test_outputs_are_on_the_mni_grid_with_its_affine(prepared):
+    grid = make_grid(4.0)
+    for sid in MOTIONS:
+        for name in ("t1.nii.gz", "labels.nii.gz"):
+            img = nib.load(prepared / "subjects" / sid / name)
+            assert img.shape == grid.shape
+            np.testing.assert_allclose(img.affine, grid.affine)
+            assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+        t1 = np.asarray(nib.load(prepared / "subjects" / sid / "t1.nii.gz").dataobj)
+        assert t1.min() == 0.0 and t1.max() == pytest.approx(1.0)
+
+
+def test_registration_undoes_each_subjects_motion(prepared):
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    brain = np.argwhere(np.ones((8, 8, 8))) * 15.0 - [52, 70, 40]  # points spread over the brain, mm
+    for record in manifest["records"]:
+        found = np.asarray(record["registration"]["template_to_subject_ras"])
+        error = np.linalg.norm(nib.affines.apply_affine(found, brain) - nib.affines.apply_affine(MOTIONS[record["subject_id"]], brain), axis=1)
+        assert error.max() < 4.0, (record["subject_id"], error.max())  # within one 4 mm voxel
+        assert record["dice_template"] > 0.9 and record["brain_outside_fraction"] == 0.0
+
+
+def test_labels_stay_aligned_with_the_image(prepared):
+    scheme = LabelScheme.load("muse-coarse")
+    for record in json.loads((prepared / "manifest.json").read_text())["records"]:
+        folder = prepared / "subjects" / record["subject_id"]
+        image = np.asarray(nib.load(folder / "t1.nii.gz").dataobj)
+        labels = np.asarray(nib.load(folder / "labels.nii.gz").dataobj)
+        low, high = record["intensity_low"], record["intensity_high"]
+        for muse_label in (MUSE["cortex"], MUSE["wm"]):
+            coarse = scheme.remap(np.array([muse_label]))[0]
+            interior = ndimage.binary_erosion(labels == coarse)  # away from interpolated edges
+            expected = np.clip((TEMPLATE_SUBJECT_INTENSITY[muse_label] - low) / (high - low), 0, 1)
+            agree = np.abs(image[interior] - expected) < 0.05
+            assert interior.sum() > 50 and agree.mean() > 0.95, (record["subject_id"], muse_label, agree.mean())
+
+
+def test_tables_schema_manifest_and_qc_figures(prepared):
+    table = pd.read_csv(prepared / "participants.tsv", sep="\t")
+    assert table["subject_id"].tolist() == list(MOTIONS)
+    assert {"age", "sex", "ventricular_volume", "brain_volume", "intracranial_volume", "dice_template"} <= set(table.columns)
+    schema = CovariateSchema.load(prepared / "covariates.json")
+    assert (schema["age"].low, schema["age"].high) == (30.0, 70.0)
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["summary"]["subjects"] == 3 and manifest["grid"]["shape"] == [40, 56, 40]
+    assert all(r["source_image_sha256"] and r["seconds"] > 0 for r in manifest["records"])
+    for png in ("montage.png", "covariates.png"):
+        assert (prepared / "qc" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(prepared.rglob(".tmp-*"))
+
+
+def test_interrupted_run_leaves_no_partial_file_and_resumes(template_folder, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real_save = prepare_module._io.save_nifti
+    calls = []
+
+    def dying_save(path, data, affine, **kw):
+        calls.append(path)
+        if len(calls) == 3:  # second subject's image: write half a file, then die
+            with _io.atomic_path(path) as tmp:
+                tmp.write_bytes(b"\x1f\x8b half a gzip")
+                raise KeyboardInterrupt
+        real_save(path, data, affine, **kw)
+
+    monkeypatch.setattr(prepare_module._io, "save_nifti", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
+    monkeypatch.setattr(prepare_module._io, "save_nifti", real_save)
+
+    first = out / "subjects" / "a01"
+    assert sorted(p.name for p in first.iterdir()) == ["labels.nii.gz", "record.json", "t1.nii.gz"]
+    assert not (out / "subjects" / "a02").exists() or not list((out / "subjects" / "a02").iterdir())
+    assert not list(out.rglob(".tmp-*")) and not (out / "manifest.json").exists()
+    done_at = (first / "record.json").stat().st_mtime_ns
+
+    prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
+    assert (first / "record.json").stat().st_mtime_ns == done_at  # not redone
+    assert json.loads((out / "manifest.json").read_text())["summary"]["subjects"] == 3
+
+
+def test_killed_process_resumes_without_corrupt_files(template_folder, tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "synthbrain.cli", "prepare", "--images", str(template_folder / "images"), "--labels",
+           str(template_folder / "labels"), "--table", str(template_folder / "participants.csv"), "--out", str(out),
+           "--spacing", "4", "--registration-spacing", "4", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "subjects" / "a01" / "record.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    for nii in out.rglob("*.nii.gz"):
+        if not nii.name.startswith(".tmp-"):
+            np.asarray(nib.load(nii).dataobj)  # every visible output is complete
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert len(json.loads((out / "manifest.json").read_text())["records"]) == 3
+    assert not list(out.rglob(".tmp-*"))
+
+
+def test_other_parameters_are_refused_unless_overwriting(prepared, template_folder):
+    other = PrepareParams(spacing=4.0, registration_spacing=4.0, registration="affine")
+    with pytest.raises(ValueError, match=r"other parameters \(differing: \['registration'\]\)"):
+        prepare_cohort(cohort_of(template_folder), prepared, other, workers=1, progress=False)
+
+
+def test_overwrite_starts_again(template_folder, tmp_path):
+    out = tmp_path / "out"
+    cohort = cohort_of(template_folder)
+    cohort.subjects = cohort.subjects[:1]
+    prepare_cohort(cohort, out, FAST, workers=1, progress=False)
+    prepare_cohort(cohort, out, PrepareParams(spacing=4.0, registration_spacing=4.0, skull_strip=False), workers=1, progress=False,
+                   overwrite=True)
+    assert json.loads((out / "params.json").read_text())["skull_strip"] is False
+
+
+def test_refuses_a_foreign_non_empty_folder(template_folder, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="is not a prepared cohort"):
+        prepare_cohort(cohort_of(template_folder), tmp_path, FAST, workers=1, progress=False)
+
+
+def test_failed_subject_is_reported_and_others_are_kept(template_folder, tmp_path, monkeypatch):
+    real = prepare_module.prepare_subject
+
+    def flaky(record, *args):
+        if record.subject_id == "a02":
+            raise RuntimeError("registration diverged")
+        return real(record, *args)
+
+    monkeypatch.setattr(prepare_module, "prepare_subject", flaky)
+    with pytest.raises(PrepareError, match="subject a02.*registration diverged"):
+        prepare_cohort(cohort_of(template_folder), tmp_path / "strict", FAST, workers=1, progress=False)
+    assert (tmp_path / "strict" / "subjects" / "a03" / "record.json").exists()
+    prepare_cohort(cohort_of(template_folder), tmp_path / "skip", FAST, workers=1, progress=False, on_error="skip")
+    skipped = pd.read_csv(tmp_path / "skip" / "skipped.tsv", sep="\t")
+    assert skipped["subject_id"].tolist() == ["a02"]
+    assert pd.read_csv(tmp_path / "skip" / "participants.tsv", sep="\t")["subject_id"].tolist() == ["a01", "a03"]
+
+
+def test_cli_prepares_and_reports_bad_input(template_folder, tmp_path, capsys):
+    args = ["prepare", "--images", str(template_folder / "images"), "--labels", str(template_folder / "labels"),
+            "--table", str(template_folder / "participants.csv"), "--spacing", "4", "--registration-spacing", "4", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "ok"), "--limit", "1"]) == 0
+    assert "dice_template" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "bad"), "--id-column", "participant"]) == 2
+    assert "id_column='participant'" in capsys.readouterr().err
+    assert main([*args[:-6], "--spacing", "40", "--out", str(tmp_path / "bad")]) == 2
+    assert "spacing=40.0" in capsys.readouterr().err
