@@ -12,10 +12,10 @@ import pytest
 from scipy import ndimage
 
 from synthbrain import _io
-from synthbrain.cli import main
 from synthbrain.cohort import CovariateSchema, LabelScheme, read_folder
 from synthbrain.preprocessing import prepare as prepare_module
 from synthbrain.preprocessing.prepare import PrepareError, PrepareParams, prepare_cohort
+from synthbrain.preprocessing.prepared import PreparedCohort
 from synthbrain.preprocessing.template import make_grid
 from tests.helpers import MUSE, TEMPLATE_SUBJECT_INTENSITY, rigid_matrix, template_subject
 
@@ -142,6 +142,19 @@ def test_killed_process_resumes_without_corrupt_files(template_folder, tmp_path)
     assert not list(out.rglob(".tmp-*"))
 
 
+def test_prepared_folder_reads_back(prepared):
+    cohort = PreparedCohort.load(prepared)
+    assert cohort.subject_ids == list(MOTIONS) and cohort.grid == make_grid(4.0)
+    image, labels = cohort.load_subject("a02")
+    assert image.shape == labels.shape == cohort.grid.shape and image.dtype == np.float32
+    assert set(np.unique(labels)) <= set(range(cohort.label_scheme.num_classes))
+    assert len(cohort.complete()) == 3 and cohort.schema.fitted
+    with pytest.raises(KeyError, match="subject_id='zz'"):
+        cohort.load_subject("zz")
+    with pytest.raises(ValueError, match="no manifest.json"):
+        PreparedCohort.load(prepared / "subjects")
+
+
 def test_other_parameters_are_refused_unless_overwriting(prepared, template_folder):
     other = PrepareParams(spacing=4.0, registration_spacing=4.0, registration="affine")
     with pytest.raises(ValueError, match=r"other parameters \(differing: \['registration'\]\)"):
@@ -180,14 +193,3 @@ def test_failed_subject_is_reported_and_others_are_kept(template_folder, tmp_pat
     skipped = pd.read_csv(tmp_path / "skip" / "skipped.tsv", sep="\t")
     assert skipped["subject_id"].tolist() == ["a02"]
     assert pd.read_csv(tmp_path / "skip" / "participants.tsv", sep="\t")["subject_id"].tolist() == ["a01", "a03"]
-
-
-def test_cli_prepares_and_reports_bad_input(template_folder, tmp_path, capsys):
-    args = ["prepare", "--images", str(template_folder / "images"), "--labels", str(template_folder / "labels"),
-            "--table", str(template_folder / "participants.csv"), "--spacing", "4", "--registration-spacing", "4", "--workers", "1"]
-    assert main([*args, "--out", str(tmp_path / "ok"), "--limit", "1"]) == 0
-    assert "dice_template" in capsys.readouterr().out
-    assert main([*args, "--out", str(tmp_path / "bad"), "--id-column", "participant"]) == 2
-    assert "id_column='participant'" in capsys.readouterr().err
-    assert main([*args[:-6], "--spacing", "40", "--out", str(tmp_path / "bad")]) == 2
-    assert "spacing=40.0" in capsys.readouterr().err

@@ -1,0 +1,38 @@
+import pandas as pd
+import pytest
+
+from synthbrain.cli import main
+from tests.helpers import rigid_matrix, template_subject
+
+
+@pytest.fixture(scope="module")
+def template_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort")
+    template_subject(root, "c01", rigid_matrix([5, 0, 0], [0, 3, 0]))
+    pd.DataFrame({"subject_id": ["c01"], "age": [40.0], "sex": ["M"]}).to_csv(root / "participants.csv", index=False)
+    return root
+
+
+def test_cli_prepares_and_reports_bad_input(template_folder, tmp_path, capsys):
+    args = ["prepare", "--images", str(template_folder / "images"), "--labels", str(template_folder / "labels"),
+            "--table", str(template_folder / "participants.csv"), "--spacing", "4", "--registration-spacing", "4", "--workers", "1"]
+    assert main([*args, "--out", str(tmp_path / "ok"), "--limit", "1"]) == 0
+    assert "dice_template" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "bad"), "--id-column", "participant"]) == 2
+    assert "id_column='participant'" in capsys.readouterr().err
+    assert main([*args[:-6], "--spacing", "40", "--out", str(tmp_path / "bad")]) == 2
+    assert "spacing=40.0" in capsys.readouterr().err
+
+
+def test_cli_version_and_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and "synthbrain 0." in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    assert "--registration" in capsys.readouterr().out
+
+
+def test_cli_needs_an_input(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="give --images and --table"):
+        main(["prepare", "--out", str(tmp_path / "x")])
