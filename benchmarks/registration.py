@@ -36,7 +36,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
 from synthbrain.cohort import read_folder  # noqa: E402
-from synthbrain.preprocessing.qc import dice  # noqa: E402
+from synthbrain.preprocessing.qc import dice, size_bound_dice  # noqa: E402
 from synthbrain.preprocessing.registration import register, resample_to_grid  # noqa: E402
 from synthbrain.preprocessing.template import make_grid, registration_template, template_mask_on_grid  # noqa: E402
 
@@ -67,6 +67,7 @@ def measure(cohort, n: int, seed: int, spacing: float) -> pd.DataFrame:
             seconds = time.perf_counter() - start
             on_grid = resample_to_grid(mask.astype(np.uint8), img.affine, grid, result.transform, labels=True) > 0
             rows.append({"subject_id": subject.subject_id, "config": name, "seconds": seconds, "dice": dice(on_grid, template_mask),
+                         "dice_over_size_bound": dice(on_grid, template_mask) / size_bound_dice(on_grid.sum(), template_mask.sum()),
                          "brain_kept": on_grid.sum() * grid.voxel_volume_mm3 / 1000 / native_ml})
     return pd.DataFrame(rows)
 
@@ -79,6 +80,8 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         out.append({"config": name, "subjects": len(part), "median s/subject": part["seconds"].median(),
                     "time vs reference": float((part["seconds"] / ref).median()),
                     "median Dice": part["dice"].median(), "worst Dice": part["dice"].min(),
+                    "median Dice / size bound": part["dice_over_size_bound"].median(),
+                    "worst Dice / size bound": part["dice_over_size_bound"].min(),
                     "brain volume kept, median": part["brain_kept"].median(),
                     "brain volume kept, range": f"{part['brain_kept'].min():.3f}-{part['brain_kept'].max():.3f}"})
     return pd.DataFrame(out)
@@ -87,11 +90,20 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
 def prepared_summary(folder: Path) -> dict:
     manifest = json.loads((folder / "manifest.json").read_text())
     table = pd.read_csv(folder / "participants.tsv", sep="\t")
+    if "dice_template_size_bound" not in table:  # folders prepared before the bound was recorded
+        template_voxels = template_mask_on_grid(make_grid(manifest["params"]["spacing"])).sum()
+        table["dice_template_size_bound"] = [
+            size_bound_dice(float((np.asarray(nib.load(folder / "subjects" / sid / "labels.nii.gz").dataobj) > 0).sum()), template_voxels)
+            for sid in table["subject_id"]]
+    ratio = table["dice_template"] / table["dice_template_size_bound"]
     return {"folder": str(folder), "spacing": manifest["params"]["spacing"], "registration": manifest["params"]["registration"],
             "subjects": int(len(table)), "median Dice": float(table["dice_template"].median()),
             "worst Dice": float(table["dice_template"].min()),
             "worst subject": str(table.loc[table["dice_template"].idxmin(), "subject_id"]),
             "Dice 5th percentile": float(table["dice_template"].quantile(0.05)),
+            "correlation of Dice with ICV": float(np.corrcoef(table["dice_template"], table["intracranial_volume"])[0, 1]),
+            "median Dice / size bound": float(ratio.median()), "worst Dice / size bound": float(ratio.min()),
+            "worst subject by Dice / size bound": str(table.loc[ratio.idxmin(), "subject_id"]),
             "max brain fraction outside grid": float(table["brain_outside_fraction"].max()),
             "median s/subject (one worker)": float(table["seconds"].median()),
             "dice": table["dice_template"].tolist()}

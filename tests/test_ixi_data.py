@@ -34,10 +34,12 @@ def test_every_subject_is_read_and_volumes_measured_from_labels_match_the_table(
 def test_two_real_subjects_are_aligned_to_the_template(ixi_cohort, tmp_path):
     _, cohort = ixi_cohort
     cohort.subjects = cohort.subjects[:2]
-    prepare_cohort(cohort, tmp_path, PrepareParams(spacing=4.0), workers=2, progress=False)
+    prepare_cohort(cohort, tmp_path, PrepareParams(spacing=2.0), workers=2, progress=False)
     for record in json.loads((tmp_path / "manifest.json").read_text())["records"]:
         assert record["dice_template"] > 0.8, record["subject_id"]
         assert record["brain_outside_fraction"] < 0.01
-        # Rigid registration keeps volumes: the resampled coarse ventricles match the native ones.
-        native = record["covariates"]["ventricular_volume"]
-        assert abs(record["volumes_on_grid_ml"]["ventricular_volume"] - native) / native < 0.1
+        # Rigid registration keeps volumes: at the native 2 mm the resampled coarse volumes match the
+        # native ones (on all 150 IXI-HH subjects: ventricles within 1.7%, brain within 0.1%).
+        for name, tolerance in (("ventricular_volume", 0.03), ("brain_volume", 0.005)):
+            native = record["covariates"][name]
+            assert abs(record["volumes_on_grid_ml"][name] - native) / native < tolerance, name
