@@ -1,0 +1,274 @@
+"""Covariates: what each one means, its unit, how it is normalised, and where it is valid.
+
+A :class:`CovariateSchema` is fitted on a training cohort (each continuous covariate min-max
+scaled to [0, 1] over that cohort, as in Pinaya et al. 2022), saved as JSON beside the data or the
+model, and used at generation time to turn physical values (years, "F"/"M", mL) into the model's
+conditioning vector. Values outside the fitted range raise an error unless the caller passes
+``extrapolate=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthbrain import _io
+
+CONTINUOUS = "continuous"
+CATEGORICAL = "categorical"
+
+# Factors that convert a value in the key unit into the schema unit.
+UNIT_FACTORS: dict[str, dict[str, float]] = {
+    "mL": {"mL": 1.0, "cm3": 1.0, "mm3": 1e-3, "L": 1e3},
+    "years": {"years": 1.0, "months": 1.0 / 12.0, "days": 1.0 / 365.25},
+}
+
+
+@dataclass(frozen=True)
+class Covariate:
+    """One conditioning variable.
+
+    ``low``/``high`` are fitted on a training cohort (physical units) and map to 0 and 1. For a
+    categorical covariate, ``categories`` lists its levels; two levels encode as one channel
+    (first level 0, second 1, e.g. sex F=0, M=1 as in the reference model), more levels one-hot.
+    """
+
+    name: str
+    unit: str
+    kind: str
+    categories: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in (CONTINUOUS, CATEGORICAL):
+            raise ValueError(f"covariate {self.name!r}: kind={self.kind!r}; allowed: {CONTINUOUS!r}, {CATEGORICAL!r}")
+        if self.kind == CATEGORICAL and len(self.categories) < 2:
+            raise ValueError(f"covariate {self.name!r}: categories={self.categories!r}; a categorical covariate needs at least 2")
+        if self.kind == CONTINUOUS and self.categories:
+            raise ValueError(f"covariate {self.name!r}: a continuous covariate takes no categories")
+        if (self.low is None) != (self.high is None):
+            raise ValueError(f"covariate {self.name!r}: low and high must both be set or both be None")
+        if self.low is not None and not (math.isfinite(self.low) and math.isfinite(self.high) and self.low <= self.high):
+            raise ValueError(f"covariate {self.name!r}: low={self.low}, high={self.high}; need finite low <= high")
+
+    @property
+    def fitted(self) -> bool:
+        return self.kind == CATEGORICAL or self.low is not None
+
+    @property
+    def width(self) -> int:
+        """Number of channels this covariate takes in the conditioning vector."""
+        if self.kind == CONTINUOUS or len(self.categories) == 2:
+            return 1
+        return len(self.categories)
+
+    def convert(self, values: np.ndarray, from_unit: str) -> np.ndarray:
+        """Convert continuous values given in ``from_unit`` into this covariate's unit."""
+        if from_unit == self.unit:
+            return values
+        factors = UNIT_FACTORS.get(self.unit, {})
+        if from_unit not in factors:
+            allowed = sorted(factors) or [self.unit]
+            raise ValueError(f"covariate {self.name!r}: unit={from_unit!r}; allowed: {allowed}")
+        return values * factors[from_unit]
+
+    def parse(self, values: Iterable[Any]) -> np.ndarray:
+        """Physical values → float array (categories as level indices); missing values become NaN.
+
+        Raises ``ValueError`` listing every value that is neither missing nor valid.
+        """
+        out, bad = [], []
+        for value in values:
+            if _is_missing(value):
+                out.append(np.nan)
+            elif self.kind == CATEGORICAL:
+                index = _category_index(self.categories, value)
+                if index is None:
+                    bad.append(value)
+                out.append(np.nan if index is None else float(index))
+            else:
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.inf
+                if not math.isfinite(number):
+                    bad.append(value)
+                    number = np.nan
+                out.append(number)
+        if bad:
+            allowed = f"one of {list(self.categories)}" if self.kind == CATEGORICAL else "a finite number"
+            raise ValueError(f"covariate {self.name!r}: invalid values {bad[:10]}{' ...' if len(bad) > 10 else ''}; allowed: {allowed}")
+        return np.asarray(out, dtype=np.float64)
+
+    def check_range(self, parsed: np.ndarray, extrapolate: bool = False) -> None:
+        if self.kind == CATEGORICAL or extrapolate or self.low is None:
+            return
+        tol = 1e-9 * max(1.0, abs(self.high - self.low))
+        outside = parsed[(parsed < self.low - tol) | (parsed > self.high + tol)]
+        if outside.size:
+            raise ValueError(
+                f"covariate {self.name!r}: values {outside[:10].tolist()} {self.unit} are outside the fitted range "
+                f"[{self.low:g}, {self.high:g}] {self.unit}; pass extrapolate=True to allow them"
+            )
+
+    def normalize(self, values: Iterable[Any], extrapolate: bool = False) -> np.ndarray:
+        """Physical values → (N, width) float32 array in [0, 1] (beyond it only when extrapolating)."""
+        if not self.fitted:
+            raise ValueError(f"covariate {self.name!r} is not fitted; call CovariateSchema.fit on a training table first")
+        parsed = self.parse(values)
+        if np.isnan(parsed).any():
+            raise ValueError(f"covariate {self.name!r}: {int(np.isnan(parsed).sum())} missing values cannot be normalised")
+        self.check_range(parsed, extrapolate)
+        if self.kind == CATEGORICAL:
+            if self.width == 1:
+                return parsed[:, None].astype(np.float32)
+            return np.eye(len(self.categories), dtype=np.float32)[parsed.astype(int)]
+        span = self.high - self.low
+        scaled = (parsed - self.low) / span if span > 0 else np.zeros_like(parsed)
+        return scaled[:, None].astype(np.float32)
+
+    def denormalize(self, x: np.ndarray) -> np.ndarray:
+        """(N, width) normalised values → physical values (category labels for categoricals)."""
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), self.width)
+        if self.kind == CATEGORICAL:
+            index = (x[:, 0] >= 0.5).astype(int) if self.width == 1 else x.argmax(axis=1)
+            return np.asarray(self.categories, dtype=object)[index]
+        return self.low + x[:, 0] * (self.high - self.low)
+
+
+class CovariateSchema:
+    """An ordered set of covariates; the order is the order of the conditioning vector."""
+
+    def __init__(self, covariates: Sequence[Covariate]):
+        names = [c.name for c in covariates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"covariates: duplicate names in {names}")
+        if not names:
+            raise ValueError("covariates: need at least one covariate")
+        self.covariates = tuple(covariates)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.covariates]
+
+    @property
+    def width(self) -> int:
+        return sum(c.width for c in self.covariates)
+
+    @property
+    def fitted(self) -> bool:
+        return all(c.fitted for c in self.covariates)
+
+    def __getitem__(self, name: str) -> Covariate:
+        for covariate in self.covariates:
+            if covariate.name == name:
+                return covariate
+        raise KeyError(f"unknown covariate {name!r}; known: {self.names}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CovariateSchema) and self.covariates == other.covariates
+
+    def __repr__(self) -> str:
+        return f"CovariateSchema({list(self.covariates)!r})"
+
+    def fit(self, table: pd.DataFrame) -> CovariateSchema:
+        """Return a copy whose continuous covariates are scaled to [0, 1] over ``table``'s values."""
+        fitted = []
+        for c in self.covariates:
+            if c.name not in table.columns:
+                raise ValueError(f"table: no column {c.name!r} to fit covariate {c.name!r}; columns: {list(table.columns)}")
+            if c.kind == CONTINUOUS:
+                values = c.parse(table[c.name])
+                values = values[~np.isnan(values)]
+                if values.size == 0:
+                    raise ValueError(f"table: column {c.name!r} has no values to fit")
+                c = replace(c, low=float(values.min()), high=float(values.max()))
+            fitted.append(c)
+        return CovariateSchema(fitted)
+
+    def _columns(self, covariates: pd.DataFrame | Mapping[str, Any]) -> dict[str, list[Any]]:
+        if isinstance(covariates, pd.DataFrame):
+            columns = {k: covariates[k].tolist() for k in covariates.columns}
+        else:
+            columns = {k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] for k, v in covariates.items()}
+        unknown = sorted(set(columns) - set(self.names))
+        missing = sorted(set(self.names) - set(columns))
+        if unknown or missing:
+            raise ValueError(f"covariates: unknown {unknown}, missing {missing}; expected exactly {self.names}")
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"covariates: columns have different lengths {sorted(lengths)}")
+        return columns
+
+    def normalize(self, covariates: pd.DataFrame | Mapping[str, Any], extrapolate: bool = False) -> np.ndarray:
+        """Physical covariates (a table, or a mapping of name to scalar or list) → (N, width) float32."""
+        columns = self._columns(covariates)
+        return np.concatenate([c.normalize(columns[c.name], extrapolate) for c in self.covariates], axis=1)
+
+    def denormalize(self, x: np.ndarray) -> pd.DataFrame:
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != self.width:
+            raise ValueError(f"x: shape {x.shape}; expected (N, {self.width})")
+        out, start = {}, 0
+        for c in self.covariates:
+            out[c.name] = c.denormalize(x[:, start : start + c.width])
+            start += c.width
+        return pd.DataFrame(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"covariates": [{**asdict(c), "categories": list(c.categories)} for c in self.covariates]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CovariateSchema:
+        known = set(Covariate.__dataclass_fields__)
+        covariates = []
+        for item in data["covariates"]:
+            unknown = sorted(set(item) - known)
+            if unknown:
+                raise ValueError(f"covariate schema: unknown keys {unknown} in {item.get('name')!r}; allowed: {sorted(known)}")
+            covariates.append(Covariate(**{**item, "categories": tuple(item.get("categories", ()))}))
+        return cls(covariates)
+
+    def save(self, path: str | Path) -> None:
+        _io.write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> CovariateSchema:
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def default_schema() -> CovariateSchema:
+    """The reference model's four covariates, in its order: sex, age, ventricular and brain volume."""
+    return CovariateSchema(
+        [
+            Covariate("sex", "", CATEGORICAL, categories=("F", "M"), description="biological sex; F=0, M=1"),
+            Covariate("age", "years", CONTINUOUS, description="age at scan"),
+            Covariate("ventricular_volume", "mL", CONTINUOUS, description="lateral, inferior lateral, 3rd and 4th ventricles"),
+            Covariate("brain_volume", "mL", CONTINUOUS, description="total brain tissue, CSF excluded"),
+        ]
+    )
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("", "n/a", "na", "nan")
+
+
+def _category_index(categories: Sequence[str], value: Any) -> int | None:
+    text = str(value).strip().lower()
+    for i, category in enumerate(categories):
+        if category.lower() == text:
+            return i
+    return None

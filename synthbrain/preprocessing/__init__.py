@@ -1,0 +1,1 @@
+"""Stage 2, preprocessing: reorientation, registration to MNI, resampling, normalisation, QC."""

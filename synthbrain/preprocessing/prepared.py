@@ -1,0 +1,57 @@
+"""Reading a prepared cohort folder (what ``synthbrain prepare`` wrote), for the stages after it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.cohort.labels import LabelScheme
+from synthbrain.preprocessing.template import Grid
+
+
+@dataclass
+class PreparedCohort:
+    root: Path
+    table: pd.DataFrame
+    schema: CovariateSchema
+    grid: Grid
+    label_scheme: LabelScheme | None
+
+    @classmethod
+    def load(cls, root: str | Path) -> PreparedCohort:
+        root = Path(root)
+        manifest_path = root / "manifest.json"
+        if not manifest_path.is_file():
+            raise ValueError(f"root={str(root)!r}: no manifest.json; not a finished prepared cohort (run synthbrain prepare, which resumes)")
+        manifest = json.loads(manifest_path.read_text())
+        scheme_path = root / "label_scheme.json"
+        scheme = LabelScheme.from_dict(json.loads(scheme_path.read_text())) if scheme_path.is_file() else None
+        table = pd.read_csv(root / "participants.tsv", sep="\t", dtype={"subject_id": str}, na_values=["n/a"])
+        return cls(root, table, CovariateSchema.load(root / "covariates.json"), Grid.from_dict(manifest["grid"]), scheme)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def subject_ids(self) -> list[str]:
+        return self.table["subject_id"].tolist()
+
+    def load_subject(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The image (float32 in [0, 1]) and label map (or None) of one subject, on :attr:`grid`."""
+        if subject_id not in set(self.subject_ids):
+            raise KeyError(f"subject_id={subject_id!r} is not in {self.root}")
+        folder = self.root / "subjects" / subject_id
+        image = np.asarray(nib.load(folder / "t1.nii.gz").dataobj, dtype=np.float32)
+        labels_path = folder / "labels.nii.gz"
+        labels = np.asarray(nib.load(labels_path).dataobj) if labels_path.is_file() else None
+        return image, labels
+
+    def complete(self) -> pd.DataFrame:
+        """Rows with every covariate of the schema present (those a conditional model can train on)."""
+        return self.table.dropna(subset=self.schema.names)

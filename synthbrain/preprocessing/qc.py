@@ -1,0 +1,89 @@
+"""Quality-control figures of a prepared cohort, as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from synthbrain import _io  # noqa: E402
+from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema  # noqa: E402
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two boolean masks (1.0 when both are empty)."""
+    total = a.sum() + b.sum()
+    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
+
+
+def size_bound_dice(volume_a: float, volume_b: float) -> float:
+    """The highest Dice two masks of these volumes can reach (one inside the other).
+
+    Rigid registration keeps head size, so a subject's Dice with the template cannot exceed this;
+    Dice / bound separates misalignment from size difference.
+    """
+    return 2.0 * min(volume_a, volume_b) / (volume_a + volume_b) if volume_a + volume_b else 1.0
+
+
+def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
+    """Axial, coronal and sagittal mid-slices of a RAS volume, oriented for display (superior/anterior up)."""
+    i, j, k = (n // 2 for n in volume.shape)
+    return [np.rot90(volume[:, :, k]), np.rot90(volume[:, j, :]), np.rot90(volume[i, :, :])]
+
+
+def montage(path: str | Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray | None], titles: Sequence[str],
+            num_classes: int | None = None, outline: np.ndarray | None = None) -> None:
+    """One row per subject: three mid-slices, label map overlaid in colour where given, and the
+    ``outline`` mask (e.g. the template brain) drawn as a yellow contour."""
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), dpi=100, squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for row, (image, lab, title) in enumerate(zip(images, labels, titles)):
+        lab_slices = mid_slices(lab) if lab is not None else [None] * 3
+        outline_slices = mid_slices(outline.astype(float)) if outline is not None else [None] * 3
+        for col, (img_slice, lab_slice, line) in enumerate(zip(mid_slices(image), lab_slices, outline_slices)):
+            ax = axes[row, col]
+            ax.imshow(img_slice, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            if lab_slice is not None:
+                overlay = np.ma.masked_equal(lab_slice, 0)
+                ax.imshow(overlay, cmap=cmap, vmin=0, vmax=max(num_classes or int(lab.max()) + 1, 10) - 1, alpha=0.25, interpolation="nearest")
+            if line is not None:
+                ax.contour(line, levels=[0.5], colors="yellow", linewidths=0.6)
+            ax.set_axis_off()
+        axes[row, 0].set_title(title, fontsize=8, loc="left")
+    fig.tight_layout()
+    _io.save_figure(path, fig)
+    plt.close(fig)
+
+
+def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSchema, extra: Sequence[str] = ()) -> None:
+    """Histograms of continuous covariates (and ``extra`` columns), bar charts of categorical ones."""
+    names = [n for n in [*schema.names, *extra] if n in table.columns]
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), dpi=100, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.flat, names):
+        values = table[name]
+        covariate = schema[name] if name in schema.names else None
+        if covariate is not None and covariate.kind == CATEGORICAL:
+            counts = values.value_counts().reindex(list(covariate.categories), fill_value=0)
+            ax.bar(counts.index.astype(str), counts.values, color="tab:blue")
+            missing = int(values.isna().sum())
+        else:
+            numeric = pd.to_numeric(values, errors="coerce")
+            missing = int(numeric.isna().sum())
+            ax.hist(numeric.dropna(), bins=20, color="tab:blue")
+        unit = f" [{covariate.unit}]" if covariate is not None and covariate.unit else ""
+        ax.set_title(f"{name}{unit}\nn={len(values) - missing}, missing={missing}", fontsize=9)
+        ax.tick_params(labelsize=8)
+    fig.tight_layout()
+    _io.save_figure(path, fig)
+    plt.close(fig)

@@ -1,0 +1,96 @@
+"""The template space: the MNI ICBM 2009a template and the fixed output grids built on it.
+
+Every prepared volume and every generated volume lives on a :class:`Grid`: RAS+ axes in MNI mm,
+isotropic spacing, a shape padded to a multiple of 8 voxels (so autoencoders and UNets can halve it
+three times), centred on the template's brain. At 1 mm the default field of view is the reference
+model's 160 x 224 x 160.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import nibabel as nib
+import nibabel.processing
+import numpy as np
+from scipy import ndimage
+
+TEMPLATE_FILE = "mni_icbm152_2009a_t1_1mm.nii.gz"
+FIELD_OF_VIEW_MM = (160.0, 224.0, 160.0)
+# Centre of the template brain mask's bounding box, x [-72, 72], y [-107, 73], z [-72, 82] mm.
+BRAIN_CENTRE_MM = (0.0, -17.0, 5.0)
+SPACING_RANGE_MM = (0.5, 8.0)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid in MNI space: ``shape`` voxels of ``spacing`` mm, voxel (0,0,0) at ``origin`` mm."""
+
+    shape: tuple[int, int, int]
+    spacing: float
+    origin: tuple[float, float, float]
+
+    @property
+    def affine(self) -> np.ndarray:
+        affine = np.diag([self.spacing] * 3 + [1.0])
+        affine[:3, 3] = self.origin
+        return affine
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        return self.spacing**3
+
+    def to_dict(self) -> dict:
+        return {"shape": list(self.shape), "spacing": self.spacing, "origin": list(self.origin), "space": "MNI152NLin2009aSym"}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Grid:
+        return cls(tuple(int(x) for x in data["shape"]), float(data["spacing"]), tuple(float(x) for x in data["origin"]))
+
+
+def make_grid(spacing: float, field_of_view_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM, multiple: int = 8) -> Grid:
+    """The grid of ``spacing`` mm covering at least ``field_of_view_mm`` around the template brain."""
+    low, high = SPACING_RANGE_MM
+    if not (isinstance(spacing, (int, float)) and low <= spacing <= high):
+        raise ValueError(f"spacing={spacing!r}; allowed: a number of mm in [{low}, {high}] (1, 2, 3 and 4 are usual)")
+    if len(field_of_view_mm) != 3 or min(field_of_view_mm) <= 0:
+        raise ValueError(f"field_of_view_mm={field_of_view_mm!r}; allowed: three positive sizes in mm")
+    shape = tuple(int(math.ceil(fov / spacing / multiple - 1e-9) * multiple) for fov in field_of_view_mm)
+    origin = tuple(c - (n - 1) * spacing / 2.0 for c, n in zip(BRAIN_CENTRE_MM, shape))
+    return Grid(shape, float(spacing), origin)
+
+
+@lru_cache(maxsize=1)
+def load_template() -> nib.Nifti1Image:
+    """The skull-stripped MNI ICBM 2009a symmetric T1 template at 1 mm (uint8, 197 x 233 x 189)."""
+    with resources.as_file(resources.files("synthbrain.preprocessing").joinpath("templates").joinpath(TEMPLATE_FILE)) as path:
+        img = nib.load(path)
+        return nib.Nifti1Image(np.asarray(img.dataobj), img.affine, img.header)
+
+
+def template_brain_mask() -> nib.Nifti1Image:
+    """The template's brain mask at 1 mm: its non-zero support with holes filled (CSF included)."""
+    template = load_template()
+    mask = ndimage.binary_fill_holes(np.asarray(template.dataobj) > 0)
+    return nib.Nifti1Image(mask.astype(np.uint8), template.affine)
+
+
+@lru_cache(maxsize=2)
+def registration_template(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The template resampled to ``spacing`` mm, its affine, and where registration samples its metric:
+    the brain dilated by 3 voxels, so that the brain's outline is inside."""
+    template = nibabel.processing.resample_to_output(load_template(), voxel_sizes=spacing, order=1)
+    data = np.asarray(template.dataobj, dtype=np.float32)
+    return data, template.affine, ndimage.binary_dilation(data > 0, iterations=3)
+
+
+@lru_cache(maxsize=4)
+def template_mask_on_grid(grid: Grid) -> np.ndarray:
+    """The template brain mask resampled onto ``grid`` (linear, then thresholded at 0.5)."""
+    mask = template_brain_mask()
+    resampled = nibabel.processing.resample_from_to(nib.Nifti1Image(np.asarray(mask.dataobj, dtype=np.float32), mask.affine),
+                                                    (grid.shape, grid.affine), order=1)
+    return np.asarray(resampled.dataobj) >= 0.5

@@ -1,0 +1,123 @@
+"""The forward (noising) process shared by every sampler: betas, cumulative alphas, parameterisations.
+
+Tables are kept in float64 and cast to the sample's dtype where they are used, so half-precision
+sampling does not lose the schedule's small values.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+
+SPACINGS = ("leading", "linspace", "trailing")
+BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    """A discrete diffusion schedule. The defaults are the reference model's (Pinaya et al. 2022):
+    1000 steps, ``scaled_linear`` betas from 0.0015 to 0.0205, epsilon prediction."""
+
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.0015
+    beta_end: float = 0.0205
+    prediction_type: str = "epsilon"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.num_train_timesteps, int) and self.num_train_timesteps >= 2):
+            raise ValueError(f"num_train_timesteps={self.num_train_timesteps!r}; allowed: an integer >= 2")
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule={self.beta_schedule!r}; allowed: {list(BETA_SCHEDULES)}")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type={self.prediction_type!r}; allowed: {list(PREDICTION_TYPES)}")
+        if not (0 < self.beta_start < self.beta_end < 1):
+            raise ValueError(f"beta_start={self.beta_start}, beta_end={self.beta_end}; need 0 < beta_start < beta_end < 1")
+
+    @cached_property
+    def betas(self) -> torch.Tensor:
+        n = self.num_train_timesteps
+        if self.beta_schedule == "linear":
+            return torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float64)
+        if self.beta_schedule == "scaled_linear":
+            return torch.linspace(self.beta_start**0.5, self.beta_end**0.5, n, dtype=torch.float64) ** 2
+        s = 0.008
+        x = torch.linspace(0, n, n + 1, dtype=torch.float64)
+        abar = torch.cos((x / n + s) / (1 + s) * math.pi / 2) ** 2
+        return (1 - abar[1:] / abar[:-1]).clamp(0, 0.999)
+
+    @cached_property
+    def alphas_cumprod(self) -> torch.Tensor:
+        return torch.cumprod(1.0 - self.betas, dim=0)
+
+    def alpha_bar(self, t: int) -> float:
+        """Cumulative alpha at step ``t``; 1.0 for ``t < 0`` (the clean data)."""
+        if t >= self.num_train_timesteps:
+            raise ValueError(f"timestep {t} >= num_train_timesteps={self.num_train_timesteps}")
+        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+
+    def timesteps(self, num_steps: int, spacing: str = "trailing") -> list[int]:
+        """``num_steps`` timesteps, noisiest first.
+
+        * ``"leading"``: ``T/n * [n-1, ..., 1, 0]``, i.e. 980, 960, ..., 0 for 50 of 1000 steps: the
+          reference brain LDM's DDIM sampling (MONAI < 1.6).
+        * ``"linspace"``: ``round(linspace(T-1, 0, n))``, what MONAI >= 1.6 uses.
+        * ``"trailing"``: ``round(T - T/n * [0, ..., n-1]) - 1``, i.e. 999, 979, ..., 19; starts from
+          the noisiest step, which few-step solvers need. With n = T it is every step, 999 to 0.
+        """
+        total = self.num_train_timesteps
+        if not (isinstance(num_steps, int) and 1 <= num_steps <= total):
+            raise ValueError(f"num_steps={num_steps!r}; allowed: an integer in [1, {total}]")
+        if spacing == "leading":
+            steps = np.arange(num_steps)[::-1] * (total // num_steps)
+        elif spacing == "linspace":
+            steps = np.round(np.linspace(total - 1, 0, num_steps))
+        elif spacing == "trailing":
+            steps = np.round(total - np.arange(num_steps) * total / num_steps) - 1
+        else:
+            raise ValueError(f"spacing={spacing!r}; allowed: {list(SPACINGS)}")
+        return [int(t) for t in steps]
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for a batch of timesteps ``t``."""
+        abar = self._per_sample(t, x0)
+        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+
+    def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the network learns to output under :attr:`prediction_type`."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return x0
+        abar = self._per_sample(t, x0)
+        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+
+    def split(self, model_output: torch.Tensor, sample: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's output at step ``t`` → (predicted x0, predicted noise)."""
+        abar = self.alpha_bar(t)
+        a, s = abar**0.5, (1 - abar) ** 0.5
+        if self.prediction_type == "epsilon":
+            return (sample - s * model_output) / a, model_output
+        if self.prediction_type == "sample":
+            return model_output, (sample - a * model_output) / s
+        return a * sample - s * model_output, a * model_output + s * sample
+
+    def _per_sample(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        abar = self.alphas_cumprod.to(like.device)[t.long()].to(like.dtype)
+        return abar.reshape(-1, *([1] * (like.ndim - 1)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NoiseSchedule:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"noise schedule: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
