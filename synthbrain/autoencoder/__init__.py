@@ -1,0 +1,1 @@
+"""Stage 3, the autoencoder: image + label map <-> latent."""

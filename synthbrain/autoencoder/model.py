@@ -1,0 +1,123 @@
+"""Stage 3, the autoencoder: a 3D KL autoencoder that encodes a T1 image and its label map jointly.
+
+The input is the image (1 channel, [0, 1]) concatenated with the one-hot label map (``num_classes``
+channels); the output has the same channels: the image and label logits. Decoding one latent
+therefore yields an image and a label map drawn from the same representation, which is what keeps
+them matched. ``num_classes=0`` gives a plain image autoencoder (the reference model's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import AutoencoderKL
+from torch import nn
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    num_classes: int = 8
+    channels: tuple[int, ...] = (32, 64, 64)
+    latent_channels: int = 3
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 0 or self.num_classes == 1:
+            raise ValueError(f"num_classes={self.num_classes}; allowed: 0 (image only) or >= 2")
+        if len(self.channels) < 2 or any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"channels={self.channels}; need >= 2 levels, each divisible by norm_num_groups={self.norm_num_groups}")
+        if self.latent_channels < 1 or self.num_res_blocks < 1:
+            raise ValueError(f"latent_channels={self.latent_channels}, num_res_blocks={self.num_res_blocks}; both must be >= 1")
+
+    @property
+    def downsample(self) -> int:
+        """Spatial reduction factor from image to latent."""
+        return 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "channels": list(self.channels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"autoencoder config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**{**data, "channels": tuple(data["channels"])})
+
+
+class AutoencoderOutput(NamedTuple):
+    image: torch.Tensor  # (B, 1, D, H, W), unclamped
+    label_logits: torch.Tensor | None  # (B, C, D, H, W)
+    mu: torch.Tensor
+    sigma: torch.Tensor
+
+
+class BrainAutoencoder(nn.Module):
+    def __init__(self, config: AutoencoderConfig):
+        super().__init__()
+        self.config = config
+        io_channels = 1 + config.num_classes
+        self.net = AutoencoderKL(
+            spatial_dims=3, in_channels=io_channels, out_channels=io_channels, channels=config.channels,
+            latent_channels=config.latent_channels, num_res_blocks=config.num_res_blocks, norm_num_groups=config.norm_num_groups,
+            attention_levels=(False,) * len(config.channels), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+        )
+
+    def _inputs(self, image: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if image.ndim != 5 or image.shape[1] != 1:
+            raise ValueError(f"image: shape {tuple(image.shape)}; expected (B, 1, D, H, W)")
+        factor = self.config.downsample
+        if any(n % factor for n in image.shape[2:]):
+            raise ValueError(f"image: spatial shape {tuple(image.shape[2:])} must be divisible by {factor}")
+        if self.config.num_classes == 0:
+            return image
+        if labels is None or labels.shape != image.shape[:1] + image.shape[2:]:
+            raise ValueError(f"labels: expected integer class indices of shape {(image.shape[0], *image.shape[2:])}, "
+                             f"got {None if labels is None else tuple(labels.shape)}")
+        if labels.min() < 0 or labels.max() >= self.config.num_classes:
+            raise ValueError(f"labels: values in [{int(labels.min())}, {int(labels.max())}]; allowed: [0, {self.config.num_classes - 1}]")
+        one_hot = F.one_hot(labels.long(), self.config.num_classes).movedim(-1, 1).to(image.dtype)
+        return torch.cat([image, one_hot], dim=1)
+
+    def encode(self, image: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior mean and standard deviation of the latent."""
+        return self.net.encode(self._inputs(image, labels))
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Latent → (image, label logits or None)."""
+        out = self.net.decode(z)
+        return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
+
+    def forward(self, image: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> AutoencoderOutput:
+        mu, sigma = self.encode(image, labels)
+        noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        recon, logits = self.decode(mu + sigma * noise)
+        return AutoencoderOutput(recon, logits, mu, sigma)
+
+
+def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)), summed over latent elements, averaged over the batch."""
+    kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 2 * torch.log(sigma.clamp_min(1e-8)) - 1)
+    return kl.flatten(1).sum(1).mean()
+
+
+@dataclass(frozen=True)
+class AutoencoderLossWeights:
+    image_l1: float = 1.0
+    labels_ce: float = 1.0
+    kl: float = 1e-6
+
+
+def autoencoder_loss(out: AutoencoderOutput, image: torch.Tensor, labels: torch.Tensor | None,
+                     weights: AutoencoderLossWeights = AutoencoderLossWeights()) -> dict[str, torch.Tensor]:
+    """L1 on the image, cross-entropy on the labels, and a small KL term; returns each part and the total."""
+    parts = {"image_l1": F.l1_loss(out.image.float(), image.float())}
+    if out.label_logits is not None:
+        parts["labels_ce"] = F.cross_entropy(out.label_logits.float(), labels.long())
+    parts["kl"] = kl_divergence(out.mu.float(), out.sigma.float())
+    parts["total"] = sum(getattr(weights, name) * value for name, value in parts.items())
+    return parts

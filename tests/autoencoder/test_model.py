@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from synthbrain.autoencoder.model import AutoencoderConfig, AutoencoderLossWeights, BrainAutoencoder, autoencoder_loss, kl_divergence
+
+TINY = AutoencoderConfig(num_classes=4, channels=(8, 16, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
+
+
+def batch(n=2, shape=(16, 16, 16), classes=4):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(n, 1, *shape, generator=g), torch.randint(0, classes, (n, *shape), generator=g)
+
+
+def test_shapes_of_a_joint_image_and_label_autoencoder():
+    model = BrainAutoencoder(TINY)
+    image, labels = batch()
+    mu, sigma = model.encode(image, labels)
+    assert mu.shape == sigma.shape == (2, 3, 4, 4, 4) and TINY.downsample == 4
+    recon, logits = model.decode(mu)
+    assert recon.shape == image.shape and logits.shape == (2, 4, 16, 16, 16)
+
+
+def test_forward_is_reproducible_with_a_generator():
+    model = BrainAutoencoder(TINY).eval()
+    image, labels = batch()
+    a = model(image, labels, generator=torch.Generator().manual_seed(1)).image
+    b = model(image, labels, generator=torch.Generator().manual_seed(1)).image
+    c = model(image, labels, generator=torch.Generator().manual_seed(2)).image
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_few_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = BrainAutoencoder(TINY)
+    image, labels = batch(shape=(8, 8, 8))
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for step in range(25):
+        parts = autoencoder_loss(model(image, labels, generator=torch.Generator().manual_seed(step)), image, labels)
+        optimiser.zero_grad()
+        parts["total"].backward()
+        optimiser.step()
+        losses.append(parts["total"].item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_kl_is_zero_for_the_prior_and_positive_otherwise():
+    assert kl_divergence(torch.zeros(2, 3), torch.ones(2, 3)).item() == pytest.approx(0.0)
+    assert kl_divergence(torch.ones(2, 3), torch.ones(2, 3)).item() == pytest.approx(1.5)
+
+
+def test_image_only_autoencoder_and_bad_inputs():
+    plain = BrainAutoencoder(AutoencoderConfig(num_classes=0, channels=(8, 8), norm_num_groups=8))
+    image, labels = batch(shape=(8, 8, 8))
+    assert plain(image).label_logits is None
+    assert set(autoencoder_loss(plain(image), image, None, AutoencoderLossWeights())) == {"image_l1", "kl", "total"}
+    model = BrainAutoencoder(TINY)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        model.encode(torch.rand(1, 1, 10, 16, 16), torch.zeros(1, 10, 16, 16, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"labels: values in \[7, 7\]; allowed: \[0, 3\]"):
+        model.encode(image, labels * 0 + 7)
+    with pytest.raises(ValueError, match="labels: expected integer class indices"):
+        model.encode(image)
+    with pytest.raises(ValueError, match="num_classes=1"):
+        AutoencoderConfig(num_classes=1)
+    assert AutoencoderConfig.from_dict(TINY.to_dict()) == TINY
