@@ -11,10 +11,9 @@ Compares, on a random sample of real subjects (a seeded draw, so any cohort work
 For each: seconds per subject (one thread, same process, so the ratio to the reference is what
 counts), Dice between the registered brain mask and the template's, and how much of the subject's
 brain volume the resampled image keeps (1.0 = sizes preserved, as conditioning on volume needs).
-Optionally summarises a full prepared cohort (``--prepared``). Writes a Markdown table, JSON and
-a PNG figure.
+Writes a Markdown table, JSON and a PNG figure.
 
-    python benchmarks/registration.py --data ../shared/data/ixi-hh --n 12 --prepared runs/ixi-2mm-rigid
+    python benchmarks/registration.py --data ../shared/data/ixi-hh --n 12
 """
 
 from __future__ import annotations
@@ -33,6 +32,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
+
+from _report import markdown_table  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
 from synthbrain.cohort import read_folder  # noqa: E402
@@ -87,48 +88,16 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def prepared_summary(folder: Path) -> dict:
-    manifest = json.loads((folder / "manifest.json").read_text())
-    table = pd.read_csv(folder / "participants.tsv", sep="\t")
-    if "dice_template_size_bound" not in table:  # folders prepared before the bound was recorded
-        template_voxels = template_mask_on_grid(make_grid(manifest["params"]["spacing"])).sum()
-        table["dice_template_size_bound"] = [
-            size_bound_dice(float((np.asarray(nib.load(folder / "subjects" / sid / "labels.nii.gz").dataobj) > 0).sum()), template_voxels)
-            for sid in table["subject_id"]]
-    ratio = table["dice_template"] / table["dice_template_size_bound"]
-    return {"folder": str(folder), "spacing": manifest["params"]["spacing"], "registration": manifest["params"]["registration"],
-            "subjects": int(len(table)), "median Dice": float(table["dice_template"].median()),
-            "worst Dice": float(table["dice_template"].min()),
-            "worst subject": str(table.loc[table["dice_template"].idxmin(), "subject_id"]),
-            "Dice 5th percentile": float(table["dice_template"].quantile(0.05)),
-            "correlation of Dice with ICV": float(np.corrcoef(table["dice_template"], table["intracranial_volume"])[0, 1]),
-            "median Dice / size bound": float(ratio.median()), "worst Dice / size bound": float(ratio.min()),
-            "worst subject by Dice / size bound": str(table.loc[ratio.idxmin(), "subject_id"]),
-            "max brain fraction outside grid": float(table["brain_outside_fraction"].max()),
-            "median s/subject (one worker)": float(table["seconds"].median()),
-            "dice": table["dice_template"].tolist()}
-
-
-def figure(path: Path, rows: pd.DataFrame, full: dict | None) -> None:
-    panels = 3 if full else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), dpi=100)
+def figure(path: Path, rows: pd.DataFrame) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
     names = [c[0] for c in CONFIGS]
     for ax, column, title in [(axes[0], "dice", "Dice to template brain mask"), (axes[1], "brain_kept", "brain volume in image / native")]:
         ax.boxplot([rows[rows.config == n][column] for n in names], showfliers=True)
         ax.set_xticks(range(1, len(names) + 1), [n.replace(", ", "\n") for n in names], fontsize=8)
         ax.set_title(title, fontsize=9)
-    if full:
-        axes[2].hist(full["dice"], bins=25, color="tab:blue")
-        axes[2].set_title(f"prepared cohort (n={full['subjects']}, {full['registration']}, {full['spacing']:g} mm)\nDice to template", fontsize=9)
     fig.tight_layout()
     _io.save_figure(path, fig)
     plt.close(fig)
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    cells = [[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + " --- |" * len(table.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def main() -> None:
@@ -137,31 +106,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=12, help="subjects to sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--spacing", type=float, default=2.0)
-    parser.add_argument("--prepared", type=Path, help="a prepared cohort folder to summarise as well")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args()
 
     cohort = read_folder(args.data / "t1", args.data / "participants.csv", labels=args.data / "seg", on_error="skip")
     rows = measure(cohort, args.n, args.seed, args.spacing)
     table = summarise(rows)
-    full = prepared_summary(args.prepared) if args.prepared else None
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    if full:
-        print(json.dumps({k: v for k, v in full.items() if k != "dice"}, indent=2))
 
     args.out.mkdir(parents=True, exist_ok=True)
     _io.write_json(args.out / "registration.json", {"command": "python benchmarks/registration.py " + " ".join(
         f"--{k} {v}" for k, v in vars(args).items() if v is not None), "per_subject": rows.to_dict("records"),
-        "summary": table.to_dict("records"), "prepared": full})
-    figure(args.out / "registration.png", rows, full)
+        "summary": table.to_dict("records")})
+    figure(args.out / "registration.png", rows)
     lines = ["# Registration to MNI: measured", "",
              f"Sample: {table['subjects'][0]} subjects drawn with seed {args.seed} from `{args.data}`; grid {args.spacing:g} mm; "
              "one thread; times as the median per-subject ratio to the reference measured in the same run.", "",
              markdown_table(table), ""]
-    if full:
-        lines += ["## The whole prepared cohort", "", "| measure | value |", "| --- | --- |"]
-        lines += [f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in full.items() if k != "dice"]
-        lines += [""]
     lines += ["![registration](registration.png)", ""]
     _io.write_text(args.out / "registration.md", "\n".join(lines))
 

@@ -193,7 +193,7 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
 def _init_worker() -> None:
     import SimpleITK as sitk
 
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # one process per core already
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 

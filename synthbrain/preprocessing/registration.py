@@ -1,8 +1,11 @@
 """Rigid or affine registration of a T1 image to the MNI template, and resampling onto a grid.
 
 SimpleITK does the work: Mattes mutual information, a moments-based initial alignment, a
-three-level pyramid and regular-step gradient descent with physical-shift scales. Sampling is
-regular with a fixed seed, so with one thread per process the result is reproducible.
+three-level pyramid and regular-step gradient descent with physical-shift scales. Metric samples
+are drawn from an explicit seed (ITK reserves seed 0 for "use the wall clock", so seed ``s`` is
+passed to ITK as ``s + 1``), and the optimisation runs on one thread (ITK's multi-threaded metric
+sums in a varying order): the same seed gives exactly the same transform. Parallelism comes from
+preparing several subjects at once.
 
 nibabel arrays index (i, j, k) with a voxel-to-RAS affine; ITK images index (x, y, z) in LPS mm.
 :func:`to_sitk` is the one place where the two conventions meet.
@@ -58,11 +61,24 @@ def register(
 ) -> RegistrationResult:
     """Find the ``kind`` transform that aligns ``moving`` to ``fixed`` (both with RAS affines).
 
+    ``seed`` (>= 0) fixes the metric's sample positions.
+
     ``fixed_mask`` restricts where the metric is sampled (e.g. the template brain, dilated): on
     the IXI-HH subjects it gave the same brain-mask Dice as sampling the whole template, 2.4x faster.
     """
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r}; allowed: {list(KINDS)}")
+    if not (isinstance(seed, int) and seed >= 0):
+        raise ValueError(f"seed={seed!r}; allowed: an integer >= 0")
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _register(moving, moving_affine, fixed, fixed_affine, kind, seed, fixed_mask)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _register(moving, moving_affine, fixed, fixed_affine, kind, seed, fixed_mask) -> RegistrationResult:
     fixed_img = sitk.Cast(to_sitk(fixed, fixed_affine), sitk.sitkFloat32)
     moving_img = sitk.Cast(to_sitk(moving, moving_affine), sitk.sitkFloat32)
     rigid = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(),
@@ -86,7 +102,7 @@ def _optimise(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, se
         method.SetMetricFixedMask(fixed_mask)
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.25, seed)
+    method.SetMetricSamplingPercentage(0.25, seed + 1)  # ITK's seed 0 would mean the wall clock
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=300,
                                                     relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)

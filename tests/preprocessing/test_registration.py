@@ -49,7 +49,17 @@ def test_resampling_with_the_found_transform_undoes_the_motion(template_2mm):
     assert set(np.unique(labels)) <= {0, 1}
 
 
+def test_same_seed_gives_the_same_transform(template_2mm):
+    fixed, affine = template_2mm
+    moved = rigid_matrix([4.0, 0.0, -3.0], [2.0, 5.0, 0.0]) @ affine
+    a, b, c = (register(fixed, moved, fixed, affine, fixed_mask=fixed > 0, seed=s).matrix_ras() for s in (0, 0, 1))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)  # the seed is used
+
+
 def test_unknown_kind_is_named(template_2mm):
     fixed, affine = template_2mm
     with pytest.raises(ValueError, match="kind='elastic'"):
         register(fixed, affine, fixed, affine, kind="elastic")
+    with pytest.raises(ValueError, match="seed=-1"):
+        register(fixed, affine, fixed, affine, seed=-1)

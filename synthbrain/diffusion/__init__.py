@@ -1,0 +1,1 @@
+"""Stage 4, latent diffusion: the conditional noise-prediction UNet."""

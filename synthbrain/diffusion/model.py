@@ -1,0 +1,95 @@
+"""Stage 4, latent diffusion: a 3D UNet that predicts noise in the autoencoder's latent space,
+conditioned on the covariate vector as the reference model does (Pinaya et al. 2022): the vector is
+the cross-attention context (B, 1, C) and is also broadcast to C extra input channels.
+
+Classifier-free guidance: training replaces the condition by :data:`NULL_CONDITION` (every entry
+-1, outside the [0, 1] range of real normalised covariates) with some probability; sampling mixes
+the conditional and unconditional predictions, ``eps = eps_null + scale * (eps_cond - eps_null)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from torch import nn
+
+NULL_CONDITION = -1.0
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    latent_channels: int = 3
+    condition_dim: int = 4
+    channels: tuple[int, ...] = (64, 128, 128)
+    attention_levels: tuple[bool, ...] = (False, True, True)
+    num_res_blocks: int = 1
+    num_head_channels: int = 32
+    norm_num_groups: int = 32
+    resblock_updown: bool = True
+    concat_condition: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError(f"attention_levels={self.attention_levels}: need one entry per level of channels={self.channels}")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"channels={self.channels}: each must be divisible by norm_num_groups={self.norm_num_groups}")
+        if self.condition_dim < 1 or self.latent_channels < 1:
+            raise ValueError(f"condition_dim={self.condition_dim}, latent_channels={self.latent_channels}; both must be >= 1")
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "channels": list(self.channels), "attention_levels": list(self.attention_levels)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"diffusion config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
+        return cls(**{**data, "channels": tuple(data["channels"]), "attention_levels": tuple(data["attention_levels"])})
+
+
+class ConditionalUNet(nn.Module):
+    def __init__(self, config: DiffusionConfig):
+        super().__init__()
+        self.config = config
+        in_channels = config.latent_channels + (config.condition_dim if config.concat_condition else 0)
+        head_channels = [config.num_head_channels if a else 0 for a in config.attention_levels]
+        self.net = DiffusionModelUNet(
+            spatial_dims=3, in_channels=in_channels, out_channels=config.latent_channels, channels=config.channels,
+            attention_levels=config.attention_levels, num_res_blocks=config.num_res_blocks, num_head_channels=head_channels,
+            norm_num_groups=config.norm_num_groups, resblock_updown=config.resblock_updown, with_conditioning=True,
+            cross_attention_dim=config.condition_dim, upcast_attention=True,
+        )
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """x: (B, latent, d, h, w) noisy latents; t: (B,) timesteps; condition: (B, condition_dim)."""
+        if condition.ndim != 2 or condition.shape != (x.shape[0], self.config.condition_dim):
+            raise ValueError(f"condition: shape {tuple(condition.shape)}; expected ({x.shape[0]}, {self.config.condition_dim})")
+        condition = condition.to(x.dtype)
+        if self.config.concat_condition:
+            x = torch.cat([x, condition[:, :, None, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
+        return self.net(x, timesteps=t, context=condition[:, None, :])
+
+    def guided(self, x: torch.Tensor, t: int, condition: torch.Tensor, guidance_scale: float = 1.0) -> torch.Tensor:
+        """Noise prediction with classifier-free guidance, both branches in one batched call."""
+        timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
+        if guidance_scale == 1.0:
+            return self(x, timesteps, condition)
+        null = torch.full_like(condition, NULL_CONDITION)
+        both = self(torch.cat([x, x]), torch.cat([timesteps, timesteps]), torch.cat([condition, null]))
+        conditional, unconditional = both.chunk(2)
+        return unconditional + guidance_scale * (conditional - unconditional)
+
+
+def drop_conditions(condition: torch.Tensor, probability: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each row by the null condition with ``probability`` (classifier-free guidance training)."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability={probability}; allowed: [0, 1]")
+    drop = torch.rand(condition.shape[0], generator=generator, device="cpu").to(condition.device) < probability
+    return torch.where(drop[:, None], torch.full_like(condition, NULL_CONDITION), condition)
