@@ -59,3 +59,41 @@ def template_subject(folder: Path, subject_id: str, motion: np.ndarray, spacing:
     affine = motion @ template.affine
     write_nifti(folder / "images" / f"{subject_id}_T1.nii.gz", image, affine)
     write_nifti(folder / "labels" / f"{subject_id}_seg.nii.gz", labels, affine)
+
+
+def make_prepared(root: Path, n: int = 4, shape=(16, 16, 16), seed: int = 0) -> Path:
+    """A small prepared-cohort folder written directly (no registration): blob-like brains with
+    3 coarse classes whose ventricle size varies with the subject, and a fitted covariate schema."""
+    import json
+
+    import pandas as pd
+
+    from synthbrain.cohort import LabelScheme, default_schema
+    from synthbrain.preprocessing.template import Grid
+
+    rng = np.random.default_rng(seed)
+    grid = Grid(tuple(shape), 4.0, (-30.0, -30.0, -30.0))
+    scheme = LabelScheme.load("muse-coarse")
+    zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    radius = np.sqrt(xx**2 + yy**2 + zz**2)
+    rows = []
+    for i in range(n):
+        vent = 0.15 + 0.1 * i / max(n - 1, 1)
+        labels = np.zeros(shape, np.uint8)
+        labels[radius < 0.9] = 3  # cortical grey matter
+        labels[radius < 0.7] = 4  # white matter
+        labels[radius < vent] = 1  # ventricles
+        image = np.select([labels == 1, labels == 3, labels == 4], [0.1, 0.5, 0.9], 0.0).astype(np.float32)
+        image = np.clip(image + rng.normal(0, 0.02, shape).astype(np.float32) * (labels > 0), 0, 1)
+        sid = f"p{i:02d}"
+        (root / "subjects" / sid).mkdir(parents=True)
+        write_nifti(root / "subjects" / sid / "t1.nii.gz", image, grid.affine)
+        write_nifti(root / "subjects" / sid / "labels.nii.gz", labels, grid.affine)
+        volumes = scheme.measure_coarse_volumes(labels, grid.voxel_volume_mm3)
+        rows.append({"subject_id": sid, "sex": "FM"[i % 2], "age": 20.0 + 10 * i, **volumes})
+    table = pd.DataFrame(rows)
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    default_schema().fit(table).save(root / "covariates.json")
+    (root / "label_scheme.json").write_text(json.dumps(scheme.to_dict()))
+    (root / "manifest.json").write_text(json.dumps({"grid": grid.to_dict(), "records": []}))
+    return root

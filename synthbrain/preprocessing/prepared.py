@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import torch
 
 from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.cohort.labels import LabelScheme
@@ -16,7 +17,10 @@ from synthbrain.preprocessing.template import Grid
 
 
 @dataclass
-class PreparedCohort:
+class PreparedCohort(torch.utils.data.Dataset):
+    """A prepared cohort folder; also a map-style dataset of ``{"image", "labels", "subject_id"}``
+    (image float32 (1, D, H, W) in [0, 1], labels int64 (D, H, W) of coarse classes)."""
+
     root: Path
     table: pd.DataFrame
     schema: CovariateSchema
@@ -51,6 +55,14 @@ class PreparedCohort:
         labels_path = folder / "labels.nii.gz"
         labels = np.asarray(nib.load(labels_path).dataobj) if labels_path.is_file() else None
         return image, labels
+
+    def __getitem__(self, index: int) -> dict:
+        subject_id = self.subject_ids[index]
+        image, labels = self.load_subject(subject_id)
+        item = {"image": torch.from_numpy(image)[None], "subject_id": subject_id}
+        if labels is not None:
+            item["labels"] = torch.from_numpy(labels.astype(np.int64))
+        return item
 
     def complete(self) -> pd.DataFrame:
         """Rows with every covariate of the schema present (those a conditional model can train on)."""

@@ -1,0 +1,71 @@
+"""Encode a prepared cohort once with a trained autoencoder, so diffusion training never re-encodes.
+
+Writes ``latents.safetensors`` (posterior means, (N, C, d, h, w), and normalised covariates,
+(N, width), NaN rows where a covariate is missing) and ``latents.json`` (subject order, the
+latent scale 1/std that diffusion training multiplies by, the covariate schema, provenance).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from synthbrain import _io
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.components import load_component
+from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.preprocessing.prepared import PreparedCohort
+
+
+@dataclass
+class LatentCache:
+    latents: torch.Tensor  # (N, C, d, h, w), unscaled
+    conditions: torch.Tensor  # (N, width); NaN rows where covariates are missing
+    subject_ids: list[str]
+    scale: float
+    schema: CovariateSchema
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LatentCache:
+        folder = Path(folder)
+        if not (folder / "latents.json").is_file():
+            raise ValueError(f"latents={str(folder)!r}: no latents.json (run the latent caching step first)")
+        meta = json.loads((folder / "latents.json").read_text())
+        tensors = load_file(folder / "latents.safetensors")
+        return cls(tensors["latents"], tensors["conditions"], meta["subject_ids"], meta["scale"], CovariateSchema.from_dict(meta["schema"]))
+
+    def complete(self) -> torch.Tensor:
+        """Indices of the subjects with every covariate present."""
+        return torch.nonzero(~torch.isnan(self.conditions).any(dim=1)).flatten()
+
+
+@torch.no_grad()
+def cache_latents(autoencoder: str | Path, prepared: str | Path, out: str | Path, *, device: str = "cpu",
+                  batch_size: int = 2, progress: bool = True) -> Path:
+    model = load_component(BrainAutoencoder, AutoencoderConfig, autoencoder).to(device).eval()
+    cohort = PreparedCohort.load(prepared)
+    loader = torch.utils.data.DataLoader(cohort, batch_size=batch_size)
+    latents = []
+    for batch in tqdm(loader, desc="encode", unit="batch", disable=not progress):
+        labels = batch["labels"].to(device) if model.config.num_classes else None
+        mu, _ = model.encode(batch["image"].to(device), labels)
+        latents.append(mu.float().cpu())
+    latents = torch.cat(latents)
+    conditions = np.full((len(cohort), cohort.schema.width), np.nan, dtype=np.float32)
+    complete = ~cohort.table[cohort.schema.names].isna().any(axis=1).to_numpy()
+    if complete.any():
+        conditions[complete] = cohort.schema.normalize(cohort.table.loc[complete, cohort.schema.names])
+    out = Path(out)
+    with _io.atomic_path(out / "latents.safetensors") as tmp:
+        save_file({"latents": latents.contiguous(), "conditions": torch.from_numpy(conditions)}, str(tmp))
+    _io.write_json(out / "latents.json", {
+        "subject_ids": cohort.subject_ids, "scale": float(1.0 / latents.std()), "schema": cohort.schema.to_dict(),
+        "autoencoder": str(Path(autoencoder).resolve()), "autoencoder_sha256": _io.sha256_file(Path(autoencoder) / "model.safetensors"),
+        "prepared": str(Path(prepared).resolve()), "shape": list(latents.shape[1:])})
+    return out

@@ -1,0 +1,77 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from synthbrain.autoencoder.model import AutoencoderConfig
+from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
+from synthbrain.components import load_component
+from synthbrain.diffusion import train as train_module
+from synthbrain.diffusion.latents import LatentCache, cache_latents
+from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
+from synthbrain.samplers import NoiseSchedule
+from tests.helpers import make_prepared
+
+AE = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
+UNET = DiffusionConfig(latent_channels=3, condition_dim=4, channels=(16, 32), attention_levels=(False, True), num_head_channels=16,
+                       norm_num_groups=8)
+STEPS = DiffusionTraining(steps=6, batch_size=2, checkpoint_every=2, log_every=1, learning_rate=1e-3, ema_decay=0.9)
+
+
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stage")
+    prepared = make_prepared(root / "prepared", n=5)
+    autoencoder = train_autoencoder(prepared, root / "ae", AE, AutoencoderTraining(steps=2, batch_size=2), device="cpu", progress=False)
+    return cache_latents(autoencoder, prepared, root / "latents", progress=False)
+
+
+def test_latent_cache_holds_every_subject_and_normalised_covariates(latents):
+    cache = LatentCache.load(latents)
+    assert cache.latents.shape == (5, 3, 8, 8, 8) and cache.conditions.shape == (5, 4)
+    assert cache.subject_ids == [f"p{i:02d}" for i in range(5)] and len(cache.complete()) == 5
+    assert float(cache.conditions.min()) == 0.0 and float(cache.conditions.max()) == 1.0
+    assert cache.scale == pytest.approx(1.0 / cache.latents.std().item())
+    assert json.loads((latents / "latents.json").read_text())["autoencoder_sha256"]
+
+
+def test_trains_and_exports_ema_weights_and_schedule(latents, tmp_path):
+    out = train_diffusion(latents, tmp_path / "run", UNET, STEPS, device="cpu", progress=False)
+    model = load_component(ConditionalUNet, DiffusionConfig, out)
+    assert model.config == UNET
+    assert NoiseSchedule.from_dict({k: v for k, v in json.loads((tmp_path / "run" / "scheduler.json").read_text()).items()
+                                    if k not in ("class", "synthbrain_version")}) == NoiseSchedule()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    raw = state["model"]
+    assert any(not torch.equal(raw[k], v) for k, v in load_file(out / "model.safetensors").items())  # exported = EMA, not raw
+
+
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(latents, tmp_path, monkeypatch):
+    reference = load_file(train_diffusion(latents, tmp_path / "a", UNET, STEPS, device="cpu", progress=False) / "model.safetensors")
+    real, calls = train_module.drop_conditions, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "drop_conditions", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train_diffusion(latents, tmp_path / "b", UNET, STEPS, device="cpu", progress=False)
+    monkeypatch.setattr(train_module, "drop_conditions", real)
+    resumed = load_file(train_diffusion(latents, tmp_path / "b", UNET, STEPS, device="cpu", progress=False) / "model.safetensors")
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0)
+
+
+def test_mismatched_model_and_bad_settings_are_named(latents, tmp_path):
+    with pytest.raises(ValueError, match="condition_dim=5"):
+        train_diffusion(latents, tmp_path / "x", DiffusionConfig(condition_dim=5, channels=(16, 32), attention_levels=(False, True),
+                                                                   norm_num_groups=8), STEPS, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="condition_dropout=2"):
+        DiffusionTraining(condition_dropout=2)
+    with pytest.raises(ValueError, match="no latents.json"):
+        LatentCache.load(tmp_path)
