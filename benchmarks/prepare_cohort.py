@@ -24,6 +24,7 @@ from _report import markdown_table
 from synthbrain import _io
 from synthbrain.cohort import read_folder
 from synthbrain.preprocessing.prepare import PrepareParams, prepare_cohort
+from synthbrain.preprocessing.template import template_brain_mask
 
 
 def main() -> None:
@@ -52,12 +53,15 @@ def main() -> None:
     volume_error = {name: np.array([abs(r["volumes_on_grid_ml"][name] - r["covariates"][name]) / r["covariates"][name] for r in records])
                     for name in ("ventricular_volume", "brain_volume", "intracranial_volume")}
     workers = args.workers or len(os.sched_getaffinity(0))
+    template_icv_l = float(np.asarray(template_brain_mask().dataobj).sum()) / 1e6  # 1 mm voxels
     summary = {
         "subjects prepared": int(len(table)),
         "subjects skipped": int(manifest["summary"]["skipped"]),
         "median Dice to template brain mask": float(table["dice_template"].median()),
         "worst Dice (subject)": f"{table['dice_template'].min():.3f} ({table.loc[table['dice_template'].idxmin(), 'subject_id']})",
         "5th percentile Dice": float(table["dice_template"].quantile(0.05)),
+        "template intracranial volume, L": template_icv_l,
+        "subjects' intracranial volume, L (min-max)": f"{table['intracranial_volume'].min() / 1000:.2f}-{table['intracranial_volume'].max() / 1000:.2f}",
         "Pearson r of Dice with intracranial volume": float(np.corrcoef(table["dice_template"], table["intracranial_volume"])[0, 1]),
         "median Dice / head-size bound": float(ratio.median()),
         "worst Dice / head-size bound (subject)": f"{ratio.min():.3f} ({table.loc[ratio.idxmin(), 'subject_id']})",
@@ -85,7 +89,7 @@ def main() -> None:
         f"# `synthbrain prepare` on {args.data.name}: {args.spacing:g} mm, {args.registration}", "",
         f"Command: `{command}`", "",
         "Dice compares each subject's registered brain mask (its labels > 0) with the MNI template's. Rigid registration keeps head "
-        "size, and the template's intracranial volume (1.89 L) is larger than these subjects' (1.08-1.85 L), so Dice is capped by "
+        "size, so where a subject's intracranial volume differs from the template's (both in the table) Dice is capped by "
         "2 min(V1, V2) / (V1 + V2); Dice / that bound isolates misalignment.", "",
         markdown_table(rows), "",
         f"Worst-aligned subjects (relative to the bound) first, template brain outline in yellow:", "",
