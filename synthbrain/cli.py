@@ -87,11 +87,91 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated integers, e.g. 32,64,64") from None
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the autoencoder or the diffusion model (torchrun-ready; re-running resumes)")
+    stages = p.add_subparsers(dest="stage", required=True)
+    ae = stages.add_parser("autoencoder", help="train the joint image + label autoencoder, then cache the latents")
+    ae.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
+    ae.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, autoencoder/, latents/")
+    ae.add_argument("--channels", type=_ints, default=(32, 64, 64))
+    ae.add_argument("--latent-channels", type=int, default=3)
+    ae.add_argument("--res-blocks", type=int, default=1)
+    ae.add_argument("--groups", type=int, default=16, help="GroupNorm groups")
+    ae.add_argument("--steps", type=int, default=500)
+    ae.add_argument("--batch-size", type=int, default=2)
+    ae.add_argument("--lr", type=float, default=2e-4)
+    ae.add_argument("--checkpoint-every", type=int, default=50)
+    ae.add_argument("--seed", type=int, default=0)
+    ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any)")
+    ae.set_defaults(func=_run_train_autoencoder)
+    df = stages.add_parser("diffusion", help="train the conditional diffusion UNet on cached latents")
+    df.add_argument("--latents", type=Path, required=True, help="latents folder written by 'train autoencoder' (RUN/latents)")
+    df.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, unet/, scheduler.json")
+    df.add_argument("--channels", type=_ints, default=(64, 128, 128))
+    df.add_argument("--attention", type=_ints, default=(0, 1, 1), help="per level, 1 = attention (e.g. 0,1,1)")
+    df.add_argument("--head-channels", type=int, default=32)
+    df.add_argument("--res-blocks", type=int, default=1)
+    df.add_argument("--groups", type=int, default=32, help="GroupNorm groups")
+    df.add_argument("--steps", type=int, default=3000)
+    df.add_argument("--batch-size", type=int, default=8)
+    df.add_argument("--lr", type=float, default=1e-4)
+    df.add_argument("--condition-dropout", type=float, default=0.15, help="probability of the null condition (classifier-free guidance)")
+    df.add_argument("--ema-decay", type=float, default=0.999)
+    df.add_argument("--checkpoint-every", type=int, default=250)
+    df.add_argument("--seed", type=int, default=0)
+    df.add_argument("--device", default=None)
+    df.set_defaults(func=_run_train_diffusion)
+
+
+def _run_train_autoencoder(args: argparse.Namespace) -> int:
+    from synthbrain.autoencoder.model import AutoencoderConfig
+    from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
+    from synthbrain.diffusion.latents import cache_latents
+    from synthbrain.preprocessing.prepared import PreparedCohort
+    from synthbrain.training import setup_distributed
+
+    scheme = PreparedCohort.load(args.prepared).label_scheme
+    config = AutoencoderConfig(num_classes=scheme.num_classes if scheme else 0, channels=args.channels,
+                               latent_channels=args.latent_channels, num_res_blocks=args.res_blocks, norm_num_groups=args.groups)
+    training = AutoencoderTraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                   checkpoint_every=args.checkpoint_every, seed=args.seed)
+    folder = train_autoencoder(args.prepared, args.run, config, training, device=args.device)
+    info = setup_distributed(args.device)
+    if info.is_main:
+        cache_latents(folder, args.prepared, args.run / "latents", device=str(info.device))
+        print(f"autoencoder: {folder}\nlatents: {args.run / 'latents'}")
+    return 0
+
+
+def _run_train_diffusion(args: argparse.Namespace) -> int:
+    from synthbrain.diffusion.latents import LatentCache
+    from synthbrain.diffusion.model import DiffusionConfig
+    from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
+
+    cache = LatentCache.load(args.latents)
+    config = DiffusionConfig(latent_channels=cache.latents.shape[1], condition_dim=cache.conditions.shape[1], channels=args.channels,
+                             attention_levels=tuple(bool(a) for a in args.attention), num_res_blocks=args.res_blocks,
+                             num_head_channels=args.head_channels, norm_num_groups=args.groups)
+    training = DiffusionTraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
+                                 condition_dropout=args.condition_dropout, ema_decay=args.ema_decay,
+                                 checkpoint_every=args.checkpoint_every, seed=args.seed)
+    print(f"unet: {train_diffusion(args.latents, args.run, config, training, device=args.device)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthbrain", description="Synthetic 3D brain MRI with label maps from latent diffusion models.")
     parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
+    _add_train(sub)
     return parser
 
 

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from synthbrain.cli import main
-from tests.helpers import rigid_matrix, template_subject
+from tests.helpers import make_prepared, rigid_matrix, template_subject
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +36,16 @@ def test_cli_version_and_help(capsys):
 def test_cli_needs_an_input(tmp_path, capsys):
     with pytest.raises(SystemExit, match="give --images and --table"):
         main(["prepare", "--out", str(tmp_path / "x")])
+
+
+def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
+    prepared = make_prepared(tmp_path / "prepared", n=4)
+    run = tmp_path / "run"
+    assert main(["train", "autoencoder", "--prepared", str(prepared), "--run", str(run / "ae"), "--channels", "8,16", "--groups", "8",
+                 "--steps", "2", "--device", "cpu"]) == 0
+    assert (run / "ae" / "autoencoder" / "model.safetensors").is_file() and (run / "ae" / "latents" / "latents.json").is_file()
+    assert main(["train", "diffusion", "--latents", str(run / "ae" / "latents"), "--run", str(run / "dm"), "--channels", "16,32",
+                 "--attention", "0,1", "--groups", "8", "--head-channels", "16", "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert (run / "dm" / "unet" / "model.safetensors").is_file() and (run / "dm" / "scheduler.json").is_file()
+    assert main(["train", "diffusion", "--latents", str(tmp_path), "--run", str(run / "x")]) == 2
+    assert "no latents.json" in capsys.readouterr().err
