@@ -100,6 +100,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae = stages.add_parser("autoencoder", help="train the joint image + label autoencoder, then cache the latents")
     ae.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
     ae.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, autoencoder/, latents/")
+    ae.add_argument("--downsample", type=int, default=1,
+                    help="train on the cohort averaged over k^3 blocks, labels as class fractions (2: 2 mm -> 4 mm)")
     ae.add_argument("--channels", type=_ints, default=(32, 64, 64))
     ae.add_argument("--latent-channels", type=int, default=3)
     ae.add_argument("--res-blocks", type=int, default=1)
@@ -142,10 +144,10 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
                                latent_channels=args.latent_channels, num_res_blocks=args.res_blocks, norm_num_groups=args.groups)
     training = AutoencoderTraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                    checkpoint_every=args.checkpoint_every, seed=args.seed)
-    folder = train_autoencoder(args.prepared, args.run, config, training, device=args.device)
+    folder = train_autoencoder(args.prepared, args.run, config, training, downsample=args.downsample, device=args.device)
     info = setup_distributed(args.device)
     if info.is_main:
-        cache_latents(folder, args.prepared, args.run / "latents", device=str(info.device))
+        cache_latents(folder, args.prepared, args.run / "latents", downsample=args.downsample, device=str(info.device))
         print(f"autoencoder: {folder}\nlatents: {args.run / 'latents'}")
     return 0
 

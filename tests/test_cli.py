@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 
@@ -42,8 +44,10 @@ def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
     prepared = make_prepared(tmp_path / "prepared", n=4)
     run = tmp_path / "run"
     assert main(["train", "autoencoder", "--prepared", str(prepared), "--run", str(run / "ae"), "--channels", "8,16", "--groups", "8",
-                 "--steps", "2", "--device", "cpu"]) == 0
-    assert (run / "ae" / "autoencoder" / "model.safetensors").is_file() and (run / "ae" / "latents" / "latents.json").is_file()
+                 "--steps", "2", "--device", "cpu", "--downsample", "2"]) == 0
+    assert (run / "ae" / "autoencoder" / "model.safetensors").is_file()
+    latents = json.loads((run / "ae" / "latents" / "latents.json").read_text())
+    assert latents["image_grid"]["shape"] == [8, 8, 8] and latents["shape"] == [3, 4, 4, 4]
     assert main(["train", "diffusion", "--latents", str(run / "ae" / "latents"), "--run", str(run / "dm"), "--channels", "16,32",
                  "--attention", "0,1", "--groups", "8", "--head-channels", "16", "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
     assert (run / "dm" / "unet" / "model.safetensors").is_file() and (run / "dm" / "scheduler.json").is_file()

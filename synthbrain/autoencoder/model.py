@@ -75,12 +75,16 @@ class BrainAutoencoder(nn.Module):
             raise ValueError(f"image: spatial shape {tuple(image.shape[2:])} must be divisible by {factor}")
         if self.config.num_classes == 0:
             return image
-        if labels is None or labels.shape != image.shape[:1] + image.shape[2:]:
-            raise ValueError(f"labels: expected integer class indices of shape {(image.shape[0], *image.shape[2:])}, "
-                             f"got {None if labels is None else tuple(labels.shape)}")
-        if labels.min() < 0 or labels.max() >= self.config.num_classes:
-            raise ValueError(f"labels: values in [{int(labels.min())}, {int(labels.max())}]; allowed: [0, {self.config.num_classes - 1}]")
-        one_hot = F.one_hot(labels.long(), self.config.num_classes).movedim(-1, 1).to(image.dtype)
+        classes = self.config.num_classes
+        if labels is not None and labels.is_floating_point() and labels.shape == (image.shape[0], classes, *image.shape[2:]):
+            return torch.cat([image, labels.to(image.dtype)], dim=1)  # class fractions (partial volumes)
+        if labels is None or labels.is_floating_point() or labels.shape != image.shape[:1] + image.shape[2:]:
+            raise ValueError(f"labels: expected integer class indices of shape {(image.shape[0], *image.shape[2:])} or class "
+                             f"fractions of shape {(image.shape[0], classes, *image.shape[2:])}, "
+                             f"got {None if labels is None else (tuple(labels.shape), labels.dtype)}")
+        if labels.min() < 0 or labels.max() >= classes:
+            raise ValueError(f"labels: values in [{int(labels.min())}, {int(labels.max())}]; allowed: [0, {classes - 1}]")
+        one_hot = F.one_hot(labels.long(), classes).movedim(-1, 1).to(image.dtype)
         return torch.cat([image, one_hot], dim=1)
 
     def encode(self, image: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +121,8 @@ def autoencoder_loss(out: AutoencoderOutput, image: torch.Tensor, labels: torch.
     """L1 on the image, cross-entropy on the labels, and a small KL term; returns each part and the total."""
     parts = {"image_l1": F.l1_loss(out.image.float(), image.float())}
     if out.label_logits is not None:
-        parts["labels_ce"] = F.cross_entropy(out.label_logits.float(), labels.long())
+        target = labels.float() if labels.is_floating_point() else labels.long()  # class fractions or indices
+        parts["labels_ce"] = F.cross_entropy(out.label_logits.float(), target)
     parts["kl"] = kl_divergence(out.mu.float(), out.sigma.float())
     parts["total"] = sum(getattr(weights, name) * value for name, value in parts.items())
     return parts

@@ -41,22 +41,27 @@ class AutoencoderTraining:
 
 
 def train_autoencoder(prepared: str | Path, run_dir: str | Path, model_config: AutoencoderConfig,
-                      training: AutoencoderTraining = AutoencoderTraining(), *, device: str | None = None,
+                      training: AutoencoderTraining = AutoencoderTraining(), *, downsample: int = 1, device: str | None = None,
                       progress: bool = True) -> Path:
-    """Train (or resume training) and write ``run_dir/autoencoder/{config.json, model.safetensors}``."""
+    """Train (or resume training) and write ``run_dir/autoencoder/{config.json, model.safetensors}``.
+
+    ``downsample=k`` trains on the prepared cohort averaged over k x k x k blocks, with class
+    fractions as label targets (see :class:`PreparedCohort`).
+    """
     info = setup_distributed(device)
-    cohort = PreparedCohort.load(prepared)
+    cohort = PreparedCohort.load(prepared, downsample)
     scheme_classes = cohort.label_scheme.num_classes if cohort.label_scheme else 0
     if model_config.num_classes not in (0, scheme_classes):
         raise ValueError(f"model_config.num_classes={model_config.num_classes}; the prepared cohort's labels have {scheme_classes} classes")
-    if any(n % model_config.downsample for n in cohort.grid.shape):
-        raise ValueError(f"the prepared grid {cohort.grid.shape} is not divisible by the autoencoder's downsampling {model_config.downsample}")
+    if any(n % model_config.downsample for n in cohort.output_grid.shape):
+        raise ValueError(f"the training grid {cohort.output_grid.shape} is not divisible by the autoencoder's downsampling {model_config.downsample}")
     if len(cohort) < training.batch_size * info.world_size:
         raise ValueError(f"batch_size={training.batch_size} x {info.world_size} processes exceeds the {len(cohort)} subjects")
     run_dir = Path(run_dir)
     claim_run(run_dir, {"stage": "autoencoder", "model": model_config.to_dict(),
                          "training": {**asdict(training), "weights": asdict(training.weights)},
-                         "prepared": str(Path(prepared).resolve()), "grid": cohort.grid.to_dict()}, info.is_main)
+                         "prepared": str(Path(prepared).resolve()), "downsample": downsample, "grid": cohort.output_grid.to_dict()},
+              info.is_main)
 
     torch.manual_seed(training.seed)  # identical initial weights on every rank
     model = BrainAutoencoder(model_config).to(info.device)

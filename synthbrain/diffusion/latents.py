@@ -2,7 +2,8 @@
 
 Writes ``latents.safetensors`` (posterior means, (N, C, d, h, w), and normalised covariates,
 (N, width), NaN rows where a covariate is missing) and ``latents.json`` (subject order, the
-latent scale 1/std that diffusion training multiplies by, the covariate schema, provenance).
+latent scale 1/std that diffusion training multiplies by, the covariate schema, the grid that the
+decoder's images lie on, provenance).
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ class LatentCache:
 
 
 @torch.no_grad()
-def cache_latents(autoencoder: str | Path, prepared: str | Path, out: str | Path, *, device: str = "cpu",
+def cache_latents(autoencoder: str | Path, prepared: str | Path, out: str | Path, *, downsample: int = 1, device: str = "cpu",
                   batch_size: int = 2, progress: bool = True) -> Path:
+    """Encode every subject (averaged by ``downsample`` as in autoencoder training)."""
     model = load_component(BrainAutoencoder, AutoencoderConfig, autoencoder).to(device).eval()
-    cohort = PreparedCohort.load(prepared)
+    cohort = PreparedCohort.load(prepared, downsample)
     loader = torch.utils.data.DataLoader(cohort, batch_size=batch_size)
     latents = []
     for batch in tqdm(loader, desc="encode", unit="batch", disable=not progress):
@@ -67,5 +69,6 @@ def cache_latents(autoencoder: str | Path, prepared: str | Path, out: str | Path
     _io.write_json(out / "latents.json", {
         "subject_ids": cohort.subject_ids, "scale": float(1.0 / latents.std()), "schema": cohort.schema.to_dict(),
         "autoencoder": str(Path(autoencoder).resolve()), "autoencoder_sha256": _io.sha256_file(Path(autoencoder) / "model.safetensors"),
-        "prepared": str(Path(prepared).resolve()), "shape": list(latents.shape[1:])})
+        "prepared": str(Path(prepared).resolve()), "downsample": downsample, "image_grid": cohort.output_grid.to_dict(),
+        "shape": list(latents.shape[1:])})
     return out

@@ -10,6 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.cohort.labels import LabelScheme
@@ -18,17 +19,24 @@ from synthbrain.preprocessing.template import Grid
 
 @dataclass
 class PreparedCohort(torch.utils.data.Dataset):
-    """A prepared cohort folder; also a map-style dataset of ``{"image", "labels", "subject_id"}``
-    (image float32 (1, D, H, W) in [0, 1], labels int64 (D, H, W) of coarse classes)."""
+    """A prepared cohort folder; also a map-style dataset of ``{"image", "labels", "subject_id"}``.
+
+    With ``downsample=1`` the image is float32 (1, D, H, W) in [0, 1] and the labels int64 (D, H, W)
+    coarse classes. With ``downsample=k`` both are averaged over k x k x k blocks: the labels become
+    class fractions, float32 (C, D/k, H/k, W/k), so volumes stay exact (nearest-neighbour
+    resampling to a coarse grid does not keep them). Averaging the centred 2 mm grid by 2 gives
+    exactly the 4 mm grid of :func:`make_grid`.
+    """
 
     root: Path
     table: pd.DataFrame
     schema: CovariateSchema
     grid: Grid
     label_scheme: LabelScheme | None
+    downsample: int = 1
 
     @classmethod
-    def load(cls, root: str | Path) -> PreparedCohort:
+    def load(cls, root: str | Path, downsample: int = 1) -> PreparedCohort:
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
@@ -37,7 +45,17 @@ class PreparedCohort(torch.utils.data.Dataset):
         scheme_path = root / "label_scheme.json"
         scheme = LabelScheme.from_dict(json.loads(scheme_path.read_text())) if scheme_path.is_file() else None
         table = pd.read_csv(root / "participants.tsv", sep="\t", dtype={"subject_id": str}, na_values=["n/a"])
-        return cls(root, table, CovariateSchema.load(root / "covariates.json"), Grid.from_dict(manifest["grid"]), scheme)
+        grid = Grid.from_dict(manifest["grid"])
+        if not (isinstance(downsample, int) and downsample >= 1 and all(n % downsample == 0 for n in grid.shape)):
+            raise ValueError(f"downsample={downsample!r}; allowed: a positive integer dividing the grid shape {grid.shape}")
+        return cls(root, table, CovariateSchema.load(root / "covariates.json"), grid, scheme, downsample)
+
+    @property
+    def output_grid(self) -> Grid:
+        """The grid of the items this dataset yields (:attr:`grid` averaged by :attr:`downsample`)."""
+        k = self.downsample
+        shift = (k - 1) * self.grid.spacing / 2
+        return Grid(tuple(n // k for n in self.grid.shape), self.grid.spacing * k, tuple(o + shift for o in self.grid.origin))
 
     def __len__(self) -> int:
         return len(self.table)
@@ -59,9 +77,15 @@ class PreparedCohort(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         subject_id = self.subject_ids[index]
         image, labels = self.load_subject(subject_id)
-        item = {"image": torch.from_numpy(image)[None], "subject_id": subject_id}
+        image = torch.from_numpy(image)[None]
+        k = self.downsample
+        item = {"image": F.avg_pool3d(image[None], k)[0] if k > 1 else image, "subject_id": subject_id}
         if labels is not None:
-            item["labels"] = torch.from_numpy(labels.astype(np.int64))
+            labels = torch.from_numpy(labels.astype(np.int64))
+            if k > 1:
+                one_hot = F.one_hot(labels, self.label_scheme.num_classes).movedim(-1, 0).float()
+                labels = F.avg_pool3d(one_hot[None], k)[0]
+            item["labels"] = labels
         return item
 
     def complete(self) -> pd.DataFrame:

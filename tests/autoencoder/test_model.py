@@ -44,6 +44,17 @@ def test_a_few_steps_reduce_the_loss():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+def test_class_fractions_are_accepted_as_input_and_target():
+    model = BrainAutoencoder(TINY)
+    image, labels = batch()
+    one_hot = torch.nn.functional.one_hot(labels, 4).movedim(-1, 1).float()
+    torch.testing.assert_close(model.encode(image, one_hot)[0], model.encode(image, labels)[0])
+    out = model(image, labels, generator=torch.Generator().manual_seed(0))
+    hard = autoencoder_loss(out, image, labels)["labels_ce"]
+    soft = autoencoder_loss(out, image, one_hot)["labels_ce"]
+    torch.testing.assert_close(hard, soft)
+
+
 def test_kl_is_zero_for_the_prior_and_positive_otherwise():
     assert kl_divergence(torch.zeros(2, 3), torch.ones(2, 3)).item() == pytest.approx(0.0)
     assert kl_divergence(torch.ones(2, 3), torch.ones(2, 3)).item() == pytest.approx(1.5)

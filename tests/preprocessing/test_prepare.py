@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import ndimage
 
 from synthbrain import _io
@@ -16,7 +17,7 @@ from synthbrain.cohort import CovariateSchema, LabelScheme, read_folder
 from synthbrain.preprocessing import prepare as prepare_module
 from synthbrain.preprocessing.prepare import PrepareError, PrepareParams, prepare_cohort
 from synthbrain.preprocessing.prepared import PreparedCohort
-from synthbrain.preprocessing.template import make_grid
+from synthbrain.preprocessing.template import BRAIN_CENTRE_MM, make_grid
 from tests.helpers import MUSE, TEMPLATE_SUBJECT_INTENSITY, rigid_matrix, template_subject
 
 FAST = PrepareParams(spacing=4.0, registration_spacing=4.0)
@@ -153,6 +154,22 @@ def test_prepared_folder_reads_back(prepared):
         cohort.load_subject("zz")
     with pytest.raises(ValueError, match="no manifest.json"):
         PreparedCohort.load(prepared / "subjects")
+
+
+def test_downsampled_items_keep_volumes_and_land_on_the_coarser_grid(prepared):
+    fine = PreparedCohort.load(prepared)
+    coarse = PreparedCohort.load(prepared, downsample=2)
+    grid = coarse.output_grid  # the 4 mm test grid averaged by 2: same centre, 8 mm voxels
+    assert grid.spacing == 8.0 and grid.shape == (20, 28, 20)
+    np.testing.assert_allclose(nib.affines.apply_affine(grid.affine, (np.asarray(grid.shape) - 1) / 2), BRAIN_CENTRE_MM)
+    item_fine, item_coarse = fine[0], coarse[0]
+    assert item_coarse["image"].shape == (1, 20, 28, 20) and item_coarse["labels"].shape == (8, 20, 28, 20)
+    torch.testing.assert_close(item_coarse["labels"].sum(0), torch.ones(20, 28, 20))
+    for c in range(8):  # class volumes are exactly kept: 8 fine voxels per coarse voxel
+        assert item_coarse["labels"][c].sum().item() * 8 == pytest.approx((item_fine["labels"] == c).sum().item())
+    assert item_coarse["image"].mean().item() == pytest.approx(item_fine["image"].mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="downsample=3"):
+        PreparedCohort.load(prepared, downsample=3)
 
 
 def test_other_parameters_are_refused_unless_overwriting(prepared, template_folder):

@@ -15,6 +15,12 @@ def test_grid_shapes_cover_the_reference_field_of_view(spacing, shape):
     assert Grid.from_dict(grid.to_dict()) == grid
 
 
+def test_averaging_the_2mm_grid_by_2_gives_the_4mm_grid():
+    fine, coarse = make_grid(2.0), make_grid(4.0)
+    averaged = Grid(tuple(n // 2 for n in fine.shape), 4.0, tuple(o + 1.0 for o in fine.origin))
+    assert averaged == coarse
+
+
 def test_template_brain_fits_in_the_1mm_grid():
     grid = make_grid(1.0)
     mask = template_brain_mask()
