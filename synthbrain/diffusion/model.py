@@ -71,6 +71,9 @@ class ConditionalUNet(nn.Module):
         """x: (B, latent, d, h, w) noisy latents; t: (B,) timesteps; condition: (B, condition_dim)."""
         if condition.ndim != 2 or condition.shape != (x.shape[0], self.config.condition_dim):
             raise ValueError(f"condition: shape {tuple(condition.shape)}; expected ({x.shape[0]}, {self.config.condition_dim})")
+        if any(n % self.config.downsample for n in x.shape[2:]):
+            raise ValueError(f"x: latent spatial shape {tuple(x.shape[2:])} must be divisible by {self.config.downsample} "
+                             f"(the UNet has {len(self.config.channels)} levels)")
         condition = condition.to(x.dtype)
         if self.config.concat_condition:
             x = torch.cat([x, condition[:, :, None, None, None].expand(-1, -1, *x.shape[2:])], dim=1)

@@ -57,6 +57,8 @@ def test_bad_condition_shape_and_config_are_named():
     model = ConditionalUNet(TINY)
     with pytest.raises(ValueError, match=r"condition: shape \(2, 3\); expected \(2, 4\)"):
         model(torch.randn(2, 3, 8, 8, 8), torch.tensor([1, 2]), torch.rand(2, 3))
+    with pytest.raises(ValueError, match=r"latent spatial shape \(5, 8, 8\) must be divisible by 2"):
+        model(torch.randn(2, 3, 5, 8, 8), torch.tensor([1, 2]), torch.rand(2, 4))
     with pytest.raises(ValueError, match="attention_levels"):
         DiffusionConfig(channels=(16, 32), attention_levels=(True,), norm_num_groups=8)
     assert DiffusionConfig.from_dict(TINY.to_dict()) == TINY
