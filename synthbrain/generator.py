@@ -1,0 +1,199 @@
+"""Stage 5, generation: ``BrainGenerator`` ties the autoencoder, the diffusion UNet, the noise
+schedule and the covariate schema together, and turns covariates in physical units into T1 volumes
+with matching label maps on a known MNI grid.
+
+On disk (``save_pretrained``)::
+
+    model/
+      synthbrain_generator.json   index: components with the sha256 of each weight file, image grid,
+                                  latent shape and scale, label classes, sampling defaults, version
+      autoencoder/  config.json, model.safetensors
+      unet/         config.json, model.safetensors
+      scheduler/    config.json
+      covariates/   covariates.json
+
+``from_pretrained`` checks every hash before loading and loads strictly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synthbrain import __version__, _io
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.components import WEIGHTS, load_component, save_component
+from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.preprocessing.template import Grid
+from synthbrain.samplers import get_sampler, sample
+from synthbrain.samplers.schedule import NoiseSchedule
+
+INDEX = "synthbrain_generator.json"
+INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
+
+
+@dataclass
+class GeneratedBrains:
+    images: torch.Tensor  # (B, 1, D, H, W) float in [0, 1]
+    labels: torch.Tensor | None  # (B, D, H, W) uint8 class indices
+    covariates: pd.DataFrame  # the physical covariates used, one row per volume, with the seed
+    affine: np.ndarray  # voxel -> MNI mm (RAS), shared by every volume
+
+
+class BrainGenerator:
+    def __init__(self, autoencoder: BrainAutoencoder, unet: ConditionalUNet, schedule: NoiseSchedule, schema: CovariateSchema,
+                 image_grid: Grid, latent_scale: float, label_classes: Sequence[str] | None = None,
+                 defaults: Mapping[str, Any] | None = None):
+        if not schema.fitted:
+            raise ValueError("schema: the covariate schema must be fitted on the training cohort")
+        if unet.config.condition_dim != schema.width:
+            raise ValueError(f"unet.config.condition_dim={unet.config.condition_dim} differs from the schema's width {schema.width}")
+        self.autoencoder, self.unet = autoencoder.eval(), unet.eval()
+        self.schedule, self.schema, self.image_grid = schedule, schema, image_grid
+        self.latent_scale = float(latent_scale)
+        self.label_classes = tuple(label_classes) if label_classes else None
+        factor = autoencoder.config.downsample
+        self.latent_shape = (autoencoder.config.latent_channels, *(n // factor for n in image_grid.shape))
+        self.defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, **(defaults or {})}
+
+    # ------------------------------------------------------------------ persistence
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        save_component(self.autoencoder, folder / "autoencoder")
+        save_component(self.unet, folder / "unet")
+        _io.write_json(folder / "scheduler" / "config.json", {"class": "NoiseSchedule", **self.schedule.to_dict()})
+        self.schema.save(folder / "covariates" / "covariates.json")
+        _io.write_json(folder / INDEX, {
+            "class": "BrainGenerator", "synthbrain_version": __version__,
+            "components": {name: {"path": name, "sha256": _io.sha256_file(folder / name / WEIGHTS)} for name in ("autoencoder", "unet")},
+            "image_grid": self.image_grid.to_dict(), "latent_shape": list(self.latent_shape), "latent_scale": self.latent_scale,
+            "label_classes": list(self.label_classes) if self.label_classes else None, "defaults": self.defaults})
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
+                        local_files_only: bool | None = None) -> BrainGenerator:
+        """Load from a local folder, or a Hugging Face Hub repository id (downloaded once into the
+        local cache; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only)."""
+        if str(name_or_path) == "default":
+            raise ValueError("name_or_path='default': no embedded default model is shipped in this version yet; "
+                             "pass a folder written by save_pretrained or a Hub id")
+        folder = Path(name_or_path)
+        if not folder.is_dir():
+            if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
+                raise ValueError(f"name_or_path={str(name_or_path)!r}: not a folder, and not a Hub id of the form 'owner/name'")
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(repo_id=str(name_or_path), revision=revision, cache_dir=cache_dir,
+                                            local_files_only=bool(local_files_only)))
+        return cls._load_folder(folder)
+
+    @classmethod
+    def _load_folder(cls, folder: Path) -> BrainGenerator:
+        if not (folder / INDEX).is_file():
+            raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")
+        index = json.loads((folder / INDEX).read_text())
+        unknown = sorted(set(index) - INDEX_KEYS)
+        if unknown or index.get("class") != "BrainGenerator":
+            raise ValueError(f"{folder / INDEX}: unknown keys {unknown} or class {index.get('class')!r}; expected class 'BrainGenerator'")
+        for name, entry in index["components"].items():
+            weights = folder / entry["path"] / WEIGHTS
+            if not weights.is_file():
+                raise ValueError(f"{weights}: missing")
+            found = _io.sha256_file(weights)
+            if found != entry["sha256"]:
+                raise ValueError(f"{weights}: sha256 {found[:12]}... differs from the index's {entry['sha256'][:12]}...; "
+                                 "the file is truncated or was modified")
+        autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, folder / index["components"]["autoencoder"]["path"])
+        unet = load_component(ConditionalUNet, DiffusionConfig, folder / index["components"]["unet"]["path"])
+        scheduler = json.loads((folder / "scheduler" / "config.json").read_text())
+        if scheduler.pop("class", None) != "NoiseSchedule":
+            raise ValueError(f"{folder / 'scheduler' / 'config.json'}: not a NoiseSchedule")
+        return cls(autoencoder, unet, NoiseSchedule.from_dict(scheduler), CovariateSchema.load(folder / "covariates" / "covariates.json"),
+                   Grid.from_dict(index["image_grid"]), index["latent_scale"], index["label_classes"], index["defaults"])
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BrainGenerator:
+        self.autoencoder.to(device=device, dtype=dtype)
+        self.unet.to(device=device, dtype=dtype)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    # ------------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(self, covariates: pd.DataFrame | Mapping[str, Any], *, seed: int | Sequence[int] = 0, steps: int | None = None,
+                 sampler: str | None = None, guidance_scale: float | None = None, batch_size: int = 4, extrapolate: bool = False,
+                 progress: bool = False) -> GeneratedBrains:
+        """Generate one volume per row of ``covariates`` (physical units: years, "F"/"M", mL).
+
+        ``covariates`` is a DataFrame or a mapping of name to scalar or list (scalars are repeated
+        to the length of the lists). ``seed`` is an int (volume i gets seed + i) or one seed per
+        volume; each volume's starting noise comes from its own seed, so with a deterministic
+        sampler (``ddim`` with eta 0, ``dpm++2m``) a volume does not depend on the batch it was in.
+        """
+        table = _covariate_table(covariates)
+        n = len(table)
+        condition = torch.from_numpy(self.schema.normalize(table, extrapolate=extrapolate))
+        seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+        if len(seeds) != n:
+            raise ValueError(f"seed: {len(seeds)} seeds for {n} volumes; give one per volume or a single int")
+        steps = self.defaults["steps"] if steps is None else steps
+        sampler = sampler or self.defaults["sampler"]
+        get_sampler(sampler)
+        guidance_scale = self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        if not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r}; allowed: an integer >= 1")
+        if guidance_scale < 0:
+            raise ValueError(f"guidance_scale={guidance_scale}; allowed: >= 0")
+        images, labels = [], []
+        for start in range(0, n, batch_size):
+            part = slice(start, min(start + batch_size, n))
+            noise = torch.stack([torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds[part]])
+            noise = noise.to(self.device, self.dtype)
+            cond = condition[part].to(self.device, self.dtype)
+            generator = torch.Generator().manual_seed(seeds[part][0])  # stochastic samplers only
+
+            def model_fn(x, t, cond=cond):
+                return self.unet.guided(x, t, cond, guidance_scale)
+
+            z = sample(model_fn, noise, self.schedule, sampler, steps, generator=generator, progress=progress) / self.latent_scale
+            image, logits = self.autoencoder.decode(z)
+            images.append(image.float().clamp(0, 1).cpu())
+            if logits is not None:
+                labels.append(logits.argmax(dim=1).to(torch.uint8).cpu())
+        used = table.copy()
+        used["seed"] = seeds
+        return GeneratedBrains(torch.cat(images), torch.cat(labels) if labels else None, used, self.image_grid.affine)
+
+
+def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
+    if isinstance(covariates, pd.DataFrame):
+        table = covariates.reset_index(drop=True)
+    elif isinstance(covariates, Mapping):
+        lengths = {len(v) for v in covariates.values() if isinstance(v, (list, tuple, np.ndarray, pd.Series))}
+        if len(lengths) > 1:
+            raise ValueError(f"covariates: lists of different lengths {sorted(lengths)}")
+        n = lengths.pop() if lengths else 1
+        table = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n for k, v in covariates.items()})
+    else:
+        raise ValueError(f"covariates: {type(covariates).__name__}; allowed: a DataFrame or a mapping of name to value(s)")
+    if len(table) == 0:
+        raise ValueError("covariates: no rows; need at least one volume to generate")
+    return table

@@ -1,0 +1,112 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.cohort import default_schema
+from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.generator import INDEX, BrainGenerator
+from synthbrain.preprocessing.template import Grid
+from synthbrain.samplers import NoiseSchedule
+
+GRID = Grid((16, 16, 16), 4.0, (-30.0, -30.0, -30.0))
+QUERY = {"sex": ["F", "M", "F"], "age": [30.0, 50.0, 70.0], "ventricular_volume": 20.0, "brain_volume": 1200.0}
+
+
+def randomised(model):
+    with torch.no_grad():  # MONAI zero-initialises output layers; random ones make outputs depend on inputs
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.1)
+    return model
+
+
+@pytest.fixture(scope="module")
+def generator():
+    torch.manual_seed(0)
+    schema = default_schema().fit(pd.DataFrame({"sex": ["F", "M"], "age": [20.0, 80.0], "ventricular_volume": [5.0, 60.0],
+                                                "brain_volume": [900.0, 1600.0]}))
+    autoencoder = BrainAutoencoder(AutoencoderConfig(num_classes=8, channels=(8, 16), norm_num_groups=8))
+    unet = randomised(ConditionalUNet(DiffusionConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16,
+                                                       norm_num_groups=8)))
+    classes = ("background", "ventricles", "csf", "cortical_gm", "white_matter", "deep_gm", "cerebellum", "brainstem")
+    return BrainGenerator(autoencoder, unet, NoiseSchedule(), schema, GRID, latent_scale=1.0, label_classes=classes,
+                          defaults={"steps": 4})
+
+
+def test_generates_images_labels_covariates_and_affine(generator):
+    out = generator.generate(QUERY, seed=7)
+    assert out.images.shape == (3, 1, 16, 16, 16) and out.labels.shape == (3, 16, 16, 16) and out.labels.dtype == torch.uint8
+    assert 0 <= out.images.min() and out.images.max() <= 1 and int(out.labels.max()) < 8
+    assert out.covariates["seed"].tolist() == [7, 8, 9] and out.covariates["ventricular_volume"].tolist() == [20.0] * 3
+    np.testing.assert_allclose(out.affine, GRID.affine)
+
+
+def test_same_seed_same_volume_whatever_the_batch(generator):
+    one_by_one = generator.generate(QUERY, seed=[3, 4, 5], batch_size=1)
+    together = generator.generate(QUERY, seed=[3, 4, 5], batch_size=3)
+    torch.testing.assert_close(one_by_one.images, together.images, rtol=1e-4, atol=1e-5)
+    other = generator.generate(QUERY, seed=[13, 14, 15])
+    assert not torch.allclose(other.images, together.images)
+    dpm = generator.generate(QUERY, seed=[3, 4, 5], sampler="dpm++2m", batch_size=2)
+    assert dpm.images.shape == together.images.shape
+
+
+def test_round_trip_through_a_folder_gives_the_same_volumes(generator, tmp_path):
+    generator.save_pretrained(tmp_path / "model")
+    loaded = BrainGenerator.from_pretrained(tmp_path / "model")
+    torch.testing.assert_close(loaded.generate(QUERY, seed=1).images, generator.generate(QUERY, seed=1).images)
+    assert loaded.label_classes == generator.label_classes and loaded.latent_shape == generator.latent_shape
+
+
+def test_tampered_truncated_or_incomplete_folders_are_refused(generator, tmp_path):
+    folder = generator.save_pretrained(tmp_path / "model")
+    weights = folder / "unet" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 .* differs from the index"):
+        BrainGenerator.from_pretrained(folder)
+    weights.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(ValueError, match="truncated or was modified"):
+        BrainGenerator.from_pretrained(folder)
+    folder = generator.save_pretrained(tmp_path / "again")
+    (folder / "autoencoder" / "config.json").unlink()
+    with pytest.raises(ValueError, match="missing config.json"):
+        BrainGenerator.from_pretrained(folder)
+    (folder / INDEX).unlink()
+    with pytest.raises(ValueError, match=f"no {INDEX}"):
+        BrainGenerator.from_pretrained(folder)
+
+
+def test_loads_a_hub_id_from_the_local_cache_offline(generator, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = tmp_path / "hub" / "models--synthbrain--tiny" / "snapshots" / "0123456789abcdef0123456789abcdef01234567"
+    generator.save_pretrained(snapshot)
+    (tmp_path / "hub" / "models--synthbrain--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--synthbrain--tiny" / "refs" / "main").write_text(snapshot.name)
+    loaded = BrainGenerator.from_pretrained("synthbrain/tiny", cache_dir=tmp_path / "hub")
+    torch.testing.assert_close(loaded.generate(QUERY, seed=2).images, generator.generate(QUERY, seed=2).images)
+    with pytest.raises(Exception, match="(?i)offline|cannot find|not found|local"):
+        BrainGenerator.from_pretrained("synthbrain/absent", cache_dir=tmp_path / "hub")
+
+
+def test_bad_requests_get_clear_errors(generator):
+    with pytest.raises(ValueError, match=r"'age': values \[95.0, 95.0, 95.0\] years are outside the fitted range"):
+        generator.generate({**QUERY, "age": 95.0})
+    assert generator.generate({**QUERY, "age": 95.0}, extrapolate=True).images.shape[0] == 3
+    with pytest.raises(ValueError, match=r"unknown \['weight'\]"):
+        generator.generate({**QUERY, "weight": 70})
+    with pytest.raises(ValueError, match="sampler='euler'"):
+        generator.generate(QUERY, sampler="euler")
+    with pytest.raises(ValueError, match="2 seeds for 3 volumes"):
+        generator.generate(QUERY, seed=[1, 2])
+    with pytest.raises(ValueError, match="no rows"):
+        generator.generate(pd.DataFrame(columns=["sex", "age", "ventricular_volume", "brain_volume"]))
+    with pytest.raises(ValueError, match="batch_size=0"):
+        generator.generate(QUERY, batch_size=0)
+    with pytest.raises(ValueError, match="no embedded default model"):
+        BrainGenerator.from_pretrained("default")
+    with pytest.raises(ValueError, match="not a folder, and not a Hub id"):
+        BrainGenerator.from_pretrained("./nowhere")
