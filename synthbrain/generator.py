@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,42 @@ class GeneratedBrains:
     labels: torch.Tensor | None  # (B, D, H, W) uint8 class indices
     covariates: pd.DataFrame  # the physical covariates used, one row per volume, with the seed
     affine: np.ndarray  # voxel -> MNI mm (RAS), shared by every volume
+    label_classes: tuple[str, ...] | None = None
+    provenance: dict[str, Any] | None = None  # model hashes, sampler, steps, guidance scale
+
+    def save(self, folder: str | os.PathLike, *, prefix: str = "synth", overwrite: bool = False) -> Path:
+        """Write a BIDS-like dataset: ``sub-<prefix><i>/anat/..._T1w.nii.gz`` and ``..._dseg.nii.gz``,
+        ``participants.tsv``, ``dseg.tsv``, ``provenance.json``, ``dataset_description.json`` and
+        ``preview.png``. An existing non-empty folder is refused unless ``overwrite=True``."""
+        from synthbrain.preprocessing import qc
+
+        folder = Path(folder)
+        if not prefix.isalnum():
+            raise ValueError(f"prefix={prefix!r}; allowed: letters and digits only (it becomes part of BIDS subject labels)")
+        if folder.exists() and any(folder.iterdir()):
+            if not overwrite:
+                raise ValueError(f"folder={str(folder)!r} exists and is not empty; pass overwrite=True or choose another folder")
+            for previous in folder.glob(f"sub-{prefix}*"):  # a previous set, possibly larger: no stale subjects stay
+                shutil.rmtree(previous)
+        ids = [f"sub-{prefix}{i:05d}" for i in range(len(self.images))]
+        for i, sid in enumerate(ids):
+            anat = folder / sid / "anat"
+            _io.save_nifti(anat / f"{sid}_T1w.nii.gz", self.images[i, 0].numpy().astype(np.float32), self.affine)
+            if self.labels is not None:
+                _io.save_nifti(anat / f"{sid}_dseg.nii.gz", self.labels[i].numpy().astype(np.uint8), self.affine)
+        _io.write_table(folder / "participants.tsv", self.covariates.assign(participant_id=ids)[["participant_id", *self.covariates.columns]])
+        if self.label_classes:
+            _io.write_table(folder / "dseg.tsv", pd.DataFrame({"index": range(len(self.label_classes)), "name": self.label_classes}))
+        _io.write_json(folder / "provenance.json", {**(self.provenance or {}), "subjects": dict(zip(ids, self.covariates["seed"].tolist()))})
+        _io.write_json(folder / "dataset_description.json", {
+            "Name": "synthbrain synthetic T1w volumes", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+            "GeneratedBy": [{"Name": "synthbrain", "Version": __version__}]})
+        shown = min(len(ids), 8)
+        qc.montage(folder / "preview.png", [self.images[i, 0].numpy() for i in range(shown)],
+                   [self.labels[i].numpy() if self.labels is not None else None for i in range(shown)],
+                   [f"{ids[i]}  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.covariates.iloc[i].items())
+                    for i in range(shown)], len(self.label_classes) if self.label_classes else None)
+        return folder
 
 
 class BrainGenerator:
@@ -64,6 +101,7 @@ class BrainGenerator:
         factor = autoencoder.config.downsample
         self.latent_shape = (autoencoder.config.latent_channels, *(n // factor for n in image_grid.shape))
         self.defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, **(defaults or {})}
+        self.source: dict[str, Any] = {"path": None, "sha256": None}  # set when loaded from disk
 
     # ------------------------------------------------------------------ persistence
 
@@ -119,8 +157,10 @@ class BrainGenerator:
         scheduler = json.loads((folder / "scheduler" / "config.json").read_text())
         if scheduler.pop("class", None) != "NoiseSchedule":
             raise ValueError(f"{folder / 'scheduler' / 'config.json'}: not a NoiseSchedule")
-        return cls(autoencoder, unet, NoiseSchedule.from_dict(scheduler), CovariateSchema.load(folder / "covariates" / "covariates.json"),
-                   Grid.from_dict(index["image_grid"]), index["latent_scale"], index["label_classes"], index["defaults"])
+        generator = cls(autoencoder, unet, NoiseSchedule.from_dict(scheduler), CovariateSchema.load(folder / "covariates" / "covariates.json"),
+                        Grid.from_dict(index["image_grid"]), index["latent_scale"], index["label_classes"], index["defaults"])
+        generator.source = {"path": str(folder.resolve()), "sha256": {k: v["sha256"] for k, v in index["components"].items()}}
+        return generator
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BrainGenerator:
         self.autoencoder.to(device=device, dtype=dtype)
@@ -180,7 +220,10 @@ class BrainGenerator:
                 labels.append(logits.argmax(dim=1).to(torch.uint8).cpu())
         used = table.copy()
         used["seed"] = seeds
-        return GeneratedBrains(torch.cat(images), torch.cat(labels) if labels else None, used, self.image_grid.affine)
+        provenance = {"synthbrain_version": __version__, "model": self.source, "sampler": sampler, "steps": steps,
+                      "guidance_scale": guidance_scale, "space": "MNI152NLin2009aSym", "grid": self.image_grid.to_dict()}
+        return GeneratedBrains(torch.cat(images), torch.cat(labels) if labels else None, used, self.image_grid.affine,
+                               self.label_classes, provenance)
 
 
 def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:

@@ -110,3 +110,47 @@ def test_bad_requests_get_clear_errors(generator):
         BrainGenerator.from_pretrained("default")
     with pytest.raises(ValueError, match="not a folder, and not a Hub id"):
         BrainGenerator.from_pretrained("./nowhere")
+
+
+def test_save_writes_a_bids_like_dataset_with_affine_and_provenance(generator, tmp_path):
+    import json
+
+    import nibabel as nib
+
+    folder = generator.save_pretrained(tmp_path / "model")
+    out = BrainGenerator.from_pretrained(folder).generate(QUERY, seed=11)
+    written = out.save(tmp_path / "synth")
+    t1 = nib.load(written / "sub-synth00001" / "anat" / "sub-synth00001_T1w.nii.gz")
+    dseg = nib.load(written / "sub-synth00001" / "anat" / "sub-synth00001_dseg.nii.gz")
+    np.testing.assert_allclose(t1.affine, GRID.affine)
+    np.testing.assert_allclose(np.asarray(t1.dataobj), out.images[1, 0].numpy())
+    np.testing.assert_array_equal(np.asarray(dseg.dataobj), out.labels[1].numpy())
+    table = pd.read_csv(written / "participants.tsv", sep="\t")
+    assert table["participant_id"].tolist() == ["sub-synth00000", "sub-synth00001", "sub-synth00002"]
+    assert table["seed"].tolist() == [11, 12, 13] and table["sex"].tolist() == ["F", "M", "F"]
+    provenance = json.loads((written / "provenance.json").read_text())
+    assert provenance["subjects"]["sub-synth00002"] == 13 and provenance["steps"] == 4 and provenance["sampler"] == "ddim"
+    assert provenance["model"]["sha256"]["unet"] == json.loads((folder / INDEX).read_text())["components"]["unet"]["sha256"]
+    assert pd.read_csv(written / "dseg.tsv", sep="\t")["name"].tolist()[:2] == ["background", "ventricles"]
+    assert (written / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="exists and is not empty"):
+        out.save(tmp_path / "synth")
+    generator.generate({k: v[:1] if isinstance(v, list) else v for k, v in QUERY.items()}).save(tmp_path / "synth", overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "synth").glob("sub-*")) == ["sub-synth00000"]
+    with pytest.raises(ValueError, match="prefix='a-b'"):
+        out.save(tmp_path / "other", prefix="a-b")
+
+
+def test_cli_generate_with_a_saved_model(generator, tmp_path, capsys):
+    from synthbrain.cli import main
+
+    folder = generator.save_pretrained(tmp_path / "model")
+    args = ["generate", "--model", str(folder), "-n", "2", "--age", "60", "--sex", "F", "--ventricular-volume", "25",
+            "--brain-volume", "1100", "--steps", "3", "--device", "cpu", "--out", str(tmp_path / "out")]
+    assert main(args) == 0
+    assert len(list((tmp_path / "out").glob("sub-*/anat/*_T1w.nii.gz"))) == 2
+    assert main(args) == 2 and "exists and is not empty" in capsys.readouterr().err
+    assert main([*args[:-2], "--out", str(tmp_path / "o2"), "--age", "99"]) == 2 and "outside the fitted range" in capsys.readouterr().err
+    assert main(["generate", "--model", str(folder), "--age", "60", "--out", str(tmp_path / "o3")]) == 2
+    assert "covariates not given: ['sex', 'ventricular_volume', 'brain_volume']" in capsys.readouterr().err
+    assert main(["generate", "--out", str(tmp_path / "o4")]) == 2 and "no embedded default model" in capsys.readouterr().err
