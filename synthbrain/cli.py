@@ -113,7 +113,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae.add_argument("--seed", type=int, default=0)
     ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any)")
     ae.set_defaults(func=_run_train_autoencoder)
-    df = stages.add_parser("diffusion", help="train the conditional diffusion UNet on cached latents")
+    df = stages.add_parser("diffusion", help="train the conditional diffusion UNet on cached latents, then write RUN/generator")
     df.add_argument("--latents", type=Path, required=True, help="latents folder written by 'train autoencoder' (RUN/latents)")
     df.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, unet/, scheduler.json")
     df.add_argument("--channels", type=_ints, default=(64, 128, 128))
@@ -164,7 +164,13 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     training = DiffusionTraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
                                  condition_dropout=args.condition_dropout, ema_decay=args.ema_decay,
                                  checkpoint_every=args.checkpoint_every, seed=args.seed)
-    print(f"unet: {train_diffusion(args.latents, args.run, config, training, device=args.device)}")
+    from synthbrain.generator import assemble_generator
+    from synthbrain.training import setup_distributed
+
+    train_diffusion(args.latents, args.run, config, training, device=args.device)
+    if setup_distributed(args.device).is_main:
+        folder = assemble_generator(args.latents, args.run).save_pretrained(args.run / "generator")
+        print(f"generator: {folder}  (load with BrainGenerator.from_pretrained or synthbrain generate --model)")
     return 0
 
 

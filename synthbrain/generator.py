@@ -226,6 +226,24 @@ class BrainGenerator:
                                self.label_classes, provenance)
 
 
+def assemble_generator(latents: str | os.PathLike, diffusion_run: str | os.PathLike, *,
+                       defaults: Mapping[str, Any] | None = None) -> BrainGenerator:
+    """A generator from training outputs: the latent cache (which names its autoencoder, covariate
+    schema, latent scale and image grid) and a diffusion run folder (``unet/``, ``scheduler.json``)."""
+    meta = json.loads((Path(latents) / "latents.json").read_text())
+    autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, meta["autoencoder"])
+    if _io.sha256_file(Path(meta["autoencoder"]) / WEIGHTS) != meta["autoencoder_sha256"]:
+        raise ValueError(f"{meta['autoencoder']}: the autoencoder changed after these latents were cached; cache them again")
+    unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
+    scheduler = json.loads((Path(diffusion_run) / "scheduler.json").read_text())
+    scheduler.pop("class", None)
+    scheduler.pop("synthbrain_version", None)
+    scheme_file = Path(meta["prepared"]) / "label_scheme.json"
+    classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
+    return BrainGenerator(autoencoder, unet, NoiseSchedule.from_dict(scheduler), CovariateSchema.from_dict(meta["schema"]),
+                          Grid.from_dict(meta["image_grid"]), meta["scale"], classes, defaults)
+
+
 def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
     if isinstance(covariates, pd.DataFrame):
         table = covariates.reset_index(drop=True)

@@ -51,5 +51,13 @@ def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
     assert main(["train", "diffusion", "--latents", str(run / "ae" / "latents"), "--run", str(run / "dm"), "--channels", "16,32",
                  "--attention", "0,1", "--groups", "8", "--head-channels", "16", "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
     assert (run / "dm" / "unet" / "model.safetensors").is_file() and (run / "dm" / "scheduler.json").is_file()
+    # The whole chain: prepared cohort -> autoencoder -> latents -> diffusion -> generator -> volumes on disk.
+    assert main(["generate", "--model", str(run / "dm" / "generator"), "-n", "2", "--age", "40", "--sex", "M", "--ventricular-volume",
+                 "10", "--brain-volume", "200", "--steps", "2", "--device", "cpu", "--extrapolate", "--out", str(run / "synth")]) == 0
+    from synthbrain.generator import BrainGenerator
+
+    generator = BrainGenerator.from_pretrained(run / "dm" / "generator")
+    assert generator.image_grid.shape == (8, 8, 8) and generator.label_classes[1] == "ventricles"
+    assert len(list((run / "synth").glob("sub-*/anat/*_dseg.nii.gz"))) == 2
     assert main(["train", "diffusion", "--latents", str(tmp_path), "--run", str(run / "x")]) == 2
     assert "no latents.json" in capsys.readouterr().err
