@@ -50,10 +50,14 @@ def main() -> None:
     records = manifest["records"]
     table = pd.read_csv(args.out / "participants.tsv", sep="\t")
     ratio = table["dice_template"] / table["dice_template_size_bound"]
-    volume_error = {name: np.array([abs(r["volumes_on_grid_ml"][name] - r["covariates"][name]) / r["covariates"][name] for r in records])
-                    for name in ("ventricular_volume", "brain_volume", "intracranial_volume")}
+    volume_error = {
+        name: np.array([abs(r["volumes_on_grid_ml"][name] - r["covariates"][name]) / r["covariates"][name] for r in records])
+        for name in ("ventricular_volume", "brain_volume", "intracranial_volume")
+    }
     workers = args.workers or len(os.sched_getaffinity(0))
     template_icv_l = float(np.asarray(template_brain_mask().dataobj).sum()) / 1e6  # 1 mm voxels
+    icv_l = table["intracranial_volume"] / 1000
+    vent, brain = volume_error["ventricular_volume"], volume_error["brain_volume"]
     summary = {
         "subjects prepared": int(len(table)),
         "subjects skipped": int(manifest["summary"]["skipped"]),
@@ -61,13 +65,13 @@ def main() -> None:
         "worst Dice (subject)": f"{table['dice_template'].min():.3f} ({table.loc[table['dice_template'].idxmin(), 'subject_id']})",
         "5th percentile Dice": float(table["dice_template"].quantile(0.05)),
         "template intracranial volume, L": template_icv_l,
-        "subjects' intracranial volume, L (min-max)": f"{table['intracranial_volume'].min() / 1000:.2f}-{table['intracranial_volume'].max() / 1000:.2f}",
+        "subjects' intracranial volume, L (min-max)": f"{icv_l.min():.2f}-{icv_l.max():.2f}",
         "Pearson r of Dice with intracranial volume": float(np.corrcoef(table["dice_template"], table["intracranial_volume"])[0, 1]),
         "median Dice / head-size bound": float(ratio.median()),
         "worst Dice / head-size bound (subject)": f"{ratio.min():.3f} ({table.loc[ratio.idxmin(), 'subject_id']})",
         "largest fraction of a brain outside the grid": float(table["brain_outside_fraction"].max()),
-        "ventricular volume on grid vs native, median / max relative error": f"{np.median(volume_error['ventricular_volume']):.4f} / {volume_error['ventricular_volume'].max():.4f}",
-        "brain volume on grid vs native, median / max relative error": f"{np.median(volume_error['brain_volume']):.4f} / {volume_error['brain_volume'].max():.4f}",
+        "ventricular volume on grid vs native, median / max relative error": f"{np.median(vent):.4f} / {vent.max():.4f}",
+        "brain volume on grid vs native, median / max relative error": f"{np.median(brain):.4f} / {brain.max():.4f}",
         "reading and checking the cohort, s": read_seconds,
         f"wall time, {workers} workers, s": total_seconds,
         "wall time per subject, s": total_seconds / len(table),
@@ -78,22 +82,44 @@ def main() -> None:
 
     args.docs.mkdir(parents=True, exist_ok=True)
     name = f"prepare-{args.data.name}-{args.spacing:g}mm-{args.registration}"
-    command = (f"python benchmarks/prepare_cohort.py --data {args.data} --out {args.out} --spacing {args.spacing:g} "
-               f"--registration {args.registration}" + (f" --workers {args.workers}" if args.workers else ""))
-    _io.write_json(args.docs / f"{name}.json", {"command": command, "params": manifest["params"] | {"label_scheme": manifest["params"]["label_scheme"]["name"]},
-                                                "summary": summary})
+    command = (
+        f"python benchmarks/prepare_cohort.py --data {args.data} --out {args.out} --spacing {args.spacing:g} "
+        f"--registration {args.registration}" + (f" --workers {args.workers}" if args.workers else "")
+    )
+    _io.write_json(
+        args.docs / f"{name}.json",
+        {
+            "command": command,
+            "params": manifest["params"] | {"label_scheme": manifest["params"]["label_scheme"]["name"]},
+            "summary": summary,
+        },
+    )
     for png in ("montage.png", "covariates.png"):
         shutil.copyfile(args.out / "qc" / png, args.docs / f"{name}-{png}")
     rows = pd.DataFrame([{"measure": k, "value": v} for k, v in summary.items()])
-    _io.write_text(args.docs / f"{name}.md", "\n".join([
-        f"# `synthbrain prepare` on {args.data.name}: {args.spacing:g} mm, {args.registration}", "",
-        f"Command: `{command}`", "",
-        "Dice compares each subject's registered brain mask (its labels > 0) with the MNI template's. Rigid registration keeps head "
-        "size, so where a subject's intracranial volume differs from the template's (both in the table) Dice is capped by "
-        "2 min(V1, V2) / (V1 + V2); Dice / that bound isolates misalignment.", "",
-        markdown_table(rows), "",
-        f"Worst-aligned subjects (relative to the bound) first, template brain outline in yellow:", "",
-        f"![montage]({name}-montage.png)", "", f"![covariates]({name}-covariates.png)", ""]))
+    _io.write_text(
+        args.docs / f"{name}.md",
+        "\n".join(
+            [
+                f"# `synthbrain prepare` on {args.data.name}: {args.spacing:g} mm, {args.registration}",
+                "",
+                f"Command: `{command}`",
+                "",
+                "Dice compares each subject's registered brain mask (its labels > 0) with the MNI template's. "
+                "Rigid registration keeps head size, so where a subject's intracranial volume differs from the template's "
+                "(both in the table) Dice is capped by 2 min(V1, V2) / (V1 + V2); Dice / that bound isolates misalignment.",
+                "",
+                markdown_table(rows),
+                "",
+                "Worst-aligned subjects (relative to the bound) first, template brain outline in yellow:",
+                "",
+                f"![montage]({name}-montage.png)",
+                "",
+                f"![covariates]({name}-covariates.png)",
+                "",
+            ]
+        ),
+    )
 
 
 if __name__ == "__main__":

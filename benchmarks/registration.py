@@ -19,7 +19,6 @@ Writes a Markdown table, JSON and a PNG figure.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -31,9 +30,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
 from _report import markdown_table  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
 from synthbrain.cohort import read_folder  # noqa: E402
@@ -42,8 +40,12 @@ from synthbrain.preprocessing.registration import register, resample_to_grid  # 
 from synthbrain.preprocessing.template import make_grid, registration_template, template_mask_on_grid  # noqa: E402
 
 # (name, kind, metric sampled on the brain region only, moving image skull-stripped by its label map)
-CONFIGS = [("rigid, whole template", "rigid", False, True), ("rigid, brain region", "rigid", True, True),
-           ("affine, brain region", "affine", True, True), ("rigid, brain region, head not stripped", "rigid", True, False)]
+CONFIGS = [
+    ("rigid, whole template", "rigid", False, True),
+    ("rigid, brain region", "rigid", True, True),
+    ("affine, brain region", "affine", True, True),
+    ("rigid, brain region, head not stripped", "rigid", True, False),
+]
 REFERENCE = CONFIGS[0][0]
 
 
@@ -67,9 +69,16 @@ def measure(cohort, n: int, seed: int, spacing: float) -> pd.DataFrame:
             result = register(moving, img.affine, fixed, fixed_affine, kind, 0, fixed_mask if masked else None)
             seconds = time.perf_counter() - start
             on_grid = resample_to_grid(mask.astype(np.uint8), img.affine, grid, result.transform, labels=True) > 0
-            rows.append({"subject_id": subject.subject_id, "config": name, "seconds": seconds, "dice": dice(on_grid, template_mask),
-                         "dice_over_size_bound": dice(on_grid, template_mask) / size_bound_dice(on_grid.sum(), template_mask.sum()),
-                         "brain_kept": on_grid.sum() * grid.voxel_volume_mm3 / 1000 / native_ml})
+            rows.append(
+                {
+                    "subject_id": subject.subject_id,
+                    "config": name,
+                    "seconds": seconds,
+                    "dice": dice(on_grid, template_mask),
+                    "dice_over_size_bound": dice(on_grid, template_mask) / size_bound_dice(on_grid.sum(), template_mask.sum()),
+                    "brain_kept": on_grid.sum() * grid.voxel_volume_mm3 / 1000 / native_ml,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -78,13 +87,20 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for name, *_ in CONFIGS:
         part = rows[rows.config == name].set_index("subject_id")
-        out.append({"config": name, "subjects": len(part), "median s/subject": part["seconds"].median(),
-                    "time vs reference": float((part["seconds"] / ref).median()),
-                    "median Dice": part["dice"].median(), "worst Dice": part["dice"].min(),
-                    "median Dice / size bound": part["dice_over_size_bound"].median(),
-                    "worst Dice / size bound": part["dice_over_size_bound"].min(),
-                    "brain volume kept, median": part["brain_kept"].median(),
-                    "brain volume kept, range": f"{part['brain_kept'].min():.3f}-{part['brain_kept'].max():.3f}"})
+        out.append(
+            {
+                "config": name,
+                "subjects": len(part),
+                "median s/subject": part["seconds"].median(),
+                "time vs reference": float((part["seconds"] / ref).median()),
+                "median Dice": part["dice"].median(),
+                "worst Dice": part["dice"].min(),
+                "median Dice / size bound": part["dice_over_size_bound"].median(),
+                "worst Dice / size bound": part["dice_over_size_bound"].min(),
+                "brain volume kept, median": part["brain_kept"].median(),
+                "brain volume kept, range": f"{part['brain_kept'].min():.3f}-{part['brain_kept'].max():.3f}",
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -115,14 +131,24 @@ def main() -> None:
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
     args.out.mkdir(parents=True, exist_ok=True)
-    _io.write_json(args.out / "registration.json", {"command": "python benchmarks/registration.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items() if v is not None), "per_subject": rows.to_dict("records"),
-        "summary": table.to_dict("records")})
+    _io.write_json(
+        args.out / "registration.json",
+        {
+            "command": "python benchmarks/registration.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if v is not None),
+            "per_subject": rows.to_dict("records"),
+            "summary": table.to_dict("records"),
+        },
+    )
     figure(args.out / "registration.png", rows)
-    lines = ["# Registration to MNI: measured", "",
-             f"Sample: {table['subjects'][0]} subjects drawn with seed {args.seed} from `{args.data}`; grid {args.spacing:g} mm; "
-             "one thread; times as the median per-subject ratio to the reference measured in the same run.", "",
-             markdown_table(table), ""]
+    lines = [
+        "# Registration to MNI: measured",
+        "",
+        f"Sample: {table['subjects'][0]} subjects drawn with seed {args.seed} from `{args.data}`; grid {args.spacing:g} mm; "
+        "one thread; times as the median per-subject ratio to the reference measured in the same run.",
+        "",
+        markdown_table(table),
+        "",
+    ]
     lines += ["![registration](registration.png)", ""]
     _io.write_text(args.out / "registration.md", "\n".join(lines))
 

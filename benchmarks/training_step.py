@@ -80,24 +80,52 @@ def main() -> None:
             step, params = autoencoder_step(config, grid, batch)
             seconds = time_steps(step, args.repeats)
             reference = reference or seconds
-            rows.append({"network": f"autoencoder {channels}, {1 + classes} channels in/out", "input": f"{batch} x {grid}",
-                         "parameters (M)": params / 1e6, "s/step": seconds, "vs image-only": seconds / reference})
+            rows.append(
+                {
+                    "network": f"autoencoder {channels}, {1 + classes} channels in/out",
+                    "input": f"{batch} x {grid}",
+                    "parameters (M)": params / 1e6,
+                    "s/step": seconds,
+                    "vs image-only": seconds / reference,
+                }
+            )
     latent = tuple(n // 4 for n in grid)
     for channels, batch in [((64, 128), 8), ((32, 64), 8)]:  # two levels: a 4 mm latent (10 x 14 x 10) halves once
-        config = DiffusionConfig(channels=channels, attention_levels=(False, True), num_head_channels=32 if channels[0] >= 64 else 16,
-                                 norm_num_groups=32 if channels[0] >= 64 else 16)
+        config = DiffusionConfig(
+            channels=channels,
+            attention_levels=(False, True),
+            num_head_channels=32 if channels[0] >= 64 else 16,
+            norm_num_groups=32 if channels[0] >= 64 else 16,
+        )
         step, params = unet_step(config, latent, batch)
         seconds = time_steps(step, args.repeats)
-        rows.append({"network": f"diffusion UNet {channels}", "input": f"{batch} x 3 x {latent}", "parameters (M)": params / 1e6,
-                     "s/step": seconds, "vs image-only": float("nan")})
+        rows.append(
+            {
+                "network": f"diffusion UNet {channels}",
+                "input": f"{batch} x 3 x {latent}",
+                "parameters (M)": params / 1e6,
+                "s/step": seconds,
+                "vs image-only": float("nan"),
+            }
+        )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     args.out.mkdir(parents=True, exist_ok=True)
     command = f"python benchmarks/training_step.py --grid {args.grid} --classes {args.classes} --repeats {args.repeats}"
     _io.write_json(args.out / "training-step.json", {"command": command, "threads": torch.get_num_threads(), "rows": rows})
-    _io.write_text(args.out / "training-step.md", "\n".join([
-        "# Training step time on this machine", "", f"Command: `{command}` ({torch.get_num_threads()} threads, float32, CPU).", "",
-        markdown_table(table), ""]))
+    _io.write_text(
+        args.out / "training-step.md",
+        "\n".join(
+            [
+                "# Training step time on this machine",
+                "",
+                f"Command: `{command}` ({torch.get_num_threads()} threads, float32, CPU).",
+                "",
+                markdown_table(table),
+                "",
+            ]
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -23,10 +23,13 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
 
 
 def _add_prepare(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prepare", help="register a real cohort to MNI space and write a model-ready cohort folder",
-                       description="Read a cohort (a folder of images + table, or BIDS), register every image to the MNI "
-                                   "template, resample to a fixed grid, normalise, and write a prepared cohort folder. "
-                                   "Re-running the same command resumes.")
+    p = sub.add_parser(
+        "prepare",
+        help="register a real cohort to MNI space and write a model-ready cohort folder",
+        description="Read a cohort (a folder of images + table, or BIDS), register every image to the MNI "
+        "template, resample to a fixed grid, normalise, and write a prepared cohort folder. "
+        "Re-running the same command resumes.",
+    )
     src = p.add_argument_group("input (a folder of images with a table, or a BIDS dataset)")
     src.add_argument("--images", type=Path, help="folder of <subject_id>*.nii[.gz] T1 images")
     src.add_argument("--labels", type=Path, help="folder of label maps named like the images")
@@ -34,15 +37,23 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--bids", type=Path, help="BIDS dataset root (instead of --images/--labels/--table)")
     src.add_argument("--derivatives", help="BIDS derivatives pipeline folder holding *_dseg label maps (default: any)")
     src.add_argument("--id-column", default="subject_id", help="table column with subject ids (default: subject_id)")
-    src.add_argument("--column", action="append", metavar="COVARIATE=COLUMN",
-                     help="table column of a covariate, where the names differ (repeatable)")
+    src.add_argument(
+        "--column", action="append", metavar="COVARIATE=COLUMN", help="table column of a covariate, where the names differ (repeatable)"
+    )
     src.add_argument("--unit", action="append", metavar="COVARIATE=UNIT", help="unit of a table column, e.g. ventricular_volume=mm3")
     p.add_argument("--out", type=Path, required=True, help="output folder (a prepared cohort)")
     p.add_argument("--spacing", type=float, default=2.0, help="output voxel size in mm (default 2; 1, 2, 3, 4 are usual)")
-    p.add_argument("--registration", choices=["rigid", "affine"], default="rigid",
-                   help="rigid (default) keeps head size, so volume covariates stay true to the image")
-    p.add_argument("--label-scheme", default="muse-coarse",
-                   help="built-in scheme name or JSON file mapping labels to coarse classes; 'none' keeps labels as they are")
+    p.add_argument(
+        "--registration",
+        choices=["rigid", "affine"],
+        default="rigid",
+        help="rigid (default) keeps head size, so volume covariates stay true to the image",
+    )
+    p.add_argument(
+        "--label-scheme",
+        default="muse-coarse",
+        help="built-in scheme name or JSON file mapping labels to coarse classes; 'none' keeps labels as they are",
+    )
     p.add_argument("--registration-spacing", type=float, default=2.0, help="template resolution used for registration, mm (default 2)")
     p.add_argument("--no-skull-strip", action="store_true", help="keep the head; only the intensity scale uses the brain mask")
     p.add_argument("--skip-bad", action="store_true", help="leave out subjects with problems (listed in skipped.tsv) instead of stopping")
@@ -58,8 +69,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
     scheme = None if args.label_scheme == "none" else args.label_scheme
     on_error = "skip" if args.skip_bad else "raise"
-    common = dict(columns=_key_values(args.column, "--column"), units=_key_values(args.unit, "--unit"),
-                  label_scheme=scheme, on_error=on_error)
+    common = dict(
+        columns=_key_values(args.column, "--column"), units=_key_values(args.unit, "--unit"), label_scheme=scheme, on_error=on_error
+    )
     if args.bids is not None:
         if args.images or args.table or args.labels:
             raise SystemExit("--bids excludes --images, --labels and --table")
@@ -76,8 +88,12 @@ def _run_prepare(args: argparse.Namespace) -> int:
         log.warning(warning)
     for problem in cohort.skipped:
         log.warning("skipped: %s", problem)
-    params = PrepareParams(spacing=args.spacing, registration=args.registration, skull_strip=not args.no_skull_strip,
-                           registration_spacing=args.registration_spacing)
+    params = PrepareParams(
+        spacing=args.spacing,
+        registration=args.registration,
+        skull_strip=not args.no_skull_strip,
+        registration_spacing=args.registration_spacing,
+    )
     out = prepare_cohort(cohort, args.out, params, label_scheme=scheme, workers=args.workers, overwrite=args.overwrite, on_error=on_error)
     import json
 
@@ -100,8 +116,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae = stages.add_parser("autoencoder", help="train the joint image + label autoencoder, then cache the latents")
     ae.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
     ae.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, autoencoder/, latents/")
-    ae.add_argument("--downsample", type=int, default=1,
-                    help="train on the cohort averaged over k^3 blocks, labels as class fractions (2: 2 mm -> 4 mm)")
+    ae.add_argument(
+        "--downsample",
+        type=int,
+        default=1,
+        help="train on the cohort averaged over k^3 blocks, labels as class fractions (2: 2 mm -> 4 mm)",
+    )
     ae.add_argument("--channels", type=_ints, default=(32, 64, 64))
     ae.add_argument("--latent-channels", type=int, default=3)
     ae.add_argument("--res-blocks", type=int, default=1)
@@ -140,10 +160,16 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
     from synthbrain.training import setup_distributed
 
     scheme = PreparedCohort.load(args.prepared).label_scheme
-    config = AutoencoderConfig(num_classes=scheme.num_classes if scheme else 0, channels=args.channels,
-                               latent_channels=args.latent_channels, num_res_blocks=args.res_blocks, norm_num_groups=args.groups)
-    training = AutoencoderTraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                                   checkpoint_every=args.checkpoint_every, seed=args.seed)
+    config = AutoencoderConfig(
+        num_classes=scheme.num_classes if scheme else 0,
+        channels=args.channels,
+        latent_channels=args.latent_channels,
+        num_res_blocks=args.res_blocks,
+        norm_num_groups=args.groups,
+    )
+    training = AutoencoderTraining(
+        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed
+    )
     folder = train_autoencoder(args.prepared, args.run, config, training, downsample=args.downsample, device=args.device)
     info = setup_distributed(args.device)
     if info.is_main:
@@ -158,12 +184,24 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
 
     cache = LatentCache.load(args.latents)
-    config = DiffusionConfig(latent_channels=cache.latents.shape[1], condition_dim=cache.conditions.shape[1], channels=args.channels,
-                             attention_levels=tuple(bool(a) for a in args.attention), num_res_blocks=args.res_blocks,
-                             num_head_channels=args.head_channels, norm_num_groups=args.groups)
-    training = DiffusionTraining(steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr,
-                                 condition_dropout=args.condition_dropout, ema_decay=args.ema_decay,
-                                 checkpoint_every=args.checkpoint_every, seed=args.seed)
+    config = DiffusionConfig(
+        latent_channels=cache.latents.shape[1],
+        condition_dim=cache.conditions.shape[1],
+        channels=args.channels,
+        attention_levels=tuple(bool(a) for a in args.attention),
+        num_res_blocks=args.res_blocks,
+        num_head_channels=args.head_channels,
+        norm_num_groups=args.groups,
+    )
+    training = DiffusionTraining(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        condition_dropout=args.condition_dropout,
+        ema_decay=args.ema_decay,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+    )
     from synthbrain.generator import assemble_generator
     from synthbrain.training import setup_distributed
 
@@ -175,8 +213,11 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("generate", help="generate conditioned T1 volumes with label maps",
-                       description="Generate N volumes. Covariates are in physical units; each given value applies to all N.")
+    p = sub.add_parser(
+        "generate",
+        help="generate conditioned T1 volumes with label maps",
+        description="Generate N volumes. Covariates are in physical units; each given value applies to all N.",
+    )
     p.add_argument("--model", default="default", help="a folder written by save_pretrained, a Hub id (owner/name), or 'default'")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
     p.add_argument("-n", type=int, default=1, help="number of volumes")
@@ -207,13 +248,23 @@ def _run_generate(args: argparse.Namespace) -> int:
     given = {"age": args.age, "sex": args.sex, "ventricular_volume": args.ventricular_volume, "brain_volume": args.brain_volume}
     missing = [name for name in generator.schema.names if given.get(name) is None]
     if missing:
-        raise ValueError(f"covariates not given: {missing}; drawing them from the training distribution is not available yet, "
-                         "so give each one (--age, --sex, --ventricular-volume, --brain-volume)")
+        raise ValueError(
+            f"covariates not given: {missing}; drawing them from the training distribution is not available yet, "
+            "so give each one (--age, --sex, --ventricular-volume, --brain-volume)"
+        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator.to(device)
     covariates = {name: [given[name]] * args.n for name in generator.schema.names}
-    out = generator.generate(covariates, seed=args.seed, steps=args.steps, sampler=args.sampler, guidance_scale=args.guidance_scale,
-                             batch_size=args.batch_size, extrapolate=args.extrapolate, progress=True)
+    out = generator.generate(
+        covariates,
+        seed=args.seed,
+        steps=args.steps,
+        sampler=args.sampler,
+        guidance_scale=args.guidance_scale,
+        batch_size=args.batch_size,
+        extrapolate=args.extrapolate,
+        progress=True,
+    )
     print(f"wrote {args.n} volumes to {out.save(args.out, overwrite=args.overwrite)}")
     return 0
 

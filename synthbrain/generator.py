@@ -71,25 +71,50 @@ class GeneratedBrains:
             _io.save_nifti(anat / f"{sid}_T1w.nii.gz", self.images[i, 0].numpy().astype(np.float32), self.affine)
             if self.labels is not None:
                 _io.save_nifti(anat / f"{sid}_dseg.nii.gz", self.labels[i].numpy().astype(np.uint8), self.affine)
-        _io.write_table(folder / "participants.tsv", self.covariates.assign(participant_id=ids)[["participant_id", *self.covariates.columns]])
+        _io.write_table(
+            folder / "participants.tsv", self.covariates.assign(participant_id=ids)[["participant_id", *self.covariates.columns]]
+        )
         if self.label_classes:
             _io.write_table(folder / "dseg.tsv", pd.DataFrame({"index": range(len(self.label_classes)), "name": self.label_classes}))
-        _io.write_json(folder / "provenance.json", {**(self.provenance or {}), "subjects": dict(zip(ids, self.covariates["seed"].tolist()))})
-        _io.write_json(folder / "dataset_description.json", {
-            "Name": "synthbrain synthetic T1w volumes", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "synthbrain", "Version": __version__}]})
+        _io.write_json(
+            folder / "provenance.json", {**(self.provenance or {}), "subjects": dict(zip(ids, self.covariates["seed"].tolist()))}
+        )
+        _io.write_json(
+            folder / "dataset_description.json",
+            {
+                "Name": "synthbrain synthetic T1w volumes",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "synthbrain", "Version": __version__}],
+            },
+        )
         shown = min(len(ids), 8)
-        qc.montage(folder / "preview.png", [self.images[i, 0].numpy() for i in range(shown)],
-                   [self.labels[i].numpy() if self.labels is not None else None for i in range(shown)],
-                   [f"{ids[i]}  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.covariates.iloc[i].items())
-                    for i in range(shown)], len(self.label_classes) if self.label_classes else None)
+        qc.montage(
+            folder / "preview.png",
+            [self.images[i, 0].numpy() for i in range(shown)],
+            [self.labels[i].numpy() if self.labels is not None else None for i in range(shown)],
+            [
+                f"{ids[i]}  "
+                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.covariates.iloc[i].items())
+                for i in range(shown)
+            ],
+            len(self.label_classes) if self.label_classes else None,
+        )
         return folder
 
 
 class BrainGenerator:
-    def __init__(self, autoencoder: BrainAutoencoder, unet: ConditionalUNet, schedule: NoiseSchedule, schema: CovariateSchema,
-                 image_grid: Grid, latent_scale: float, label_classes: Sequence[str] | None = None,
-                 defaults: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        autoencoder: BrainAutoencoder,
+        unet: ConditionalUNet,
+        schedule: NoiseSchedule,
+        schema: CovariateSchema,
+        image_grid: Grid,
+        latent_scale: float,
+        label_classes: Sequence[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+    ):
         if not schema.fitted:
             raise ValueError("schema: the covariate schema must be fitted on the training cohort")
         if unet.config.condition_dim != schema.width:
@@ -111,29 +136,50 @@ class BrainGenerator:
         save_component(self.unet, folder / "unet")
         _io.write_json(folder / "scheduler" / "config.json", {"class": "NoiseSchedule", **self.schedule.to_dict()})
         self.schema.save(folder / "covariates" / "covariates.json")
-        _io.write_json(folder / INDEX, {
-            "class": "BrainGenerator", "synthbrain_version": __version__,
-            "components": {name: {"path": name, "sha256": _io.sha256_file(folder / name / WEIGHTS)} for name in ("autoencoder", "unet")},
-            "image_grid": self.image_grid.to_dict(), "latent_shape": list(self.latent_shape), "latent_scale": self.latent_scale,
-            "label_classes": list(self.label_classes) if self.label_classes else None, "defaults": self.defaults})
+        _io.write_json(
+            folder / INDEX,
+            {
+                "class": "BrainGenerator",
+                "synthbrain_version": __version__,
+                "components": {
+                    name: {"path": name, "sha256": _io.sha256_file(folder / name / WEIGHTS)} for name in ("autoencoder", "unet")
+                },
+                "image_grid": self.image_grid.to_dict(),
+                "latent_shape": list(self.latent_shape),
+                "latent_scale": self.latent_scale,
+                "label_classes": list(self.label_classes) if self.label_classes else None,
+                "defaults": self.defaults,
+            },
+        )
         return folder
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, *, revision: str | None = None, cache_dir: str | os.PathLike | None = None,
-                        local_files_only: bool | None = None) -> BrainGenerator:
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
+    ) -> BrainGenerator:
         """Load from a local folder, or a Hugging Face Hub repository id (downloaded once into the
         local cache; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only)."""
         if str(name_or_path) == "default":
-            raise ValueError("name_or_path='default': no embedded default model is shipped in this version yet; "
-                             "pass a folder written by save_pretrained or a Hub id")
+            raise ValueError(
+                "name_or_path='default': no embedded default model is shipped in this version yet; "
+                "pass a folder written by save_pretrained or a Hub id"
+            )
         folder = Path(name_or_path)
         if not folder.is_dir():
             if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
                 raise ValueError(f"name_or_path={str(name_or_path)!r}: not a folder, and not a Hub id of the form 'owner/name'")
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(repo_id=str(name_or_path), revision=revision, cache_dir=cache_dir,
-                                            local_files_only=bool(local_files_only)))
+            folder = Path(
+                snapshot_download(
+                    repo_id=str(name_or_path), revision=revision, cache_dir=cache_dir, local_files_only=bool(local_files_only)
+                )
+            )
         return cls._load_folder(folder)
 
     @classmethod
@@ -150,15 +196,25 @@ class BrainGenerator:
                 raise ValueError(f"{weights}: missing")
             found = _io.sha256_file(weights)
             if found != entry["sha256"]:
-                raise ValueError(f"{weights}: sha256 {found[:12]}... differs from the index's {entry['sha256'][:12]}...; "
-                                 "the file is truncated or was modified")
+                raise ValueError(
+                    f"{weights}: sha256 {found[:12]}... differs from the index's {entry['sha256'][:12]}...; "
+                    "the file is truncated or was modified"
+                )
         autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, folder / index["components"]["autoencoder"]["path"])
         unet = load_component(ConditionalUNet, DiffusionConfig, folder / index["components"]["unet"]["path"])
         scheduler = json.loads((folder / "scheduler" / "config.json").read_text())
         if scheduler.pop("class", None) != "NoiseSchedule":
             raise ValueError(f"{folder / 'scheduler' / 'config.json'}: not a NoiseSchedule")
-        generator = cls(autoencoder, unet, NoiseSchedule.from_dict(scheduler), CovariateSchema.load(folder / "covariates" / "covariates.json"),
-                        Grid.from_dict(index["image_grid"]), index["latent_scale"], index["label_classes"], index["defaults"])
+        generator = cls(
+            autoencoder,
+            unet,
+            NoiseSchedule.from_dict(scheduler),
+            CovariateSchema.load(folder / "covariates" / "covariates.json"),
+            Grid.from_dict(index["image_grid"]),
+            index["latent_scale"],
+            index["label_classes"],
+            index["defaults"],
+        )
         generator.source = {"path": str(folder.resolve()), "sha256": {k: v["sha256"] for k, v in index["components"].items()}}
         return generator
 
@@ -178,9 +234,18 @@ class BrainGenerator:
     # ------------------------------------------------------------------ generation
 
     @torch.no_grad()
-    def generate(self, covariates: pd.DataFrame | Mapping[str, Any], *, seed: int | Sequence[int] = 0, steps: int | None = None,
-                 sampler: str | None = None, guidance_scale: float | None = None, batch_size: int = 4, extrapolate: bool = False,
-                 progress: bool = False) -> GeneratedBrains:
+    def generate(
+        self,
+        covariates: pd.DataFrame | Mapping[str, Any],
+        *,
+        seed: int | Sequence[int] = 0,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance_scale: float | None = None,
+        batch_size: int = 4,
+        extrapolate: bool = False,
+        progress: bool = False,
+    ) -> GeneratedBrains:
         """Generate one volume per row of ``covariates`` (physical units: years, "F"/"M", mL).
 
         ``covariates`` is a DataFrame or a mapping of name to scalar or list (scalars are repeated
@@ -220,14 +285,23 @@ class BrainGenerator:
                 labels.append(logits.argmax(dim=1).to(torch.uint8).cpu())
         used = table.copy()
         used["seed"] = seeds
-        provenance = {"synthbrain_version": __version__, "model": self.source, "sampler": sampler, "steps": steps,
-                      "guidance_scale": guidance_scale, "space": "MNI152NLin2009aSym", "grid": self.image_grid.to_dict()}
-        return GeneratedBrains(torch.cat(images), torch.cat(labels) if labels else None, used, self.image_grid.affine,
-                               self.label_classes, provenance)
+        provenance = {
+            "synthbrain_version": __version__,
+            "model": self.source,
+            "sampler": sampler,
+            "steps": steps,
+            "guidance_scale": guidance_scale,
+            "space": "MNI152NLin2009aSym",
+            "grid": self.image_grid.to_dict(),
+        }
+        return GeneratedBrains(
+            torch.cat(images), torch.cat(labels) if labels else None, used, self.image_grid.affine, self.label_classes, provenance
+        )
 
 
-def assemble_generator(latents: str | os.PathLike, diffusion_run: str | os.PathLike, *,
-                       defaults: Mapping[str, Any] | None = None) -> BrainGenerator:
+def assemble_generator(
+    latents: str | os.PathLike, diffusion_run: str | os.PathLike, *, defaults: Mapping[str, Any] | None = None
+) -> BrainGenerator:
     """A generator from training outputs: the latent cache (which names its autoencoder, covariate
     schema, latent scale and image grid) and a diffusion run folder (``unet/``, ``scheduler.json``)."""
     meta = json.loads((Path(latents) / "latents.json").read_text())
@@ -240,8 +314,16 @@ def assemble_generator(latents: str | os.PathLike, diffusion_run: str | os.PathL
     scheduler.pop("synthbrain_version", None)
     scheme_file = Path(meta["prepared"]) / "label_scheme.json"
     classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
-    return BrainGenerator(autoencoder, unet, NoiseSchedule.from_dict(scheduler), CovariateSchema.from_dict(meta["schema"]),
-                          Grid.from_dict(meta["image_grid"]), meta["scale"], classes, defaults)
+    return BrainGenerator(
+        autoencoder,
+        unet,
+        NoiseSchedule.from_dict(scheduler),
+        CovariateSchema.from_dict(meta["schema"]),
+        Grid.from_dict(meta["image_grid"]),
+        meta["scale"],
+        classes,
+        defaults,
+    )
 
 
 def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
@@ -252,7 +334,9 @@ def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any]) -> pd.DataFra
         if len(lengths) > 1:
             raise ValueError(f"covariates: lists of different lengths {sorted(lengths)}")
         n = lengths.pop() if lengths else 1
-        table = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n for k, v in covariates.items()})
+        table = pd.DataFrame(
+            {k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n for k, v in covariates.items()}
+        )
     else:
         raise ValueError(f"covariates: {type(covariates).__name__}; allowed: a DataFrame or a mapping of name to value(s)")
     if len(table) == 0:

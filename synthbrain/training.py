@@ -47,6 +47,16 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     return DistInfo(rank, world_size, torch.device(device))
 
 
+def gather_generator_states(generator: torch.Generator, info: DistInfo) -> list[torch.Tensor]:
+    """Every rank's random-generator state (collective: all ranks must call it), so a resumed run
+    continues each rank's random stream exactly."""
+    if info.world_size == 1:
+        return [generator.get_state()]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, generator.get_state().cpu())
+    return states
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically (tensors and plain Python values only)."""
     with _io.atomic_path(path) as tmp:
@@ -99,7 +109,9 @@ def claim_run(run_dir: Path, config: dict[str, Any], is_main: bool) -> None:
         previous = json.loads(path.read_text())
         if previous != config:
             changed = sorted(k for k in config if previous.get(k) != config.get(k))
-            raise ValueError(f"run_dir={str(run_dir)!r} holds a run with another configuration (differing: {changed}); choose another folder")
+            raise ValueError(
+                f"run_dir={str(run_dir)!r} holds a run with another configuration (differing: {changed}); choose another folder"
+            )
     elif is_main:
         _io.write_json(path, config)
 

@@ -16,8 +16,21 @@ def template_folder(tmp_path_factory):
 
 
 def test_cli_prepares_and_reports_bad_input(template_folder, tmp_path, capsys):
-    args = ["prepare", "--images", str(template_folder / "images"), "--labels", str(template_folder / "labels"),
-            "--table", str(template_folder / "participants.csv"), "--spacing", "4", "--registration-spacing", "4", "--workers", "1"]
+    args = [
+        "prepare",
+        "--images",
+        str(template_folder / "images"),
+        "--labels",
+        str(template_folder / "labels"),
+        "--table",
+        str(template_folder / "participants.csv"),
+        "--spacing",
+        "4",
+        "--registration-spacing",
+        "4",
+        "--workers",
+        "1",
+    ]
     assert main([*args, "--out", str(tmp_path / "ok"), "--limit", "1"]) == 0
     assert "dice_template" in capsys.readouterr().out
     assert main([*args, "--out", str(tmp_path / "bad"), "--id-column", "participant"]) == 2
@@ -43,17 +56,88 @@ def test_cli_needs_an_input(tmp_path, capsys):
 def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
     prepared = make_prepared(tmp_path / "prepared", n=4)
     run = tmp_path / "run"
-    assert main(["train", "autoencoder", "--prepared", str(prepared), "--run", str(run / "ae"), "--channels", "8,16", "--groups", "8",
-                 "--steps", "2", "--device", "cpu", "--downsample", "2"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "autoencoder",
+                "--prepared",
+                str(prepared),
+                "--run",
+                str(run / "ae"),
+                "--channels",
+                "8,16",
+                "--groups",
+                "8",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--downsample",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert (run / "ae" / "autoencoder" / "model.safetensors").is_file()
     latents = json.loads((run / "ae" / "latents" / "latents.json").read_text())
     assert latents["image_grid"]["shape"] == [8, 8, 8] and latents["shape"] == [3, 4, 4, 4]
-    assert main(["train", "diffusion", "--latents", str(run / "ae" / "latents"), "--run", str(run / "dm"), "--channels", "16,32",
-                 "--attention", "0,1", "--groups", "8", "--head-channels", "16", "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "diffusion",
+                "--latents",
+                str(run / "ae" / "latents"),
+                "--run",
+                str(run / "dm"),
+                "--channels",
+                "16,32",
+                "--attention",
+                "0,1",
+                "--groups",
+                "8",
+                "--head-channels",
+                "16",
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (run / "dm" / "unet" / "model.safetensors").is_file() and (run / "dm" / "scheduler.json").is_file()
     # The whole chain: prepared cohort -> autoencoder -> latents -> diffusion -> generator -> volumes on disk.
-    assert main(["generate", "--model", str(run / "dm" / "generator"), "-n", "2", "--age", "40", "--sex", "M", "--ventricular-volume",
-                 "10", "--brain-volume", "200", "--steps", "2", "--device", "cpu", "--extrapolate", "--out", str(run / "synth")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(run / "dm" / "generator"),
+                "-n",
+                "2",
+                "--age",
+                "40",
+                "--sex",
+                "M",
+                "--ventricular-volume",
+                "10",
+                "--brain-volume",
+                "200",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--extrapolate",
+                "--out",
+                str(run / "synth"),
+            ]
+        )
+        == 0
+    )
     from synthbrain.generator import BrainGenerator
 
     generator = BrainGenerator.from_pretrained(run / "dm" / "generator")

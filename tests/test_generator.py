@@ -25,14 +25,15 @@ def randomised(model):
 @pytest.fixture(scope="module")
 def generator():
     torch.manual_seed(0)
-    schema = default_schema().fit(pd.DataFrame({"sex": ["F", "M"], "age": [20.0, 80.0], "ventricular_volume": [5.0, 60.0],
-                                                "brain_volume": [900.0, 1600.0]}))
+    schema = default_schema().fit(
+        pd.DataFrame({"sex": ["F", "M"], "age": [20.0, 80.0], "ventricular_volume": [5.0, 60.0], "brain_volume": [900.0, 1600.0]})
+    )
     autoencoder = BrainAutoencoder(AutoencoderConfig(num_classes=8, channels=(8, 16), norm_num_groups=8))
-    unet = randomised(ConditionalUNet(DiffusionConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16,
-                                                       norm_num_groups=8)))
+    unet = randomised(
+        ConditionalUNet(DiffusionConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8))
+    )
     classes = ("background", "ventricles", "csf", "cortical_gm", "white_matter", "deep_gm", "cerebellum", "brainstem")
-    return BrainGenerator(autoencoder, unet, NoiseSchedule(), schema, GRID, latent_scale=1.0, label_classes=classes,
-                          defaults={"steps": 4})
+    return BrainGenerator(autoencoder, unet, NoiseSchedule(), schema, GRID, latent_scale=1.0, label_classes=classes, defaults={"steps": 4})
 
 
 def test_generates_images_labels_covariates_and_affine(generator):
@@ -145,8 +146,27 @@ def test_cli_generate_with_a_saved_model(generator, tmp_path, capsys):
     from synthbrain.cli import main
 
     folder = generator.save_pretrained(tmp_path / "model")
-    args = ["generate", "--model", str(folder), "-n", "2", "--age", "60", "--sex", "F", "--ventricular-volume", "25",
-            "--brain-volume", "1100", "--steps", "3", "--device", "cpu", "--out", str(tmp_path / "out")]
+    args = [
+        "generate",
+        "--model",
+        str(folder),
+        "-n",
+        "2",
+        "--age",
+        "60",
+        "--sex",
+        "F",
+        "--ventricular-volume",
+        "25",
+        "--brain-volume",
+        "1100",
+        "--steps",
+        "3",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "out"),
+    ]
     assert main(args) == 0
     assert len(list((tmp_path / "out").glob("sub-*/anat/*_T1w.nii.gz"))) == 2
     assert main(args) == 2 and "exists and is not empty" in capsys.readouterr().err

@@ -62,9 +62,16 @@ class BrainAutoencoder(nn.Module):
         self.config = config
         io_channels = 1 + config.num_classes
         self.net = AutoencoderKL(
-            spatial_dims=3, in_channels=io_channels, out_channels=io_channels, channels=config.channels,
-            latent_channels=config.latent_channels, num_res_blocks=config.num_res_blocks, norm_num_groups=config.norm_num_groups,
-            attention_levels=(False,) * len(config.channels), with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False,
+            spatial_dims=3,
+            in_channels=io_channels,
+            out_channels=io_channels,
+            channels=config.channels,
+            latent_channels=config.latent_channels,
+            num_res_blocks=config.num_res_blocks,
+            norm_num_groups=config.norm_num_groups,
+            attention_levels=(False,) * len(config.channels),
+            with_encoder_nonlocal_attn=False,
+            with_decoder_nonlocal_attn=False,
         )
 
     def _inputs(self, image: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -79,9 +86,11 @@ class BrainAutoencoder(nn.Module):
         if labels is not None and labels.is_floating_point() and labels.shape == (image.shape[0], classes, *image.shape[2:]):
             return torch.cat([image, labels.to(image.dtype)], dim=1)  # class fractions (partial volumes)
         if labels is None or labels.is_floating_point() or labels.shape != image.shape[:1] + image.shape[2:]:
-            raise ValueError(f"labels: expected integer class indices of shape {(image.shape[0], *image.shape[2:])} or class "
-                             f"fractions of shape {(image.shape[0], classes, *image.shape[2:])}, "
-                             f"got {None if labels is None else (tuple(labels.shape), labels.dtype)}")
+            raise ValueError(
+                f"labels: expected integer class indices of shape {(image.shape[0], *image.shape[2:])} or class "
+                f"fractions of shape {(image.shape[0], classes, *image.shape[2:])}, "
+                f"got {None if labels is None else (tuple(labels.shape), labels.dtype)}"
+            )
         if labels.min() < 0 or labels.max() >= classes:
             raise ValueError(f"labels: values in [{int(labels.min())}, {int(labels.max())}]; allowed: [0, {classes - 1}]")
         one_hot = F.one_hot(labels.long(), classes).movedim(-1, 1).to(image.dtype)
@@ -96,7 +105,9 @@ class BrainAutoencoder(nn.Module):
         out = self.net.decode(z)
         return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
 
-    def forward(self, image: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None) -> AutoencoderOutput:
+    def forward(
+        self, image: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None
+    ) -> AutoencoderOutput:
         mu, sigma = self.encode(image, labels)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         recon, logits = self.decode(mu + sigma * noise)
@@ -116,8 +127,9 @@ class AutoencoderLossWeights:
     kl: float = 1e-6
 
 
-def autoencoder_loss(out: AutoencoderOutput, image: torch.Tensor, labels: torch.Tensor | None,
-                     weights: AutoencoderLossWeights = AutoencoderLossWeights()) -> dict[str, torch.Tensor]:
+def autoencoder_loss(
+    out: AutoencoderOutput, image: torch.Tensor, labels: torch.Tensor | None, weights: AutoencoderLossWeights = AutoencoderLossWeights()
+) -> dict[str, torch.Tensor]:
     """L1 on the image, cross-entropy on the labels, and a small KL term; returns each part and the total."""
     parts = {"image_l1": F.l1_loss(out.image.float(), image.float())}
     if out.label_logits is not None:

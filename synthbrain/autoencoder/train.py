@@ -18,7 +18,17 @@ from tqdm.auto import tqdm
 from synthbrain.autoencoder.model import AutoencoderConfig, AutoencoderLossWeights, BrainAutoencoder, autoencoder_loss
 from synthbrain.components import save_component
 from synthbrain.preprocessing.prepared import PreparedCohort
-from synthbrain.training import CHECKPOINT, claim_run, epoch_order, load_checkpoint, save_checkpoint, setup_distributed, unwrap, write_history
+from synthbrain.training import (
+    CHECKPOINT,
+    claim_run,
+    epoch_order,
+    gather_generator_states,
+    load_checkpoint,
+    save_checkpoint,
+    setup_distributed,
+    unwrap,
+    write_history,
+)
 
 
 @dataclass(frozen=True)
@@ -40,9 +50,16 @@ class AutoencoderTraining:
             raise ValueError(f"learning_rate={self.learning_rate}; allowed: > 0")
 
 
-def train_autoencoder(prepared: str | Path, run_dir: str | Path, model_config: AutoencoderConfig,
-                      training: AutoencoderTraining = AutoencoderTraining(), *, downsample: int = 1, device: str | None = None,
-                      progress: bool = True) -> Path:
+def train_autoencoder(
+    prepared: str | Path,
+    run_dir: str | Path,
+    model_config: AutoencoderConfig,
+    training: AutoencoderTraining = AutoencoderTraining(),
+    *,
+    downsample: int = 1,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Train (or resume training) and write ``run_dir/autoencoder/{config.json, model.safetensors}``.
 
     ``downsample=k`` trains on the prepared cohort averaged over k x k x k blocks, with class
@@ -54,14 +71,24 @@ def train_autoencoder(prepared: str | Path, run_dir: str | Path, model_config: A
     if model_config.num_classes not in (0, scheme_classes):
         raise ValueError(f"model_config.num_classes={model_config.num_classes}; the prepared cohort's labels have {scheme_classes} classes")
     if any(n % model_config.downsample for n in cohort.output_grid.shape):
-        raise ValueError(f"the training grid {cohort.output_grid.shape} is not divisible by the autoencoder's downsampling {model_config.downsample}")
+        raise ValueError(
+            f"the training grid {cohort.output_grid.shape} is not divisible by the autoencoder's downsampling {model_config.downsample}"
+        )
     if len(cohort) < training.batch_size * info.world_size:
         raise ValueError(f"batch_size={training.batch_size} x {info.world_size} processes exceeds the {len(cohort)} subjects")
     run_dir = Path(run_dir)
-    claim_run(run_dir, {"stage": "autoencoder", "model": model_config.to_dict(),
-                         "training": {**asdict(training), "weights": asdict(training.weights)},
-                         "prepared": str(Path(prepared).resolve()), "downsample": downsample, "grid": cohort.output_grid.to_dict()},
-              info.is_main)
+    claim_run(
+        run_dir,
+        {
+            "stage": "autoencoder",
+            "model": model_config.to_dict(),
+            "training": {**asdict(training), "weights": asdict(training.weights)},
+            "prepared": str(Path(prepared).resolve()),
+            "downsample": downsample,
+            "grid": cohort.output_grid.to_dict(),
+        },
+        info.is_main,
+    )
 
     torch.manual_seed(training.seed)  # identical initial weights on every rank
     model = BrainAutoencoder(model_config).to(info.device)
@@ -83,8 +110,9 @@ def train_autoencoder(prepared: str | Path, run_dir: str | Path, model_config: A
     running: dict[str, float] = {}
     while step < training.steps:
         order = epoch_order(sampler, step, training.batch_size)
-        loader = DataLoader(torch.utils.data.Subset(cohort, order), batch_size=training.batch_size, drop_last=True,
-                            num_workers=training.num_workers)
+        loader = DataLoader(
+            torch.utils.data.Subset(cohort, order), batch_size=training.batch_size, drop_last=True, num_workers=training.num_workers
+        )
         for batch in loader:
             image = batch["image"].to(info.device)
             labels = batch["labels"].to(info.device) if model_config.num_classes else None
@@ -114,12 +142,16 @@ def train_autoencoder(prepared: str | Path, run_dir: str | Path, model_config: A
 
 
 def _checkpoint(run_dir, model, optimiser, noise, step, history, info) -> None:
-    states = [noise.get_state()]
-    if info.world_size > 1:
-        gathered = [None] * info.world_size
-        torch.distributed.all_gather_object(gathered, noise.get_state().cpu())
-        states = gathered
+    states = gather_generator_states(noise, info)
     if info.is_main:
-        save_checkpoint(run_dir / CHECKPOINT, {"model": unwrap(model).state_dict(), "optimizer": optimiser.state_dict(),
-                                               "noise": [s.cpu() for s in states], "step": step, "history": history})
+        save_checkpoint(
+            run_dir / CHECKPOINT,
+            {
+                "model": unwrap(model).state_dict(),
+                "optimizer": optimiser.state_dict(),
+                "noise": [s.cpu() for s in states],
+                "step": step,
+                "history": history,
+            },
+        )
         write_history(run_dir, history, "autoencoder training")

@@ -4,5 +4,15 @@ from synthbrain.cohort.cohort import Cohort, CohortError, Problem, SubjectRecord
 from synthbrain.cohort.covariates import Covariate, CovariateSchema, default_schema
 from synthbrain.cohort.labels import LabelScheme
 
-__all__ = ["Cohort", "CohortError", "Covariate", "CovariateSchema", "LabelScheme", "Problem", "SubjectRecord",
-           "default_schema", "read_bids", "read_folder"]
+__all__ = [
+    "Cohort",
+    "CohortError",
+    "Covariate",
+    "CovariateSchema",
+    "LabelScheme",
+    "Problem",
+    "SubjectRecord",
+    "default_schema",
+    "read_bids",
+    "read_folder",
+]

@@ -81,8 +81,10 @@ class Cohort:
         return pd.DataFrame(rows)
 
     def write_skipped(self, path: str | Path) -> None:
-        table = pd.DataFrame([{"subject_id": p.subject_id or "", "path": p.path or "", "reason": p.reason} for p in self.skipped],
-                             columns=["subject_id", "path", "reason"])
+        table = pd.DataFrame(
+            [{"subject_id": p.subject_id or "", "path": p.path or "", "reason": p.reason} for p in self.skipped],
+            columns=["subject_id", "path", "reason"],
+        )
         _io.write_table(path, table)
 
 
@@ -127,8 +129,21 @@ def read_folder(
     label_files = _nifti_files(Path(labels)) if labels is not None else []
     image_matches, image_orphans = _match_by_prefix(image_files, ids)
     label_matches, label_orphans = _match_by_prefix(label_files, ids)
-    return _assemble(frame, id_column, image_matches, image_orphans, label_matches, label_orphans, labels is not None,
-                     columns, units, schema, label_scheme, on_error, check_images)
+    return _assemble(
+        frame,
+        id_column,
+        image_matches,
+        image_orphans,
+        label_matches,
+        label_orphans,
+        labels is not None,
+        columns,
+        units,
+        schema,
+        label_scheme,
+        on_error,
+        check_images,
+    )
 
 
 def read_bids(
@@ -161,15 +176,41 @@ def read_bids(
         raise ValueError(f"derivatives={derivatives!r}: no folder {deriv_root / derivatives}")
     image_matches, image_orphans = _match_bids(images, ids)
     label_matches, label_orphans = _match_bids(label_files, ids)
-    return _assemble(frame, "participant_id", image_matches, image_orphans, label_matches, label_orphans, bool(label_files),
-                     columns, units, schema, label_scheme, on_error, check_images)
+    return _assemble(
+        frame,
+        "participant_id",
+        image_matches,
+        image_orphans,
+        label_matches,
+        label_orphans,
+        bool(label_files),
+        columns,
+        units,
+        schema,
+        label_scheme,
+        on_error,
+        check_images,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 
 
-def _assemble(frame, id_column, image_matches, image_orphans, label_matches, label_orphans, expect_labels,
-              columns, units, schema, label_scheme, on_error, check_images) -> Cohort:
+def _assemble(
+    frame,
+    id_column,
+    image_matches,
+    image_orphans,
+    label_matches,
+    label_orphans,
+    expect_labels,
+    columns,
+    units,
+    schema,
+    label_scheme,
+    on_error,
+    check_images,
+) -> Cohort:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}; allowed: {list(ON_ERROR)}")
     schema = schema or default_schema()
@@ -189,8 +230,10 @@ def _assemble(frame, id_column, image_matches, image_orphans, label_matches, lab
             to_measure.append(name)
             continue
         hint = " or give label maps and a label scheme to measure it" if name in measurable else ""
-        raise ValueError(f"table: no column {column!r} for covariate {name!r}; columns: {list(frame.columns)}; "
-                         f"map one with columns={{{name!r}: ...}}{hint}")
+        raise ValueError(
+            f"table: no column {column!r} for covariate {name!r}; columns: {list(frame.columns)}; "
+            f"map one with columns={{{name!r}: ...}}{hint}"
+        )
 
     problems: list[Problem] = []
     problems += [Problem(None, str(p), "image has no row in the table") for p in image_orphans]
@@ -235,6 +278,7 @@ def _assemble(frame, id_column, image_matches, image_orphans, label_matches, lab
             pairs.append((sid, found[0], lab[0] if lab else None))
 
     if check_images:
+
         def check(pair):
             return pair[0], _check_files(pair[1], pair[2], label_scheme)
 
@@ -272,8 +316,10 @@ def _check_files(image: Path, labels: Path | None, scheme: LabelScheme | None) -
     if lab is None:
         return reasons, {}
     if lab_data.shape != data.shape or not np.allclose(lab.affine, img.affine, atol=1e-3):
-        reasons.append(f"label map grid {lab_data.shape} differs from its image grid {data.shape} "
-                       f"(or their affines differ by more than 1e-3 mm): {labels.name}")
+        reasons.append(
+            f"label map grid {lab_data.shape} differs from its image grid {data.shape} "
+            f"(or their affines differ by more than 1e-3 mm): {labels.name}"
+        )
         return reasons, {}
     if not np.array_equal(lab_data, np.round(lab_data)) or lab_data.min() < 0:
         reasons.append(f"label map has non-integer or negative values: {labels.name}")

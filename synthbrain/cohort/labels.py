@@ -49,7 +49,9 @@ class LabelScheme:
         for key, members in coarse.items():
             unknown = sorted(set(members) - set(names))
             if unknown:
-                raise ValueError(f"label scheme {data['name']!r}: coarse_volumes[{key!r}] names unknown classes {unknown}; classes: {list(names)}")
+                raise ValueError(
+                    f"label scheme {data['name']!r}: coarse_volumes[{key!r}] names unknown classes {unknown}; classes: {list(names)}"
+                )
         return cls(
             name=data["name"],
             class_names=names,
@@ -75,7 +77,10 @@ class LabelScheme:
         return {
             "name": self.name,
             "description": self.description,
-            "classes": [{"index": i, "name": n, "labels": list(l)} for i, (n, l) in enumerate(zip(self.class_names, self.class_labels))],
+            "classes": [
+                {"index": i, "name": name, "labels": list(group)}
+                for i, (name, group) in enumerate(zip(self.class_names, self.class_labels))
+            ],
             "volumes": self.volumes,
             "coarse_volumes": {k: list(v) for k, v in self.coarse_volumes.items()},
         }

@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 
 from synthbrain import _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.components import load_component
 from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.components import load_component
 from synthbrain.preprocessing.prepared import PreparedCohort
 
 
@@ -47,8 +47,16 @@ class LatentCache:
 
 
 @torch.no_grad()
-def cache_latents(autoencoder: str | Path, prepared: str | Path, out: str | Path, *, downsample: int = 1, device: str = "cpu",
-                  batch_size: int = 2, progress: bool = True) -> Path:
+def cache_latents(
+    autoencoder: str | Path,
+    prepared: str | Path,
+    out: str | Path,
+    *,
+    downsample: int = 1,
+    device: str = "cpu",
+    batch_size: int = 2,
+    progress: bool = True,
+) -> Path:
     """Encode every subject (averaged by ``downsample`` as in autoencoder training)."""
     model = load_component(BrainAutoencoder, AutoencoderConfig, autoencoder).to(device).eval()
     cohort = PreparedCohort.load(prepared, downsample)
@@ -66,9 +74,18 @@ def cache_latents(autoencoder: str | Path, prepared: str | Path, out: str | Path
     out = Path(out)
     with _io.atomic_path(out / "latents.safetensors") as tmp:
         save_file({"latents": latents.contiguous(), "conditions": torch.from_numpy(conditions)}, str(tmp))
-    _io.write_json(out / "latents.json", {
-        "subject_ids": cohort.subject_ids, "scale": float(1.0 / latents.std()), "schema": cohort.schema.to_dict(),
-        "autoencoder": str(Path(autoencoder).resolve()), "autoencoder_sha256": _io.sha256_file(Path(autoencoder) / "model.safetensors"),
-        "prepared": str(Path(prepared).resolve()), "downsample": downsample, "image_grid": cohort.output_grid.to_dict(),
-        "shape": list(latents.shape[1:])})
+    _io.write_json(
+        out / "latents.json",
+        {
+            "subject_ids": cohort.subject_ids,
+            "scale": float(1.0 / latents.std()),
+            "schema": cohort.schema.to_dict(),
+            "autoencoder": str(Path(autoencoder).resolve()),
+            "autoencoder_sha256": _io.sha256_file(Path(autoencoder) / "model.safetensors"),
+            "prepared": str(Path(prepared).resolve()),
+            "downsample": downsample,
+            "image_grid": cohort.output_grid.to_dict(),
+            "shape": list(latents.shape[1:]),
+        },
+    )
     return out

@@ -61,10 +61,18 @@ class ConditionalUNet(nn.Module):
         in_channels = config.latent_channels + (config.condition_dim if config.concat_condition else 0)
         head_channels = [config.num_head_channels if a else 0 for a in config.attention_levels]
         self.net = DiffusionModelUNet(
-            spatial_dims=3, in_channels=in_channels, out_channels=config.latent_channels, channels=config.channels,
-            attention_levels=config.attention_levels, num_res_blocks=config.num_res_blocks, num_head_channels=head_channels,
-            norm_num_groups=config.norm_num_groups, resblock_updown=config.resblock_updown, with_conditioning=True,
-            cross_attention_dim=config.condition_dim, upcast_attention=True,
+            spatial_dims=3,
+            in_channels=in_channels,
+            out_channels=config.latent_channels,
+            channels=config.channels,
+            attention_levels=config.attention_levels,
+            num_res_blocks=config.num_res_blocks,
+            num_head_channels=head_channels,
+            norm_num_groups=config.norm_num_groups,
+            resblock_updown=config.resblock_updown,
+            with_conditioning=True,
+            cross_attention_dim=config.condition_dim,
+            upcast_attention=True,
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
@@ -72,8 +80,10 @@ class ConditionalUNet(nn.Module):
         if condition.ndim != 2 or condition.shape != (x.shape[0], self.config.condition_dim):
             raise ValueError(f"condition: shape {tuple(condition.shape)}; expected ({x.shape[0]}, {self.config.condition_dim})")
         if any(n % self.config.downsample for n in x.shape[2:]):
-            raise ValueError(f"x: latent spatial shape {tuple(x.shape[2:])} must be divisible by {self.config.downsample} "
-                             f"(the UNet has {len(self.config.channels)} levels)")
+            raise ValueError(
+                f"x: latent spatial shape {tuple(x.shape[2:])} must be divisible by {self.config.downsample} "
+                f"(the UNet has {len(self.config.channels)} levels)"
+            )
         condition = condition.to(x.dtype)
         if self.config.concat_condition:
             x = torch.cat([x, condition[:, :, None, None, None].expand(-1, -1, *x.shape[2:])], dim=1)

@@ -22,7 +22,16 @@ from synthbrain.components import save_component
 from synthbrain.diffusion.latents import LatentCache
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig, drop_conditions
 from synthbrain.samplers.schedule import NoiseSchedule
-from synthbrain.training import CHECKPOINT, claim_run, epoch_order, load_checkpoint, save_checkpoint, setup_distributed, write_history
+from synthbrain.training import (
+    CHECKPOINT,
+    claim_run,
+    epoch_order,
+    gather_generator_states,
+    load_checkpoint,
+    save_checkpoint,
+    setup_distributed,
+    write_history,
+)
 
 
 @dataclass(frozen=True)
@@ -46,23 +55,45 @@ class DiffusionTraining:
             raise ValueError(f"ema_decay={self.ema_decay}; allowed: [0, 1)")
 
 
-def train_diffusion(latents: str | Path, run_dir: str | Path, model_config: DiffusionConfig,
-                    training: DiffusionTraining = DiffusionTraining(), schedule: NoiseSchedule = NoiseSchedule(), *,
-                    device: str | None = None, progress: bool = True) -> Path:
+def train_diffusion(
+    latents: str | Path,
+    run_dir: str | Path,
+    model_config: DiffusionConfig,
+    training: DiffusionTraining = DiffusionTraining(),
+    schedule: NoiseSchedule = NoiseSchedule(),
+    *,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Train (or resume) and write ``run_dir/unet`` (EMA weights) and ``run_dir/scheduler.json``."""
     info = setup_distributed(device)
     cache = LatentCache.load(latents)
     keep = cache.complete()
     if model_config.latent_channels != cache.latents.shape[1] or model_config.condition_dim != cache.conditions.shape[1]:
-        raise ValueError(f"model_config: latent_channels={model_config.latent_channels}, condition_dim={model_config.condition_dim}; "
-                         f"the latents have {cache.latents.shape[1]} channels and {cache.conditions.shape[1]} condition entries")
+        raise ValueError(
+            f"model_config: latent_channels={model_config.latent_channels}, condition_dim={model_config.condition_dim}; "
+            f"the latents have {cache.latents.shape[1]} channels and {cache.conditions.shape[1]} condition entries"
+        )
     if any(n % model_config.downsample for n in cache.latents.shape[2:]):
-        raise ValueError(f"latent shape {tuple(cache.latents.shape[2:])} is not divisible by the UNet's downsampling {model_config.downsample}")
+        raise ValueError(
+            f"latent shape {tuple(cache.latents.shape[2:])} is not divisible by the UNet's downsampling {model_config.downsample}"
+        )
     if len(keep) < training.batch_size * info.world_size:
-        raise ValueError(f"batch_size={training.batch_size} x {info.world_size} processes exceeds the {len(keep)} subjects with all covariates")
+        raise ValueError(
+            f"batch_size={training.batch_size} x {info.world_size} processes exceeds the {len(keep)} subjects with all covariates"
+        )
     run_dir = Path(run_dir)
-    claim_run(run_dir, {"stage": "diffusion", "model": model_config.to_dict(), "training": asdict(training),
-                        "schedule": schedule.to_dict(), "latents": str(Path(latents).resolve())}, info.is_main)
+    claim_run(
+        run_dir,
+        {
+            "stage": "diffusion",
+            "model": model_config.to_dict(),
+            "training": asdict(training),
+            "schedule": schedule.to_dict(),
+            "latents": str(Path(latents).resolve()),
+        },
+        info.is_main,
+    )
     dataset = TensorDataset(cache.latents[keep] * cache.scale, cache.conditions[keep])
 
     torch.manual_seed(training.seed)
@@ -87,7 +118,7 @@ def train_diffusion(latents: str | Path, run_dir: str | Path, model_config: Diff
     while step < training.steps:
         order = epoch_order(sampler, step, training.batch_size)
         for start in range(0, len(order) - training.batch_size + 1, training.batch_size):
-            x0, condition = (t.to(info.device) for t in dataset[order[start:start + training.batch_size]])
+            x0, condition = (t.to(info.device) for t in dataset[order[start : start + training.batch_size]])
             t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=generator).to(info.device)
             noise = torch.randn(x0.shape, generator=generator).to(info.device)
             condition = drop_conditions(condition, training.condition_dropout, generator)
@@ -118,11 +149,17 @@ def train_diffusion(latents: str | Path, run_dir: str | Path, model_config: Diff
 
 
 def _checkpoint(run_dir, model, ema, optimiser, generator, step, history, info) -> None:
-    states = [generator.get_state()]
-    if info.world_size > 1:
-        states = [None] * info.world_size
-        torch.distributed.all_gather_object(states, generator.get_state())
+    states = gather_generator_states(generator, info)
     if info.is_main:
-        save_checkpoint(run_dir / CHECKPOINT, {"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimiser.state_dict(),
-                                               "generator": states, "step": step, "history": history})
+        save_checkpoint(
+            run_dir / CHECKPOINT,
+            {
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimiser.state_dict(),
+                "generator": states,
+                "step": step,
+                "history": history,
+            },
+        )
         write_history(run_dir, history, "diffusion training (noise MSE)")

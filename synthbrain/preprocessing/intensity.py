@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def robust_normalize(image: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5),
-                     zero_outside: bool = True) -> tuple[np.ndarray, float, float]:
+def robust_normalize(
+    image: np.ndarray, mask: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5), zero_outside: bool = True
+) -> tuple[np.ndarray, float, float]:
     """Map the ``percentiles`` of the intensities inside ``mask`` to 0 and 1 and saturate beyond them;
     voxels outside ``mask`` are set to 0 when ``zero_outside`` (skull stripping).
 

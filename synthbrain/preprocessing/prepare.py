@@ -69,18 +69,25 @@ class PrepareParams:
             raise ValueError(f"percentiles={self.percentiles!r}; allowed: 0 <= low < high <= 100")
 
     def to_dict(self, scheme: LabelScheme | None) -> dict[str, Any]:
-        return {"spacing": self.spacing, "field_of_view_mm": list(self.field_of_view_mm), "registration": self.registration,
-                "skull_strip": self.skull_strip, "percentiles": list(self.percentiles), "seed": self.seed,
-                "registration_spacing": self.registration_spacing,
-                "label_scheme": scheme.to_dict() if scheme is not None else None}
+        return {
+            "spacing": self.spacing,
+            "field_of_view_mm": list(self.field_of_view_mm),
+            "registration": self.registration,
+            "skull_strip": self.skull_strip,
+            "percentiles": list(self.percentiles),
+            "seed": self.seed,
+            "registration_spacing": self.registration_spacing,
+            "label_scheme": scheme.to_dict() if scheme is not None else None,
+        }
 
 
 class PrepareError(RuntimeError):
     def __init__(self, failures: list[Problem]):
         self.failures = failures
         lines = "\n".join(f"  - {p}" for p in failures)
-        super().__init__(f"{len(failures)} subject(s) failed to prepare (finished ones are kept; re-run to resume, "
-                         f"or pass on_error='skip'):\n{lines}")
+        super().__init__(
+            f"{len(failures)} subject(s) failed to prepare (finished ones are kept; re-run to resume, or pass on_error='skip'):\n{lines}"
+        )
 
 
 def prepare_cohort(
@@ -247,30 +254,44 @@ def _claim_folder(out: Path, param_dict: dict[str, Any], overwrite: bool) -> Non
             for name in ("subjects", "qc"):
                 shutil.rmtree(out / name, ignore_errors=True)
         elif not params_file.is_file():
-            raise ValueError(f"out={str(out)!r} exists, is not empty and is not a prepared cohort; choose another folder or pass overwrite=True")
+            raise ValueError(
+                f"out={str(out)!r} exists, is not empty and is not a prepared cohort; choose another folder or pass overwrite=True"
+            )
         else:
             previous = json.loads(params_file.read_text())
             if previous != json.loads(json.dumps(param_dict)):
                 changed = sorted(k for k in set(previous) | set(param_dict) if previous.get(k) != json.loads(json.dumps(param_dict)).get(k))
-                raise ValueError(f"out={str(out)!r} was prepared with other parameters (differing: {changed}); "
-                                 "pass overwrite=True to start again, or choose another folder")
+                raise ValueError(
+                    f"out={str(out)!r} was prepared with other parameters (differing: {changed}); "
+                    "pass overwrite=True to start again, or choose another folder"
+                )
     _io.write_json(params_file, param_dict)
 
 
 def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid, scheme) -> None:
     rows = []
     for r in records:
-        rows.append({"subject_id": r["subject_id"], **r["covariates"], "has_labels": r["labels"] is not None,
-                     "dice_template": r["dice_template"], "dice_template_size_bound": r.get("dice_template_size_bound", np.nan),
-                     "brain_outside_fraction": r["brain_outside_fraction"], "seconds": r["seconds"]})
+        rows.append(
+            {
+                "subject_id": r["subject_id"],
+                **r["covariates"],
+                "has_labels": r["labels"] is not None,
+                "dice_template": r["dice_template"],
+                "dice_template_size_bound": r.get("dice_template_size_bound", np.nan),
+                "brain_outside_fraction": r["brain_outside_fraction"],
+                "seconds": r["seconds"],
+            }
+        )
     table = pd.DataFrame(rows)
     _io.write_table(out / "participants.tsv", table)
     schema = cohort.schema.fit(table) if len(table) else cohort.schema
     schema.save(out / "covariates.json")
     if scheme is not None:
         _io.write_json(out / "label_scheme.json", scheme.to_dict())
-    skipped = pd.DataFrame([{"subject_id": p.subject_id or "", "path": p.path or "", "reason": p.reason} for p in problems],
-                           columns=["subject_id", "path", "reason"])
+    skipped = pd.DataFrame(
+        [{"subject_id": p.subject_id or "", "path": p.path or "", "reason": p.reason} for p in problems],
+        columns=["subject_id", "path", "reason"],
+    )
     _io.write_table(out / "skipped.tsv", skipped)
 
     dice = table["dice_template"].dropna() if len(table) else pd.Series(dtype=float)
@@ -278,25 +299,40 @@ def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid
     summary = {
         "subjects": len(records),
         "skipped": len(problems),
-        "dice_template": {"median": _stat(dice.median()), "min": _stat(dice.min()),
-                          "worst_subject": table.loc[dice.idxmin(), "subject_id"] if len(dice) else None},
-        "dice_over_size_bound": {"median": _stat(alignment.median()), "min": _stat(alignment.min()),
-                                 "worst_subject": table.loc[alignment.idxmin(), "subject_id"] if len(alignment) else None},
+        "dice_template": {
+            "median": _stat(dice.median()),
+            "min": _stat(dice.min()),
+            "worst_subject": table.loc[dice.idxmin(), "subject_id"] if len(dice) else None,
+        },
+        "dice_over_size_bound": {
+            "median": _stat(alignment.median()),
+            "min": _stat(alignment.min()),
+            "worst_subject": table.loc[alignment.idxmin(), "subject_id"] if len(alignment) else None,
+        },
         "brain_outside_fraction_max": _stat(table["brain_outside_fraction"].max()) if len(table) else None,
         "seconds_per_subject_median": _stat(table["seconds"].median()) if len(table) else None,
     }
-    manifest = {"synthbrain_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "params": param_dict, "params_hash": params_hash, "grid": grid.to_dict(),
-                "template": "MNI ICBM 2009a symmetric, skull-stripped T1 (bundled; see synthbrain/preprocessing/templates)",
-                "summary": summary, "warnings": cohort.warnings, "records": records}
+    manifest = {
+        "synthbrain_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "params": param_dict,
+        "params_hash": params_hash,
+        "grid": grid.to_dict(),
+        "template": "MNI ICBM 2009a symmetric, skull-stripped T1 (bundled; see synthbrain/preprocessing/templates)",
+        "summary": summary,
+        "warnings": cohort.warnings,
+        "records": records,
+    }
     _write_qc(out, table, records, cohort, scheme, grid)
     _io.write_json(out / "manifest.json", manifest)
 
 
-def _write_qc(out: Path, table: pd.DataFrame, records: list[dict], cohort: Cohort, scheme: LabelScheme | None, grid: Grid,
-              max_rows: int = 12) -> None:
+def _write_qc(
+    out: Path, table: pd.DataFrame, records: list[dict], cohort: Cohort, scheme: LabelScheme | None, grid: Grid, max_rows: int = 12
+) -> None:
     if not records:
         return
+
     # Worst-aligned subjects first (Dice relative to what their head size allows): those are the ones to look at.
     def alignment(r: dict) -> float:
         return float(np.nan_to_num(r["dice_template"] / r.get("dice_template_size_bound", np.nan), nan=-1.0))
@@ -307,8 +343,12 @@ def _write_qc(out: Path, table: pd.DataFrame, records: list[dict], cohort: Cohor
         folder = out / "subjects" / r["subject_id"]
         images.append(np.asarray(nib.load(folder / r["image"]).dataobj))
         labels.append(np.asarray(nib.load(folder / r["labels"]).dataobj) if r["labels"] else None)
-        titles.append(f"{r['subject_id']}  Dice to template {r['dice_template']:.3f} (size bound {r.get('dice_template_size_bound', np.nan):.3f})")
-    qc.montage(out / "qc" / "montage.png", images, labels, titles, scheme.num_classes if scheme else None, outline=template_mask_on_grid(grid))
+        titles.append(
+            f"{r['subject_id']}  Dice to template {r['dice_template']:.3f} (size bound {r.get('dice_template_size_bound', np.nan):.3f})"
+        )
+    qc.montage(
+        out / "qc" / "montage.png", images, labels, titles, scheme.num_classes if scheme else None, outline=template_mask_on_grid(grid)
+    )
     qc.covariate_plots(out / "qc" / "covariates.png", table, cohort.schema, extra=["intracranial_volume", "dice_template"])
 
 

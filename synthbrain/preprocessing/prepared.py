@@ -40,7 +40,9 @@ class PreparedCohort(torch.utils.data.Dataset):
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
-            raise ValueError(f"root={str(root)!r}: no manifest.json; not a finished prepared cohort (run synthbrain prepare, which resumes)")
+            raise ValueError(
+                f"root={str(root)!r}: no manifest.json; not a finished prepared cohort (run synthbrain prepare, which resumes)"
+            )
         manifest = json.loads(manifest_path.read_text())
         scheme_path = root / "label_scheme.json"
         scheme = LabelScheme.from_dict(json.loads(scheme_path.read_text())) if scheme_path.is_file() else None

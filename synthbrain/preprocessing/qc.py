@@ -37,8 +37,14 @@ def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
     return [np.rot90(volume[:, :, k]), np.rot90(volume[:, j, :]), np.rot90(volume[i, :, :])]
 
 
-def montage(path: str | Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray | None], titles: Sequence[str],
-            num_classes: int | None = None, outline: np.ndarray | None = None) -> None:
+def montage(
+    path: str | Path,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray | None],
+    titles: Sequence[str],
+    num_classes: int | None = None,
+    outline: np.ndarray | None = None,
+) -> None:
     """One row per subject: three mid-slices, label map overlaid in colour where given, and the
     ``outline`` mask (e.g. the template brain) drawn as a yellow contour."""
     rows = len(images)
@@ -52,7 +58,9 @@ def montage(path: str | Path, images: Sequence[np.ndarray], labels: Sequence[np.
             ax.imshow(img_slice, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             if lab_slice is not None:
                 overlay = np.ma.masked_equal(lab_slice, 0)
-                ax.imshow(overlay, cmap=cmap, vmin=0, vmax=max(num_classes or int(lab.max()) + 1, 10) - 1, alpha=0.25, interpolation="nearest")
+                ax.imshow(
+                    overlay, cmap=cmap, vmin=0, vmax=max(num_classes or int(lab.max()) + 1, 10) - 1, alpha=0.25, interpolation="nearest"
+                )
             if line is not None:
                 ax.contour(line, levels=[0.5], colors="yellow", linewidths=0.6)
             ax.set_axis_off()
@@ -68,7 +76,7 @@ def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSche
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), dpi=100, squeeze=False)
-    for ax in axes.flat[len(names):]:
+    for ax in axes.flat[len(names) :]:
         ax.set_axis_off()
     for ax, name in zip(axes.flat, names):
         values = table[name]

@@ -81,8 +81,9 @@ def register(
 def _register(moving, moving_affine, fixed, fixed_affine, kind, seed, fixed_mask) -> RegistrationResult:
     fixed_img = sitk.Cast(to_sitk(fixed, fixed_affine), sitk.sitkFloat32)
     moving_img = sitk.Cast(to_sitk(moving, moving_affine), sitk.sitkFloat32)
-    rigid = sitk.CenteredTransformInitializer(fixed_img, moving_img, sitk.Euler3DTransform(),
-                                              sitk.CenteredTransformInitializerFilter.MOMENTS)
+    rigid = sitk.CenteredTransformInitializer(
+        fixed_img, moving_img, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+    )
     mask_img = to_sitk(fixed_mask.astype(np.uint8), fixed_affine) if fixed_mask is not None else None
     rigid, metric = _optimise(fixed_img, moving_img, rigid, seed, mask_img)
     if kind == "rigid":
@@ -95,8 +96,9 @@ def _register(moving, moving_affine, fixed, fixed_affine, kind, seed, fixed_mask
     return RegistrationResult(affine, metric, kind)
 
 
-def _optimise(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, seed: int,
-              fixed_mask: sitk.Image | None) -> tuple[sitk.Transform, float]:
+def _optimise(
+    fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, seed: int, fixed_mask: sitk.Image | None
+) -> tuple[sitk.Transform, float]:
     method = sitk.ImageRegistrationMethod()
     if fixed_mask is not None:
         method.SetMetricFixedMask(fixed_mask)
@@ -104,8 +106,9 @@ def _optimise(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform, se
     method.SetMetricSamplingStrategy(method.REGULAR)
     method.SetMetricSamplingPercentage(0.25, seed + 1)  # ITK's seed 0 would mean the wall clock
     method.SetInterpolator(sitk.sitkLinear)
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-4, numberOfIterations=300,
-                                                    relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-4, numberOfIterations=300, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8
+    )
     method.SetOptimizerScalesFromPhysicalShift()
     method.SetShrinkFactorsPerLevel([4, 2, 1])
     method.SetSmoothingSigmasPerLevel([4.0, 2.0, 1.0])

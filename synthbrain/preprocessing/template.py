@@ -91,6 +91,7 @@ def registration_template(spacing: float) -> tuple[np.ndarray, np.ndarray, np.nd
 def template_mask_on_grid(grid: Grid) -> np.ndarray:
     """The template brain mask resampled onto ``grid`` (linear, then thresholded at 0.5)."""
     mask = template_brain_mask()
-    resampled = nibabel.processing.resample_from_to(nib.Nifti1Image(np.asarray(mask.dataobj, dtype=np.float32), mask.affine),
-                                                    (grid.shape, grid.affine), order=1)
+    resampled = nibabel.processing.resample_from_to(
+        nib.Nifti1Image(np.asarray(mask.dataobj, dtype=np.float32), mask.affine), (grid.shape, grid.affine), order=1
+    )
     return np.asarray(resampled.dataobj) >= 0.5

@@ -28,9 +28,18 @@ def get_sampler(name: str) -> ModuleType:
 
 
 @torch.no_grad()
-def sample(model_fn: Callable[[torch.Tensor, int], torch.Tensor], noise: torch.Tensor, schedule: NoiseSchedule,
-           sampler: str = "ddim", num_steps: int = 50, *, spacing: str | None = None,
-           generator: torch.Generator | None = None, progress: bool = False, **step_kwargs) -> torch.Tensor:
+def sample(
+    model_fn: Callable[[torch.Tensor, int], torch.Tensor],
+    noise: torch.Tensor,
+    schedule: NoiseSchedule,
+    sampler: str = "ddim",
+    num_steps: int = 50,
+    *,
+    spacing: str | None = None,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    **step_kwargs,
+) -> torch.Tensor:
     """Integrate from ``noise`` (at the first timestep) to a clean sample in ``num_steps`` model calls.
 
     ``spacing`` defaults to the sampler's own (``DEFAULT_SPACING``); see :meth:`NoiseSchedule.timesteps`.

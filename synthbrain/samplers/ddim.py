@@ -14,8 +14,17 @@ from synthbrain.samplers.state import StepOutput
 DEFAULT_SPACING = "leading"
 
 
-def step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, t_prev: int, sample: torch.Tensor, *,
-         eta: float = 0.0, generator: torch.Generator | None = None, state: object = None) -> StepOutput:
+def step(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    t: int,
+    t_prev: int,
+    sample: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    state: object = None,
+) -> StepOutput:
     """One DDIM step from ``t`` to ``t_prev`` (``-1`` = the clean end, cumulative alpha 1)."""
     if eta < 0:
         raise ValueError(f"eta={eta}; allowed: >= 0")

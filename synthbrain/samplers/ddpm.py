@@ -11,12 +11,19 @@ import torch
 from synthbrain.samplers.schedule import NoiseSchedule
 from synthbrain.samplers.state import StepOutput
 
-
 DEFAULT_SPACING = "trailing"  # with 1000 of 1000 steps: every timestep, 999 to 0
 
 
-def step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, t_prev: int, sample: torch.Tensor, *,
-         generator: torch.Generator | None = None, state: object = None) -> StepOutput:
+def step(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    t: int,
+    t_prev: int,
+    sample: torch.Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    state: object = None,
+) -> StepOutput:
     """One ancestral step from ``t`` to ``t_prev`` (``-1`` = the end)."""
     x0, _ = schedule.split(model_output, sample, t)
     abar_t, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
@@ -28,4 +35,3 @@ def step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, t_prev: in
     variance = beta * (1 - abar_prev) / (1 - abar_t)
     noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=sample.device)
     return StepOutput(mean + variance**0.5 * noise, x0, None)
-

@@ -15,7 +15,6 @@ import torch
 from synthbrain.samplers.schedule import NoiseSchedule
 from synthbrain.samplers.state import StepOutput
 
-
 DEFAULT_SPACING = "trailing"  # starts from the noisiest timestep, which few-step solvers need
 
 
@@ -24,8 +23,16 @@ def _lambda(abar: float) -> float:
     return 0.5 * (math.log(abar) - math.log1p(-abar))
 
 
-def step(schedule: NoiseSchedule, model_output: torch.Tensor, t: int, t_prev: int, sample: torch.Tensor, *,
-         state: tuple[torch.Tensor, float] | None = None, generator: torch.Generator | None = None) -> StepOutput:
+def step(
+    schedule: NoiseSchedule,
+    model_output: torch.Tensor,
+    t: int,
+    t_prev: int,
+    sample: torch.Tensor,
+    *,
+    state: tuple[torch.Tensor, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> StepOutput:
     x0, _ = schedule.split(model_output, sample, t)
     if t_prev < 0:
         return StepOutput(x0, x0, None)

@@ -24,8 +24,10 @@ def prepared(tmp_path_factory):
 def test_trains_and_exports_a_component_folder(prepared, tmp_path):
     out = train_autoencoder(prepared, tmp_path / "run", TINY, STEPS, device="cpu", progress=False)
     config = json.loads((out / "config.json").read_text())
-    assert config["class"] == "BrainAutoencoder" and AutoencoderConfig.from_dict({k: v for k, v in config.items()
-                                                                                  if k not in ("class", "synthbrain_version")}) == TINY
+    assert (
+        config["class"] == "BrainAutoencoder"
+        and AutoencoderConfig.from_dict({k: v for k, v in config.items() if k not in ("class", "synthbrain_version")}) == TINY
+    )
     weights = load_file(out / "model.safetensors")
     assert all(torch.isfinite(w).all() for w in weights.values())
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -61,8 +63,14 @@ def test_other_configuration_in_the_same_run_folder_is_refused(prepared, tmp_pat
 
 def test_bad_arguments_are_named(prepared, tmp_path):
     with pytest.raises(ValueError, match="num_classes=4"):
-        train_autoencoder(prepared, tmp_path / "x", AutoencoderConfig(num_classes=4, channels=(8, 16), norm_num_groups=8), STEPS,
-                          device="cpu", progress=False)
+        train_autoencoder(
+            prepared,
+            tmp_path / "x",
+            AutoencoderConfig(num_classes=4, channels=(8, 16), norm_num_groups=8),
+            STEPS,
+            device="cpu",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="batch_size=8"):
         train_autoencoder(prepared, tmp_path / "x", TINY, AutoencoderTraining(batch_size=8), device="cpu", progress=False)
     with pytest.raises(ValueError, match="steps=0"):
@@ -71,15 +79,21 @@ def test_bad_arguments_are_named(prepared, tmp_path):
 
 def test_two_processes_with_torchrun_and_gloo(prepared, tmp_path):
     script = tmp_path / "train.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         from synthbrain.autoencoder.model import AutoencoderConfig
         from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
         config = AutoencoderConfig(**{TINY.to_dict()!r} | {{"channels": tuple({list(TINY.channels)!r})}})
         train_autoencoder({str(prepared)!r}, {str(tmp_path / "ddp")!r}, config,
                           AutoencoderTraining(steps=3, batch_size=1, checkpoint_every=2, log_every=1), device="cpu", progress=False)
-    """))
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script)],
-                            capture_output=True, text=True, timeout=300)
+    """)
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 3
     assert len(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["noise"]) == 2

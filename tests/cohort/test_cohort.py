@@ -104,9 +104,22 @@ def _break(f, how):
     raise AssertionError(how)
 
 
-DAMAGE = ["missing image", "image without row", "duplicate row", "two images for one id", "unreadable", "truncated", "not 3D",
-          "NaN voxels", "label grid differs", "label affine differs", "non-numeric covariate", "unknown category", "unmapped label",
-          "unsafe id"]
+DAMAGE = [
+    "missing image",
+    "image without row",
+    "duplicate row",
+    "two images for one id",
+    "unreadable",
+    "truncated",
+    "not 3D",
+    "NaN voxels",
+    "label grid differs",
+    "label affine differs",
+    "non-numeric covariate",
+    "unknown category",
+    "unmapped label",
+    "unsafe id",
+]
 
 
 @pytest.mark.parametrize("how", DAMAGE)

@@ -7,8 +7,14 @@ from synthbrain.cohort import Covariate, CovariateSchema, default_schema
 
 @pytest.fixture
 def table():
-    return pd.DataFrame({"sex": ["F", "M", "M", "F"], "age": [20.0, 40.0, 60.0, 80.0],
-                         "ventricular_volume": [10.0, 20.0, 30.0, 50.0], "brain_volume": [1000.0, 1100.0, 1300.0, 1200.0]})
+    return pd.DataFrame(
+        {
+            "sex": ["F", "M", "M", "F"],
+            "age": [20.0, 40.0, 60.0, 80.0],
+            "ventricular_volume": [10.0, 20.0, 30.0, 50.0],
+            "brain_volume": [1000.0, 1100.0, 1300.0, 1200.0],
+        }
+    )
 
 
 def test_fit_maps_training_range_to_unit_interval(table):

@@ -3,8 +3,9 @@ import torch
 
 from synthbrain.diffusion.model import NULL_CONDITION, ConditionalUNet, DiffusionConfig, drop_conditions
 
-TINY = DiffusionConfig(latent_channels=3, condition_dim=4, channels=(16, 32), attention_levels=(False, True), num_head_channels=16,
-                       norm_num_groups=8)
+TINY = DiffusionConfig(
+    latent_channels=3, condition_dim=4, channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8
+)
 
 
 def randomised(model):

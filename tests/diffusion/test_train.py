@@ -15,8 +15,9 @@ from synthbrain.samplers import NoiseSchedule
 from tests.helpers import make_prepared
 
 AE = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
-UNET = DiffusionConfig(latent_channels=3, condition_dim=4, channels=(16, 32), attention_levels=(False, True), num_head_channels=16,
-                       norm_num_groups=8)
+UNET = DiffusionConfig(
+    latent_channels=3, condition_dim=4, channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8
+)
 STEPS = DiffusionTraining(steps=6, batch_size=2, checkpoint_every=2, log_every=1, learning_rate=1e-3, ema_decay=0.9)
 
 
@@ -41,8 +42,16 @@ def test_trains_and_exports_ema_weights_and_schedule(latents, tmp_path):
     out = train_diffusion(latents, tmp_path / "run", UNET, STEPS, device="cpu", progress=False)
     model = load_component(ConditionalUNet, DiffusionConfig, out)
     assert model.config == UNET
-    assert NoiseSchedule.from_dict({k: v for k, v in json.loads((tmp_path / "run" / "scheduler.json").read_text()).items()
-                                    if k not in ("class", "synthbrain_version")}) == NoiseSchedule()
+    assert (
+        NoiseSchedule.from_dict(
+            {
+                k: v
+                for k, v in json.loads((tmp_path / "run" / "scheduler.json").read_text()).items()
+                if k not in ("class", "synthbrain_version")
+            }
+        )
+        == NoiseSchedule()
+    )
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     raw = state["model"]
     assert any(not torch.equal(raw[k], v) for k, v in load_file(out / "model.safetensors").items())  # exported = EMA, not raw
@@ -69,8 +78,14 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(latents, tmp_p
 
 def test_mismatched_model_and_bad_settings_are_named(latents, tmp_path):
     with pytest.raises(ValueError, match="condition_dim=5"):
-        train_diffusion(latents, tmp_path / "x", DiffusionConfig(condition_dim=5, channels=(16, 32), attention_levels=(False, True),
-                                                                   norm_num_groups=8), STEPS, device="cpu", progress=False)
+        train_diffusion(
+            latents,
+            tmp_path / "x",
+            DiffusionConfig(condition_dim=5, channels=(16, 32), attention_levels=(False, True), norm_num_groups=8),
+            STEPS,
+            device="cpu",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="condition_dropout=2"):
         DiffusionTraining(condition_dropout=2)
     with pytest.raises(ValueError, match="no latents.json"):
