@@ -216,7 +216,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="generate conditioned T1 volumes with label maps",
-        description="Generate N volumes. Covariates are in physical units; each given value applies to all N.",
+        description="Generate N volumes. Covariates are in physical units; each given value applies to all N, "
+        "and those not given are drawn per volume from the model's training distribution.",
     )
     p.add_argument("--model", default="default", help="a folder written by save_pretrained, a Hub id (owner/name), or 'default'")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
@@ -246,17 +247,12 @@ def _run_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
     generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)
     given = {"age": args.age, "sex": args.sex, "ventricular_volume": args.ventricular_volume, "brain_volume": args.brain_volume}
-    missing = [name for name in generator.schema.names if given.get(name) is None]
-    if missing:
-        raise ValueError(
-            f"covariates not given: {missing}; drawing them from the training distribution is not available yet, "
-            "so give each one (--age, --sex, --ventricular-volume, --brain-volume)"
-        )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator.to(device)
-    covariates = {name: [given[name]] * args.n for name in generator.schema.names}
+    covariates = {name: value for name, value in given.items() if value is not None}  # the rest is drawn from the model
     out = generator.generate(
         covariates,
+        n=args.n,
         seed=args.seed,
         steps=args.steps,
         sampler=args.sampler,

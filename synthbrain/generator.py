@@ -32,6 +32,7 @@ import torch
 from synthbrain import __version__, _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.components import WEIGHTS, load_component, save_component
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
 from synthbrain.preprocessing.template import Grid
@@ -114,6 +115,7 @@ class BrainGenerator:
         latent_scale: float,
         label_classes: Sequence[str] | None = None,
         defaults: Mapping[str, Any] | None = None,
+        distribution: CovariateDistribution | None = None,
     ):
         if not schema.fitted:
             raise ValueError("schema: the covariate schema must be fitted on the training cohort")
@@ -127,6 +129,7 @@ class BrainGenerator:
         self.latent_shape = (autoencoder.config.latent_channels, *(n // factor for n in image_grid.shape))
         self.defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, **(defaults or {})}
         self.source: dict[str, Any] = {"path": None, "sha256": None}  # set when loaded from disk
+        self.distribution = distribution  # the training covariates' density, to draw what a caller leaves out
 
     # ------------------------------------------------------------------ persistence
 
@@ -136,6 +139,8 @@ class BrainGenerator:
         save_component(self.unet, folder / "unet")
         _io.write_json(folder / "scheduler" / "config.json", {"class": "NoiseSchedule", **self.schedule.to_dict()})
         self.schema.save(folder / "covariates" / "covariates.json")
+        if self.distribution is not None:
+            _io.write_json(folder / "covariates" / "distribution.json", self.distribution.to_dict())
         _io.write_json(
             folder / INDEX,
             {
@@ -205,15 +210,21 @@ class BrainGenerator:
         scheduler = json.loads((folder / "scheduler" / "config.json").read_text())
         if scheduler.pop("class", None) != "NoiseSchedule":
             raise ValueError(f"{folder / 'scheduler' / 'config.json'}: not a NoiseSchedule")
+        schema = CovariateSchema.load(folder / "covariates" / "covariates.json")
+        distribution_file = folder / "covariates" / "distribution.json"
+        distribution = None
+        if distribution_file.is_file():
+            distribution = CovariateDistribution.from_dict(json.loads(distribution_file.read_text()), schema)
         generator = cls(
             autoencoder,
             unet,
             NoiseSchedule.from_dict(scheduler),
-            CovariateSchema.load(folder / "covariates" / "covariates.json"),
+            schema,
             Grid.from_dict(index["image_grid"]),
             index["latent_scale"],
             index["label_classes"],
             index["defaults"],
+            distribution,
         )
         generator.source = {"path": str(folder.resolve()), "sha256": {k: v["sha256"] for k, v in index["components"].items()}}
         return generator
@@ -236,8 +247,9 @@ class BrainGenerator:
     @torch.no_grad()
     def generate(
         self,
-        covariates: pd.DataFrame | Mapping[str, Any],
+        covariates: pd.DataFrame | Mapping[str, Any] | None = None,
         *,
+        n: int | None = None,
         seed: int | Sequence[int] = 0,
         steps: int | None = None,
         sampler: str | None = None,
@@ -252,13 +264,25 @@ class BrainGenerator:
         to the length of the lists). ``seed`` is an int (volume i gets seed + i) or one seed per
         volume; each volume's starting noise comes from its own seed, so with a deterministic
         sampler (``ddim`` with eta 0, ``dpm++2m``) a volume does not depend on the batch it was in.
+
+        Covariates left out (all of them with ``covariates=None`` and ``n`` volumes) are drawn from
+        the training cohort's distribution, conditionally on those given, from each volume's seed.
         """
-        table = _covariate_table(covariates)
+        table = _covariate_table(covariates if covariates is not None else {}, n)
         n = len(table)
-        condition = torch.from_numpy(self.schema.normalize(table, extrapolate=extrapolate))
         seeds = [int(seed) + i for i in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
         if len(seeds) != n:
             raise ValueError(f"seed: {len(seeds)} seeds for {n} volumes; give one per volume or a single int")
+        missing = [name for name in self.schema.names if name not in table.columns]
+        if missing:
+            if self.distribution is None:
+                raise ValueError(f"covariates: missing {missing}, and this model has no covariate distribution to draw them from")
+            drawn = [
+                self.distribution.sample(1, {k: v for k, v in row.items() if not _missing(v)}, seed=s)
+                for row, s in zip(table.to_dict("records"), seeds)
+            ]
+            table = pd.concat(drawn, ignore_index=True)[self.schema.names]
+        condition = torch.from_numpy(self.schema.normalize(table, extrapolate=extrapolate))
         steps = self.defaults["steps"] if steps is None else steps
         sampler = sampler or self.defaults["sampler"]
         get_sampler(sampler)
@@ -314,31 +338,44 @@ def assemble_generator(
     scheduler.pop("synthbrain_version", None)
     scheme_file = Path(meta["prepared"]) / "label_scheme.json"
     classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
+    schema = CovariateSchema.from_dict(meta["schema"])
+    table = pd.read_csv(Path(meta["prepared"]) / "participants.tsv", sep="\t", na_values=["n/a"])
+    distribution = CovariateDistribution.fit(table, schema, components=1)  # the training cohort's covariates, as a density
     return BrainGenerator(
         autoencoder,
         unet,
         NoiseSchedule.from_dict(scheduler),
-        CovariateSchema.from_dict(meta["schema"]),
+        schema,
         Grid.from_dict(meta["image_grid"]),
         meta["scale"],
         classes,
         defaults,
+        distribution,
     )
 
 
-def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any]) -> pd.DataFrame:
+def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any], n: int | None = None) -> pd.DataFrame:
+    if n is not None and not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n={n!r}; allowed: an integer >= 1")
     if isinstance(covariates, pd.DataFrame):
         table = covariates.reset_index(drop=True)
     elif isinstance(covariates, Mapping):
         lengths = {len(v) for v in covariates.values() if isinstance(v, (list, tuple, np.ndarray, pd.Series))}
+        if n is not None:
+            lengths.add(n)
         if len(lengths) > 1:
-            raise ValueError(f"covariates: lists of different lengths {sorted(lengths)}")
+            raise ValueError(f"covariates: lists of different lengths, or not of n={n}: {sorted(lengths)}")
         n = lengths.pop() if lengths else 1
         table = pd.DataFrame(
-            {k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n for k, v in covariates.items()}
+            {k: list(v) if isinstance(v, (list, tuple, np.ndarray, pd.Series)) else [v] * n for k, v in covariates.items()},
+            index=range(n),
         )
     else:
         raise ValueError(f"covariates: {type(covariates).__name__}; allowed: a DataFrame or a mapping of name to value(s)")
     if len(table) == 0:
         raise ValueError("covariates: no rows; need at least one volume to generate")
     return table
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))

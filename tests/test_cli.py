@@ -143,5 +143,26 @@ def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
     generator = BrainGenerator.from_pretrained(run / "dm" / "generator")
     assert generator.image_grid.shape == (8, 8, 8) and generator.label_classes[1] == "ventricles"
     assert len(list((run / "synth").glob("sub-*/anat/*_dseg.nii.gz"))) == 2
+    assert generator.distribution is not None  # fitted on the training table: covariates not given are drawn
+    assert (
+        main(
+            [
+                "generate",
+                "--model",
+                str(run / "dm" / "generator"),
+                "-n",
+                "2",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(run / "drawn"),
+            ]
+        )
+        == 0
+    )
+    drawn = pd.read_csv(run / "drawn" / "participants.tsv", sep="\t")
+    assert drawn[["sex", "age", "ventricular_volume", "brain_volume"]].notna().all().all()
     assert main(["train", "diffusion", "--latents", str(tmp_path), "--run", str(run / "x")]) == 2
     assert "no latents.json" in capsys.readouterr().err

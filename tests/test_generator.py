@@ -172,5 +172,32 @@ def test_cli_generate_with_a_saved_model(generator, tmp_path, capsys):
     assert main(args) == 2 and "exists and is not empty" in capsys.readouterr().err
     assert main([*args[:-2], "--out", str(tmp_path / "o2"), "--age", "99"]) == 2 and "outside the fitted range" in capsys.readouterr().err
     assert main(["generate", "--model", str(folder), "--age", "60", "--out", str(tmp_path / "o3")]) == 2
-    assert "covariates not given: ['sex', 'ventricular_volume', 'brain_volume']" in capsys.readouterr().err
+    assert "missing ['sex', 'ventricular_volume', 'brain_volume'], and this model has no covariate distribution" in capsys.readouterr().err
     assert main(["generate", "--out", str(tmp_path / "o4")]) == 2 and "no embedded default model" in capsys.readouterr().err
+
+
+def test_covariates_left_out_are_drawn_from_the_training_distribution(generator, tmp_path):
+    from synthbrain.cohort.distribution import CovariateDistribution
+
+    rng = np.random.default_rng(0)
+    age = rng.uniform(20, 80, 60)
+    table = pd.DataFrame(
+        {
+            "sex": rng.choice(["F", "M"], 60),
+            "age": age,
+            "ventricular_volume": 5 + 0.8 * (age - 20),
+            "brain_volume": 1500 - 8 * (age - 20) + rng.normal(0, 20, 60),
+        }
+    )
+    generator.schema = generator.schema.fit(table)
+    generator.distribution = CovariateDistribution.fit(table, generator.schema, components=1)
+    try:
+        out = generator.generate(n=3, seed=5)
+        assert out.covariates.columns.tolist()[:4] == generator.schema.names and out.images.shape[0] == 3
+        old = generator.generate({"age": 78.0, "sex": "M"}, n=2, seed=5).covariates
+        assert (old["age"] == 78.0).all() and (old["sex"] == "M").all() and (old["ventricular_volume"] > 40).all()
+        pd.testing.assert_frame_equal(generator.generate(n=3, seed=5).covariates, out.covariates)  # per-volume seeds
+        loaded = BrainGenerator.from_pretrained(generator.save_pretrained(tmp_path / "model"))
+        pd.testing.assert_frame_equal(loaded.generate(n=3, seed=5).covariates, out.covariates)
+    finally:
+        generator.distribution = None

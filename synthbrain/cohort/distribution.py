@@ -1,0 +1,118 @@
+"""The training cohort's covariate distribution, as a fitted density rather than stored rows.
+
+For each level of one categorical covariate (sex), a Gaussian mixture over the normalised continuous
+covariates (scikit-learn), plus the levels' frequencies. :meth:`CovariateDistribution.sample`
+draws the covariates a caller did not give, conditionally on the ones given (the mixture's exact
+Gaussian conditionals), from an explicit seed, and only inside the schema's valid range
+(draws outside are redrawn).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.mixture import GaussianMixture
+
+from synthbrain.cohort.covariates import CATEGORICAL, CONTINUOUS, CovariateSchema
+
+
+@dataclass
+class CovariateDistribution:
+    schema: CovariateSchema
+    group: str  # the categorical covariate the mixtures are split by
+    group_probabilities: dict[str, float]
+    mixtures: dict[str, dict[str, list]]  # level -> {"weights": [K], "means": [K][D], "covariances": [K][D][D]}
+
+    @property
+    def continuous(self) -> list[str]:
+        return [c.name for c in self.schema.covariates if c.kind == CONTINUOUS]
+
+    @classmethod
+    def fit(cls, table: pd.DataFrame, schema: CovariateSchema, components: int = 2, seed: int = 0) -> CovariateDistribution:
+        groups = [c for c in schema.covariates if c.kind == CATEGORICAL]
+        if len(groups) != 1:
+            raise ValueError(f"schema: needs exactly one categorical covariate to split by, has {[c.name for c in groups]}")
+        group = groups[0]
+        complete = table.dropna(subset=schema.names)
+        names = [c.name for c in schema.covariates if c.kind == CONTINUOUS]
+        scaled = np.concatenate([schema[n].normalize(complete[n]) for n in names], axis=1).astype(np.float64)
+        levels = np.asarray([group.categories[int(i)] for i in group.parse(complete[group.name])])
+        probabilities, mixtures = {}, {}
+        for level in group.categories:
+            rows = scaled[levels == level]
+            if len(rows) < 2 * components:
+                raise ValueError(f"table: only {len(rows)} complete rows with {group.name}={level!r}; need {2 * components} to fit")
+            gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(rows)
+            probabilities[level] = len(rows) / len(scaled)
+            mixtures[level] = {"weights": gmm.weights_.tolist(), "means": gmm.means_.tolist(), "covariances": gmm.covariances_.tolist()}
+        return cls(schema, group.name, probabilities, mixtures)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "group_probabilities": self.group_probabilities, "mixtures": self.mixtures}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], schema: CovariateSchema) -> CovariateDistribution:
+        return cls(schema, data["group"], data["group_probabilities"], data["mixtures"])
+
+    def sample(self, n: int, given: dict[str, Any] | None = None, seed: int = 0, max_tries: int = 1000) -> pd.DataFrame:
+        """``n`` rows of physical covariates; those in ``given`` (scalars) are fixed, the rest drawn."""
+        if not (isinstance(n, int) and n >= 1):
+            raise ValueError(f"n={n!r}; allowed: an integer >= 1")
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.schema.names))
+        if unknown:
+            raise ValueError(f"given: unknown covariates {unknown}; known: {self.schema.names}")
+        rng = np.random.default_rng(seed)
+        names = self.continuous
+        observed = [i for i, name in enumerate(names) if name in given]
+        x_obs = np.array([self.schema[names[i]].normalize([given[names[i]]], extrapolate=True)[0, 0] for i in observed])
+        rows = []
+        for _ in range(n):
+            level = given.get(self.group)
+            if level is None:
+                levels = list(self.group_probabilities)
+                level = levels[rng.choice(len(levels), p=np.asarray([self.group_probabilities[k] for k in levels]))]
+            else:
+                level = self.schema[self.group].categories[int(self.schema[self.group].parse([level])[0])]
+            x = self._draw(self.mixtures[level], observed, x_obs, len(names), rng, max_tries)
+            row = {self.group: level}
+            row.update(
+                {
+                    name: given[name] if i in observed else float(self.schema[name].denormalize(x[i : i + 1, None])[0])
+                    for i, name in enumerate(names)
+                }
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)[self.schema.names]
+
+    @staticmethod
+    def _draw(mixture, observed, x_obs, dims, rng, max_tries) -> np.ndarray:
+        weights, means, covs = np.asarray(mixture["weights"]), np.asarray(mixture["means"]), np.asarray(mixture["covariances"])
+        free = [i for i in range(dims) if i not in observed]
+        o, m = np.asarray(observed, dtype=int), np.asarray(free, dtype=int)
+        cond_means, cond_covs, log_w = [], [], np.log(weights)
+        for k in range(len(weights)):
+            mu, cov = means[k], covs[k]
+            if len(o):
+                gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
+                cond_means.append(mu[m] + gain @ (x_obs - mu[o]))
+                cond_covs.append(cov[np.ix_(m, m)] - gain @ cov[np.ix_(o, m)])
+                diff = x_obs - mu[o]
+                sign, logdet = np.linalg.slogdet(cov[np.ix_(o, o)])
+                log_w[k] += -0.5 * (diff @ np.linalg.solve(cov[np.ix_(o, o)], diff) + logdet)
+            else:
+                cond_means.append(mu[m])
+                cond_covs.append(cov[np.ix_(m, m)])
+        probs = np.exp(log_w - log_w.max())
+        probs /= probs.sum()
+        x = np.empty(dims)
+        x[o] = x_obs
+        for _ in range(max_tries):
+            k = rng.choice(len(probs), p=probs)
+            x[m] = rng.multivariate_normal(cond_means[k], cond_covs[k]) if len(m) else []
+            if len(m) == 0 or ((x[m] >= 0) & (x[m] <= 1)).all():
+                return x
+        raise ValueError(f"could not draw covariates inside the valid range in {max_tries} tries given {dict(zip(o.tolist(), x_obs))}")
