@@ -31,7 +31,7 @@ import torch
 
 from synthbrain import __version__, _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.cohort.covariates import CovariateSchema, is_missing
 from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.components import WEIGHTS, load_component, save_component
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
@@ -278,7 +278,7 @@ class BrainGenerator:
             if self.distribution is None:
                 raise ValueError(f"covariates: missing {missing}, and this model has no covariate distribution to draw them from")
             drawn = [
-                self.distribution.sample(1, {k: v for k, v in row.items() if not _missing(v)}, seed=s)
+                self.distribution.sample(1, {k: v for k, v in row.items() if not is_missing(v)}, seed=s)
                 for row, s in zip(table.to_dict("records"), seeds)
             ]
             table = pd.concat(drawn, ignore_index=True)[self.schema.names]
@@ -375,7 +375,3 @@ def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any], n: int | None
     if len(table) == 0:
         raise ValueError("covariates: no rows; need at least one volume to generate")
     return table
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))

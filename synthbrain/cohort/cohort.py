@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from synthbrain import _io
-from synthbrain.cohort.covariates import CovariateSchema, default_schema
+from synthbrain.cohort.covariates import CovariateSchema, default_schema, is_missing
 from synthbrain.cohort.labels import LabelScheme
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -294,7 +294,7 @@ def _assemble(
             continue
         values = {name: covariates[sid].get(name, np.nan) for name in schema.names}
         values.update({k: v for k, v in covariates[sid].items() if k not in values})
-        missing = [name for name in schema.names if _missing(values[name])]
+        missing = [name for name in schema.names if is_missing(values[name])]
         if missing:
             warnings.append(f"subject {sid}: missing {missing}")
         subjects.append(SubjectRecord(sid, image, lab, values))
@@ -421,7 +421,3 @@ def _check_mapping(name: str, mapping: dict[str, str], allowed: list[str]) -> No
     unknown = sorted(set(mapping) - set(allowed))
     if unknown:
         raise ValueError(f"{name}: unknown covariates {unknown}; allowed: {allowed}")
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))

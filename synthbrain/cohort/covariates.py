@@ -88,7 +88,7 @@ class Covariate:
         """
         out, bad = [], []
         for value in values:
-            if _is_missing(value):
+            if is_missing(value):
                 out.append(np.nan)
             elif self.kind == CATEGORICAL:
                 index = _category_index(self.categories, value)
@@ -258,7 +258,8 @@ def default_schema() -> CovariateSchema:
     )
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, NaN, pandas NA, or an empty / "n/a" / "na" / "nan" string."""
     if value is None or value is pd.NA:
         return True
     if isinstance(value, float) and math.isnan(value):

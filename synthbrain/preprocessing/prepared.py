@@ -70,6 +70,9 @@ class PreparedCohort(torch.utils.data.Dataset):
         """The image (float32 in [0, 1]) and label map (or None) of one subject, on :attr:`grid`."""
         if subject_id not in set(self.subject_ids):
             raise KeyError(f"subject_id={subject_id!r} is not in {self.root}")
+        return self._read(subject_id)
+
+    def _read(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         folder = self.root / "subjects" / subject_id
         image = np.asarray(nib.load(folder / "t1.nii.gz").dataobj, dtype=np.float32)
         labels_path = folder / "labels.nii.gz"
@@ -77,8 +80,8 @@ class PreparedCohort(torch.utils.data.Dataset):
         return image, labels
 
     def __getitem__(self, index: int) -> dict:
-        subject_id = self.subject_ids[index]
-        image, labels = self.load_subject(subject_id)
+        subject_id = self.table["subject_id"].iat[index]  # no id list or membership check per item
+        image, labels = self._read(subject_id)
         image = torch.from_numpy(image)[None]
         k = self.downsample
         item = {"image": F.avg_pool3d(image[None], k)[0] if k > 1 else image, "subject_id": subject_id}

@@ -50,9 +50,9 @@ def montage(
     rows = len(images)
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), dpi=100, squeeze=False)
     cmap = plt.get_cmap("tab10")
+    outline_slices = mid_slices(outline.astype(float)) if outline is not None else [None] * 3  # the same for every row
     for row, (image, lab, title) in enumerate(zip(images, labels, titles)):
         lab_slices = mid_slices(lab) if lab is not None else [None] * 3
-        outline_slices = mid_slices(outline.astype(float)) if outline is not None else [None] * 3
         for col, (img_slice, lab_slice, line) in enumerate(zip(mid_slices(image), lab_slices, outline_slices)):
             ax = axes[row, col]
             ax.imshow(img_slice, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
