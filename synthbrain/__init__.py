@@ -5,3 +5,7 @@ The package is laid out in the order data moves: ``cohort`` (real data in) → `
 """
 
 __version__ = "0.1.0"
+
+from synthbrain.generator import BrainGenerator, GeneratedBrains  # noqa: E402
+
+__all__ = ["BrainGenerator", "GeneratedBrains", "__version__"]

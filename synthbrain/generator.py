@@ -40,6 +40,8 @@ from synthbrain.samplers import get_sampler, sample
 from synthbrain.samplers.schedule import NoiseSchedule
 
 INDEX = "synthbrain_generator.json"
+# The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default"
 INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
 
 
@@ -167,13 +169,13 @@ class BrainGenerator:
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
     ) -> BrainGenerator:
-        """Load from a local folder, or a Hugging Face Hub repository id (downloaded once into the
-        local cache; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only)."""
+        """Load ``"default"`` (the model embedded in the package, see ``synthbrain/models/default/README.md``),
+        a local folder, or a Hugging Face Hub repository id (downloaded once into the local cache;
+        ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only)."""
         if str(name_or_path) == "default":
-            raise ValueError(
-                "name_or_path='default': no embedded default model is shipped in this version yet; "
-                "pass a folder written by save_pretrained or a Hub id"
-            )
+            if not (DEFAULT_MODEL / INDEX).is_file():
+                raise ValueError(f"name_or_path='default': the embedded model is missing from this installation ({DEFAULT_MODEL})")
+            return cls._load_folder(DEFAULT_MODEL)
         folder = Path(name_or_path)
         if not folder.is_dir():
             if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):

@@ -107,8 +107,6 @@ def test_bad_requests_get_clear_errors(generator):
         generator.generate(pd.DataFrame(columns=["sex", "age", "ventricular_volume", "brain_volume"]))
     with pytest.raises(ValueError, match="batch_size=0"):
         generator.generate(QUERY, batch_size=0)
-    with pytest.raises(ValueError, match="no embedded default model"):
-        BrainGenerator.from_pretrained("default")
     with pytest.raises(ValueError, match="not a folder, and not a Hub id"):
         BrainGenerator.from_pretrained("./nowhere")
 
@@ -173,7 +171,6 @@ def test_cli_generate_with_a_saved_model(generator, tmp_path, capsys):
     assert main([*args[:-2], "--out", str(tmp_path / "o2"), "--age", "99"]) == 2 and "outside the fitted range" in capsys.readouterr().err
     assert main(["generate", "--model", str(folder), "--age", "60", "--out", str(tmp_path / "o3")]) == 2
     assert "missing ['sex', 'ventricular_volume', 'brain_volume'], and this model has no covariate distribution" in capsys.readouterr().err
-    assert main(["generate", "--out", str(tmp_path / "o4")]) == 2 and "no embedded default model" in capsys.readouterr().err
 
 
 def test_covariates_left_out_are_drawn_from_the_training_distribution(generator, tmp_path):
