@@ -97,3 +97,58 @@ def make_prepared(root: Path, n: int = 4, shape=(16, 16, 16), seed: int = 0) -> 
     (root / "label_scheme.json").write_text(json.dumps(scheme.to_dict()))
     (root / "manifest.json").write_text(json.dumps({"grid": grid.to_dict(), "records": []}))
     return root
+
+
+def randomised(model):
+    """Random weights where MONAI zero-initialises (output layers), so outputs depend on inputs."""
+    import torch
+
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if not parameter.any():
+                parameter.normal_(0, 0.1)
+    return model
+
+
+TINY_CLASSES = ("background", "ventricles", "csf", "cortical_gm", "white_matter", "deep_gm", "cerebellum", "brainstem")
+TINY_COHORT = {
+    "sex": ["F", "M"] * 4,
+    "age": [20.0, 80.0, 30, 40, 50, 60, 70, 35],
+    "ventricular_volume": [5.0, 60.0, 10, 20, 30, 40, 25, 15],
+}
+
+
+def tiny_generator(*, distribution: bool = False, steps: int = 4):
+    """A randomly initialised BrainGenerator on a 16^3 grid (4 mm), optionally with a covariate
+    density fitted on a small table so covariates left out can be drawn."""
+    import pandas as pd
+    import torch
+
+    from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+    from synthbrain.cohort import default_schema
+    from synthbrain.cohort.distribution import CovariateDistribution
+    from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+    from synthbrain.generator import BrainGenerator
+    from synthbrain.preprocessing.template import Grid
+    from synthbrain.samplers import NoiseSchedule
+
+    torch.manual_seed(0)
+    table = pd.DataFrame({**TINY_COHORT, "brain_volume": [900.0, 1600.0, 1000, 1100, 1200, 1300, 1400, 1500]})
+    schema = default_schema().fit(table)
+    autoencoder = BrainAutoencoder(AutoencoderConfig(num_classes=8, channels=(8, 16), norm_num_groups=8))
+    unet = randomised(
+        ConditionalUNet(DiffusionConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8))
+    )
+    grid = Grid((16, 16, 16), 4.0, (-30.0, -30.0, -30.0))
+    density = CovariateDistribution.fit(table, schema, components=1) if distribution else None
+    return BrainGenerator(
+        autoencoder,
+        unet,
+        NoiseSchedule(),
+        schema,
+        grid,
+        latent_scale=1.0,
+        label_classes=TINY_CLASSES,
+        defaults={"steps": steps},
+        distribution=density,
+    )

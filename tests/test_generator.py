@@ -3,37 +3,17 @@ import pandas as pd
 import pytest
 import torch
 
-from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.cohort import default_schema
-from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
 from synthbrain.generator import INDEX, BrainGenerator
 from synthbrain.preprocessing.template import Grid
-from synthbrain.samplers import NoiseSchedule
+from tests.helpers import tiny_generator
 
 GRID = Grid((16, 16, 16), 4.0, (-30.0, -30.0, -30.0))
 QUERY = {"sex": ["F", "M", "F"], "age": [30.0, 50.0, 70.0], "ventricular_volume": 20.0, "brain_volume": 1200.0}
 
 
-def randomised(model):
-    with torch.no_grad():  # MONAI zero-initialises output layers; random ones make outputs depend on inputs
-        for parameter in model.parameters():
-            if not parameter.any():
-                parameter.normal_(0, 0.1)
-    return model
-
-
 @pytest.fixture(scope="module")
 def generator():
-    torch.manual_seed(0)
-    schema = default_schema().fit(
-        pd.DataFrame({"sex": ["F", "M"], "age": [20.0, 80.0], "ventricular_volume": [5.0, 60.0], "brain_volume": [900.0, 1600.0]})
-    )
-    autoencoder = BrainAutoencoder(AutoencoderConfig(num_classes=8, channels=(8, 16), norm_num_groups=8))
-    unet = randomised(
-        ConditionalUNet(DiffusionConfig(channels=(16, 32), attention_levels=(False, True), num_head_channels=16, norm_num_groups=8))
-    )
-    classes = ("background", "ventricles", "csf", "cortical_gm", "white_matter", "deep_gm", "cerebellum", "brainstem")
-    return BrainGenerator(autoencoder, unet, NoiseSchedule(), schema, GRID, latent_scale=1.0, label_classes=classes, defaults={"steps": 4})
+    return tiny_generator()
 
 
 def test_generates_images_labels_covariates_and_affine(generator):
