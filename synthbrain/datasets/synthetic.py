@@ -252,6 +252,36 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             if not (self.shards / f"chunk-{chunk:06d}" / "done.json").is_file():
                 self._load_chunk(chunk)
 
+    def write_manifest(self) -> Path:
+        """After every chunk is written (by all ranks): ``participants.tsv`` with one row per
+        volume (index, noise seed, covariates, chunk) and ``manifest.json`` describing the set."""
+        missing = [c for c in range(self.num_chunks) if not (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
+        if missing:
+            raise RuntimeError(f"shards={str(self.shards)!r}: chunks {missing[:10]} are not written yet; run pregenerate for every rank")
+        tables = []
+        for chunk in range(self.num_chunks):
+            table = _read_shard(self.shards / f"chunk-{chunk:06d}")["covariates"]
+            indices = list(self._chunk_indices(chunk))
+            if len(table) != len(indices):
+                raise RuntimeError(f"chunk {chunk}: {len(table)} volumes, expected {len(indices)}")
+            tables.append(table.assign(index=indices, chunk=chunk))
+        table = pd.concat(tables, ignore_index=True)
+        table.insert(0, "index", table.pop("index"))
+        _io.write_table(self.shards / "participants.tsv", table)
+        definition = json.loads((self.shards / "dataset.json").read_text())
+        _io.write_json(
+            self.shards / "manifest.json",
+            {
+                **definition,
+                "volumes": len(table),
+                "chunks": self.num_chunks,
+                "image_grid": self.generator.image_grid.to_dict(),
+                "label_classes": list(self.generator.label_classes or []),
+                "layout": "chunk-NNNNNN/{images,labels}.npy (float32 (B,1,D,H,W), uint8 (B,D,H,W)), covariates.tsv",
+            },
+        )
+        return self.shards / "manifest.json"
+
 
 def _write_shard(folder: Path, data: dict) -> None:
     """One chunk as memory-mappable .npy files plus a covariates table; ``done.json`` last, so a
