@@ -46,10 +46,17 @@ def main() -> None:
     parser.add_argument("--downsample", type=int, default=2, help="block averaging that brings the cohort to the model's grid")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--held-out", type=int, default=50, help="real subjects kept out of the segmenter's training")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N real subjects (a quick check)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--sampler", default=None)
     parser.add_argument("--guidance-scale", type=float, default=None)
+    parser.add_argument(
+        "--compare-guidance",
+        type=lambda v: [float(x) for x in v.split(",")],
+        default=[],
+        help="also measure conditioning at these guidance scales, e.g. 1,2,4",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/generator-quality"))
     args = parser.parse_args()
 
@@ -63,10 +70,10 @@ def main() -> None:
     scheme = cohort.label_scheme
 
     # Real subjects at the model's resolution: image, and the majority class of each block.
-    real = [cohort[i] for i in range(len(cohort))]
+    real = [cohort[i] for i in range(min(len(cohort), args.limit or len(cohort)))]
     real_images = [item["image"][0].numpy() for item in real]
     real_labels = [item["labels"].argmax(0).numpy().astype(np.uint8) for item in real]
-    table = cohort.table.reset_index(drop=True)
+    table = cohort.table.reset_index(drop=True).iloc[: len(real)]
     order = np.random.default_rng(args.seed).permutation(len(real))
     held, train = order[: args.held_out], order[args.held_out :]
 
@@ -90,39 +97,22 @@ def main() -> None:
     start = time.perf_counter()
     out = generator.generate(n=args.n, seed=args.seed, progress=True, **sampling)
     seconds = (time.perf_counter() - start) / args.n
-    for j in range(args.n):
-        image, labels = out.images[j, 0].numpy(), out.labels[j].numpy()
-        seg = segmenter.predict(image)
-        rows.append(
-            {
-                "source": "synthetic",
-                **{f"requested_{k}": out.covariates.loc[j, k] for k in VOLUMES},
-                **{f"labels_{k}": v for k, v in scheme.measure_coarse_volumes(labels, voxel_mm3).items() if k in VOLUMES},
-                **{f"segmenter_{k}": v for k, v in scheme.measure_coarse_volumes(seg, voxel_mm3).items() if k in VOLUMES},
-                **{f"dice_{c}": d for c, d in zip(classes, dice_per_class(labels, seg, len(classes)))},
-            }
-        )
+    rows += _synthetic_rows(out, segmenter, scheme, voxel_mm3, classes)
     results = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _io.write_table(args.out.with_suffix(".tsv"), results)
 
-    conditioning = []
-    for source, part in results.groupby("source", sort=False):
-        for volume in VOLUMES:
-            for by in ("labels", "segmenter"):
-                requested, measured = part[f"requested_{volume}"].to_numpy(float), part[f"{by}_{volume}"].to_numpy(float)
-                conditioning.append(
-                    {
-                        "source": source,
-                        "volume": volume,
-                        "measured by": "own label map" if by == "labels" else "independent segmenter",
-                        "n": len(part),
-                        "Pearson r": float(stats.pearsonr(requested, measured)[0]),
-                        "MAE (mL)": float(np.abs(requested - measured).mean()),
-                        "mean measured / requested": float((measured / requested).mean()),
-                    }
-                )
-    conditioning = pd.DataFrame(conditioning)
+    conditioning = _conditioning(results)
+    guidance = []
+    for scale in args.compare_guidance:
+        part = pd.DataFrame(
+            _synthetic_rows(
+                generator.generate(n=args.n, seed=args.seed, **{**sampling, "guidance_scale": scale}), segmenter, scheme, voxel_mm3, classes
+            )
+        )
+        for record in _conditioning(part).to_dict("records"):
+            guidance.append({"guidance scale": scale, **{k: v for k, v in record.items() if k != "source"}})
+    guidance = pd.DataFrame(guidance)
     faithfulness = results.groupby("source", sort=False)[[f"dice_{c}" for c in classes[1:]]].median().T
     faithfulness.index = [i.removeprefix("dice_") for i in faithfulness.index]
     faithfulness = faithfulness.reset_index(names="class")
@@ -142,6 +132,7 @@ def main() -> None:
         "seconds_per_volume_with_progress": seconds,
         "conditioning": conditioning.to_dict("records"),
         "label_faithfulness_median_dice": faithfulness.to_dict("records"),
+        "guidance_comparison": guidance.to_dict("records"),
         "figures": {k: v.name for k, v in figures.items()},
     }
     _io.write_json(args.out.with_suffix(".json"), summary)
@@ -159,6 +150,7 @@ def main() -> None:
             "## Label faithfulness: median Dice, own label map vs independent segmenter",
             markdown_table(faithfulness),
             f"![conditioning]({figures['scatter'].name})",
+            *(["## Conditioning at other guidance scales (same seeds)", markdown_table(guidance)] if len(guidance) else []),
             "## Samples next to the real subjects whose covariates they were given",
             f"![montage]({figures['montage'].name})",
             "## Sweeps: ventricular volume, then brain volume, everything else fixed, same noise",
@@ -169,8 +161,47 @@ def main() -> None:
     print(report)
 
 
+def _synthetic_rows(out, segmenter, scheme, voxel_mm3, classes) -> list[dict]:
+    rows = []
+    for j in range(len(out.images)):
+        image, labels = out.images[j, 0].numpy(), out.labels[j].numpy()
+        seg = segmenter.predict(image)
+        rows.append(
+            {
+                "source": "synthetic",
+                **{f"requested_{k}": out.covariates.loc[j, k] for k in VOLUMES},
+                **{f"labels_{k}": v for k, v in scheme.measure_coarse_volumes(labels, voxel_mm3).items() if k in VOLUMES},
+                **{f"segmenter_{k}": v for k, v in scheme.measure_coarse_volumes(seg, voxel_mm3).items() if k in VOLUMES},
+                **{f"dice_{c}": d for c, d in zip(classes, dice_per_class(labels, seg, len(classes)))},
+            }
+        )
+    return rows
+
+
+def _conditioning(results: pd.DataFrame) -> pd.DataFrame:
+    conditioning = []
+    for source, part in results.groupby("source", sort=False):
+        for volume in VOLUMES:
+            for by in ("labels", "segmenter"):
+                requested, measured = part[f"requested_{volume}"].to_numpy(float), part[f"{by}_{volume}"].to_numpy(float)
+                conditioning.append(
+                    {
+                        "source": source,
+                        "volume": volume,
+                        "measured by": "own label map" if by == "labels" else "independent segmenter",
+                        "n": len(part),
+                        "Pearson r": float(stats.pearsonr(requested, measured)[0]),
+                        "MAE (mL)": float(np.abs(requested - measured).mean()),
+                        "mean measured / requested": float((measured / requested).mean()),
+                    }
+                )
+    return pd.DataFrame(conditioning)
+
+
 def _argv(args) -> list[str]:
     parts = [f"--model {args.model}", f"--real {args.real}", f"--downsample {args.downsample}", f"--n {args.n}", f"--seed {args.seed}"]
+    if args.compare_guidance:
+        parts.append("--compare-guidance " + ",".join(f"{g:g}" for g in args.compare_guidance))
     parts += [f"--{k.replace('_', '-')} {v}" for k, v in (("steps", args.steps), ("sampler", args.sampler)) if v is not None]
     return parts + ([f"--guidance-scale {args.guidance_scale}"] if args.guidance_scale is not None else [])
 
@@ -188,7 +219,7 @@ def _scatter(path: Path, results: pd.DataFrame) -> Path:
         ax.set_ylabel("measured (mL)")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
-    _io.save_figure(fig, path)
+    _io.save_figure(path, fig)
     return path
 
 
@@ -227,7 +258,7 @@ def _sweep(path, generator, table, scheme, voxel_mm3, sampling, points: int = 5)
                 ax.set_axis_off()
             axes[2 * r, c].set_title(f"{volume.split('_')[0]} {values[c]:.0f} mL\n(label map {measured:.0f})", fontsize=8)
     fig.tight_layout()
-    _io.save_figure(fig, path)
+    _io.save_figure(path, fig)
     return path
 
 
