@@ -66,7 +66,7 @@ def main() -> None:
     cohort = PreparedCohort.load(args.real, args.downsample)
     if cohort.output_grid.shape != generator.image_grid.shape:
         raise SystemExit(f"--downsample {args.downsample} gives {cohort.output_grid.shape}; the model makes {generator.image_grid.shape}")
-    voxel_mm3 = float(np.prod(generator.image_grid.spacing))
+    voxel_mm3 = generator.image_grid.voxel_volume_mm3
     scheme = cohort.label_scheme
 
     # Real subjects at the model's resolution: image, and the majority class of each block.

@@ -131,6 +131,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae.add_argument("--lr", type=float, default=2e-4)
     ae.add_argument("--checkpoint-every", type=int, default=50)
     ae.add_argument("--seed", type=int, default=0)
+    ae.add_argument("--mirror-latents", action="store_true", help="also cache each subject's left-right mirror (doubles diffusion data)")
     ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any)")
     ae.set_defaults(func=_run_train_autoencoder)
     df = stages.add_parser("diffusion", help="train the conditional diffusion UNet on cached latents, then write RUN/generator")
@@ -140,6 +141,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.add_argument("--attention", type=_ints, default=(0, 1, 1), help="per level, 1 = attention (e.g. 0,1,1)")
     df.add_argument("--head-channels", type=int, default=32)
     df.add_argument("--res-blocks", type=int, default=1)
+    df.add_argument(
+        "--embed-condition", action="store_true", help="also add the covariates to the timestep embedding (modulates every block)"
+    )
     df.add_argument("--groups", type=int, default=32, help="GroupNorm groups")
     df.add_argument("--steps", type=int, default=3000)
     df.add_argument("--batch-size", type=int, default=8)
@@ -173,7 +177,9 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
     folder = train_autoencoder(args.prepared, args.run, config, training, downsample=args.downsample, device=args.device)
     info = setup_distributed(args.device)
     if info.is_main:
-        cache_latents(folder, args.prepared, args.run / "latents", downsample=args.downsample, device=str(info.device))
+        cache_latents(
+            folder, args.prepared, args.run / "latents", downsample=args.downsample, device=str(info.device), mirror=args.mirror_latents
+        )
         print(f"autoencoder: {folder}\nlatents: {args.run / 'latents'}")
     return 0
 
@@ -192,6 +198,7 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         num_res_blocks=args.res_blocks,
         num_head_channels=args.head_channels,
         norm_num_groups=args.groups,
+        embed_condition=args.embed_condition,
     )
     training = DiffusionTraining(
         steps=args.steps,

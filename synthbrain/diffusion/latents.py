@@ -4,6 +4,11 @@ Writes ``latents.safetensors`` (posterior means, (N, C, d, h, w), and normalised
 (N, width), NaN rows where a covariate is missing) and ``latents.json`` (subject order, the
 latent scale 1/std that diffusion training multiplies by, the covariate schema, the grid that the
 decoder's images lie on, provenance).
+
+``mirror=True`` also encodes every subject mirrored left-right about the MNI midline (the grids
+are centred on it) and stores it as an extra subject ``<id>:mirrored`` with the same covariates:
+brains are near-symmetric, and the coarse label classes have no left/right, so this doubles the
+diffusion stage's training set at the cost of one more encoding pass.
 """
 
 from __future__ import annotations
@@ -55,29 +60,39 @@ def cache_latents(
     downsample: int = 1,
     device: str = "cpu",
     batch_size: int = 2,
+    mirror: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Encode every subject (averaged by ``downsample`` as in autoencoder training)."""
+    """Encode every subject (averaged by ``downsample`` as in autoencoder training), and with
+    ``mirror`` its left-right mirror image too."""
     model = load_component(BrainAutoencoder, AutoencoderConfig, autoencoder).to(device).eval()
     cohort = PreparedCohort.load(prepared, downsample)
     loader = torch.utils.data.DataLoader(cohort, batch_size=batch_size)
-    latents = []
+    latents, mirrored = [], []
     for batch in tqdm(loader, desc="encode", unit="batch", disable=not progress):
+        image = batch["image"].to(device)
         labels = batch["labels"].to(device) if model.config.num_classes else None
-        mu, _ = model.encode(batch["image"].to(device), labels)
-        latents.append(mu.float().cpu())
-    latents = torch.cat(latents)
+        latents.append(model.encode(image, labels)[0].float().cpu())
+        if mirror:  # axis 0 of the RAS grid is left-right; labels are class indices (B, x, y, z) or fractions (B, C, x, y, z)
+            flipped = None if labels is None else labels.flip(1 if labels.ndim == 4 else 2)
+            mirrored.append(model.encode(image.flip(2), flipped)[0].float().cpu())
+    latents = torch.cat(latents + mirrored)
     conditions = np.full((len(cohort), cohort.schema.width), np.nan, dtype=np.float32)
     complete = ~cohort.table[cohort.schema.names].isna().any(axis=1).to_numpy()
     if complete.any():
         conditions[complete] = cohort.schema.normalize(cohort.table.loc[complete, cohort.schema.names])
+    subject_ids = list(cohort.subject_ids)
+    if mirror:
+        conditions = np.concatenate([conditions, conditions])
+        subject_ids += [f"{sid}:mirrored" for sid in cohort.subject_ids]
     out = Path(out)
     with _io.atomic_path(out / "latents.safetensors") as tmp:
         save_file({"latents": latents.contiguous(), "conditions": torch.from_numpy(conditions)}, str(tmp))
     _io.write_json(
         out / "latents.json",
         {
-            "subject_ids": cohort.subject_ids,
+            "subject_ids": subject_ids,
+            "mirrored": mirror,
             "scale": float(1.0 / latents.std()),
             "schema": cohort.schema.to_dict(),
             "autoencoder": str(Path(autoencoder).resolve()),

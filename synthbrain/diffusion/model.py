@@ -2,6 +2,10 @@
 conditioned on the covariate vector as the reference model does (Pinaya et al. 2022): the vector is
 the cross-attention context (B, 1, C) and is also broadcast to C extra input channels.
 
+With ``embed_condition=True`` the vector also passes through a small MLP whose output is added to
+the timestep embedding, so it modulates every residual block (as class labels do in MONAI's UNet);
+the reference model has no such path, and a single cross-attention token reduces to a constant bias.
+
 Classifier-free guidance: training replaces the condition by :data:`NULL_CONDITION` (every entry
 -1, outside the [0, 1] range of real normalised covariates) with some probability; sampling mixes
 the conditional and unconditional predictions, ``eps = eps_null + scale * (eps_cond - eps_null)``.
@@ -26,10 +30,11 @@ class DiffusionConfig:
     channels: tuple[int, ...] = (64, 128, 128)
     attention_levels: tuple[bool, ...] = (False, True, True)
     num_res_blocks: int = 1
-    num_head_channels: int = 32
+    num_head_channels: int | tuple[int, ...] = 32  # channels per attention head: one for every level, or one per level
     norm_num_groups: int = 32
     resblock_updown: bool = True
     concat_condition: bool = True
+    embed_condition: bool = False
 
     def __post_init__(self) -> None:
         if len(self.attention_levels) != len(self.channels):
@@ -38,20 +43,38 @@ class DiffusionConfig:
             raise ValueError(f"channels={self.channels}: each must be divisible by norm_num_groups={self.norm_num_groups}")
         if self.condition_dim < 1 or self.latent_channels < 1:
             raise ValueError(f"condition_dim={self.condition_dim}, latent_channels={self.latent_channels}; both must be >= 1")
+        if not isinstance(self.num_head_channels, int):  # per level, as the reference model's [0, 512, 768]
+            heads = tuple(self.num_head_channels)
+            object.__setattr__(self, "num_head_channels", heads)
+            if len(heads) != len(self.channels) or any(h < 1 or c % h for h, c, a in zip(heads, self.channels, self.attention_levels) if a):
+                raise ValueError(
+                    f"num_head_channels={heads!r}; allowed: an int, or one int per level of channels={self.channels} "
+                    "that divides the channels of each level with attention"
+                )
+
+    @property
+    def head_channels(self) -> tuple[int, ...]:
+        """Channels per attention head at each level (0 where a level has no attention)."""
+        if isinstance(self.num_head_channels, int):
+            return tuple(self.num_head_channels if a else 0 for a in self.attention_levels)
+        return tuple(h if a else 0 for h, a in zip(self.num_head_channels, self.attention_levels))
 
     @property
     def downsample(self) -> int:
         return 2 ** (len(self.channels) - 1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "channels": list(self.channels), "attention_levels": list(self.attention_levels)}
+        heads = self.num_head_channels if isinstance(self.num_head_channels, int) else list(self.num_head_channels)
+        return {**asdict(self), "channels": list(self.channels), "attention_levels": list(self.attention_levels), "num_head_channels": heads}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"diffusion config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{**data, "channels": tuple(data["channels"]), "attention_levels": tuple(data["attention_levels"])})
+        heads = data.get("num_head_channels", cls.num_head_channels)
+        heads = heads if isinstance(heads, int) else tuple(heads)
+        return cls(**{**data, "channels": tuple(data["channels"]), "attention_levels": tuple(data["attention_levels"]), "num_head_channels": heads})
 
 
 class ConditionalUNet(nn.Module):
@@ -59,7 +82,7 @@ class ConditionalUNet(nn.Module):
         super().__init__()
         self.config = config
         in_channels = config.latent_channels + (config.condition_dim if config.concat_condition else 0)
-        head_channels = [config.num_head_channels if a else 0 for a in config.attention_levels]
+        head_channels = list(config.head_channels)
         self.net = DiffusionModelUNet(
             spatial_dims=3,
             in_channels=in_channels,
@@ -73,7 +96,11 @@ class ConditionalUNet(nn.Module):
             with_conditioning=True,
             cross_attention_dim=config.condition_dim,
             upcast_attention=True,
+            num_class_embeds=1 if config.embed_condition else None,  # replaced below: MONAI adds it to the time embedding
         )
+        if config.embed_condition:
+            width = config.channels[0] * 4  # MONAI's time-embedding width
+            self.net.class_embedding = nn.Sequential(nn.Linear(config.condition_dim, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         """x: (B, latent, d, h, w) noisy latents; t: (B,) timesteps; condition: (B, condition_dim)."""
@@ -87,7 +114,8 @@ class ConditionalUNet(nn.Module):
         condition = condition.to(x.dtype)
         if self.config.concat_condition:
             x = torch.cat([x, condition[:, :, None, None, None].expand(-1, -1, *x.shape[2:])], dim=1)
-        return self.net(x, timesteps=t, context=condition[:, None, :])
+        class_labels = condition if self.config.embed_condition else None
+        return self.net(x, timesteps=t, context=condition[:, None, :], class_labels=class_labels)
 
     def guided(self, x: torch.Tensor, t: int, condition: torch.Tensor, guidance_scale: float = 1.0) -> torch.Tensor:
         """Noise prediction with classifier-free guidance, both branches in one batched call."""

@@ -29,6 +29,23 @@ def test_predicts_noise_of_the_latent_shape_and_uses_the_condition():
     assert not torch.allclose(a, b)
 
 
+def test_embedded_condition_reaches_the_timestep_embedding_and_round_trips():
+    config = DiffusionConfig(**{**TINY.to_dict(), "channels": (16, 32), "attention_levels": (False, True), "embed_condition": True})
+    torch.manual_seed(0)
+    model = randomised(ConditionalUNet(config)).eval()
+    assert isinstance(model.net.class_embedding, torch.nn.Sequential)
+    x, t = torch.randn(2, 3, 8, 8, 8), torch.tensor([10, 500])
+    c1, c2 = torch.tensor([[0.0, 0.2, 0.4, 0.6]] * 2), torch.tensor([[1.0, 0.9, 0.1, 0.3]] * 2)
+    with torch.no_grad():
+        before = model(x, t, c1) - model(x, t, c2)
+        for p in model.net.class_embedding.parameters():
+            p.zero_()  # with the embedding path silenced the outputs change: it was in use
+        after = model(x, t, c1) - model(x, t, c2)
+    assert not torch.allclose(before, after, atol=1e-4)
+    assert DiffusionConfig.from_dict(config.to_dict()) == config
+    assert not hasattr(ConditionalUNet(TINY).net, "class_embedding")  # the reference-style model has no such path
+
+
 def test_guidance_scale_one_is_the_conditional_prediction_and_zero_the_unconditional():
     torch.manual_seed(0)
     model = randomised(ConditionalUNet(TINY)).eval()

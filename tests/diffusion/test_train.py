@@ -38,6 +38,26 @@ def test_latent_cache_holds_every_subject_and_normalised_covariates(latents):
     assert json.loads((latents / "latents.json").read_text())["autoencoder_sha256"]
 
 
+def test_mirrored_latents_are_the_encodings_of_left_right_mirrored_subjects(latents, tmp_path):
+    meta = json.loads((latents / "latents.json").read_text())
+    prepared = meta["prepared"]
+    out = cache_latents(meta["autoencoder"], prepared, tmp_path / "mirrored", mirror=True, progress=False)
+    plain, mirrored = LatentCache.load(latents), LatentCache.load(out)
+    assert mirrored.subject_ids == plain.subject_ids + [f"{s}:mirrored" for s in plain.subject_ids]
+    torch.testing.assert_close(mirrored.latents[:5], plain.latents)
+    torch.testing.assert_close(mirrored.conditions, torch.cat([plain.conditions, plain.conditions]))
+    from synthbrain.autoencoder.model import BrainAutoencoder
+    from synthbrain.preprocessing.prepared import PreparedCohort
+
+    model = load_component(BrainAutoencoder, AutoencoderConfig, meta["autoencoder"]).eval()
+    item = PreparedCohort.load(prepared)[2]
+    with torch.no_grad():
+        expected = model.encode(item["image"][None].flip(2), item["labels"][None].flip(1))[0]
+    torch.testing.assert_close(mirrored.latents[5 + 2], expected[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(mirrored.latents[5 + 2], plain.latents[2], atol=1e-3)  # the mirror is a different input
+    assert json.loads((out / "latents.json").read_text())["mirrored"] is True
+
+
 def test_trains_and_exports_ema_weights_and_schedule(latents, tmp_path):
     out = train_diffusion(latents, tmp_path / "run", UNET, STEPS, device="cpu", progress=False)
     model = load_component(ConditionalUNet, DiffusionConfig, out)
