@@ -5,8 +5,18 @@ on the fly, reproducible per index, cached, optionally sharded to disk) → ``mi
 synthetic subjects in one loader at an exact fraction per batch).
 """
 
-from synthbrain.datasets.conditions import Empirical, Fixed, Uniform, check_sampler
+from synthbrain.datasets.conditions import Density, Empirical, Fixed, Uniform, check_sampler
 from synthbrain.datasets.mixing import MixedBatchSampler, MixedDataset
 from synthbrain.datasets.synthetic import SyntheticBrainDataset, volume_seed
 
-__all__ = ["Empirical", "Fixed", "MixedBatchSampler", "MixedDataset", "SyntheticBrainDataset", "Uniform", "check_sampler", "volume_seed"]
+__all__ = [
+    "Density",
+    "Empirical",
+    "Fixed",
+    "MixedBatchSampler",
+    "MixedDataset",
+    "SyntheticBrainDataset",
+    "Uniform",
+    "check_sampler",
+    "volume_seed",
+]

@@ -5,7 +5,13 @@ physical units (years, "F"/"M", mL) as a dict. It may return only some covariate
 generator draws the others from its training cohort's density, conditionally on those given.
 ``SyntheticBrainDataset`` calls it with a generator seeded from (dataset seed, index), so a
 subject's covariates depend on nothing else. Any callable ``rng -> dict`` works as a sampler;
-the classes here cover the usual cases and check themselves against a generator's schema.
+the classes here cover the usual cases and check themselves against a generator's schema:
+
+* :class:`Fixed` values; :class:`Uniform` ranges and levels;
+* a real cohort's joint distribution: :class:`Empirical` (rows resampled, with optional jitter)
+  or :class:`Density` (a scikit-learn Gaussian mixture or kernel density fitted on it);
+* a target distribution: :meth:`Empirical.balanced` (equal across age bins and sex, say) and
+  :meth:`Empirical.target` (any proportions, e.g. over-sampling a rare age range).
 """
 
 from __future__ import annotations
@@ -119,22 +125,64 @@ class Empirical:
         """Every cell (a bin of each ``bins`` column, crossed with each level of the ``by``
         columns) drawn equally often, e.g. ``balanced(table, {"age": [20, 40, 60, 90]}, by=["sex"])``.
         Rows outside the bins get weight 0; an empty cell is an error, since it cannot be drawn."""
-        cells = pd.Series(0, index=table.index).astype(str)
+        return cls.target(table, bins, by, columns=columns, jitter=jitter)
+
+    @classmethod
+    def target(
+        cls,
+        table: pd.DataFrame,
+        bins: Mapping[str, Sequence[float]] | None = None,
+        by: Sequence[str] = (),
+        proportions: Mapping[str, Sequence[float] | Mapping[str, float]] | None = None,
+        columns: Sequence[str] | None = None,
+        jitter: float = 0.0,
+    ) -> Empirical:
+        """Rows re-weighted so that the cells (a bin of each ``bins`` column, crossed with each
+        level of the ``by`` columns) are drawn with target proportions: for each variable, one
+        proportion per bin (a list) or per level (a dict), equal where not given; a cell's target
+        is the product of its variables' proportions. Over-sampling a rare range, e.g. the oldest:
+        ``target(table, {"age": [20, 70, 90]}, proportions={"age": [0.5, 0.5]})``. Rows outside
+        the bins (or with a missing value) get weight 0; a cell with a target > 0 and no row is an
+        error, since it cannot be drawn."""
+        bins = dict(bins or {})
+        by = list(by)
+        proportions = dict(proportions or {})
+        unknown = sorted(set(proportions) - set(bins) - set(by))
+        if unknown:
+            raise ValueError(f"proportions: {unknown} are neither in bins {list(bins)} nor in by {by}")
+        absent = [c for c in [*bins, *by] if c not in table.columns]
+        if absent:
+            raise ValueError(f"bins, by: columns {absent} are not in the table; table columns: {list(table.columns)}")
         inside = pd.Series(True, index=table.index)
+        cells = pd.Series("", index=table.index)
+        target = pd.Series(1.0, index=table.index)
+        expected = 1
         for name, edges in bins.items():
             edges = list(edges)
-            if len(edges) < 2 or sorted(edges) != edges:
-                raise ValueError(f"bins[{name!r}]={edges}; allowed: >= 2 increasing edges")
-            cut = pd.cut(table[name], edges, include_lowest=True)
-            inside &= cut.notna()
-            cells = cells + "|" + cut.astype(str)
+            if len(edges) < 2 or sorted(edges) != edges or len(set(edges)) != len(edges):
+                raise ValueError(f"bins[{name!r}]={edges}; allowed: >= 2 strictly increasing edges")
+            codes = pd.cut(pd.to_numeric(table[name], errors="coerce"), edges, include_lowest=True, labels=False)
+            share = _shares(name, proportions.get(name), [f"[{a:g}, {b:g}]" for a, b in zip(edges, edges[1:])], by_position=True)
+            inside &= codes.notna()
+            cells = cells + "|" + codes.astype(str)
+            target *= codes.map(lambda code: share[int(code)] if code == code else 0.0).astype(float)
+            expected *= sum(v > 0 for v in share)
         for name in by:
+            present = ~table[name].map(is_missing)
+            levels = sorted(table.loc[present, name].astype(str).unique())
+            share = _shares(name, proportions.get(name), levels, by_position=False)
+            inside &= present
             cells = cells + "|" + table[name].astype(str)
-        counts = cells[inside].value_counts()
-        expected = np.prod([len(e) - 1 for e in bins.values()]) * np.prod([table[b].dropna().nunique() for b in by])
+            target *= table[name].astype(str).map(dict(zip(levels, share))).fillna(0.0).astype(float)
+            expected *= sum(v > 0 for v in share)
+        drawn = inside & (target > 0)
+        counts = cells[drawn].value_counts()
         if len(counts) < expected:
-            raise ValueError(f"bins, by: only {len(counts)} of the {int(expected)} cells hold rows of the table; widen the bins")
-        weights = np.where(inside, 1.0 / cells.map(counts).fillna(1).to_numpy(), 0.0)
+            raise ValueError(
+                f"bins, by: only {len(counts)} of the {int(expected)} cells with a target > 0 hold rows of the table; "
+                "widen the bins or give the empty cells proportion 0"
+            )
+        weights = np.where(drawn, target / cells.map(counts).fillna(1).to_numpy(), 0.0)
         return cls(table, columns, jitter, weights)
 
     def __call__(self, rng: np.random.Generator) -> dict[str, Any]:
@@ -152,6 +200,129 @@ class Empirical:
         check_values(schema, {c: self.table[c].tolist() for c in self.columns}, extrapolate)
 
 
+class Density:
+    """A density fitted on a real cohort table with scikit-learn, then sampled: a Gaussian mixture
+    (``estimator="gmm"``, ``components`` full-covariance components) or a Gaussian kernel density
+    (``estimator="kde"``, ``bandwidth`` in standard deviations, or Scott's rule) over the
+    standardised continuous columns, one per level of the categorical columns (drawn at their
+    observed frequencies). Unlike :class:`Empirical`, it draws new combinations of covariates,
+    not copies of rows. Draws outside the observed range of a column are redrawn (``max_tries``),
+    so a table inside the model's range gives draws inside it. Fitting is deterministic (``seed``);
+    each draw comes from the ``rng`` it is given.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        columns: Sequence[str] | None = None,
+        estimator: str = "gmm",
+        components: int = 2,
+        bandwidth: float | None = None,
+        seed: int = 0,
+        max_tries: int = 1000,
+    ):
+        from sklearn.mixture import GaussianMixture
+        from sklearn.neighbors import KernelDensity
+
+        columns = list(columns) if columns is not None else [c for c in ("sex", "age", "ventricular_volume", "brain_volume") if c in table]
+        absent = [c for c in columns if c not in table.columns]
+        if absent or not columns:
+            raise ValueError(f"columns={columns}: not in the table (absent {absent}); table columns: {list(table.columns)}")
+        if estimator not in ("gmm", "kde"):
+            raise ValueError(f"estimator={estimator!r}; allowed: 'gmm' (Gaussian mixture) or 'kde' (Gaussian kernel density)")
+        if not (isinstance(components, int) and components >= 1):
+            raise ValueError(f"components={components!r}; allowed: an integer >= 1")
+        if bandwidth is not None and not (isinstance(bandwidth, (int, float)) and bandwidth > 0):
+            raise ValueError(f"bandwidth={bandwidth!r}; allowed: a number > 0 (in standard deviations), or None for Scott's rule")
+        if not (isinstance(max_tries, int) and max_tries >= 1):
+            raise ValueError(f"max_tries={max_tries!r}; allowed: an integer >= 1")
+        complete = ~table[columns].apply(lambda column: column.map(is_missing)).any(axis=1).to_numpy()
+        self.dropped = int((~complete).sum())  # rows left out for a missing value
+        data = table.loc[complete, columns].reset_index(drop=True)
+        self.continuous = [c for c in columns if pd.api.types.is_numeric_dtype(data[c])]
+        self.categorical = [c for c in columns if c not in self.continuous]
+        self.columns, self.estimator, self.components, self.max_tries = columns, estimator, components, max_tries
+        values = data[self.continuous].to_numpy(dtype=float)
+        self.bounds = {c: (float(data[c].min()), float(data[c].max())) for c in self.continuous}
+        keys = [tuple(row) for row in data[self.categorical].astype(str).itertuples(index=False)]
+        levels = sorted(set(keys))
+        if not levels:
+            raise ValueError("table: no complete row to fit a density on")
+        self.levels = [dict(zip(self.categorical, level)) for level in levels]
+        self.probabilities = np.array([keys.count(level) for level in levels], dtype=float) / len(keys)
+        self.fits: list[dict[str, np.ndarray]] = []
+        for level in levels:
+            rows = values[[k == level for k in keys]]
+            if not self.continuous:
+                self.fits.append({})
+                continue
+            need = max(2, components) if estimator == "gmm" else 2
+            if len(rows) < need:
+                raise ValueError(f"table: only {len(rows)} complete rows with {dict(zip(self.categorical, level))}; need {need} to fit")
+            # Standardised per level, so that the kernel bandwidth (Scott's rule: unit variance) fits each level's spread.
+            mean, std = rows.mean(axis=0), rows.std(axis=0)
+            std = np.where(std > 0, std, 1.0)
+            rows = (rows - mean) / std
+            if estimator == "gmm":
+                gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(rows)
+                fit = {"weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_}
+            else:
+                kde = KernelDensity(kernel="gaussian", bandwidth=bandwidth if bandwidth is not None else "scott").fit(rows)
+                fit = {"points": rows, "bandwidth": np.asarray(float(kde.bandwidth_))}
+            self.fits.append({**fit, "mean": mean, "std": std})
+        digest = hashlib.sha256(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+        self.description = (
+            f"Density(columns={columns}, rows={len(data)}, estimator={estimator!r}, components={components}, "
+            f"bandwidth={bandwidth}, seed={seed}, sha256={digest.hexdigest()[:16]})"
+        )
+
+    def __repr__(self) -> str:
+        return self.description
+
+    def __call__(self, rng: np.random.Generator) -> dict[str, Any]:
+        k = int(rng.choice(len(self.levels), p=self.probabilities))
+        row: dict[str, Any] = dict(self.levels[k])
+        fit = self.fits[k]
+        if not self.continuous:
+            return row
+        low = np.array([self.bounds[c][0] for c in self.continuous])
+        high = np.array([self.bounds[c][1] for c in self.continuous])
+        for _ in range(self.max_tries):
+            if self.estimator == "gmm":
+                j = int(rng.choice(len(fit["weights"]), p=fit["weights"]))
+                z = rng.multivariate_normal(fit["means"][j], fit["covariances"][j])
+            else:
+                z = fit["points"][int(rng.integers(len(fit["points"])))] + rng.normal(0.0, float(fit["bandwidth"]), len(self.continuous))
+            x = z * fit["std"] + fit["mean"]
+            if np.all((x >= low) & (x <= high)):
+                row.update({c: float(v) for c, v in zip(self.continuous, x)})
+                return row
+        raise RuntimeError(f"{self!r}: no draw inside the observed range in max_tries={self.max_tries} tries; raise max_tries")
+
+    def check(self, schema: CovariateSchema, extrapolate: bool = False) -> None:
+        values = {c: [low, high] for c, (low, high) in self.bounds.items()}
+        values.update({c: sorted({level[c] for level in self.levels}) for c in self.categorical})
+        check_values(schema, values, extrapolate)
+
+
+def _shares(name: str, given: Sequence[float] | Mapping[str, float] | None, keys: list[str], by_position: bool) -> list[float]:
+    """One target proportion per bin (a list, by position) or level (a dict), normalised to sum 1."""
+    if given is None:
+        values = [1.0] * len(keys)
+    elif by_position:
+        values = [float(v) for v in given] if not isinstance(given, Mapping) else []
+        if len(values) != len(keys):
+            raise ValueError(f"proportions[{name!r}]={given!r}; allowed: a list of {len(keys)} numbers, one per bin {keys}")
+    else:
+        if not isinstance(given, Mapping) or sorted(map(str, given)) != keys:
+            raise ValueError(f"proportions[{name!r}]={given!r}; allowed: a dict with one number per level {keys}")
+        as_text = {str(k): v for k, v in given.items()}
+        values = [float(as_text[k]) for k in keys]
+    if any(not np.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise ValueError(f"proportions[{name!r}]={given!r}; allowed: finite numbers >= 0, not all 0")
+    return [v / sum(values) for v in values]
+
+
 def check_values(schema: CovariateSchema, values: Mapping[str, Sequence[Any]], extrapolate: bool = False) -> None:
     """Raise a clear error for a covariate the schema does not know, or a value it does not allow."""
     unknown = sorted(set(values) - set(schema.names))
@@ -163,19 +334,30 @@ def check_values(schema: CovariateSchema, values: Mapping[str, Sequence[Any]], e
         covariate.normalize(distinct, extrapolate=extrapolate or covariate.kind == CATEGORICAL)
 
 
-def check_sampler(sampler: ConditionSampler, schema: CovariateSchema, extrapolate: bool = False, draws: int = 32) -> None:
+def check_sampler(
+    sampler: ConditionSampler, schema: CovariateSchema, extrapolate: bool = False, draws: int = 32, complete: bool = False
+) -> None:
     """Check a sampler against a model's schema: its own ``check`` if it has one, then ``draws``
-    draws from a fixed seed (which also catches callables returning something other than a dict)."""
+    draws from a fixed seed (which also catches callables returning something other than a dict).
+    ``complete=True`` (a model without a covariate density) also requires every covariate in every draw."""
     if not callable(sampler):
         raise ValueError(f"cond_sampler={sampler!r}; allowed: a callable rng -> dict of covariates")
     if hasattr(sampler, "check"):
         sampler.check(schema, extrapolate)
     rng = np.random.default_rng(0)
     rows = [sampler(rng) for _ in range(draws)]
-    if not all(isinstance(r, Mapping) for r in rows):
-        raise ValueError(f"cond_sampler returned {type(rows[0]).__name__}; allowed: a dict of covariate name to value")
+    bad = next((r for r in rows if not isinstance(r, Mapping)), None)
+    if bad is not None:
+        raise ValueError(f"cond_sampler returned {type(bad).__name__}; allowed: a dict of covariate name to value")
     names = sorted({k for r in rows for k in r})
     check_values(schema, {k: [r[k] for r in rows if k in r] for k in names}, extrapolate)
+    if complete:
+        missing = sorted({name for r in rows for name in schema.names if is_missing(r.get(name))})
+        if missing:
+            raise ValueError(
+                f"cond_sampler leaves out {missing} in some draws, and the model has no covariate density to draw them from; "
+                f"give all of {schema.names}"
+            )
 
 
 def describe(sampler: ConditionSampler | None) -> str | None:

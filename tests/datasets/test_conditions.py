@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from synthbrain.cohort import default_schema
-from synthbrain.datasets import Empirical, Fixed, Uniform, check_sampler
+from synthbrain.datasets import Density, Empirical, Fixed, Uniform, check_sampler
 
 SCHEMA = default_schema().fit(
     pd.DataFrame({"sex": ["F", "M"], "age": [20.0, 80.0], "ventricular_volume": [5.0, 60.0], "brain_volume": [900.0, 1600.0]})
@@ -54,10 +54,57 @@ def test_balanced_target_draws_each_cell_equally_often():
     draws = pd.DataFrame([sampler(np.random.default_rng([2, i])) for i in range(4000)])
     cells = draws.groupby([draws["age"] < 40, draws["sex"]]).size() / len(draws)
     assert len(cells) == 4 and np.allclose(cells, 0.25, atol=0.03)
-    with pytest.raises(ValueError, match="only 2 of the 4 cells hold rows"):  # no young men, no old women
+    with pytest.raises(ValueError, match="only 2 of the 4 cells with a target > 0 hold rows"):  # no young men, no old women
         Empirical.balanced(TABLE, {"age": [20, 40, 80]}, by=["sex"])
     with pytest.raises(ValueError, match=r"bins\['age'\]=\[40, 20\]"):
         Empirical.balanced(table, {"age": [40, 20]})
+
+
+def test_target_proportions_oversample_a_rare_range():
+    # 40 subjects aged 21-79, only 5 of them over 70: the target draws half of all subjects from those 5.
+    sampler = Empirical.target(TABLE.assign(age=np.linspace(21, 79, 40)), {"age": [20, 70, 80]}, proportions={"age": [0.5, 0.5]})
+    draws = pd.DataFrame([sampler(np.random.default_rng([3, i])) for i in range(3000)])
+    assert abs((draws["age"] > 70).mean() - 0.5) < 0.04
+    # Proportions per level of a `by` column; cells with proportion 0 are never drawn.
+    table = pd.DataFrame(
+        {"sex": ["F"] * 30 + ["M"] * 5 + ["F"] * 3 + ["M"] * 10, "age": np.r_[np.linspace(21, 39, 35), np.linspace(61, 79, 13)]}
+    )
+    young_men = Empirical.target(table, {"age": [20, 40, 80]}, by=["sex"], proportions={"sex": {"F": 0.2, "M": 0.8}, "age": [1, 0]})
+    draws = pd.DataFrame([young_men(np.random.default_rng([4, i])) for i in range(2000)])
+    assert (draws["age"] < 40).all() and abs((draws["sex"] == "M").mean() - 0.8) < 0.04
+    with pytest.raises(ValueError, match="only 1 of the 2 cells with a target > 0"):  # TABLE has no young men to draw
+        Empirical.target(TABLE, {"age": [20, 40, 80]}, by=["sex"], proportions={"age": [1, 0]})
+    with pytest.raises(ValueError, match=r"proportions\['age'\]=\[1\]; allowed: a list of 2 numbers"):
+        Empirical.target(TABLE, {"age": [20, 40, 80]}, proportions={"age": [1]})
+    with pytest.raises(ValueError, match=r"proportions\['sex'\]=\{'F': 1\}; allowed: a dict with one number per level \['F', 'M'\]"):
+        Empirical.target(TABLE, by=["sex"], proportions={"sex": {"F": 1}})
+    with pytest.raises(ValueError, match=r"proportions\['age'\]=\[-1, 2\]; allowed: finite numbers >= 0"):
+        Empirical.target(TABLE, {"age": [20, 40, 80]}, proportions={"age": [-1, 2]})
+    with pytest.raises(ValueError, match=r"proportions: \['weight'\] are neither in bins"):
+        Empirical.target(TABLE, {"age": [20, 40, 80]}, proportions={"weight": [1, 1]})
+
+
+def test_fitted_density_draws_new_combinations_inside_the_cohort_range():
+    for estimator in ("gmm", "kde"):
+        sampler = Density(TABLE, estimator=estimator)
+        draws = pd.DataFrame([sampler(np.random.default_rng([5, i])) for i in range(400)])
+        assert draws["age"].between(21, 79).all() and draws["brain_volume"].between(901, 1599).all()
+        assert not draws["age"].isin(TABLE["age"]).any()  # drawn from the density, not copied rows
+        assert abs((draws["sex"] == "F").mean() - 0.75) < 0.07  # 30 of the 40 rows are women
+        women = draws[draws["sex"] == "F"]
+        assert women["age"].max() < 50  # the joint distribution is kept: the table's women are all 21-39
+        assert draws.equals(pd.DataFrame([sampler(np.random.default_rng([5, i])) for i in range(400)]))  # seeded
+        assert repr(sampler) == repr(Density(TABLE, estimator=estimator))  # a stable description, for shard folders
+        check_sampler(sampler, SCHEMA)
+    assert repr(Density(TABLE)) != repr(Density(TABLE.assign(age=TABLE["age"] + 1)))
+    with pytest.raises(ValueError, match="estimator='tree'; allowed: 'gmm'"):
+        Density(TABLE, estimator="tree")
+    with pytest.raises(ValueError, match=r"only 10 complete rows with \{'sex': 'M'\}; need 12 to fit"):
+        Density(TABLE, components=12)
+    with pytest.raises(ValueError, match="bandwidth=0; allowed: a number > 0"):
+        Density(TABLE, estimator="kde", bandwidth=0)
+    with pytest.raises(ValueError, match="outside the fitted range"):
+        check_sampler(Density(TABLE.assign(age=TABLE["age"] + 10)), SCHEMA)
 
 
 def test_samplers_are_checked_against_the_model_schema():
