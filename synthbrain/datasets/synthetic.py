@@ -1,28 +1,45 @@
 """``SyntheticBrainDataset``: conditioned synthetic brains generated on the fly, as a torch Dataset.
 
 Index i is a pure function of (seed, i): its covariates come from ``cond_sampler`` called with a
-random generator seeded by (seed, i), and its starting noise from a seed derived from (seed, i).
+random generator seeded by (seed, i) (those it leaves out are drawn from the model's training
+density with a seed derived from (seed, i)), and its starting noise from the same derived seed.
 With a deterministic sampler (DDIM with eta 0, DPM-Solver++), volume i is therefore the same
 whatever the access order, the number of DataLoader workers, or how indices were batched for
 generation (equal within floating-point tolerance).
 
-Volumes are generated in chunks of ``chunk_size`` consecutive indices, in one batched call on
-the generator's device. Generated chunks are kept in a bounded in-memory cache (``cache_mb``);
-while the consumer works on chunk c, chunk c + 1 is generated in a background thread. With
-``shards=FOLDER`` every chunk is also written there once and reloaded memory-mapped afterwards,
-for reuse across epochs and runs (``pregenerate`` fills the folder ahead of time).
+Generation is batched on the generator's device, in one of two ways:
 
-DataLoader workers: on CPU, workers (forked or spawned) each generate their own chunks. A CUDA
+* chunks (the default, when ``cache_mb`` holds at least one chunk, or with ``shards``): the
+  ``chunk_size`` consecutive indices around the one asked for are generated in one call and kept in
+  a bounded in-memory cache (``cache_mb``, counting the chunk being prefetched); while the consumer
+  works on chunk c, chunk c + 1 is generated in a background thread. This suits reading in index
+  order, which loses nothing: the indices are independent draws already, so shuffling adds nothing.
+* exactly what is asked (``cache_mb=0``, no shards): each ``dataset[i]`` generates volume i, and
+  each DataLoader batch (through ``__getitems__``) its own indices in one call. This suits random
+  access (``shuffle=True``), where whole chunks would be generated for one volume each.
+
+With ``shards=FOLDER`` every chunk is also written there once (atomically, ``done.json`` last) and
+reloaded memory-mapped afterwards, for reuse across epochs and runs (``pregenerate`` fills the
+folder ahead of time, split over processes; ``write_manifest`` then describes the whole set).
+
+DataLoader workers: on CPU, workers (forked or spawned) each generate their own chunks, with their
+own cache (a forked worker starts with an empty cache and its own prefetch thread). A CUDA
 generator cannot be used in forked workers (CUDA does not survive fork): use ``num_workers=0``
 (generation is already batched on the GPU and overlapped by the prefetch thread), or
-``multiprocessing_context="spawn"``; a forked worker with a CUDA generator raises an error.
+``DataLoader(..., multiprocessing_context="spawn")`` (each worker then holds a copy of the model on
+the GPU); a forked worker with a CUDA generator raises a clear error instead of failing inside CUDA.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import numbers
+import os
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +49,7 @@ import pandas as pd
 import torch
 
 from synthbrain import _io
+from synthbrain.cohort.covariates import is_missing
 from synthbrain.datasets.conditions import ConditionSampler, check_sampler, describe
 from synthbrain.generator import BrainGenerator
 
@@ -39,8 +57,36 @@ DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m")
 
 
 def volume_seed(seed: int, index: int) -> int:
-    """The noise seed of volume ``index`` of a dataset seeded ``seed``."""
+    """The noise seed of volume ``index`` of a dataset seeded ``seed`` (also the seed of the
+    covariates the model draws for it)."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device`` as a torch.device (None: CUDA when available), or a clear error where this
+    machine cannot run it."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={str(resolved)!r}: CUDA is not available on this machine; allowed: 'cpu'")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ValueError(f"device={str(resolved)!r}: this machine has {count} GPU(s); allowed: cuda:0 to cuda:{count - 1}")
+    elif resolved.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device={str(resolved)!r}: MPS is not available on this machine; allowed: 'cpu'")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device={str(resolved)!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'")
+    return resolved
 
 
 class SyntheticBrainDataset(torch.utils.data.Dataset):
@@ -68,53 +114,65 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         :mod:`synthbrain.datasets.conditions`) gives each subject's covariates; those it leaves
         out, or all of them when it is None, are drawn from the model's training distribution.
         ``generator`` is a :class:`BrainGenerator` or anything ``BrainGenerator.from_pretrained``
-        takes (default: the embedded model). ``device`` defaults to CUDA when available."""
-        if not (isinstance(n, int) and n >= 1):
+        takes (default: the embedded model); it is moved to ``device`` (default: CUDA when
+        available). ``cache_mb`` bounds the memory of generated chunks kept (0: no cache, each
+        request generates exactly its indices)."""
+        if not (_is_int(n) and n >= 1):
             raise ValueError(f"n={n!r}; allowed: an integer >= 1")
-        if not (isinstance(chunk_size, int) and chunk_size >= 1):
+        if not (_is_int(seed) and seed >= 0):
+            raise ValueError(f"seed={seed!r}; allowed: an integer >= 0")
+        if not (_is_int(chunk_size) and chunk_size >= 1):
             raise ValueError(f"chunk_size={chunk_size!r}; allowed: an integer >= 1")
-        if cache_mb < 0:
-            raise ValueError(f"cache_mb={cache_mb}; allowed: >= 0")
+        if not (isinstance(cache_mb, numbers.Real) and not isinstance(cache_mb, bool) and cache_mb >= 0):
+            raise ValueError(f"cache_mb={cache_mb!r}; allowed: a number of megabytes >= 0 (math.inf: no bound)")
+        if steps is not None and not (_is_int(steps) and steps >= 1):
+            raise ValueError(f"steps={steps!r}; allowed: an integer >= 1")
+        if guidance_scale is not None and not (isinstance(guidance_scale, numbers.Real) and guidance_scale >= 0):
+            raise ValueError(f"guidance_scale={guidance_scale!r}; allowed: a number >= 0")
         if not isinstance(generator, BrainGenerator):
             generator = BrainGenerator.from_pretrained(generator)
-        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={str(device)!r}: CUDA is not available on this machine; allowed: 'cpu'")
-        self.generator = generator.to(device)
+        self.generator = generator.to(resolve_device(device))
         sampler = sampler or generator.defaults["sampler"]
         if sampler not in DETERMINISTIC_SAMPLERS:
             raise ValueError(
                 f"sampler={sampler!r} draws fresh noise per generation batch, so a volume would depend on its batch; "
                 f"allowed: {list(DETERMINISTIC_SAMPLERS)}"
             )
+        if cond_sampler is None and generator.distribution is None:
+            raise ValueError(
+                f"cond_sampler=None: this generator has no covariate distribution to draw covariates from; "
+                f"give a cond_sampler that sets all of {generator.schema.names}"
+            )
         if cond_sampler is not None:
-            check_sampler(cond_sampler, generator.schema, extrapolate)
-        self.n, self.cond_sampler, self.seed = n, cond_sampler, int(seed)
+            check_sampler(cond_sampler, generator.schema, extrapolate, complete=generator.distribution is None)
+        self.n, self.cond_sampler, self.seed = int(n), cond_sampler, int(seed)
         self.transform, self.with_labels, self.as_subject = transform, with_labels, as_subject
         self.sampling = {
-            "steps": steps if steps is not None else generator.defaults["steps"],
+            "steps": int(steps) if steps is not None else generator.defaults["steps"],
             "sampler": sampler,
-            "guidance_scale": guidance_scale if guidance_scale is not None else generator.defaults["guidance_scale"],
+            "guidance_scale": float(guidance_scale) if guidance_scale is not None else generator.defaults["guidance_scale"],
             "extrapolate": extrapolate,
         }
-        self.chunk_size, self.prefetch = chunk_size, prefetch
-        volume_mb = np.prod(generator.image_grid.shape) * (4 + 1) / 2**20
-        self.cache_chunks = int(cache_mb // (volume_mb * chunk_size))
+        self.chunk_size, self.prefetch = int(chunk_size), prefetch
+        bytes_per_voxel = 4 + (1 if generator.label_classes else 0)  # float32 image, uint8 labels
+        chunk_mb = float(np.prod(generator.image_grid.shape)) * bytes_per_voxel * self.chunk_size / 2**20
+        self.cache_chunks = self.num_chunks if math.isinf(cache_mb) else min(self.num_chunks, int(cache_mb // chunk_mb))
         self.shards = Path(shards) if shards is not None else None
         if self.shards is not None:
             self._claim_shards()
         self._reset_runtime()
 
-    # ------------------------------------------------------------------ runtime state (not pickled)
+    # ------------------------------------------------------------------ runtime state (not pickled, not kept across fork)
 
     def _reset_runtime(self) -> None:
         self._cache: OrderedDict[int, dict] = OrderedDict()
         self._lock = threading.Lock()
         self._pending: dict[int, Future] = {}
         self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock", "_pending", "_executor")}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock", "_pending", "_executor", "_pid")}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
@@ -127,6 +185,12 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
     def num_chunks(self) -> int:
         return -(-self.n // self.chunk_size)
 
+    @property
+    def generates_chunks(self) -> bool:
+        """True when requests are served by whole chunks (cache or shards), False when each request
+        generates exactly its own indices (``cache_mb`` below one chunk and no shards)."""
+        return self.shards is not None or self.cache_chunks > 0
+
     # ------------------------------------------------------------------ what index i is
 
     def covariates(self, index: int) -> dict[str, Any]:
@@ -135,16 +199,30 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             return {}
         return dict(self.cond_sampler(np.random.default_rng([self.seed, index])))
 
+    def _covariate_table(self, indices: Sequence[int]) -> pd.DataFrame:
+        """Every schema covariate of each index: the sampler's values, the others drawn from the
+        model's density with the volume's own seed, row by row, so a row never depends on which
+        other indices share its generation batch."""
+        schema, rows = self.generator.schema, []
+        for index in indices:
+            given = {k: v for k, v in self.covariates(index).items() if not is_missing(v)}
+            if all(name in given for name in schema.names):
+                rows.append(given)
+                continue
+            if self.generator.distribution is None:
+                missing = [name for name in schema.names if name not in given]
+                raise ValueError(
+                    f"cond_sampler gave no value for {missing} at index {index}, and the model has no density to draw them from"
+                )
+            rows.append(self.generator.distribution.sample(1, given, seed=volume_seed(self.seed, index)).iloc[0].to_dict())
+        return pd.DataFrame(rows, index=range(len(rows)))[schema.names]
+
     def _chunk_indices(self, chunk: int) -> range:
         return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.n))
 
-    def _generate_chunk(self, chunk: int) -> dict:
-        indices = self._chunk_indices(chunk)
-        table = pd.DataFrame([self.covariates(i) for i in indices], index=range(len(indices)))
-        names = [c for c in self.generator.schema.names if c in table.columns]
+    def _generate(self, indices: Sequence[int]) -> dict:
         out = self.generator.generate(
-            table[names] if names else None,
-            n=None if names else len(indices),
+            self._covariate_table(indices),
             seed=[volume_seed(self.seed, i) for i in indices],
             batch_size=len(indices),
             **self.sampling,
@@ -154,15 +232,22 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             data["labels"] = out.labels.numpy()
         return data
 
+    # ------------------------------------------------------------------ chunks: shards, cache, prefetch
+
     def _load_chunk(self, chunk: int) -> dict:
         if self.shards is not None:
             folder = self.shards / f"chunk-{chunk:06d}"
             if (folder / "done.json").is_file():
                 return _read_shard(folder)
-            data = self._generate_chunk(chunk)
-            _write_shard(folder, data)
+            _write_shard(folder, self._generate(self._chunk_indices(chunk)))
             return _read_shard(folder)
-        return self._generate_chunk(chunk)
+        return self._generate(self._chunk_indices(chunk))
+
+    def _evict(self) -> None:
+        """Drop least recently used chunks until the cached ones and the one being prefetched fit
+        the budget; the chunk just used is the most recent, and is kept."""
+        while len(self._cache) > 1 and len(self._cache) + len(self._pending) > self.cache_chunks:
+            self._cache.popitem(last=False)
 
     def _chunk(self, chunk: int) -> dict:
         with self._lock:
@@ -174,23 +259,49 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         with self._lock:
             if self.cache_chunks:
                 self._cache[chunk] = data
-                while len(self._cache) > self.cache_chunks:
-                    self._cache.popitem(last=False)
+                self._cache.move_to_end(chunk)
+                self._evict()
             following = chunk + 1
-            if self.prefetch and self.cache_chunks and following < self.num_chunks:
-                if following not in self._cache and following not in self._pending:
+            # Prefetching needs room for the chunk in use and the one being made (cache_chunks >= 2).
+            if self.prefetch and self.cache_chunks >= 2 and following < self.num_chunks and following not in self._cache:
+                for stale in [c for c in self._pending if c != following]:  # left by a jump in the access order
+                    if self._pending[stale].cancel():
+                        del self._pending[stale]
+                if not self._pending:  # at most one chunk in the making
                     if self._executor is None:
                         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthbrain-prefetch")
                     self._pending[following] = self._executor.submit(self._load_chunk, following)
+                    self._evict()
         return data
 
+    # ------------------------------------------------------------------ items
+
+    def _check_index(self, index: Any) -> int:
+        if not _is_int(index) or not 0 <= index < self.n:
+            raise IndexError(f"index={index!r}; allowed: 0..{self.n - 1}")
+        return int(index)
+
     def __getitem__(self, index: int):
-        index = int(index)
-        if not 0 <= index < self.n:
-            raise IndexError(f"index={index}; allowed: 0..{self.n - 1}")
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list:
+        """Items for several indices at once (the DataLoader calls this for each batch): without
+        chunks, all indices not yet generated are generated in one batched call."""
+        indices = [self._check_index(i) for i in indices]
         self._check_worker()
-        chunk, offset = divmod(index, self.chunk_size)
-        data = self._chunk(chunk)
+        if self._pid != os.getpid():  # a forked DataLoader worker: the parent's cache lock and prefetch thread are not ours
+            self._reset_runtime()
+        if not self.generates_chunks:
+            unique = list(dict.fromkeys(indices))
+            data, where = self._generate(unique), {index: k for k, index in enumerate(unique)}
+            return [self._item(data, where[index], index) for index in indices]
+        items = []
+        for index in indices:
+            chunk, offset = divmod(index, self.chunk_size)
+            items.append(self._item(self._chunk(chunk), offset, index))
+        return items
+
+    def _item(self, data: dict, offset: int, index: int):
         image = torch.from_numpy(np.array(data["images"][offset]))
         row = data["covariates"].iloc[offset].to_dict()
         row.pop("seed", None)
@@ -219,42 +330,54 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ pre-generation
 
-    def _claim_shards(self) -> None:
-        """A shard folder belongs to one dataset definition; reusing it with another is refused."""
+    def definition(self) -> dict[str, Any]:
+        """What decides every volume of this dataset; a shard folder holds one definition."""
         definition = {
             "n": self.n,
             "seed": self.seed,
             "chunk_size": self.chunk_size,
             "cond_sampler": describe(self.cond_sampler),
-            "model": self.generator.source,
+            "model": model_fingerprint(self.generator),
             **self.sampling,
         }
-        definition = json.loads(json.dumps(definition, default=str))
+        return json.loads(json.dumps(definition, default=str))
+
+    def _claim_shards(self) -> None:
+        """A shard folder belongs to one dataset definition; reusing it with another is refused."""
+        definition = self.definition()
         path = self.shards / "dataset.json"
         if path.is_file():
             previous = json.loads(path.read_text())
             if previous != definition:
-                changed = sorted(k for k in definition if previous.get(k) != definition.get(k))
+                changed = sorted(k for k in set(definition) | set(previous) if previous.get(k) != definition.get(k))
                 raise ValueError(f"shards={str(self.shards)!r} holds another dataset (differing: {changed}); choose another folder")
         else:
             _io.write_json(path, definition)
 
     def pregenerate(self, rank: int = 0, world_size: int = 1, progress: bool = True) -> None:
         """Write every chunk (this rank's share: chunks c with c % world_size == rank) to ``shards``;
-        chunks already written are kept, so an interrupted run resumes."""
+        chunks already written are kept, so an interrupted run resumes (with any number of ranks)."""
         if self.shards is None:
             raise ValueError("pregenerate needs shards=FOLDER")
+        if not (_is_int(world_size) and world_size >= 1):
+            raise ValueError(f"world_size={world_size!r}; allowed: an integer >= 1")
+        if not (_is_int(rank) and 0 <= rank < world_size):
+            raise ValueError(f"rank={rank!r}; allowed: 0..{world_size - 1}")
         from tqdm.auto import tqdm
 
-        _io.remove_stale_temporaries(self.shards)
         mine = range(rank, self.num_chunks, world_size)
         for chunk in tqdm(mine, desc="pregenerate", unit="chunk", disable=not progress):
-            if not (self.shards / f"chunk-{chunk:06d}" / "done.json").is_file():
+            folder = self.shards / f"chunk-{chunk:06d}"
+            if not (folder / "done.json").is_file():
+                if folder.is_dir():  # only this rank's chunks: other ranks may be writing theirs now
+                    _io.remove_stale_temporaries(folder)
                 self._load_chunk(chunk)
 
     def write_manifest(self) -> Path:
         """After every chunk is written (by all ranks): ``participants.tsv`` with one row per
         volume (index, noise seed, covariates, chunk) and ``manifest.json`` describing the set."""
+        if self.shards is None:
+            raise ValueError("write_manifest needs shards=FOLDER")
         missing = [c for c in range(self.num_chunks) if not (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
         if missing:
             raise RuntimeError(f"shards={str(self.shards)!r}: chunks {missing[:10]} are not written yet; run pregenerate for every rank")
@@ -281,6 +404,25 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             },
         )
         return self.shards / "manifest.json"
+
+
+def model_fingerprint(generator: BrainGenerator) -> dict[str, Any]:
+    """What identifies a generator's output: the sha256 of its weights (from its index when it was
+    loaded from disk, else computed from the tensors), latent scale, image grid and schema."""
+    weights = generator.source.get("sha256")
+    if not weights:
+        digest = hashlib.sha256()
+        for name, module in (("autoencoder", generator.autoencoder), ("unet", generator.unet)):
+            for key, tensor in module.state_dict().items():
+                digest.update(f"{name}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        weights = {"in_memory": digest.hexdigest()}
+    return {
+        "sha256": weights,
+        "latent_scale": generator.latent_scale,
+        "image_grid": generator.image_grid.to_dict(),
+        "schema": generator.schema.to_dict(),
+    }
 
 
 def _write_shard(folder: Path, data: dict) -> None:

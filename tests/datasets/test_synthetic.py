@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchio as tio
 
-from synthbrain.datasets import Fixed, SyntheticBrainDataset, Uniform
+from synthbrain.datasets import Fixed, SyntheticBrainDataset, Uniform, volume_seed
 from tests.helpers import tiny_generator
 
 
@@ -35,9 +35,10 @@ def test_same_volumes_through_dataloader_workers_and_pickling(generator):
     direct = torch.stack([dataset[i]["image"] for i in range(4)])
     clone = pickle.loads(pickle.dumps(dataset))
     torch.testing.assert_close(clone[3]["image"], direct[3], atol=1e-5, rtol=0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2, shuffle=False)
-    batches = list(loader)
-    torch.testing.assert_close(torch.cat([b["image"] for b in batches]), direct, atol=1e-5, rtol=0)
+    for workers in (0, 2):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=workers, shuffle=False)
+        batches = list(loader)
+        torch.testing.assert_close(torch.cat([b["image"] for b in batches]), direct, atol=1e-5, rtol=0)
     assert batches[0]["covariates"]["sex"] == ["M", "M"] and batches[0]["is_synthetic"].all()
 
 
@@ -50,17 +51,26 @@ def test_torchio_subjects_take_standard_transforms(generator):
     np.testing.assert_allclose(subject["image"].affine, generator.image_grid.affine)
     torch.testing.assert_close(subject["image"].data, plain[1]["image"].flip(1), atol=1e-5, rtol=0)
     assert subject["labels"].data.shape == (1, 16, 16, 16)
+    unlabelled = SyntheticBrainDataset(2, None, generator, device="cpu", as_subject=True, with_labels=False)[1]
+    assert "labels" not in unlabelled and unlabelled["sex"] in ("F", "M")
+    assert "labels" not in SyntheticBrainDataset(2, None, generator, device="cpu", with_labels=False)[0]
 
 
 def test_shards_are_written_once_reloaded_memory_mapped_and_resumed(generator, tmp_path):
     shards = tmp_path / "shards"
     dataset = SyntheticBrainDataset(5, Fixed(age=50.0), generator, seed=2, chunk_size=2, device="cpu", shards=shards)
     dataset.pregenerate(rank=0, world_size=2, progress=False)  # this rank's chunks: 0 and 2
-    assert sorted(p.name for p in shards.glob("chunk-*")) == ["chunk-000000", "chunk-000002"]
+    assert sorted(p.name for p in shards.glob("chunk-*")) == ["chunk-000000", "chunk-000002"]  # this rank's only
     (shards / "chunk-000002" / "done.json").unlink()  # as if killed before the chunk finished
     (shards / "chunk-000002" / "images.npy").write_bytes(b"corrupt")
+    (shards / "chunk-000002" / ".tmp-0123456789ab-labels.npy").write_bytes(b"left by the kill")
+    (shards / "chunk-000001").mkdir()
+    (shards / "chunk-000001" / ".tmp-ba9876543210-images.npy").write_bytes(b"rank 1 writing now")
     dataset.pregenerate(rank=0, world_size=2, progress=False)
+    assert not list((shards / "chunk-000002").glob(".tmp-*"))  # rank 0 cleans its own chunks only
+    assert (shards / "chunk-000001" / ".tmp-ba9876543210-images.npy").is_file()
     dataset.pregenerate(rank=1, world_size=2, progress=False)
+    assert not list(shards.rglob(".tmp-*"))
     assert len(list(shards.glob("chunk-*/done.json"))) == 3
     fresh = SyntheticBrainDataset(5, Fixed(age=50.0), generator, seed=2, chunk_size=2, device="cpu")
     reloaded = SyntheticBrainDataset(5, Fixed(age=50.0), generator, seed=2, chunk_size=2, device="cpu", shards=shards)
@@ -75,7 +85,7 @@ def test_shards_are_written_once_reloaded_memory_mapped_and_resumed(generator, t
         SyntheticBrainDataset(5, Fixed(age=50.0), generator, seed=3, chunk_size=2, device="cpu", shards=shards)
 
 
-def test_bad_input_gets_clear_errors(generator):
+def test_bad_input_gets_clear_errors(generator, tmp_path):
     with pytest.raises(ValueError, match="n=0; allowed: an integer >= 1"):
         SyntheticBrainDataset(0, None, generator)
     with pytest.raises(ValueError, match="outside the fitted range"):
@@ -89,3 +99,132 @@ def test_bad_input_gets_clear_errors(generator):
             SyntheticBrainDataset(2, None, generator, device="cuda")
     with pytest.raises(IndexError, match="index=2; allowed: 0..1"):
         SyntheticBrainDataset(2, None, generator, device="cpu")[2]
+    for bad in (-3, 2.5, True):
+        with pytest.raises(ValueError, match=f"n={bad!r}; allowed: an integer >= 1"):
+            SyntheticBrainDataset(bad, None, generator, device="cpu")
+    with pytest.raises(ValueError, match="seed=-1; allowed: an integer >= 0"):
+        SyntheticBrainDataset(2, None, generator, device="cpu", seed=-1)
+    with pytest.raises(ValueError, match="device='tpu'; allowed: 'cpu', 'cuda'"):
+        SyntheticBrainDataset(2, None, generator, device="tpu")
+    with pytest.raises(ValueError, match="cache_mb=-1; allowed: a number of megabytes >= 0"):
+        SyntheticBrainDataset(2, None, generator, device="cpu", cache_mb=-1)
+    with pytest.raises(ValueError, match="steps=0; allowed: an integer >= 1"):
+        SyntheticBrainDataset(2, None, generator, device="cpu", steps=0)
+    with pytest.raises(ValueError, match=r"unknown covariates \['weight'\]"):
+        SyntheticBrainDataset(2, Fixed(weight=70.0), generator, device="cpu")
+    with pytest.raises(ValueError, match="invalid values \\['X'\\]"):
+        SyntheticBrainDataset(2, Fixed(sex="X"), generator, device="cpu")
+    shards = SyntheticBrainDataset(2, None, generator, device="cpu", shards=tmp_path)
+    with pytest.raises(ValueError, match="rank=2; allowed: 0..1"):
+        shards.pregenerate(rank=2, world_size=2)
+    with pytest.raises(ValueError, match="pregenerate needs shards=FOLDER"):
+        SyntheticBrainDataset(2, None, generator, device="cpu").pregenerate()
+
+
+def test_forked_workers_do_not_inherit_the_parents_prefetch_thread(generator):
+    # The parent has read chunk 0 and prefetched chunk 1 in its thread; a forked worker that needs
+    # chunks 2 and 3 must prefetch with a thread of its own (the parent's does not exist there).
+    dataset = SyntheticBrainDataset(8, Fixed(sex="M"), generator, seed=6, chunk_size=2, device="cpu")
+    first = dataset[0]["image"]
+    dataset._pending[1].result()
+    subset = torch.utils.data.Subset(dataset, [4, 5, 6, 7])
+    context = torch.multiprocessing.get_context("fork")
+    loader = torch.utils.data.DataLoader(subset, batch_size=2, num_workers=1, multiprocessing_context=context, timeout=300)  # hang guard
+    images = torch.cat([b["image"] for b in loader])
+    reference = SyntheticBrainDataset(8, Fixed(sex="M"), generator, seed=6, chunk_size=8, device="cpu")
+    torch.testing.assert_close(images, torch.stack([reference[i]["image"] for i in range(4, 8)]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(first, reference[0]["image"], atol=1e-5, rtol=0)
+
+
+def test_chunk_cache_stays_within_its_budget_counting_the_prefetched_chunk(generator):
+    chunk_mb = 16**3 * 5 * 2 / 2**20  # float32 image + uint8 labels, 2 volumes
+    dataset = SyntheticBrainDataset(12, None, generator, seed=7, chunk_size=2, device="cpu", cache_mb=3 * chunk_mb)
+    assert dataset.cache_chunks == 3 and dataset.generates_chunks
+    first = dataset[0]["image"]
+    assert 1 in dataset._pending or 1 in dataset._cache  # chunk 1 is made while chunk 0 is consumed
+    for i in range(12):
+        dataset[i]
+        assert len(dataset._cache) + len(dataset._pending) <= 3
+    assert 0 not in dataset._cache  # evicted, least recently used; made again, identically
+    torch.testing.assert_close(dataset[0]["image"], first)
+    small = SyntheticBrainDataset(12, None, generator, seed=7, chunk_size=2, device="cpu", cache_mb=1.5 * chunk_mb)
+    small[0]
+    assert small.cache_chunks == 1 and not small._pending  # no room for a prefetched chunk beside the one in use
+
+
+def test_without_cache_each_dataloader_batch_is_generated_in_one_call(generator, monkeypatch):
+    dataset = SyntheticBrainDataset(7, Uniform(age=(30, 60)), generator, seed=4, chunk_size=3, device="cpu", cache_mb=0)
+    assert not dataset.generates_chunks
+    calls = []
+    generate = generator.generate
+    monkeypatch.setattr(generator, "generate", lambda *args, **kwargs: calls.append(kwargs["seed"]) or generate(*args, **kwargs))
+    order = torch.randperm(7, generator=torch.Generator().manual_seed(0)).tolist()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=3, sampler=order, num_workers=0)
+    batches = list(loader)
+    assert [len(c) for c in calls] == [3, 3, 1]  # exactly the indices asked, no whole chunks for one volume each
+    assert sorted(s for c in calls for s in c) == sorted(volume_seed(4, i) for i in range(7))
+    monkeypatch.undo()
+    chunked = SyntheticBrainDataset(7, Uniform(age=(30, 60)), generator, seed=4, chunk_size=3, device="cpu")
+    got = torch.cat([b["image"] for b in batches])
+    torch.testing.assert_close(got, torch.stack([chunked[i]["image"] for i in order]), atol=1e-5, rtol=0)
+    assert [b["index"].tolist() for b in batches] == [order[:3], order[3:6], order[6:]]
+
+
+def test_covariates_left_out_for_some_indices_do_not_depend_on_the_batch(generator):
+    def sometimes_complete(rng):  # every covariate for some subjects, only the age for others
+        age = float(rng.uniform(30, 60))
+        if rng.uniform() < 0.5:
+            return {"sex": "F", "age": age, "ventricular_volume": 20.0, "brain_volume": 1200.0}
+        return {"age": age}
+
+    together = SyntheticBrainDataset(6, sometimes_complete, generator, seed=8, chunk_size=6, device="cpu")
+    alone = SyntheticBrainDataset(6, sometimes_complete, generator, seed=8, chunk_size=1, device="cpu", cache_mb=0)
+    complete = [i for i in range(6) if len(together.covariates(i)) == 4]
+    assert 0 < len(complete) < 6
+    for i in range(6):
+        assert together[i]["covariates"] == alone[i]["covariates"]
+        torch.testing.assert_close(together[i]["image"], alone[i]["image"], atol=1e-5, rtol=0)
+    assert all(together[i]["covariates"]["brain_volume"] == 1200.0 for i in complete)
+
+
+def test_model_without_covariate_density_needs_every_covariate(generator):
+    bare = tiny_generator(distribution=False, steps=2)
+    with pytest.raises(ValueError, match="cond_sampler=None: this generator has no covariate distribution"):
+        SyntheticBrainDataset(2, None, bare, device="cpu")
+    with pytest.raises(ValueError, match=r"cond_sampler leaves out \['brain_volume', 'sex', 'ventricular_volume'\]"):
+        SyntheticBrainDataset(2, Fixed(age=50.0), bare, device="cpu")
+    full = Fixed(sex="F", age=50.0, ventricular_volume=20.0, brain_volume=1200.0)
+    assert SyntheticBrainDataset(2, full, bare, device="cpu", cache_mb=0)[1]["covariates"]["age"] == 50.0
+
+
+def test_in_memory_models_with_other_weights_do_not_share_a_shard_folder(generator, tmp_path):
+    SyntheticBrainDataset(2, None, generator, device="cpu", shards=tmp_path)
+    other = tiny_generator(distribution=True, steps=3)
+    with torch.no_grad():
+        next(other.unet.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match=r"holds another dataset \(differing: \['model'\]\)"):
+        SyntheticBrainDataset(2, None, other, device="cpu", shards=tmp_path)
+    SyntheticBrainDataset(2, None, tiny_generator(distribution=True, steps=3), device="cpu", shards=tmp_path)  # same weights: accepted
+
+
+def test_embedded_default_model_works_as_written():
+    from synthbrain.generator import DEFAULT_MODEL
+
+    if not (DEFAULT_MODEL / "synthbrain_generator.json").is_file():
+        pytest.skip("the embedded default model is not installed")
+    dataset = SyntheticBrainDataset(n=10000, cond_sampler=Uniform(age=(60, 80), sex=["F", "M"]))
+    assert len(dataset) == 10000 and dataset.generator.source["path"] == str(DEFAULT_MODEL.resolve())
+    assert 60 <= dataset.covariates(9999)["age"] <= 80
+    item = SyntheticBrainDataset(2, Uniform(age=(60, 80)), seed=1, steps=2, cache_mb=0, device="cpu")[1]
+    assert item["image"].shape == (1, *dataset.generator.image_grid.shape) and 60 <= item["covariates"]["age"] <= 80
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_generator_refuses_forked_workers_and_works_with_spawn(generator):
+    dataset = SyntheticBrainDataset(4, Fixed(sex="F"), tiny_generator(distribution=True, steps=2), device="cuda", chunk_size=2)
+    reference = torch.stack([dataset[i]["image"] for i in range(4)])
+    forked = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context="fork")
+    with pytest.raises(RuntimeError, match="CUDA does not survive fork"):
+        list(forked)
+    spawned = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context="spawn")
+    torch.testing.assert_close(torch.cat([b["image"] for b in spawned]), reference, atol=1e-4, rtol=0)
