@@ -64,17 +64,16 @@ class DiffusionConfig:
         return 2 ** (len(self.channels) - 1)
 
     def to_dict(self) -> dict[str, Any]:
+        levels = {"channels": list(self.channels), "attention_levels": list(self.attention_levels)}
         heads = self.num_head_channels if isinstance(self.num_head_channels, int) else list(self.num_head_channels)
-        return {**asdict(self), "channels": list(self.channels), "attention_levels": list(self.attention_levels), "num_head_channels": heads}
+        return {**asdict(self), **levels, "num_head_channels": heads}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"diffusion config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        heads = data.get("num_head_channels", cls.num_head_channels)
-        heads = heads if isinstance(heads, int) else tuple(heads)
-        return cls(**{**data, "channels": tuple(data["channels"]), "attention_levels": tuple(data["attention_levels"]), "num_head_channels": heads})
+        return cls(**{**data, "channels": tuple(data["channels"]), "attention_levels": tuple(data["attention_levels"])})
 
 
 class ConditionalUNet(nn.Module):
