@@ -231,8 +231,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", type=int, default=1, help="number of volumes")
     p.add_argument("--age", type=float, help="years")
     p.add_argument("--sex", help="F or M")
-    p.add_argument("--ventricular-volume", type=float, help="mL")
-    p.add_argument("--brain-volume", type=float, help="mL")
+    p.add_argument("--ventricular-volume", type=float, help="in the model's unit: mL, or a [0, 1] value for the MONAI reference model")
+    p.add_argument("--brain-volume", type=float, help="in the model's unit: mL, or a [0, 1] value for the MONAI reference model")
     p.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--sampler", default=None, help="ddim (default), dpm++2m or ddpm")
@@ -309,6 +309,29 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
     return 0
 
 
+def _add_convert_monai(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert-monai",
+        help="convert a MONAI bundle (the released brain LDM of Pinaya et al. 2022) into a synthbrain model folder",
+        description="Read a MONAI bundle (a folder with configs/ and models/, or a Hub id such as "
+        "MONAI/brain_image_synthesis_latent_diffusion_model) with weights_only loading and strict key mapping, and write "
+        "it as a synthbrain model folder (safetensors + configs) that synthbrain generate --model reads.",
+    )
+    p.add_argument("bundle", help="bundle folder or Hub id (owner/name)")
+    p.add_argument("out", type=Path, help="output model folder")
+    p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=_run_convert_monai)
+
+
+def _run_convert_monai(args: argparse.Namespace) -> int:
+    from synthbrain.monai_bundle import convert_bundle
+
+    out = convert_bundle(args.bundle, args.out, revision=args.revision, overwrite=args.overwrite)
+    print(f"converted {args.bundle} -> {out}  (load with BrainGenerator.from_pretrained or synthbrain generate --model)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthbrain", description="Synthetic 3D brain MRI with label maps from latent diffusion models.")
     parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
@@ -316,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_train(sub)
     _add_generate(sub)
+    _add_convert_monai(sub)
     return parser
 
 

@@ -170,23 +170,21 @@ class BrainGenerator:
         local_files_only: bool | None = None,
     ) -> BrainGenerator:
         """Load ``"default"`` (the model embedded in the package, see ``synthbrain/models/default/README.md``),
-        a local folder, or a Hugging Face Hub repository id (downloaded once into the local cache;
-        ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only)."""
+        a local folder, or a Hugging Face Hub repository id (downloaded once into the local cache, at
+        ``revision`` if given; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only).
+
+        A MONAI bundle (a folder with ``configs/`` and ``models/``, such as the reference model
+        ``"MONAI/brain_image_synthesis_latent_diffusion_model"``) is read by :mod:`synthbrain.monai_bundle`."""
         if str(name_or_path) == "default":
             if not (DEFAULT_MODEL / INDEX).is_file():
                 raise ValueError(f"name_or_path='default': the embedded model is missing from this installation ({DEFAULT_MODEL})")
             return cls._load_folder(DEFAULT_MODEL)
-        folder = Path(name_or_path)
-        if not folder.is_dir():
-            if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
-                raise ValueError(f"name_or_path={str(name_or_path)!r}: not a folder, and not a Hub id of the form 'owner/name'")
-            from huggingface_hub import snapshot_download
+        folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        if not (folder / INDEX).is_file():
+            from synthbrain import monai_bundle
 
-            folder = Path(
-                snapshot_download(
-                    repo_id=str(name_or_path), revision=revision, cache_dir=cache_dir, local_files_only=bool(local_files_only)
-                )
-            )
+            if monai_bundle.is_bundle(folder):
+                return monai_bundle.load_bundle(folder)
         return cls._load_folder(folder)
 
     @classmethod
@@ -354,6 +352,25 @@ def assemble_generator(
         defaults,
         distribution,
     )
+
+
+def resolve_folder(
+    name_or_path: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool | None = None,
+) -> Path:
+    """A local folder as it is, or a Hub id ('owner/name') as its snapshot folder in the local cache."""
+    folder = Path(name_or_path)
+    if folder.is_dir():
+        return folder
+    if str(name_or_path).count("/") != 1 or str(name_or_path).startswith((".", "/")):
+        raise ValueError(f"name_or_path={str(name_or_path)!r}: not a folder, and not a Hub id of the form 'owner/name'")
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download(repo_id=str(name_or_path), revision=revision, cache_dir=cache_dir, local_files_only=bool(local_files_only))
+    return Path(folder)
 
 
 def _covariate_table(covariates: pd.DataFrame | Mapping[str, Any], n: int | None = None) -> pd.DataFrame:
