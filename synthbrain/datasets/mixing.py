@@ -1,22 +1,30 @@
 """Real and synthetic subjects in one training loop, at an exact fraction per batch.
 
 ``MixedDataset(real, synthetic)`` puts both behind one index (real first) and gives every item
-the same keys: ``image`` (1, D, H, W) float, ``labels`` (D, H, W) int64 class indices,
-``covariates`` (dict), ``is_synthetic``, ``index``. The real dataset may be a prepared cohort
+the same keys: ``image`` (1, D, H, W) float, ``labels`` (D, H, W) int64 class indices (when the
+synthetic dataset has labels), ``covariates`` (dict, the model's covariates; unknown real values
+as "n/a" / NaN), ``is_synthetic``, ``index``. The real dataset may be a prepared cohort
 (``PreparedCohort``; class fractions become the most likely class), a torchio
-``SubjectsDataset`` (images named ``image`` and ``labels``), or any dataset of (image, labels)
-tensor pairs.
+``SubjectsDataset`` (images named ``image`` and ``labels``), any dataset of (image, labels)
+tensor pairs, or the tensors themselves (``(images, labels)``).
 
-``MixedBatchSampler`` yields batches of indices into it with exactly ``round(fraction *
-batch_size)`` synthetic subjects each, where ``fraction`` is a number or a function of the epoch
-(a schedule; call ``set_epoch`` each epoch). Real subjects are visited in a seeded shuffled
-order, an epoch at a time; synthetic ones in index order, which keeps the synthetic dataset's
-chunks hot in its cache and never repeats a synthetic subject until all have been used.
+``MixedBatchSampler`` yields batches of indices into it, with ``fraction * batch_size`` synthetic
+subjects in each batch when that is a whole number. When it is not (0.3 of 4), batches hold its
+floor or its ceiling, spread so that after any number of batches the synthetic count is the exact
+fraction of all subjects so far, rounded: never more than half a subject off, so the fraction is
+exact over training and never silently rounded to another one. ``fraction`` is a number or a
+function of the epoch (a schedule; call ``set_epoch`` each epoch). Real subjects are visited in a
+seeded shuffled order, an epoch at a time; synthetic ones in index order across epochs, which keeps
+the synthetic dataset's chunks hot in its cache and never repeats a synthetic subject until all
+have been used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -27,51 +35,108 @@ from synthbrain.datasets.synthetic import SyntheticBrainDataset
 
 
 class MixedDataset(torch.utils.data.Dataset):
-    def __init__(self, real: torch.utils.data.Dataset, synthetic: SyntheticBrainDataset):
+    def __init__(self, real: Any, synthetic: SyntheticBrainDataset):
+        if not isinstance(synthetic, SyntheticBrainDataset):
+            raise ValueError(f"synthetic: {type(synthetic).__name__}; allowed: a SyntheticBrainDataset")
         if synthetic.as_subject:
             raise ValueError("synthetic: as_subject=True; MixedDataset returns dicts, so build the synthetic dataset with as_subject=False")
+        if isinstance(real, torch.Tensor):
+            real = torch.utils.data.TensorDataset(real)
+        elif isinstance(real, (tuple, list)) and real and all(isinstance(t, torch.Tensor) for t in real):
+            real = torch.utils.data.TensorDataset(*real)
+        if not hasattr(real, "__getitem__") or not hasattr(real, "__len__"):
+            raise ValueError(f"real: {type(real).__name__}; allowed: a map-style dataset, or tensors (images, labels)")
+        if len(real) == 0:
+            raise ValueError("real: an empty dataset; to train on synthetic subjects only, use the SyntheticBrainDataset itself")
         self.real, self.synthetic = real, synthetic
         self.num_real = len(real)
         first = _real_item(real[0], 0, real)
         shape = tuple(synthetic.generator.image_grid.shape)
-        if tuple(first["image"].shape[1:]) != shape:
+        if tuple(first["image"].shape) != (1, *shape):
             raise ValueError(f"real: images of shape {tuple(first['image'].shape)}; the synthetic ones are (1, {shape}); resample first")
+        if synthetic.with_labels and synthetic.generator.label_classes and "labels" not in first:
+            raise ValueError(
+                "real: items without a label map, while the synthetic ones have one; "
+                "give labels, or build the synthetic dataset with with_labels=False"
+            )
 
     def __len__(self) -> int:
         return self.num_real + len(self.synthetic)
 
+    def _check_index(self, index: Any) -> int:
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < len(self):
+            raise IndexError(f"index={index!r}; allowed: 0..{len(self) - 1} (real 0..{self.num_real - 1}, synthetic after)")
+        return int(index)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
-        if index < self.num_real:
-            item = _real_item(self.real[index], index, self.real)
-            schema = self.synthetic.generator.schema
-            item["covariates"] = {  # the synthetic items' keys, so batches collate; unknown values as n/a / NaN
-                c.name: item["covariates"].get(c.name, "n/a" if c.kind == CATEGORICAL else float("nan")) for c in schema.covariates
-            }
-            return item
-        item = self.synthetic[index - self.num_real]
-        return {**item, "index": index}
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Items of a batch; the synthetic ones are fetched together, so that they are generated in
+        one batched call where the synthetic dataset generates per request."""
+        indices = [self._check_index(i) for i in indices]
+        synthetic = [i - self.num_real for i in indices if i >= self.num_real]
+        generated = iter(self.synthetic.__getitems__(synthetic) if synthetic else [])
+        items = []
+        for index in indices:
+            if index < self.num_real:
+                items.append(self._real(index))
+            else:
+                items.append({**next(generated), "index": index})
+        return items
+
+    def _real(self, index: int) -> dict[str, Any]:
+        item = _real_item(self.real[index], index, self.real)
+        schema = self.synthetic.generator.schema
+        item["covariates"] = {  # the synthetic items' keys, so batches collate; unknown values as n/a / NaN
+            c.name: item["covariates"].get(c.name, "n/a" if c.kind == CATEGORICAL else float("nan")) for c in schema.covariates
+        }
+        if not (self.synthetic.with_labels and self.synthetic.generator.label_classes):
+            item.pop("labels", None)
+        return item
 
 
 def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
     covariates: dict[str, Any] = {}
     if hasattr(item, "get_images_dict"):  # a torchio Subject
-        image, labels = item["image"].data, item["labels"].data[0] if "labels" in item else None
+        if "image" not in item:
+            raise ValueError(f"real[{index}]: a torchio Subject without an 'image' entry (has {sorted(item.keys())}); name the T1 'image'")
+        image, labels = item["image"].data, item["labels"].data if "labels" in item else None
         covariates = {k: v for k, v in item.items() if not hasattr(v, "data")}
     elif isinstance(item, dict):  # a PreparedCohort item
+        if "image" not in item:
+            raise ValueError(f"real[{index}]: a dict without an 'image' key (has {sorted(item)})")
         image, labels = item["image"], item.get("labels")
         if hasattr(dataset, "table") and "subject_id" in item:
             row = dataset.table.set_index("subject_id").loc[item["subject_id"]]
             covariates = {k: row[k] for k in dataset.schema.names}
-    else:
+    elif isinstance(item, (tuple, list)) and item:
         image, labels = item[0], item[1] if len(item) > 1 else None
+    else:
+        raise ValueError(f"real[{index}]: {type(item).__name__}; allowed: a torchio Subject, a dict with 'image', or (image, labels)")
     image = torch.as_tensor(image, dtype=torch.float32)
     if image.ndim == 3:
         image = image[None]
     out = {"image": image, "covariates": covariates, "is_synthetic": False, "index": index}
     if labels is not None:
-        labels = torch.as_tensor(labels)
-        out["labels"] = (labels.argmax(0) if labels.is_floating_point() else labels).long()
+        out["labels"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index)
     return out
+
+
+def _label_map(labels: torch.Tensor, shape: tuple[int, ...], index: int) -> torch.Tensor:
+    """Class indices (D, H, W) int64 from a label map (D, H, W) or (1, D, H, W), or from class
+    fractions / one-hot channels (C, D, H, W), whose most likely class is taken."""
+    if labels.ndim == 4 and labels.shape[0] > 1:
+        labels = labels.argmax(0)
+    elif labels.ndim == 4:
+        labels = labels[0]
+    if tuple(labels.shape) != shape:
+        raise ValueError(f"real[{index}]: a label map of shape {tuple(labels.shape)} for an image of shape {shape}")
+    if labels.is_floating_point():
+        if not torch.equal(labels, labels.round()):
+            raise ValueError(f"real[{index}]: a label map with non-integer values; give class indices or (C, D, H, W) class fractions")
+        labels = labels.round()
+    return labels.long()
 
 
 class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
@@ -83,45 +148,70 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
         num_batches: int | None = None,
         seed: int = 0,
     ):
-        """``num_batches`` per epoch defaults to one pass over the real subjects."""
-        if not (isinstance(batch_size, int) and batch_size >= 1):
+        """``num_batches`` per epoch defaults to one pass over the real subjects at the fraction of
+        epoch 0 (one pass over the synthetic ones when that fraction is 1)."""
+        if not isinstance(dataset, MixedDataset):
+            raise ValueError(f"dataset: {type(dataset).__name__}; allowed: a MixedDataset")
+        if isinstance(batch_size, bool) or not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r}; allowed: an integer >= 1")
-        self.dataset, self.batch_size, self.fraction, self.seed = dataset, batch_size, synthetic_fraction, seed
+        if isinstance(seed, bool) or not (isinstance(seed, numbers.Integral) and seed >= 0):
+            raise ValueError(f"seed={seed!r}; allowed: an integer >= 0")
+        self.dataset, self.batch_size, self.fraction, self.seed = dataset, int(batch_size), synthetic_fraction, int(seed)
         self.epoch = 0
-        self.synthetic_per_batch()  # validates the fraction of epoch 0
-        real_per_batch = batch_size - self.synthetic_per_batch()
-        self.num_batches = num_batches if num_batches is not None else max(1, dataset.num_real // max(real_per_batch, 1))
-        if not (isinstance(self.num_batches, int) and self.num_batches >= 1):
+        first = self.fraction_at(0)  # validates the fraction of epoch 0
+        if num_batches is None:
+            real_per_batch = (1 - first) * self.batch_size
+            if real_per_batch > 0:
+                num_batches = max(1, math.floor(dataset.num_real / real_per_batch))
+            else:
+                num_batches = -(-len(dataset.synthetic) // self.batch_size)
+        if isinstance(num_batches, bool) or not (isinstance(num_batches, numbers.Integral) and num_batches >= 1):
             raise ValueError(f"num_batches={num_batches!r}; allowed: an integer >= 1")
+        self.num_batches = int(num_batches)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if isinstance(epoch, bool) or not (isinstance(epoch, numbers.Integral) and epoch >= 0):
+            raise ValueError(f"epoch={epoch!r}; allowed: an integer >= 0")
+        self.fraction_at(int(epoch))  # a schedule's bad value is reported here, not mid-epoch
+        self.epoch = int(epoch)
 
-    def synthetic_per_batch(self) -> int:
-        fraction = self.fraction(self.epoch) if callable(self.fraction) else self.fraction
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"synthetic_fraction={fraction} (epoch {self.epoch}); allowed: [0, 1]")
-        count = round(fraction * self.batch_size)
-        if fraction > 0 and self.dataset.num_real and count == 0 and len(self.dataset.synthetic):
-            raise ValueError(f"synthetic_fraction={fraction} of batch_size={self.batch_size} rounds to 0 synthetic subjects per batch")
-        return count
+    def fraction_at(self, epoch: int) -> Fraction:
+        """The synthetic fraction of an epoch (the schedule's value), checked to lie in [0, 1]."""
+        fraction = self.fraction(epoch) if callable(self.fraction) else self.fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"synthetic_fraction={fraction!r} (epoch {epoch}); allowed: a number in [0, 1]")
+        return Fraction(float(fraction))
+
+    def _synthetic_before(self, epoch: int) -> Fraction:
+        """Synthetic subjects due before the first batch of ``epoch`` (exact, not rounded)."""
+        return sum((self.fraction_at(e) for e in range(epoch)), Fraction(0)) * self.batch_size * self.num_batches
+
+    def synthetic_counts(self) -> list[int]:
+        """How many synthetic subjects each batch of the current epoch holds: after every batch,
+        the running total is the exact due count rounded (half up)."""
+        due, step = self._synthetic_before(self.epoch), self.fraction_at(self.epoch) * self.batch_size
+        return [_round(due + (b + 1) * step) - _round(due + b * step) for b in range(self.num_batches)]
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        synthetic = self.synthetic_per_batch()
-        real = self.batch_size - synthetic
-        if real and not self.dataset.num_real:
-            raise ValueError("the real dataset is empty; use synthetic_fraction=1")
+        counts = self.synthetic_counts()
+        real_total = self.batch_size * self.num_batches - sum(counts)
+        num_real = self.dataset.num_real
         rng = np.random.default_rng([self.seed, self.epoch])
-        real_order = np.concatenate(
-            [rng.permutation(self.dataset.num_real) for _ in range(-(-self.num_batches * real // max(self.dataset.num_real, 1)))]
-            or [np.zeros(0, dtype=int)]
-        )
+        passes = -(-real_total // num_real)
+        real_order = np.concatenate([rng.permutation(num_real) for _ in range(passes)] or [np.zeros(0, dtype=int)])
         n_synth = len(self.dataset.synthetic)
-        start = self.epoch * self.num_batches * synthetic  # continue through the synthetic set across epochs
-        for b in range(self.num_batches):
-            picks = [int(i) for i in real_order[b * real : (b + 1) * real]]
-            picks += [self.dataset.num_real + (start + b * synthetic + k) % n_synth for k in range(synthetic)]
+        synthetic_next = _round(self._synthetic_before(self.epoch))  # continue through the synthetic set across epochs
+        real_next = 0
+        for count in counts:
+            real = self.batch_size - count
+            picks = [int(i) for i in real_order[real_next : real_next + real]]
+            picks += [num_real + (synthetic_next + k) % n_synth for k in range(count)]
+            real_next, synthetic_next = real_next + real, synthetic_next + count
             yield picks
+
+
+def _round(value: Fraction) -> int:
+    return math.floor(value + Fraction(1, 2))
