@@ -206,6 +206,9 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         schema, rows = self.generator.schema, []
         for index in indices:
             given = {k: v for k, v in self.covariates(index).items() if not is_missing(v)}
+            unknown = sorted(set(given) - set(schema.names))
+            if unknown:  # not silently dropped: the sampler means something the model cannot condition on
+                raise ValueError(f"cond_sampler gave unknown covariates {unknown} at index {index}; the model knows {schema.names}")
             if all(name in given for name in schema.names):
                 rows.append(given)
                 continue

@@ -114,6 +114,14 @@ def test_bad_input_gets_clear_errors(generator, tmp_path):
         SyntheticBrainDataset(2, Fixed(weight=70.0), generator, device="cpu")
     with pytest.raises(ValueError, match="invalid values \\['X'\\]"):
         SyntheticBrainDataset(2, Fixed(sex="X"), generator, device="cpu")
+
+    def rarely_unknown(rng):
+        return {"age": 50.0} if rng.uniform() < 0.999 else {"weight": 70.0}
+
+    late = SyntheticBrainDataset(100000, rarely_unknown, generator, device="cpu", cache_mb=0)  # the 32 check draws pass
+    bad_index = next(i for i in range(100000) if "weight" in late.covariates(i))
+    with pytest.raises(ValueError, match=rf"unknown covariates \['weight'\] at index {bad_index}"):
+        late[bad_index]
     shards = SyntheticBrainDataset(2, None, generator, device="cpu", shards=tmp_path)
     with pytest.raises(ValueError, match="rank=2; allowed: 0..1"):
         shards.pregenerate(rank=2, world_size=2)
