@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,6 +97,8 @@ def test_fitted_density_draws_new_combinations_inside_the_cohort_range():
         assert women["age"].max() < 50  # the joint distribution is kept: the table's women are all 21-39
         assert draws.equals(pd.DataFrame([sampler(np.random.default_rng([5, i])) for i in range(400)]))  # seeded
         assert repr(sampler) == repr(Density(TABLE, estimator=estimator))  # a stable description, for shard folders
+        clone = pickle.loads(pickle.dumps(sampler))  # spawned DataLoader workers get a copy
+        assert clone(np.random.default_rng([5, 0])) == sampler(np.random.default_rng([5, 0]))
         check_sampler(sampler, SCHEMA)
     assert repr(Density(TABLE)) != repr(Density(TABLE.assign(age=TABLE["age"] + 1)))
     with pytest.raises(ValueError, match="estimator='tree'; allowed: 'gmm'"):
