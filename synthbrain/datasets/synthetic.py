@@ -21,6 +21,8 @@ Generation is batched on the generator's device, in one of two ways:
 With ``shards=FOLDER`` every chunk is also written there once (atomically, ``done.json`` last) and
 reloaded memory-mapped afterwards, for reuse across epochs and runs (``pregenerate`` fills the
 folder ahead of time, split over processes; ``write_manifest`` then describes the whole set).
+Over several machines the folder must be on a filesystem they share: rank 0 reads every chunk's
+table to write the manifest, and refuses while any chunk is missing.
 
 DataLoader workers: on CPU, workers (forked or spawned) each generate their own chunks, with their
 own cache (a forked worker starts with an empty cache and its own prefetch thread). A CUDA
