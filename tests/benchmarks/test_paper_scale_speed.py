@@ -1,0 +1,67 @@
+import importlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def script(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling _report
+    return importlib.import_module("paper_scale_speed")
+
+
+def test_paper_scale_speed_runs_in_tiny_mode_and_writes_its_table(script, tmp_path):
+    out = tmp_path / "speed"
+    argv = ["--tiny", "--device", "cpu", "--precision", "bf16", "--no-compile", "--batch-size", "2", "--fast-steps", "4,2"]
+    summary = script.main(argv + ["--warmup", "0", "--repeats", "1", "--out", str(out)])
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written["command"] == summary["command"] and "--tiny" in written["command"]
+    rows = written["rows"]
+    assert [(r["sampler"], r["steps"], r["batch"], r["precision"]) for r in rows] == [
+        ("ddim", 50, 1, "fp32"),  # reference route
+        ("ddim", 50, 1, "fp32"),  # ours, the same work
+        ("ddim", 50, 1, "bf16"),  # ours, precision only
+        ("ddim", 50, 2, "bf16"),  # ours, every speed feature asked for
+        ("dpm++2m", 4, 2, "bf16"),
+        ("dpm++2m", 2, 2, "bf16"),
+    ]
+    assert rows[0]["route"].startswith("reference: MONAI LatentDiffusionInferer") and rows[0]["speed-up vs reference"] == 1.0
+    assert rows[0]["max abs diff vs reference"] == 0.0
+    assert all(r["route"].startswith("ours") for r in rows[1:])
+    assert rows[3]["channels-last"] and not rows[3]["compiled"] and not rows[0]["channels-last"]
+    numbers = ["seconds per volume", "speed-up vs reference", "peak memory (GB)", "TFLOP per volume", "TFLOP/s"]
+    numbers.append("max abs diff vs reference")
+    assert all(math.isfinite(r[k]) and r[k] >= 0 for r in rows for k in numbers)
+    assert all(r["seconds per volume"] > 0 and r["peak memory (GB)"] > 0 for r in rows)
+    for r in rows:  # the ratio is to the reference row measured in the same run
+        assert r["speed-up vs reference"] == pytest.approx(rows[0]["seconds per volume"] / r["seconds per volume"])
+        assert r["UNet evaluations per volume"] == r["steps"]
+        assert r["TFLOP per volume"] == pytest.approx(r["steps"] * written["tflop"]["unet_step"] + written["tflop"]["decoder"])
+    assert rows[1]["max abs diff vs reference"] < 1e-4  # our route in float32 reproduces MONAI's inferer
+    assert 0 < rows[2]["max abs diff vs reference"] < 0.5  # bf16 changes the numbers, a little
+    report = out.with_suffix(".md").read_text()
+    assert report.startswith("# Speed at paper scale: tiny") and "**Tiny run:**" in report
+    assert report.count("\n| reference: MONAI") == 1 and report.count("\n| ours") == 5
+
+
+def test_paper_scale_speed_options_are_checked(script, tmp_path, capsys):
+    out = ["--out", str(tmp_path / "speed")]
+    for argv, message in [
+        (["--tiny"], "--tiny needs --out"),  # a tiny run never replaces the real results under docs/benchmarks/
+        (["--tiny", "--batch-size", "0", *out], "--batch-size 0: allowed: an integer >= 1"),
+        (["--tiny", "--repeats", "0", *out], "--repeats 0"),
+        (["--tiny", "--fast-steps", "10,0", *out], "'10,0': allowed: distinct integers in [1, 1000]"),
+        (["--tiny", "--fast-steps", "ten", *out], "expected comma-separated integers"),
+        (["--tiny", "--fast-sampler", "euler", *out], "--fast-sampler 'euler': allowed: ['ddpm', 'ddim', 'dpm++2m']"),
+        (["--tiny", "--precision", "fp16", "--device", "cpu", *out], "--precision 'fp16': allowed: ['bf16', 'fp32']"),
+        (["--tiny", "--compile-mode", "fast", *out], "--compile-mode 'fast'"),
+        (["--tiny", "--device", "tpu", *out], "--device 'tpu'"),
+        (["--tiny", "--peak-tflops", "0", *out], "--peak-tflops 0.0: allowed: a positive number"),
+    ]:
+        with pytest.raises(SystemExit):
+            script.main(argv)
+        assert message in capsys.readouterr().err, argv
