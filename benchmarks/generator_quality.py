@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 from _report import markdown_table  # noqa: E402
 from scipy import stats  # noqa: E402
 
@@ -81,23 +82,27 @@ def main() -> None:
     segmenter = VoxelSegmenter(len(classes), seed=args.seed).fit([real_images[i] for i in train], [real_labels[i] for i in train])
     print(f"segmenter trained on {len(train)} real subjects in {time.perf_counter() - start:.0f} s")
 
-    rows = []
-    for i in held:
-        seg = segmenter.predict(real_images[i])
-        rows.append(
-            {
-                "source": "real (held out)",
-                **{f"requested_{k}": table.loc[i, k] for k in VOLUMES},
-                **{f"labels_{k}": v for k, v in scheme.measure_coarse_volumes(real_labels[i], voxel_mm3).items() if k in VOLUMES},
-                **{f"segmenter_{k}": v for k, v in scheme.measure_coarse_volumes(seg, voxel_mm3).items() if k in VOLUMES},
-                **{f"dice_{c}": d for c, d in zip(classes, dice_per_class(real_labels[i], seg, len(classes)))},
-            }
-        )
+    rows = _rows(
+        "real (held out)",
+        [real_images[i] for i in held],
+        [real_labels[i] for i in held],
+        table.loc[held],
+        segmenter,
+        scheme,
+        voxel_mm3,
+        classes,
+    )
+    # The autoencoder's ceiling: held-out subjects (held out from the segmenter; every subject trained the generator) encoded and decoded.
+    recon_images, recon_labels = _reconstruct(generator, cohort, held)
+    rows += _rows("autoencoder reconstruction", recon_images, recon_labels, table.loc[held], segmenter, scheme, voxel_mm3, classes)
+    reconstruction_dice = pd.DataFrame(
+        [dice_per_class(real_labels[i], lab, len(classes)) for i, lab in zip(held, recon_labels)], columns=classes
+    ).median()
 
     start = time.perf_counter()
     out = generator.generate(n=args.n, seed=args.seed, progress=True, **sampling)
     seconds = (time.perf_counter() - start) / args.n
-    rows += _synthetic_rows(out, segmenter, scheme, voxel_mm3, classes)
+    rows += _rows("synthetic", out.images[:, 0].numpy(), out.labels.numpy(), out.covariates, segmenter, scheme, voxel_mm3, classes)
     results = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _io.write_table(args.out.with_suffix(".tsv"), results)
@@ -105,10 +110,9 @@ def main() -> None:
     conditioning = _conditioning(results)
     guidance = []
     for scale in args.compare_guidance:
+        other = generator.generate(n=args.n, seed=args.seed, **{**sampling, "guidance_scale": scale})
         part = pd.DataFrame(
-            _synthetic_rows(
-                generator.generate(n=args.n, seed=args.seed, **{**sampling, "guidance_scale": scale}), segmenter, scheme, voxel_mm3, classes
-            )
+            _rows("synthetic", other.images[:, 0].numpy(), other.labels.numpy(), other.covariates, segmenter, scheme, voxel_mm3, classes)
         )
         for record in _conditioning(part).to_dict("records"):
             guidance.append({"guidance scale": scale, **{k: v for k, v in record.items() if k != "source"}})
@@ -132,6 +136,7 @@ def main() -> None:
         "seconds_per_volume_with_progress": seconds,
         "conditioning": conditioning.to_dict("records"),
         "label_faithfulness_median_dice": faithfulness.to_dict("records"),
+        "reconstruction_median_dice_vs_real_labels": reconstruction_dice.to_dict(),
         "guidance_comparison": guidance.to_dict("records"),
         "figures": {k: v.name for k, v in figures.items()},
     }
@@ -146,9 +151,13 @@ def main() -> None:
             "## Conditioning: requested vs measured volume",
             markdown_table(conditioning),
             "Real rows compare the table volume (measured at 1 mm) with the same measurement at the model's resolution, "
-            "so they show the ceiling that resolution allows.",
+            "so they show the ceiling that resolution allows; reconstruction rows encode and decode the same subjects with the "
+            "model's autoencoder (they were in its training set), the ceiling that the autoencoder allows.",
             "## Label faithfulness: median Dice, own label map vs independent segmenter",
             markdown_table(faithfulness),
+            "Median Dice of the reconstructed label map against the real one: "
+            + ", ".join(f"{c} {d:.3f}" for c, d in reconstruction_dice.items() if c != classes[0])
+            + ".",
             f"![conditioning]({figures['scatter'].name})",
             *(["## Conditioning at other guidance scales (same seeds)", markdown_table(guidance)] if len(guidance) else []),
             "## Samples next to the real subjects whose covariates they were given",
@@ -161,21 +170,34 @@ def main() -> None:
     print(report)
 
 
-def _synthetic_rows(out, segmenter, scheme, voxel_mm3, classes) -> list[dict]:
+def _rows(source, images, labels, requested, segmenter, scheme, voxel_mm3, classes) -> list[dict]:
+    """One row per volume: requested volumes, volumes on its own label map and on the independent
+    segmentation of its image, and the per-class Dice between the two."""
     rows = []
-    for j in range(len(out.images)):
-        image, labels = out.images[j, 0].numpy(), out.labels[j].numpy()
+    for image, own, (_, wanted) in zip(images, labels, requested.iterrows()):
         seg = segmenter.predict(image)
         rows.append(
             {
-                "source": "synthetic",
-                **{f"requested_{k}": out.covariates.loc[j, k] for k in VOLUMES},
-                **{f"labels_{k}": v for k, v in scheme.measure_coarse_volumes(labels, voxel_mm3).items() if k in VOLUMES},
+                "source": source,
+                **{f"requested_{k}": wanted[k] for k in VOLUMES},
+                **{f"labels_{k}": v for k, v in scheme.measure_coarse_volumes(own, voxel_mm3).items() if k in VOLUMES},
                 **{f"segmenter_{k}": v for k, v in scheme.measure_coarse_volumes(seg, voxel_mm3).items() if k in VOLUMES},
-                **{f"dice_{c}": d for c, d in zip(classes, dice_per_class(labels, seg, len(classes)))},
+                **{f"dice_{c}": d for c, d in zip(classes, dice_per_class(own, seg, len(classes)))},
             }
         )
     return rows
+
+
+@torch.no_grad()
+def _reconstruct(generator, cohort, indices) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    images, labels = [], []
+    for i in indices:
+        item = cohort[int(i)]
+        mu, _ = generator.autoencoder.encode(item["image"][None], item["labels"][None])
+        image, logits = generator.autoencoder.decode(mu)
+        images.append(image[0, 0].clamp(0, 1).numpy())
+        labels.append(logits[0].argmax(0).numpy().astype(np.uint8))
+    return images, labels
 
 
 def _conditioning(results: pd.DataFrame) -> pd.DataFrame:
