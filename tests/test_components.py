@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 import torch
@@ -41,13 +42,31 @@ def test_wrong_class_unknown_keys_and_missing_files_are_errors(saved, tmp_path):
         load_component(BrainAutoencoder, AutoencoderConfig, tmp_path / "nowhere")
 
 
-def test_missing_or_unexpected_weights_are_errors(saved):
+def test_missing_unexpected_misshaped_or_unreadable_weights_are_errors(saved):
     _, folder = saved
     weights = load_file(folder / "model.safetensors")
     save_file({**weights, "extra.weight": torch.zeros(1)}, str(folder / "model.safetensors"))
-    with pytest.raises(RuntimeError, match="Unexpected key"):
+    with pytest.raises(ValueError, match=r"model.safetensors: missing weights \[\], unexpected weights \['extra.weight'\]"):
         load_component(BrainAutoencoder, AutoencoderConfig, folder)
-    weights.pop(next(iter(weights)))
-    save_file(weights, str(folder / "model.safetensors"))
-    with pytest.raises(RuntimeError, match="Missing key"):
+    first = next(iter(weights))
+    save_file({k: v for k, v in weights.items() if k != first}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=rf"missing weights \['{re.escape(first)}'\], unexpected weights \[\]"):
+        load_component(BrainAutoencoder, AutoencoderConfig, folder)
+    save_file({**weights, first: torch.zeros(3)}, str(folder / "model.safetensors"))
+    with pytest.raises(ValueError, match=rf"wrong shape \['{re.escape(first)} \(3,\) \(expected"):
+        load_component(BrainAutoencoder, AutoencoderConfig, folder)
+    (folder / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(ValueError, match="model.safetensors: not a readable safetensors file"):
+        load_component(BrainAutoencoder, AutoencoderConfig, folder)
+
+
+def test_config_without_a_required_key_or_not_json_is_an_error(saved):
+    _, folder = saved
+    config = json.loads((folder / "config.json").read_text())
+    del config["channels"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"config.json: missing key 'channels'"):
+        load_component(BrainAutoencoder, AutoencoderConfig, folder)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="config.json: not valid JSON"):
         load_component(BrainAutoencoder, AutoencoderConfig, folder)
