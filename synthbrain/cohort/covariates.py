@@ -65,6 +65,19 @@ class Covariate:
         return self.kind == CATEGORICAL or self.low is not None
 
     @property
+    def _in_unit(self) -> str:
+        return f" in {self.unit}" if self.unit else ""
+
+    @property
+    def allowed(self) -> str:
+        """What a value may be, for error messages: the levels, or the fitted range with its unit."""
+        if self.kind == CATEGORICAL:
+            return f"one of {list(self.categories)}"
+        if self.low is None:
+            return f"a finite number{self._in_unit}"
+        return f"a number in [{self.low:g}, {self.high:g}]{' ' + self.unit if self.unit else ''}"
+
+    @property
     def width(self) -> int:
         """Number of channels this covariate takes in the conditioning vector."""
         if self.kind == CONTINUOUS or len(self.categories) == 2:
@@ -97,7 +110,7 @@ class Covariate:
                 out.append(np.nan if index is None else float(index))
             else:
                 try:
-                    number = float(value)
+                    number = math.inf if isinstance(value, (bool, np.bool_)) else float(value)  # True is not a number of years
                 except (TypeError, ValueError):
                     number = math.inf
                 if not math.isfinite(number):
@@ -105,7 +118,7 @@ class Covariate:
                     number = np.nan
                 out.append(number)
         if bad:
-            allowed = f"one of {list(self.categories)}" if self.kind == CATEGORICAL else "a finite number"
+            allowed = f"one of {list(self.categories)}" if self.kind == CATEGORICAL else f"a finite number{self._in_unit}"
             raise ValueError(f"covariate {self.name!r}: invalid values {bad[:10]}{' ...' if len(bad) > 10 else ''}; allowed: {allowed}")
         return np.asarray(out, dtype=np.float64)
 
@@ -115,9 +128,14 @@ class Covariate:
         tol = 1e-9 * max(1.0, abs(self.high - self.low))
         outside = parsed[(parsed < self.low - tol) | (parsed > self.high + tol)]
         if outside.size:
+            hint = ""
+            for unit, factor in UNIT_FACTORS.get(self.unit, {}).items():  # e.g. a volume given in mm3 instead of mL
+                if factor != 1.0 and np.all((outside * factor >= self.low - tol) & (outside * factor <= self.high + tol)):
+                    hint = f" (read as {unit} they would be inside: convert them to {self.unit})"
+                    break
             raise ValueError(
                 f"covariate {self.name!r}: values {outside[:10].tolist()} {self.unit} are outside the fitted range "
-                f"[{self.low:g}, {self.high:g}] {self.unit}; pass extrapolate=True to allow them"
+                f"[{self.low:g}, {self.high:g}] {self.unit}{hint}; pass extrapolate=True to allow them"
             )
 
     def normalize(self, values: Iterable[Any], extrapolate: bool = False) -> np.ndarray:
@@ -126,7 +144,10 @@ class Covariate:
             raise ValueError(f"covariate {self.name!r} is not fitted; call CovariateSchema.fit on a training table first")
         parsed = self.parse(values)
         if np.isnan(parsed).any():
-            raise ValueError(f"covariate {self.name!r}: {int(np.isnan(parsed).sum())} missing values cannot be normalised")
+            raise ValueError(
+                f"covariate {self.name!r}: {int(np.isnan(parsed).sum())} missing values cannot be normalised (None, NaN or empty); "
+                f"allowed: {self.allowed}"
+            )
         self.check_range(parsed, extrapolate)
         if self.kind == CATEGORICAL:
             if self.width == 1:
@@ -229,6 +250,8 @@ class CovariateSchema:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CovariateSchema:
+        if set(data) != {"covariates"}:
+            raise ValueError(f"covariate schema: keys {sorted(data)}; expected exactly ['covariates']")
         known = set(Covariate.__dataclass_fields__)
         covariates = []
         for item in data["covariates"]:

@@ -55,6 +55,12 @@ class CovariateDistribution:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], schema: CovariateSchema) -> CovariateDistribution:
+        expected = {"group", "group_probabilities", "mixtures"}
+        if set(data) != expected:
+            raise ValueError(
+                f"covariate distribution: unknown keys {sorted(set(data) - expected)}, missing keys {sorted(expected - set(data))}; "
+                f"expected exactly {sorted(expected)}"
+            )
         return cls(schema, data["group"], data["group_probabilities"], data["mixtures"])
 
     def sample(self, n: int, given: dict[str, Any] | None = None, seed: int = 0, max_tries: int = 1000) -> pd.DataFrame:

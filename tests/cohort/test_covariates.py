@@ -99,3 +99,32 @@ def test_fit_ignores_missing_values(table):
     table.loc[0, "age"] = np.nan
     schema = default_schema().fit(table)
     assert (schema["age"].low, schema["age"].high) == (40.0, 80.0)
+
+
+def test_wrong_types_and_units_are_named_with_what_is_allowed(table):
+    schema = default_schema().fit(table)
+    good = {"sex": "F", "age": 30.0, "ventricular_volume": 20.0, "brain_volume": 1100.0}
+    with pytest.raises(ValueError, match=r"'age': invalid values \['70y'\]; allowed: a finite number in years"):
+        schema.normalize({**good, "age": "70y"})
+    with pytest.raises(ValueError, match=r"'age': invalid values \[True\]; allowed: a finite number in years"):
+        schema.normalize({**good, "age": True})  # float(True) would be 1 year
+    with pytest.raises(ValueError, match=r"'sex': invalid values \[0\]; allowed: one of \['F', 'M'\]"):
+        schema.normalize({**good, "sex": 0})
+    with pytest.raises(
+        ValueError,
+        match=r"'ventricular_volume': values \[20000.0\] mL are outside the fitted range \[10, 50\] mL "
+        r"\(read as mm3 they would be inside: convert them to mL\)",
+    ):
+        schema.normalize({**good, "ventricular_volume": 20000.0})
+    with pytest.raises(ValueError, match=r"values \[500.0\] mL are outside the fitted range \[10, 50\] mL; pass extrapolate"):
+        schema.normalize({**good, "ventricular_volume": 500.0})  # no unit makes 500 fit: no hint
+    with pytest.raises(ValueError, match=r"'age': 1 missing values cannot be normalised .*; allowed: a number in \[20, 80\] years"):
+        schema.normalize({**good, "age": float("nan")})
+
+
+def test_schema_json_with_unknown_or_missing_top_level_keys_is_refused(table):
+    data = default_schema().fit(table).to_dict()
+    with pytest.raises(ValueError, match=r"keys \['covariates', 'version'\]; expected exactly \['covariates'\]"):
+        CovariateSchema.from_dict({**data, "version": 2})
+    with pytest.raises(ValueError, match=r"keys \[\]; expected exactly \['covariates'\]"):
+        CovariateSchema.from_dict({})

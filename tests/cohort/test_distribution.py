@@ -47,3 +47,12 @@ def test_seeded_json_round_trip_and_errors(cohort):
         dist.sample(2, {"weight": 3})
     with pytest.raises(ValueError, match="n=0"):
         dist.sample(0)
+
+
+def test_json_with_unknown_or_missing_keys_is_refused(cohort):
+    _, schema, dist = cohort
+    data = dist.to_dict()
+    with pytest.raises(ValueError, match=r"unknown keys \['components'\], missing keys \[\]"):
+        CovariateDistribution.from_dict({**data, "components": 2}, schema)
+    with pytest.raises(ValueError, match=r"unknown keys \[\], missing keys \['mixtures'\]"):
+        CovariateDistribution.from_dict({k: v for k, v in data.items() if k != "mixtures"}, schema)
