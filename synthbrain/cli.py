@@ -252,15 +252,16 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    import torch
-
-    from synthbrain.generator import BrainGenerator
+    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.generator import BrainGenerator, check_output_folder
 
     if args.n < 1:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
+    device = resolve_device(args.device)
+    if not args.shards:  # refused before the model is loaded and the volumes generated, not after
+        check_output_folder(args.out, args.overwrite)
     generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)
     given = {"age": args.age, "sex": args.sex, "ventricular_volume": args.ventricular_volume, "brain_volume": args.brain_volume}
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     generator.to(device)
     covariates = {name: value for name, value in given.items() if value is not None}  # the rest is drawn from the model
     if args.shards:
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, RuntimeError) as err:  # bad input or failed subjects: a clear message, no traceback
+    except (ValueError, RuntimeError, OSError) as err:  # bad input, failed subjects, a full or read-only disk: one line, no traceback
         print(f"synthbrain {args.command}: error: {err}", file=sys.stderr)
         return 2
 
