@@ -1,0 +1,481 @@
+"""Metrics of generated volumes against real ones: pure functions on numpy arrays or torch tensors.
+
+They know nothing of the feature extractor: "features" are any (N, F) array with one row per
+sample, and functions that compare samples as vectors flatten whatever follows the first axis, so
+raw volumes (N, 1, D, H, W) and network features are taken alike. Every number here is meant to
+be read beside the same number for real versus real data (two disjoint real sets), never alone.
+
+- Realism: ``frechet_distance``, ``knn_precision_recall``, ``classifier_two_sample_test``.
+- Diversity: ``ms_ssim_3d`` / ``pairwise_ms_ssim`` (mean over pairs within one set), ``mmd``.
+- Conditioning: ``conditioning_accuracy`` (requested versus measured covariates).
+- Memorisation: ``nearest_neighbour_distances``, ``memorisation_report``.
+
+Label faithfulness (Dice between a generated label map and the independent segmentation of the
+generated image) is ``synthbrain.evaluation.dice_per_class`` with ``VoxelSegmenter``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+from torch import nn
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. (2003), finest scale first
+
+
+class PrecisionRecall(NamedTuple):
+    precision: float
+    recall: float
+
+
+class MMDTest(NamedTuple):
+    mmd2: float
+    p_value: float
+    permutations: int
+
+
+class TwoSampleTest(NamedTuple):
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    n_test: int
+    n_train: int
+
+
+class Neighbours(NamedTuple):
+    distances: np.ndarray
+    indices: np.ndarray
+
+
+class MemorisationReport(NamedTuple):
+    synthetic_distances: np.ndarray  # (S,) L2 distance of each synthetic sample to its nearest training sample
+    synthetic_nearest: np.ndarray  # (S,) index of that training sample
+    held_out_distances: np.ndarray  # (H,) the same for each held-out real sample
+    held_out_min: float  # the closest any held-out real sample comes to the training set
+    flagged: np.ndarray  # indices of synthetic samples closer to a training sample than held_out_min
+
+
+class ConditioningAccuracy(NamedTuple):
+    pearson_r: float
+    mae: float
+    bias: float  # mean of measured - requested
+    n: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks and distances
+
+
+def _matrix(x, name: str, min_rows: int = 1) -> np.ndarray:
+    """(N, F) float64 copy of an array or tensor of N samples, each flattened to one row."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim < 2:
+        raise ValueError(f"{name}: shape {x.shape}; allowed: (N, features...) with one row per sample")
+    x = x.reshape(len(x), -1)
+    if len(x) < min_rows:
+        raise ValueError(f"{name}: {len(x)} samples; allowed: >= {min_rows}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values; allowed: finite values only")
+    return x
+
+
+def _pair(a, b, names: tuple[str, str], min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    a, b = _matrix(a, names[0], min_rows), _matrix(b, names[1], min_rows)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[1]}: {b.shape[1]} values per sample; allowed: the same as {names[0]} ({a.shape[1]})")
+    return a, b
+
+
+def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) Euclidean distances, through one matrix product (centred first, so that
+    round-off stays small relative to the spread of the data rather than to its offset)."""
+    centre = np.concatenate([a, b]).mean(0)
+    a, b = a - centre, b - centre
+    squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Realism on features
+
+
+def frechet_distance(features_a, features_b, *, eps: float = 1e-6) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N, F): ``|mu_a - mu_b|^2 +
+    tr(S_a + S_b - 2 (S_a S_b)^(1/2))``, in squared feature units (FID when the features are
+    Inception's; here any 3D network's). Lower is closer.
+
+    Known answers: 0 for identical sets; for one feature ``(mean_a - mean_b)^2 + (sd_a - sd_b)^2``
+    (sample sd, ddof 1), and for diagonal covariances the sum of that over features.
+    Needs >= 2 samples per set. With fewer samples than features the covariances are singular and
+    the value is biased upwards, falling as N grows: compare only values from equal N (synthetic
+    versus real beside real versus real). Safeguards as in pytorch-fid: if the matrix square root
+    is not finite, ``eps`` is added to both diagonals; an imaginary part from round-off is dropped
+    if small and is an error otherwise; a value below 0 by round-off is returned as 0.
+    """
+    a, b = _pair(features_a, features_b, ("features_a", "features_b"), min_rows=2)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    root = linalg.sqrtm(cov_a @ cov_b)
+    if not np.isfinite(root).all():
+        offset = eps * np.eye(len(cov_a))
+        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    if np.iscomplexobj(root):
+        imaginary = float(np.abs(np.diagonal(root).imag).max())
+        if imaginary > 1e-3 * max(1.0, abs(float(np.trace(root.real)))):
+            raise ValueError(
+                f"features_a, features_b: covariance product has a square root with imaginary part {imaginary:.3g}; "
+                "allowed: well-conditioned covariances (use more samples or fewer features)"
+            )
+        root = root.real
+    diff = a.mean(0) - b.mean(0)
+    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root)
+    return max(float(value), 0.0)
+
+
+def knn_precision_recall(real, fake, k: int = 3) -> PrecisionRecall:
+    """Improved precision and recall (Kynkäänniemi et al. 2019) on features (N, F).
+
+    Each sample of a set stands for a ball reaching its k-th nearest neighbour in that set.
+    Precision: the fraction of fake samples inside at least one real ball (fakes look real).
+    Recall: the fraction of real samples inside at least one fake ball (the fakes cover the real
+    variety). Known answers: identical sets give 1 and 1; sets farther apart than any ball give
+    0 and 0. Needs 1 <= k < the size of each set.
+    """
+    real, fake = _pair(real, fake, ("real", "fake"))
+    if not 1 <= k < min(len(real), len(fake)):
+        raise ValueError(f"k={k}; allowed: 1 <= k < min(len(real), len(fake)) = {min(len(real), len(fake))}")
+    radius_real = np.partition(_distances(real, real), k, axis=1)[:, k]  # column 0 is the sample itself
+    radius_fake = np.partition(_distances(fake, fake), k, axis=1)[:, k]
+    between = _distances(real, fake)
+    precision = (between <= radius_real[:, None]).any(axis=0).mean()
+    recall = (between <= radius_fake[None, :]).any(axis=1).mean()
+    return PrecisionRecall(float(precision), float(recall))
+
+
+# ---------------------------------------------------------------------------------------------
+# Maximum mean discrepancy
+
+
+def _kernel_matrix(z: np.ndarray, kernel: str, bandwidth: float | None) -> np.ndarray:
+    if kernel == "linear":
+        z = z - z.mean(0)  # MMD is unchanged by a shift; centring keeps round-off small
+        return z @ z.T
+    if kernel != "rbf":
+        raise ValueError(f"kernel={kernel!r}; allowed: 'rbf', 'linear'")
+    distances = _distances(z, z)
+    if bandwidth is None:
+        bandwidth = float(np.median(distances[np.triu_indices(len(z), 1)]))
+        if bandwidth <= 0:
+            raise ValueError("x, y: median distance between samples is 0 (most are duplicates); pass bandwidth > 0")
+    elif not bandwidth > 0:
+        raise ValueError(f"bandwidth={bandwidth}; allowed: > 0, or None for the median heuristic")
+    return np.exp(-(distances**2) / (2.0 * bandwidth**2))
+
+
+def _mmd2(kernel_matrix: np.ndarray, n: int) -> float:
+    """Unbiased MMD^2 from the kernel matrix of x (first n rows) stacked on y."""
+    kxx, kyy, kxy = kernel_matrix[:n, :n], kernel_matrix[n:, n:], kernel_matrix[:n, n:]
+    m = len(kernel_matrix) - n
+    within_x = (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    within_y = (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(within_x + within_y - 2.0 * kxy.mean())
+
+
+def mmd(x, y, kernel: str = "rbf", bandwidth: float | None = None) -> float:
+    """Unbiased estimate of the squared maximum mean discrepancy, MMD^2 (Gretton et al. 2012),
+    between samples x (N, F) and y (M, F); each needs >= 2 samples.
+
+    ``rbf``: Gaussian kernel ``exp(-|a - b|^2 / (2 bandwidth^2))``; bandwidth None takes the median
+    distance between all pooled samples (median heuristic). ``linear``: ``a . b``, whose MMD^2 is
+    ``|mean_x - mean_y|^2 - tr(cov_x) / N - tr(cov_y) / M`` exactly (a known answer).
+    Known answers: about 0 for samples of one distribution, larger the more they differ. Being
+    unbiased, it is slightly negative about half the time when the distributions are equal; for two
+    identical sets it is exactly ``-2 (1 - mean(K)) / (N - 1)``, K the kernel matrix of the set (and
+    ``-2 tr(cov) / N`` under ``linear``). It is not clipped at 0, so that averages stay unbiased.
+    """
+    x, y = _pair(x, y, ("x", "y"), min_rows=2)
+    return _mmd2(_kernel_matrix(np.concatenate([x, y]), kernel, bandwidth), len(x))
+
+
+def mmd_permutation_test(x, y, *, seed: int, permutations: int = 200, kernel: str = "rbf", bandwidth: float | None = None) -> MMDTest:
+    """MMD^2 of x and y with a permutation p-value: the share of random relabellings of the pooled
+    samples (seeded) whose MMD^2 is at least the observed one, as ``(1 + count) / (1 + permutations)``.
+    The bandwidth is fixed once from the pooled samples, which a relabelling does not change.
+    Small p: the two sets differ; p is about uniform on (0, 1] when they come from one distribution.
+    """
+    if permutations < 1:
+        raise ValueError(f"permutations={permutations}; allowed: >= 1")
+    x, y = _pair(x, y, ("x", "y"), min_rows=2)
+    matrix = _kernel_matrix(np.concatenate([x, y]), kernel, bandwidth)
+    observed = _mmd2(matrix, len(x))
+    rng = np.random.default_rng(seed)
+    count = 0
+    for _ in range(permutations):
+        order = rng.permutation(len(matrix))
+        count += _mmd2(matrix[np.ix_(order, order)], len(x)) >= observed
+    return MMDTest(observed, (1 + count) / (1 + permutations), permutations)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-scale structural similarity of 3D volumes
+
+
+def _volumes(x, name: str, data_range: float | None = None) -> torch.Tensor:
+    """(N, 1, D, H, W) float tensor; values checked to lie in [0, data_range] when given."""
+    x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    if x.ndim != 5 or x.shape[1] != 1:
+        raise ValueError(f"{name}: shape {tuple(x.shape)}; allowed: (N, 1, D, H, W)")
+    if not torch.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or infinite values; allowed: finite values only")
+    if data_range is not None and (x.min() < 0 or x.max() > data_range):
+        raise ValueError(f"{name}: values {float(x.min()):.3g}..{float(x.max()):.3g}; allowed: 0..{data_range} (data_range)")
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian filter over the three spatial axes, without padding ('valid')."""
+    k = len(window)
+    for axis in range(3):
+        shape = [1, 1, 1, 1, 1]
+        shape[2 + axis] = k
+        x = F.conv3d(x, window.view(shape))
+    return x
+
+
+def ms_ssim_3d(a, b, *, kernel_size: int = 7, sigma: float = 1.5, scales: int = 3, data_range: float = 1.0) -> torch.Tensor:
+    """MS-SSIM (Wang et al. 2003) of each pair ``a[i], b[i]`` of volumes (B, 1, D, H, W) in
+    [0, data_range]; returns (B,). 1 for identical volumes, lower the less alike: structure is
+    compared at ``scales`` resolutions, each halving the previous by 2x2x2 averaging.
+
+    The computation is MONAI's ``MultiScaleSSIMMetric`` (Gaussian window without padding;
+    contrast-structure terms at the finer scales and full SSIM at the coarsest, each clipped at 0;
+    Wang's weights), in float64. For small volumes the defaults differ from MONAI's 5 scales and
+    11-voxel window, which need 161 voxels per side: 3 scales with a 7-voxel window (sigma 1.5),
+    using Wang's first three weights renormalised to sum to 1. Each side must be at least
+    ``kernel_size * 2**(scales - 1)`` voxels (28 for the defaults), so 40x56x40 at 4 mm works, its
+    coarsest scale 10x14x10 voxels of 16 mm. Values compare only at equal settings and resolution.
+    """
+    if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
+        raise ValueError(f"scales={scales}; allowed: 1..{len(MS_SSIM_WEIGHTS)}")
+    if kernel_size < 1 or kernel_size % 2 == 0 or not sigma > 0:
+        raise ValueError(f"kernel_size={kernel_size}, sigma={sigma}; allowed: an odd kernel_size >= 1 and sigma > 0")
+    a, b = _volumes(a, "a", data_range).double(), _volumes(b, "b", data_range).double()
+    if a.shape != b.shape:
+        raise ValueError(f"b: shape {tuple(b.shape)}; allowed: the shape of a, {tuple(a.shape)}")
+    smallest = kernel_size * 2 ** (scales - 1)
+    if min(a.shape[2:]) < smallest:
+        raise ValueError(f"a, b: spatial shape {tuple(a.shape[2:])}; allowed: every side >= kernel_size * 2**(scales - 1) = {smallest}")
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], dtype=torch.float64)
+    weights = weights / weights.sum()
+    offsets = torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2
+    window = torch.exp(-((offsets / sigma) ** 2) / 2)
+    window = window / window.sum()
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    terms = []
+    for scale in range(scales):
+        mu_a, mu_b = _gaussian_blur(a, window), _gaussian_blur(b, window)
+        var_a = _gaussian_blur(a * a, window) - mu_a**2
+        var_b = _gaussian_blur(b * b, window) - mu_b**2
+        cov = _gaussian_blur(a * b, window) - mu_a * mu_b
+        contrast = (2 * cov + c2) / (var_a + var_b + c2)
+        if scale < scales - 1:
+            terms.append(contrast.flatten(1).mean(1).clamp(min=0))
+            a, b = F.avg_pool3d(a, 2), F.avg_pool3d(b, 2)
+        else:
+            luminance = (2 * mu_a * mu_b + c1) / (mu_a**2 + mu_b**2 + c1)
+            terms.append((luminance * contrast).flatten(1).mean(1).clamp(min=0))
+    return torch.prod(torch.stack(terms) ** weights[:, None], dim=0)
+
+
+def pairwise_ms_ssim(volumes, *, pairs: int = 100, seed: int, batch_size: int = 8, **settings) -> float:
+    """Mean MS-SSIM (``ms_ssim_3d``, with its keyword ``settings``) over ``pairs`` distinct pairs of
+    different volumes of one set (N, 1, D, H, W), drawn without replacement (seeded); all pairs
+    when there are fewer. Diversity: lower means more varied. A generator that collapses to one
+    volume scores 1; compare a synthetic set's value with a real set's of the same size.
+    """
+    volumes = _volumes(volumes, "volumes")
+    if len(volumes) < 2:
+        raise ValueError(f"volumes: {len(volumes)} volumes; allowed: >= 2")
+    if pairs < 1 or batch_size < 1:
+        raise ValueError(f"pairs={pairs}, batch_size={batch_size}; allowed: both >= 1")
+    first, second = np.triu_indices(len(volumes), 1)
+    chosen = np.random.default_rng(seed).choice(len(first), size=min(pairs, len(first)), replace=False)
+    values = []
+    for start in range(0, len(chosen), batch_size):
+        part = chosen[start : start + batch_size]
+        values.append(ms_ssim_3d(volumes[first[part]], volumes[second[part]], **settings))
+    return float(torch.cat(values).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifier two-sample test ("spot the fake")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95 % for the default z)."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"successes={successes}, n={n}; allowed: n >= 1 and 0 <= successes <= n")
+    p, z2 = successes / n, z * z
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    low = 0.0 if successes == 0 else max(centre - half, 0.0)  # exact at the ends, where round-off would miss 0 or 1
+    high = 1.0 if successes == n else min(centre + half, 1.0)
+    return float(low), float(high)
+
+
+def _small_cnn(channels: tuple[int, ...]) -> nn.Module:
+    """A few 3x3x3 convolutions, each followed by ReLU and 2x2x2 max pooling; global average
+    pooling; one logit (synthetic)."""
+    layers, previous = [], 1
+    for width in channels:
+        layers += [nn.Conv3d(previous, width, 3, padding=1), nn.ReLU(), nn.MaxPool3d(2, ceil_mode=True)]
+        previous = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool3d(1), nn.Flatten(), nn.Linear(previous, 1))
+
+
+def classifier_two_sample_test(
+    real,
+    fake,
+    *,
+    seed: int,
+    test_fraction: float = 0.5,
+    epochs: int = 20,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    channels: tuple[int, ...] = (8, 16, 32),
+    device: str | torch.device = "cpu",
+) -> TwoSampleTest:
+    """Spot the fake: a small 3D CNN (``_small_cnn``) learns to tell real from synthetic volumes
+    (N, 1, D, H, W) on one part of them and is scored on the rest (Lopez-Paz and Oquab 2017).
+
+    Both sets are cut to the smaller one's size (seeded), so that chance is exactly 0.5, and each is
+    split by ``test_fraction`` (seeded), so the test set is balanced. Returns the test accuracy, its
+    Wilson 95 % interval, n_test and n_train. Accuracy near 0.5 (interval including 0.5): the
+    classifier found no difference, which is evidence of realism only as strong as n_test and the
+    network allow; near 1: the synthetic volumes are easy to tell apart. Use real volumes that the
+    generator was not trained on where possible. Weight initialisation and batch order come from
+    ``seed``; the global random state is left as it was.
+    """
+    real, fake = _volumes(real, "real").float(), _volumes(fake, "fake").float()
+    if real.shape[1:] != fake.shape[1:]:
+        raise ValueError(f"fake: volume shape {tuple(fake.shape[1:])}; allowed: the shape of real's, {tuple(real.shape[1:])}")
+    if not 0 < test_fraction < 1 or epochs < 1 or batch_size < 1:
+        raise ValueError(
+            f"test_fraction={test_fraction}, epochs={epochs}, batch_size={batch_size}; "
+            "allowed: 0 < test_fraction < 1, epochs >= 1, batch_size >= 1"
+        )
+    rng = np.random.default_rng(seed)
+    n = min(len(real), len(fake))
+    n_test = int(round(n * test_fraction))
+    if not 1 <= n_test < n:
+        raise ValueError(
+            f"real, fake: {len(real)} and {len(fake)} volumes with test_fraction={test_fraction} leave {n_test} "
+            f"of {n} per class for testing; allowed: at least one per class for training and for testing"
+        )
+    train, test = [], []
+    for label, volumes in enumerate((real, fake)):
+        order = torch.as_tensor(rng.permutation(len(volumes))[:n])
+        test.append((volumes[order[:n_test]], torch.full((n_test,), float(label))))
+        train.append((volumes[order[n_test:]], torch.full((n - n_test,), float(label))))
+    x_train, y_train = (torch.cat(part).to(device) for part in zip(*train))
+    x_test, y_test = (torch.cat(part).to(device) for part in zip(*test))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = _small_cnn(tuple(channels)).to(device)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.as_tensor(rng.permutation(len(x_train)), device=device)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            loss = F.binary_cross_entropy_with_logits(model(x_train[batch])[:, 0], y_train[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        correct = int(((model(x_test)[:, 0] > 0).float() == y_test).sum())
+    low, high = wilson_interval(correct, len(y_test))
+    return TwoSampleTest(correct / len(y_test), low, high, len(y_test), len(y_train))
+
+
+# ---------------------------------------------------------------------------------------------
+# Memorisation
+
+
+def nearest_neighbour_distances(query, reference, *, exclude_self: bool = False) -> Neighbours:
+    """For each query sample, the L2 distance to its nearest reference sample and that sample's
+    index (samples flattened: raw volumes or features). ``exclude_self``: query and reference are
+    one set in one order, and each sample's match with itself is skipped. The nearest index is
+    found through one matrix product; its distance is then recomputed exactly, so a copy of a
+    reference sample is at distance 0.
+    """
+    query, reference = _pair(query, reference, ("query", "reference"))
+    distances = _distances(query, reference)
+    if exclude_self:
+        if len(query) != len(reference) or len(query) < 2:
+            raise ValueError(
+                f"query, reference: {len(query)} and {len(reference)} samples with exclude_self=True; "
+                "allowed: one set of >= 2 samples passed as both"
+            )
+        np.fill_diagonal(distances, np.inf)
+    nearest = distances.argmin(axis=1)
+    exact = np.sqrt(((query - reference[nearest]) ** 2).sum(axis=1))
+    return Neighbours(exact, nearest)
+
+
+def memorisation_report(synthetic, training, held_out_real) -> MemorisationReport:
+    """Distance of each synthetic sample to its nearest training sample, against the same for
+    held-out real samples, which the generator never saw. Flagged: synthetic samples closer to a
+    training sample than any held-out real sample is, i.e. nearer than real subjects ever are.
+
+    A copy of a training sample is at distance 0 and flagged. A generator whose samples are as
+    novel as new real subjects still has each one flagged with probability 1 / (H + 1) for H
+    held-out subjects (it is the closest of H + 1 exchangeable samples), so expect a few flags
+    with small H and look at the flagged volumes beside their nearest training subject.
+    """
+    synthetic, training = _pair(synthetic, training, ("synthetic", "training"))
+    held_out_real = _matrix(held_out_real, "held_out_real")
+    if held_out_real.shape[1] != training.shape[1]:
+        raise ValueError(f"held_out_real: {held_out_real.shape[1]} values per sample; allowed: the same as training ({training.shape[1]})")
+    ours = nearest_neighbour_distances(synthetic, training)
+    theirs = nearest_neighbour_distances(held_out_real, training).distances
+    floor = float(theirs.min())
+    return MemorisationReport(ours.distances, ours.indices, theirs, floor, np.flatnonzero(ours.distances < floor))
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditioning accuracy
+
+
+def _covariate(values, name: str) -> np.ndarray:
+    values = (values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)).astype(np.float64)
+    if values.ndim != 1 or len(values) < 3:
+        raise ValueError(f"{name}: shape {values.shape}; allowed: one value per sample, >= 3 samples")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name}: contains NaN or infinite values; allowed: finite values only")
+    if values.std() == 0:
+        raise ValueError(f"{name}: every value is {values[0]:g}; allowed: values that vary (Pearson r is undefined otherwise)")
+    return values
+
+
+def conditioning_accuracy(requested, measured) -> ConditioningAccuracy:
+    """How well a generated covariate follows the one asked for: Pearson r between requested and
+    measured values (one per sample), their mean absolute error and mean signed error (bias,
+    measured minus requested), in the covariate's units.
+
+    Known answers: measured == requested gives r = 1, MAE = 0; measured = requested + c gives
+    r = 1, MAE = |c|, bias = c; measured unrelated to requested (e.g. shuffled) gives r near 0,
+    within about 2 / sqrt(n). Needs >= 3 samples, and values that vary in both.
+    """
+    requested, measured = _covariate(requested, "requested"), _covariate(measured, "measured")
+    if len(requested) != len(measured):
+        raise ValueError(f"measured: {len(measured)} values; allowed: one per requested value ({len(requested)})")
+    r = float(np.corrcoef(requested, measured)[0, 1])
+    error = measured - requested
+    return ConditioningAccuracy(r, float(np.abs(error).mean()), float(error.mean()), len(requested))
