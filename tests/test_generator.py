@@ -407,6 +407,20 @@ def test_save_to_a_file_or_below_one_is_a_clear_error(generator, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
+def test_save_without_write_permission_is_a_clear_error(generator, tmp_path, monkeypatch):
+    import os
+
+    out = generator.generate(QUERY, seed=1)
+    read_only = str(tmp_path / "read-only")
+    os.mkdir(read_only)
+    real_access = os.access
+    # chmod does not stop root (as tests often run), so the permission answer is what is replaced here
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == read_only else real_access(path, mode))
+    with pytest.raises(ValueError, match=r"folder='.*read-only/synth/new': no permission to write in '.*read-only'"):
+        out.save(tmp_path / "read-only" / "synth" / "new")
+    assert list((tmp_path / "read-only").iterdir()) == []
+
+
 def test_provenance_records_model_hash_sampling_and_seed_per_subject(generator, tmp_path):
     import json
 
