@@ -152,3 +152,11 @@ def tiny_generator(*, distribution: bool = False, steps: int = 4):
         defaults={"steps": steps},
         distribution=density,
     )
+
+
+def load_benchmark(name: str, monkeypatch):
+    """Import ``benchmarks/<name>.py`` as a module (it imports its sibling ``_report``)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    return importlib.import_module(name)

@@ -1,17 +1,14 @@
-import importlib
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.helpers import load_benchmark
 
 
 @pytest.fixture
 def script(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling _report
-    return importlib.import_module("paper_scale_speed")
+    return load_benchmark("paper_scale_speed", monkeypatch)
 
 
 def test_paper_scale_speed_runs_in_tiny_mode_and_writes_its_table(script, tmp_path):

@@ -1,15 +1,12 @@
-import importlib
 import json
-from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+from tests.helpers import load_benchmark
 
 
 def test_throughput_benchmark_runs_in_tiny_mode_and_writes_its_report(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the script imports its sibling _report
-    benchmark = importlib.import_module("dataset_throughput")
+    benchmark = load_benchmark("dataset_throughput", monkeypatch)
     out = tmp_path / "throughput"
     summary = benchmark.main(["--tiny", "--n", "4", "--batch-size", "2", "--chunk-size", "2", "--out", str(out)])
     written = json.loads(out.with_suffix(".json").read_text())
