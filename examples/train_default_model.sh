@@ -11,13 +11,14 @@ RUNS=${2:-runs}
 
 synthbrain prepare --images "$DATA/t1" --labels "$DATA/seg" --table "$DATA/participants.csv" --out "$RUNS/ixi-2mm-rigid" --spacing 2
 synthbrain train autoencoder --prepared "$RUNS/ixi-2mm-rigid" --run "$RUNS/default/ae" --downsample 2 \
-    --channels 16,32,32 --latent-channels 3 --steps 3000 --batch-size 2 --lr 3e-4 --checkpoint-every 100 --seed 0
+    --channels 16,32,32 --latent-channels 3 --steps 3000 --batch-size 2 --lr 3e-4 --checkpoint-every 100 --seed 0 --mirror-latents
 synthbrain train diffusion --latents "$RUNS/default/ae/latents" --run "$RUNS/default/dm" \
-    --channels 32,64 --attention 0,1 --head-channels 32 --steps 4000 --batch-size 8 --lr 2e-4 --seed 0
+    --channels 32,64 --attention 0,1 --head-channels 32 --embed-condition --steps 10000 --batch-size 8 --lr 3e-4 \
+    --checkpoint-every 500 --seed 0
 rm -rf synthbrain/models/default.new
 cp -r "$RUNS/default/dm/generator" synthbrain/models/default.new
 cp synthbrain/models/default/README.md synthbrain/models/default.new/ 2>/dev/null || true
 rm -rf synthbrain/models/default && mv synthbrain/models/default.new synthbrain/models/default
 
 python benchmarks/generation_speed.py --model default --n 8
-python benchmarks/generator_quality.py --model default --real "$RUNS/ixi-2mm-rigid" --downsample 2 --n 64
+python benchmarks/generator_quality.py --model default --real "$RUNS/ixi-2mm-rigid" --downsample 2 --n 64 --compare-guidance 2,4
