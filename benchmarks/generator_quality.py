@@ -33,7 +33,7 @@ from _report import markdown_table  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
-from synthbrain.evaluation import VoxelSegmenter, dice_per_class  # noqa: E402
+from synthbrain.evaluation import VoxelSegmenter, dice_per_class, pairwise_ms_ssim  # noqa: E402
 from synthbrain.preprocessing.prepared import PreparedCohort  # noqa: E402
 from synthbrain.preprocessing.qc import montage  # noqa: E402
 
@@ -108,6 +108,24 @@ def main() -> None:
     _io.write_table(args.out.with_suffix(".tsv"), results)
 
     conditioning = _conditioning(results)
+    # Diversity: mean MS-SSIM over the same number of random pairs within each set (lower = more varied).
+    count = min(len(held), args.n)
+    diversity = pd.DataFrame(
+        [
+            {
+                "set": "real (held out)",
+                "volumes": count,
+                "mean pairwise MS-SSIM": pairwise_ms_ssim(
+                    np.stack([real_images[i] for i in held[:count]])[:, None], pairs=200, seed=args.seed
+                ),
+            },
+            {
+                "set": "synthetic",
+                "volumes": count,
+                "mean pairwise MS-SSIM": pairwise_ms_ssim(out.images[:count], pairs=200, seed=args.seed),
+            },
+        ]
+    )
     guidance = []
     for scale in args.compare_guidance:
         other = generator.generate(n=args.n, seed=args.seed, **{**sampling, "guidance_scale": scale})
@@ -136,6 +154,7 @@ def main() -> None:
         "seconds_per_volume_with_progress": seconds,
         "conditioning": conditioning.to_dict("records"),
         "label_faithfulness_median_dice": faithfulness.to_dict("records"),
+        "diversity": diversity.to_dict("records"),
         "reconstruction_median_dice_vs_real_labels": reconstruction_dice.to_dict(),
         "guidance_comparison": guidance.to_dict("records"),
         "figures": {k: v.name for k, v in figures.items()},
@@ -159,6 +178,8 @@ def main() -> None:
             + ", ".join(f"{c} {d:.3f}" for c, d in reconstruction_dice.items() if c != classes[0])
             + ".",
             f"![conditioning]({figures['scatter'].name})",
+            "## Diversity: mean MS-SSIM between random pairs of one set (3D, 3 scales; lower is more varied)",
+            markdown_table(diversity),
             *(["## Conditioning at other guidance scales (same seeds)", markdown_table(guidance)] if len(guidance) else []),
             "## Samples next to the real subjects whose covariates they were given",
             f"![montage]({figures['montage'].name})",
