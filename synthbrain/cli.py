@@ -310,6 +310,35 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
     return 0
 
 
+def _fractions(value: str) -> dict[str, float]:
+    try:
+        return {name: float(share) for name, share in _key_values(value.split(","), "--parts").items()}
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected NAME=FRACTION,... e.g. generator=0.4,pool=0.3,test=0.3") from err
+
+
+def _add_split(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "split",
+        help="split a prepared cohort into disjoint parts stratified by sex and age (e.g. generator / pool / test)",
+        description="Write one prepared-cohort folder per part (subjects linked, not copied) and split.tsv. Subjects "
+        "without sex or age go to the first part.",
+    )
+    p.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
+    p.add_argument("--out", type=Path, required=True, help="output folder: OUT/<part>/ and OUT/split.tsv")
+    p.add_argument("--parts", type=_fractions, default="generator=0.4,pool=0.3,test=0.3", help="NAME=FRACTION,... (sum 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_split)
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    from synthbrain.preprocessing.split import split_prepared
+
+    for name, folder in split_prepared(args.prepared, args.out, args.parts, seed=args.seed).items():
+        print(f"{name}: {len(list((folder / 'subjects').iterdir()))} subjects in {folder}")
+    return 0
+
+
 def _add_convert_monai(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert-monai",
@@ -338,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
+    _add_split(sub)
     _add_train(sub)
     _add_generate(sub)
     _add_convert_monai(sub)
