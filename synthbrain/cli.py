@@ -339,6 +339,55 @@ def _run_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="report realism, diversity, conditioning, label faithfulness and memorisation of a model against real data",
+        description="Generate N volumes and measure them against the prepared cohort the model was trained on, each number "
+        "beside its real-versus-real baseline; writes report.md, report.json, synthetic.tsv and PNG figures into --out. "
+        "Evaluator networks (segmenter, age and sex predictors) are trained on half of the real subjects, saved in "
+        "OUT/evaluators (or --evaluators) and reused.",
+    )
+    p.add_argument("--model", default="default", help="a folder written by save_pretrained, a Hub id (owner/name), or 'default'")
+    p.add_argument("--real", type=Path, required=True, help="the prepared cohort the model was trained on")
+    p.add_argument("--held-out", type=Path, default=None, help="a prepared cohort of subjects the model never saw (memorisation baseline)")
+    p.add_argument("-n", "--n", type=int, default=200, help="synthetic volumes (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluators", type=Path, default=None, help="folder of saved evaluators to reuse (default OUT/evaluators)")
+    p.add_argument("--segmenter-steps", type=int, default=400, help="training steps of the evaluator segmenter")
+    p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
+    p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--sampler", default=None)
+    p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--device", default=None, help="device of the generator: cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from synthbrain.evaluation.evaluate import evaluate
+    from synthbrain.evaluation.evaluators import EvaluatorSettings
+    from synthbrain.generator import BrainGenerator
+
+    generator = BrainGenerator.from_pretrained(args.model).to(args.device)
+    evaluate(
+        generator,
+        args.real,
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        held_out=args.held_out,
+        evaluators=args.evaluators,
+        settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, seed=args.seed),
+        feature_network=args.feature_network,
+        sampling={"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale},
+        c2st_epochs=args.c2st_epochs,
+    )
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
 def _add_convert_monai(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert-monai",
@@ -370,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_split(sub)
     _add_train(sub)
     _add_generate(sub)
+    _add_evaluate(sub)
     _add_convert_monai(sub)
     return parser
 

@@ -1,0 +1,203 @@
+"""Evaluator networks trained on real data only, which read generated volumes independently of
+the generator (and of its own label maps):
+
+- a segmenter (:class:`~synthbrain.evaluation.networks.UNet3d`) trained on real images against
+  their label maps (as class fractions per voxel, so that summed probabilities give volumes
+  without the partial-volume loss of an argmax at coarse resolution);
+- an age regressor: ridge regression on the segmenter's tissue fractions of the brain and its
+  brain volume (tissue proportions change with age);
+- a sex classifier: logistic regression on the image averaged to 16 mm blocks and on deepbet
+  features (:class:`~synthbrain.evaluation.features.FeatureExtractor`).
+
+:meth:`Evaluators.fit` also scores every one on held-out real subjects (their own accuracy,
+reported beside every measurement they make); :meth:`save` / :meth:`load` keep them in a folder
+(safetensors + JSON) with a fingerprint of the data and settings they were trained with, so a
+later evaluation reuses them only when that matches.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sklearn.linear_model import LogisticRegressionCV, RidgeCV
+from sklearn.metrics import roc_auc_score
+
+from synthbrain import _io
+from synthbrain.cohort.labels import LabelScheme
+from synthbrain.evaluation.networks import UNet3d, predict, train_network
+from synthbrain.evaluation.segmenter import dice_per_class
+
+SEX_CODES = ("F", "M")
+
+
+@dataclass(frozen=True)
+class EvaluatorSettings:
+    segmenter_channels: tuple[int, ...] = (8, 16, 32)
+    segmenter_steps: int = 400
+    segmenter_batch_size: int = 4
+    segmenter_lr: float = 2e-3
+    seed: int = 0
+
+
+class _Linear:
+    """Standardise, then a linear map (numpy), fitted with a cross-validated sklearn model."""
+
+    def __init__(self, mean, scale, coef, intercept):
+        self.mean, self.scale, self.coef, self.intercept = (np.asarray(v, np.float64) for v in (mean, scale, coef, intercept))
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, *, classify: bool) -> _Linear:
+        mean, scale = x.mean(0), x.std(0) + 1e-8
+        z = (x - mean) / scale
+        if classify:
+            folds = min(5, int(np.bincount(y).min())) if len(np.unique(y)) == 2 else 0
+            if folds < 2:
+                raise ValueError(f"sex: counts {np.bincount(y, minlength=2).tolist()} (F, M); allowed: >= 2 subjects of each sex")
+            with warnings.catch_warnings():  # sklearn 1.8 announces changes of defaults that do not affect this use
+                warnings.simplefilter("ignore", FutureWarning)
+                model = LogisticRegressionCV(Cs=np.logspace(-3, 2, 11), cv=folds, max_iter=5000).fit(z, y)
+        else:
+            model = RidgeCV(alphas=np.logspace(-2, 5, 15)).fit(z, y)
+        return cls(mean, scale, np.ravel(model.coef_), np.ravel(model.intercept_))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.intercept[0]
+
+    def tensors(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}.{k}": torch.from_numpy(np.atleast_1d(getattr(self, k)).copy()) for k in ("mean", "scale", "coef", "intercept")}
+
+
+class Evaluators:
+    def __init__(self, segmenter: UNet3d, age: _Linear, sex: _Linear, scheme: LabelScheme, voxel_mm3: float, extractor, info: dict):
+        self.segmenter, self.age, self.sex, self.scheme, self.voxel_mm3 = segmenter, age, sex, scheme, voxel_mm3
+        self.extractor, self.info = extractor, info
+
+    # -- reading volumes ---------------------------------------------------------------------
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, C, D, H, W) of images (N, 1, D, H, W)."""
+        return torch.softmax(predict(self.segmenter, images), 1)
+
+    def volume_of(self, probabilities: torch.Tensor, covariate: str) -> np.ndarray:
+        """mL of a coarse volume (e.g. ``ventricular_volume``): summed probabilities of its classes."""
+        members = [self.scheme.class_names.index(m) for m in self.scheme.coarse_volumes[covariate]]
+        return probabilities[:, members].sum((1, 2, 3, 4)).double().numpy() * self.voxel_mm3 / 1000.0
+
+    def _age_features(self, probabilities: torch.Tensor) -> np.ndarray:
+        volumes = probabilities[:, 1:].sum((2, 3, 4)).double().numpy()  # class 0 is background
+        brain = volumes.sum(1, keepdims=True)
+        return np.concatenate([volumes / brain, brain * self.voxel_mm3 / 1e6], 1)
+
+    def _sex_features(self, images: torch.Tensor) -> np.ndarray:
+        blocks = F.avg_pool3d(images, 4, ceil_mode=True).flatten(1).double().numpy()
+        return np.concatenate([blocks, self.extractor(images, self.info["spacing_mm"])], 1)
+
+    def measure(self, images: torch.Tensor) -> tuple[pd.DataFrame, torch.Tensor]:
+        """Per volume: ventricular and brain volume (mL), predicted age (years) and probability of
+        male sex; and the segmenter's class map (N, D, H, W), uint8."""
+        probabilities = self.segment(images)
+        table = pd.DataFrame(
+            {
+                "ventricular_volume": self.volume_of(probabilities, "ventricular_volume"),
+                "brain_volume": self.volume_of(probabilities, "brain_volume"),
+                "age": self.age(self._age_features(probabilities)),
+                "p_male": 1.0 / (1.0 + np.exp(-self.sex(self._sex_features(images)))),
+            }
+        )
+        return table, probabilities.argmax(1).to(torch.uint8)
+
+    # -- training and scoring on real data ---------------------------------------------------
+
+    @classmethod
+    def fit(
+        cls,
+        images: torch.Tensor,
+        fractions: torch.Tensor,
+        table: pd.DataFrame,
+        scheme: LabelScheme,
+        voxel_mm3: float,
+        spacing_mm: float,
+        extractor,
+        settings: EvaluatorSettings = EvaluatorSettings(),
+        *,
+        fingerprint: str = "",
+        progress: bool = True,
+    ) -> Evaluators:
+        """Train on real images (N, 1, ...), their label fractions (N, C, ...) and table (sex, age)."""
+        if not len(images) == len(fractions) == len(table):
+            raise ValueError(f"images, fractions, table: {len(images)}, {len(fractions)}, {len(table)} rows; allowed: the same number")
+        segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
+        losses = train_network(
+            segmenter,
+            images,
+            fractions,
+            F.cross_entropy,  # soft targets: cross-entropy against class fractions
+            steps=settings.segmenter_steps,
+            batch_size=settings.segmenter_batch_size,
+            lr=settings.segmenter_lr,
+            seed=settings.seed,
+            progress=progress,
+            desc="evaluator segmenter",
+        )
+        info = {
+            "settings": asdict(settings),
+            "fingerprint": fingerprint,
+            "spacing_mm": spacing_mm,
+            "final_loss": float(np.mean(losses[-20:])),
+        }
+        info["feature_network"] = extractor.name
+        evaluators = cls(segmenter, _Linear(0, 1, 0, [0]), _Linear(0, 1, 0, [0]), scheme, voxel_mm3, extractor, info)
+        probabilities = evaluators.segment(images)
+        evaluators.age = _Linear.fit(evaluators._age_features(probabilities), table["age"].to_numpy(float), classify=False)
+        sex = (table["sex"].to_numpy() == "M").astype(int)
+        evaluators.sex = _Linear.fit(evaluators._sex_features(images), sex, classify=True)
+        return evaluators
+
+    def score(self, images: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
+        """Accuracy on held-out real subjects: Dice per class against their label maps, and Pearson r
+        and MAE of volumes (against the table, measured at full resolution) and of age; sex accuracy
+        and AUC."""
+        measured, classes = self.measure(images)
+        truth = fractions.argmax(1).numpy()
+        dice = np.nanmedian([dice_per_class(t, c.numpy(), self.scheme.num_classes) for t, c in zip(truth, classes)], axis=0)
+        out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}
+        for name in ("ventricular_volume", "brain_volume", "age"):
+            true, got = table[name].to_numpy(float), measured[name].to_numpy()
+            out[name] = {"pearson_r": float(np.corrcoef(true, got)[0, 1]), "mae": float(np.abs(true - got).mean())}
+        male = table["sex"].to_numpy() == "M"
+        p = measured["p_male"].to_numpy()
+        out["sex"] = {"accuracy": float(((p > 0.5) == male).mean()), "auc": float(roc_auc_score(male, p))}
+        return out
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        tensors = {f"segmenter.{k}": v.contiguous() for k, v in self.segmenter.state_dict().items()}
+        tensors |= self.age.tensors("age") | self.sex.tensors("sex")
+        with _io.atomic_path(folder / "evaluators.safetensors") as tmp:
+            save_file(tensors, str(tmp))
+        _io.write_json(folder / "evaluators.json", {**self.info, "scheme": self.scheme.to_dict(), "voxel_mm3": self.voxel_mm3})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, extractor) -> Evaluators:
+        folder = Path(folder)
+        info = json.loads((folder / "evaluators.json").read_text())
+        tensors = load_file(str(folder / "evaluators.safetensors"))
+        scheme = LabelScheme.from_dict(info.pop("scheme"))
+        settings = EvaluatorSettings(**{**info["settings"], "segmenter_channels": tuple(info["settings"]["segmenter_channels"])})
+        segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
+        segmenter.load_state_dict({k.removeprefix("segmenter."): v for k, v in tensors.items() if k.startswith("segmenter.")})
+        linear = {
+            name: _Linear(*(tensors[f"{name}.{k}"].numpy() for k in ("mean", "scale", "coef", "intercept"))) for name in ("age", "sex")
+        }
+        return cls(segmenter.eval(), linear["age"], linear["sex"], scheme, info.pop("voxel_mm3"), extractor, info)

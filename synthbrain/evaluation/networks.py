@@ -1,0 +1,134 @@
+"""Small 3D networks trained from scratch, and one seeded training loop for all of them.
+
+They serve as evaluators (a segmenter trained on real labels only; the "spot the fake"
+classifier) and as the downstream benchmark's task networks (segmentation, sex, age).
+
+- :class:`UNet3d`: a two-level U-Net; logits per class.
+- :class:`Encoder3d`: convolution blocks, global average pooling and a linear head (one output
+  for a binary logit or a regression, more for classes).
+- :func:`train_network`: Adam on mini-batches drawn from in-memory tensors, a fixed number of
+  steps; every draw (initialisation, batch order, augmentation) comes from ``seed``, and the global
+  random state is left as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1),
+        nn.InstanceNorm3d(cout, affine=True),
+        nn.LeakyReLU(0.1),
+        nn.Conv3d(cout, cout, 3, padding=1),
+        nn.InstanceNorm3d(cout, affine=True),
+        nn.LeakyReLU(0.1),
+    )
+
+
+class UNet3d(nn.Module):
+    """Encoder of ``len(channels)`` levels (max pooling between), decoder with trilinear upsampling
+    and skip concatenation; any input size (skips are matched by interpolation)."""
+
+    def __init__(self, num_classes: int, channels: tuple[int, ...] = (16, 32, 64), in_channels: int = 1):
+        super().__init__()
+        if num_classes < 2 or len(channels) < 2:
+            raise ValueError(f"num_classes={num_classes}, channels={channels}; allowed: >= 2 classes and >= 2 levels")
+        self.down = nn.ModuleList([_block(c_in, c_out) for c_in, c_out in zip((in_channels, *channels[:-1]), channels)])
+        self.up = nn.ModuleList([_block(channels[i] + channels[i + 1], channels[i]) for i in range(len(channels) - 1)])
+        self.head = nn.Conv3d(channels[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x if i == 0 else F.max_pool3d(x, 2, ceil_mode=True))
+            skips.append(x)
+        x = skips.pop()
+        for block in reversed(self.up):
+            skip = skips.pop()
+            x = block(torch.cat([F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False), skip], 1))
+        return self.head(x)
+
+
+class Encoder3d(nn.Module):
+    """Convolution blocks with max pooling between, global average pooling, dropout, a linear head."""
+
+    def __init__(self, outputs: int = 1, channels: tuple[int, ...] = (8, 16, 32), in_channels: int = 1, dropout: float = 0.2):
+        super().__init__()
+        if outputs < 1 or not channels:
+            raise ValueError(f"outputs={outputs}, channels={channels}; allowed: >= 1 output and >= 1 level")
+        layers = []
+        for i, (c_in, c_out) in enumerate(zip((in_channels, *channels[:-1]), channels)):
+            layers += ([nn.MaxPool3d(2, ceil_mode=True)] if i else []) + [_block(c_in, c_out)]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool3d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels[-1], outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def train_network(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    steps: int,
+    seed: int,
+    batch_size: int = 4,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    augment: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+    desc: str = "train",
+) -> list[float]:
+    """Train ``model`` in place for ``steps`` Adam steps on (inputs[i], targets[i]) pairs, batches
+    drawn without replacement epoch by epoch. ``augment(input, target)`` transforms one pair (for
+    example a torchio pipeline); it may draw from torch's global generator, which is seeded here.
+    The weights are re-initialised from ``seed`` first, so the same call gives the same network.
+    Returns the loss of each step. The model is left in eval mode."""
+    if len(inputs) != len(targets) or len(inputs) < 1:
+        raise ValueError(f"inputs, targets: {len(inputs)} and {len(targets)} samples; allowed: the same number, >= 1")
+    if steps < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(f"steps={steps}, batch_size={batch_size}, lr={lr}; allowed: steps >= 1, batch_size >= 1, lr > 0")
+    rng = np.random.default_rng(seed)
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        model.to(device).train()
+        optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        order: list[int] = []
+        for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False):
+            if len(order) < batch_size:
+                order += rng.permutation(len(inputs)).tolist()
+            batch, order = order[:batch_size], order[batch_size:]
+            pairs = [(inputs[i], targets[i]) for i in batch]
+            if augment is not None:
+                pairs = [augment(x, y) for x, y in pairs]
+            x = torch.stack([p[0] for p in pairs]).to(device)
+            y = torch.stack([p[1] for p in pairs]).to(device)
+            loss = loss_fn(model(x), y)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 8, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Model outputs for every input, in batches, on the CPU."""
+    model.eval().to(device)
+    return torch.cat([model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)])
