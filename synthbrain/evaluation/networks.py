@@ -13,7 +13,7 @@ classifier) and as the downstream benchmark's task networks (segmentation, sex, 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -89,12 +89,16 @@ def train_network(
     device: str | torch.device = "cpu",
     progress: bool = False,
     desc: str = "train",
+    reset: bool = True,
+    batches: Iterator[list[int]] | None = None,
 ) -> list[float]:
     """Train ``model`` in place for ``steps`` Adam steps on (inputs[i], targets[i]) pairs, batches
     drawn without replacement epoch by epoch. ``augment(input, target)`` transforms one pair (for
     example a torchio pipeline); it may draw from torch's global generator, which is seeded here.
-    The weights are re-initialised from ``seed`` first, so the same call gives the same network.
-    Returns the loss of each step. The model is left in eval mode."""
+    The weights are re-initialised from ``seed`` first, so the same call gives the same network
+    (``reset=False`` continues from the current weights: fine-tuning). ``batches`` yields the
+    indices of each batch instead of the epoch-by-epoch shuffle (for example a fixed share of
+    synthetic subjects per batch). Returns the loss of each step. The model is left in eval mode."""
     if len(inputs) != len(targets) or len(inputs) < 1:
         raise ValueError(f"inputs, targets: {len(inputs)} and {len(targets)} samples; allowed: the same number, >= 1")
     if steps < 1 or batch_size < 1 or lr <= 0:
@@ -103,16 +107,19 @@ def train_network(
     losses = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for module in model.modules():
+        for module in model.modules() if reset else ():
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
         model.to(device).train()
         optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         order: list[int] = []
         for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress, leave=False):
-            if len(order) < batch_size:
-                order += rng.permutation(len(inputs)).tolist()
-            batch, order = order[:batch_size], order[batch_size:]
+            if batches is not None:
+                batch = next(batches)
+            else:
+                if len(order) < batch_size:
+                    order += rng.permutation(len(inputs)).tolist()
+                batch, order = order[:batch_size], order[batch_size:]
             pairs = [(inputs[i], targets[i]) for i in batch]
             if augment is not None:
                 pairs = [augment(x, y) for x, y in pairs]

@@ -1,0 +1,351 @@
+"""Does synthetic augmentation help? Real-only versus augmented training of small 3D networks.
+
+Protocol (issue 6). A prepared cohort is split once, stratified by sex and age, into three disjoint
+parts (``synthbrain split``): the generator's (the model compared here must be trained on that
+part only: ``benchmarks/train_split_generator.sh``), the downstream training pool and the test
+set. Three tasks, each a small network trained from scratch for the same number of steps in every
+arm: segmentation of the coarse classes (UNet; Dice per class), sex (CNN; AUC, accuracy), age
+(CNN; MAE in years). For each real-data size n (subjects drawn from the pool, half of each sex,
+seeded, the same subjects in every arm) and seed, the arms are:
+
+- ``real``: real subjects only, with standard torchio augmentation (affine, bias field, gamma,
+  noise; applied to every training volume in every arm);
+- ``real + synthetic 50%`` / ``80%``: that share of every batch is synthetic;
+- ``synthetic only``: no real subject (independent of n: run once per seed);
+- ``pretrain synthetic, fine-tune real``: the steps on synthetic volumes, then the steps on real;
+- ``real + generator part (upper reference)``: half of every batch from the generator part's
+  real subjects, data a user without that cohort could not have.
+
+Synthetic volumes (images, their label maps as segmentation targets, the requested sex and age as
+targets) are generated once, with covariates drawn from the model's training distribution.
+Each cell: mean over seeds with a 95 % t-interval; each augmented arm against ``real`` by a paired
+t-test over (n, seed) pairs of the same subjects. The test set is an argument, so the same
+networks can be scored on any other prepared cohort.
+
+    python benchmarks/downstream.py --model runs/downstream/dm/generator --split runs/downstream/split
+    python benchmarks/downstream.py --quick ...   # minutes on CPU: tiny networks, few steps, 2 sizes, 3 seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchio as tio  # noqa: E402
+from _report import markdown_table  # noqa: E402
+from scipy import stats  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from synthbrain import BrainGenerator, _io  # noqa: E402
+from synthbrain.evaluation.evaluate import load_cohort_on_grid  # noqa: E402
+from synthbrain.evaluation.networks import Encoder3d, UNet3d, predict, train_network  # noqa: E402
+from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
+
+TASKS = ("segmentation", "sex", "age")
+REAL, SYNTH_ONLY, PRETRAIN, UPPER = (
+    "real",
+    "synthetic only",
+    "pretrain synthetic, fine-tune real",
+    "real + generator part (upper reference)",
+)
+MIXED = {"real + synthetic 50%": 0.5, "real + synthetic 80%": 0.8}
+ARMS = (REAL, *MIXED, SYNTH_ONLY, PRETRAIN, UPPER)
+AGE_CENTRE, AGE_SCALE = 50.0, 20.0  # fixed target scaling for the age network (years)
+FULL = {"sizes": "5,10,20,all", "seeds": 3, "steps": 300, "synthetic": 200, "seg_channels": "8,16,32", "cnn_channels": "8,16,32,64"}
+QUICK = {"sizes": "4,all", "seeds": 3, "steps": 4, "synthetic": 8, "seg_channels": "4,8", "cnn_channels": "4,8"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="generator trained on the split's generator part only")
+    parser.add_argument("--split", type=Path, required=True, help="output of synthbrain split: SPLIT/{generator,pool,test}")
+    parser.add_argument("--test", type=Path, default=None, help="prepared cohort to score on (default SPLIT/test)")
+    parser.add_argument("--quick", action="store_true", help="tiny networks, few steps (a check that everything runs, not a result)")
+    parser.add_argument("--sizes", default=None, help="real training sizes, e.g. 5,10,20,all")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps per training run (batch 4)")
+    parser.add_argument("--synthetic", type=int, default=None, help="synthetic volumes generated once for every arm")
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/downstream"))
+    args = parser.parse_args(argv)
+    mode = QUICK if args.quick else FULL
+    settings = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in mode.items()}
+    tasks = args.tasks.split(",")
+    if set(tasks) - set(TASKS):
+        raise SystemExit(f"--tasks {args.tasks}: allowed {','.join(TASKS)}")
+    if settings["seeds"] < 1 or settings["steps"] < 1 or settings["synthetic"] < 4:
+        raise SystemExit(
+            f"--seeds {settings['seeds']}, --steps {settings['steps']}, --synthetic {settings['synthetic']}: allowed >= 1, >= 1, >= 4"
+        )
+
+    generator = BrainGenerator.from_pretrained(args.model)
+    grid = generator.image_grid
+    data = {
+        name: _load(args.split / name if name != "test" else (args.test or args.split / "test"), grid)
+        for name in ("generator", "pool", "test")
+    }
+    pool = data["pool"]
+    sizes = sorted({len(pool["table"]) if s == "all" else int(s) for s in str(settings["sizes"]).split(",")})
+    if sizes[0] < 2 or sizes[-1] > len(pool["table"]):
+        raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {len(pool['table'])} (the pool) or 'all'")
+    start = time.perf_counter()
+    synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
+    data["synthetic"] = {
+        "images": synthetic.images.float(),
+        "fractions": F.one_hot(synthetic.labels.long(), len(generator.label_classes)).movedim(-1, 1).float(),
+        "table": synthetic.covariates.reset_index(drop=True),
+    }
+    print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
+
+    rows = []
+    cells = [
+        (t, n, s, arm)
+        for t in tasks
+        for s in range(settings["seeds"])
+        for n in sizes
+        for arm in ARMS
+        if not (arm == SYNTH_ONLY and n != sizes[0])
+    ]
+    for task, n, seed, arm in tqdm(cells, desc="downstream", unit="run"):
+        chosen = _subset(pool["table"], n, seed)
+        model = _train(task, arm, chosen, data, settings, seed)
+        rows.append(
+            {
+                "task": task,
+                "n_real": 0 if arm == SYNTH_ONLY else n,
+                "seed": seed,
+                "arm": arm,
+                **_score(task, model, data["test"], generator.label_classes),
+            }
+        )
+    results = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    _io.write_table(args.out.with_suffix(".tsv"), results)
+    summary, tests = _summarise(results), _paired_tests(results)
+    figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
+    command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    _io.write_json(
+        args.out.with_suffix(".json"),
+        {
+            "command": command,
+            "settings": settings,
+            "sizes": sizes,
+            "split_sizes": {k: len(v["table"]) for k, v in data.items()},
+            "summary": summary.to_dict("records"),
+            "paired_tests": tests.to_dict("records"),
+        },
+    )
+    report = "\n\n".join(
+        [
+            "# Downstream benchmark: real-only versus augmented training" + (" (quick mode: a check, not a result)" if args.quick else ""),
+            f"Command: `{command}`. Split sizes: "
+            + ", ".join(f"{k} {len(v['table'])}" for k, v in data.items())
+            + f". {settings['steps']} steps of batch 4 per run; {settings['seeds']} seeds.",
+            "## Mean over seeds with 95 % confidence interval",
+            markdown_table(summary),
+            "## Paired t-tests against real-only (same subjects and seed)",
+            markdown_table(tests) if len(tests) else "(fewer than 2 pairs)",
+            f"![metric versus n]({figure.name})",
+        ]
+    )
+    _io.write_text(args.out.with_suffix(".md"), report + "\n")
+    print(report)
+
+
+def _load(path: Path, grid) -> dict:
+    cohort, images, fractions = load_cohort_on_grid(path, grid)
+    table = cohort.table.reset_index(drop=True)
+    keep = torch.from_numpy(table[["sex", "age"]].notna().all(axis=1).to_numpy().copy())
+    return {"images": images[keep], "fractions": fractions[keep], "table": table[keep].reset_index(drop=True)}
+
+
+def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
+    """n pool subjects, half of each sex (as near as the pool allows), seeded by (n, seed)."""
+    rng = np.random.default_rng([n, seed])
+    groups = [rng.permutation(np.flatnonzero(table["sex"].to_numpy() == s)).tolist() for s in ("F", "M")]
+    picks = []
+    for k in itertools.cycle((0, 1)):
+        if len(picks) == n:
+            return np.sort(picks)
+        if groups[k]:
+            picks.append(groups[k].pop())
+
+
+def _targets(task: str, part: dict) -> torch.Tensor:
+    if task == "segmentation":
+        return part["fractions"]
+    if task == "sex":
+        return torch.tensor((part["table"]["sex"].to_numpy() == "M").astype(np.float32))[:, None]
+    return torch.tensor(((part["table"]["age"].to_numpy(float) - AGE_CENTRE) / AGE_SCALE).astype(np.float32))[:, None]
+
+
+def _network(task: str, settings: dict, num_classes: int) -> torch.nn.Module:
+    if task == "segmentation":
+        return UNet3d(num_classes, tuple(int(c) for c in settings["seg_channels"].split(",")))
+    return Encoder3d(1, tuple(int(c) for c in settings["cnn_channels"].split(",")))
+
+
+LOSSES = {"segmentation": F.cross_entropy, "sex": F.binary_cross_entropy_with_logits, "age": F.smooth_l1_loss}
+
+
+def _augment(task: str):
+    """Standard torchio augmentation; for segmentation the class fractions move with the image."""
+    spatial = tio.RandomAffine(scales=0.05, degrees=5, translation=2)
+    intensity = tio.Compose([tio.RandomBiasField(coefficients=0.2), tio.RandomGamma(log_gamma=0.15), tio.RandomNoise(std=(0, 0.02))])
+
+    def augment(image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fields = {"image": tio.ScalarImage(tensor=image)}
+        if task == "segmentation":
+            fields["target"] = tio.ScalarImage(tensor=target)  # fractions: interpolated linearly, untouched by intensity changes
+        subject = spatial(tio.Subject(**fields))
+        subject["image"] = intensity(subject["image"])
+        out_image = subject["image"].data.clamp(0, 1)
+        return out_image, subject["target"].data if task == "segmentation" else target
+
+    return augment
+
+
+def _mixed_batches(num_real: int, num_other: int, fraction: float, seed: int, batch_size: int = 4):
+    """Batches of indices into real (0..num_real-1) followed by others; round(fraction * batch)
+    of each batch from the others; both visited in seeded shuffled passes."""
+    rng = np.random.default_rng(seed)
+    k = int(round(fraction * batch_size))
+    real, other = [], []
+    while True:
+        if len(real) < batch_size - k:
+            real += rng.permutation(num_real).tolist()
+        if len(other) < k:
+            other += (num_real + rng.permutation(num_other)).tolist()
+        yield real[: batch_size - k] + other[:k]
+        real, other = real[batch_size - k :], other[k:]
+
+
+def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, seed: int) -> torch.nn.Module:
+    real = {
+        "images": data["pool"]["images"][chosen],
+        "table": data["pool"]["table"].iloc[chosen].reset_index(drop=True),
+        "fractions": data["pool"]["fractions"][chosen],
+    }
+    model = _network(task, settings, data["pool"]["fractions"].shape[1])
+    common = {"steps": settings["steps"], "seed": seed, "batch_size": 4, "augment": _augment(task)}
+    loss = LOSSES[task]
+    if arm in (SYNTH_ONLY, PRETRAIN):
+        source = data["synthetic"]
+        train_network(model, source["images"], _targets(task, source), loss, **common)
+        if arm == SYNTH_ONLY:
+            return model
+    if arm in (REAL, PRETRAIN):
+        train_network(model, real["images"], _targets(task, real), loss, reset=arm == REAL, **common)
+        return model
+    other, fraction = (data["generator"], 0.5) if arm == UPPER else (data["synthetic"], MIXED[arm])
+    images = torch.cat([real["images"], other["images"]])
+    targets = torch.cat([_targets(task, real), _targets(task, other)])
+    train_network(model, images, targets, loss, batches=_mixed_batches(len(chosen), len(other["images"]), fraction, seed), **common)
+    return model
+
+
+def _score(task: str, model: torch.nn.Module, test: dict, classes) -> dict:
+    out = predict(model, test["images"])
+    if task == "segmentation":
+        truth = test["fractions"].argmax(1).numpy()
+        dice = np.nanmean([dice_per_class(t, p, len(classes)) for t, p in zip(truth, out.argmax(1).numpy())], axis=0)
+        return {
+            "metric": "mean Dice (foreground)",
+            "value": float(np.nanmean(dice[1:])),
+            **{f"dice_{c}": float(d) for c, d in zip(classes[1:], dice[1:])},
+        }
+    if task == "sex":
+        male = test["table"]["sex"].to_numpy() == "M"
+        p = torch.sigmoid(out[:, 0]).numpy()
+        return {"metric": "AUC", "value": float(roc_auc_score(male, p)), "accuracy": float(((p > 0.5) == male).mean())}
+    age = out[:, 0].numpy() * AGE_SCALE + AGE_CENTRE
+    return {"metric": "MAE (years)", "value": float(np.abs(age - test["table"]["age"].to_numpy(float)).mean())}
+
+
+def _summarise(results: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (task, metric, arm, n), part in results.groupby(["task", "metric", "arm", "n_real"], sort=False):
+        values = part["value"].to_numpy()
+        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
+        rows.append(
+            {
+                "task": task,
+                "metric": metric,
+                "arm": arm,
+                "n_real": int(n),
+                "seeds": len(values),
+                "mean": float(values.mean()),
+                "ci95_low": float(values.mean() - half),
+                "ci95_high": float(values.mean() + half),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _paired_tests(results: pd.DataFrame) -> pd.DataFrame:
+    """Each arm against real-only over the (n, seed) pairs they share (the same real subjects)."""
+    rows = []
+    for task, part in results.groupby("task", sort=False):
+        base = part[part["arm"] == REAL].set_index(["n_real", "seed"])["value"]
+        for arm in [a for a in ARMS if a not in (REAL, SYNTH_ONLY)]:
+            other = part[part["arm"] == arm].set_index(["n_real", "seed"])["value"]
+            joined = pd.concat([base, other], axis=1, keys=["real", "arm"]).dropna()
+            if len(joined) >= 2:
+                diff = joined["arm"] - joined["real"]
+                p = float(stats.ttest_rel(joined["arm"], joined["real"]).pvalue) if diff.std() > 0 else float("nan")
+                rows.append(
+                    {
+                        "task": task,
+                        "metric": part["metric"].iat[0],
+                        "arm": arm,
+                        "pairs": len(joined),
+                        "mean difference (arm - real)": float(diff.mean()),
+                        "p (paired t)": p,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def _plot(path: Path, summary: pd.DataFrame, sizes: list[int]) -> Path:
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), dpi=100, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        part = summary[summary["task"] == task]
+        for arm in ARMS:
+            rows = part[part["arm"] == arm].sort_values("n_real")
+            if arm == SYNTH_ONLY and len(rows):
+                ax.axhline(rows["mean"].iat[0], color="grey", ls=":", label=arm)
+                continue
+            ax.errorbar(
+                rows["n_real"],
+                rows["mean"],
+                yerr=[rows["mean"] - rows["ci95_low"], rows["ci95_high"] - rows["mean"]],
+                marker="o",
+                capsize=3,
+                label=arm,
+            )
+        ax.set_xscale("log")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.set_xlabel("real training subjects (n)")
+        ax.set_ylabel(part["metric"].iat[0])
+        ax.set_title(task)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    _io.save_figure(path, fig)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    main()
