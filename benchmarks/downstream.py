@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
 def _load(path: Path, grid) -> dict:
     cohort, images, fractions = load_cohort_on_grid(path, grid)
     table = cohort.table.reset_index(drop=True)
-    keep = torch.from_numpy(table[["sex", "age"]].notna().all(axis=1).to_numpy().copy())
-    return {"images": images[keep], "fractions": fractions[keep], "table": table[keep].reset_index(drop=True)}
+    keep = np.flatnonzero(table[["sex", "age"]].notna().all(axis=1).to_numpy())
+    index = torch.as_tensor(keep)
+    return {"images": images[index], "fractions": fractions[index], "table": table.iloc[keep].reset_index(drop=True)}
 
 
 def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
