@@ -29,7 +29,9 @@ networks can be scored on any other prepared cohort.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
+import json
 import time
 from pathlib import Path
 
@@ -49,7 +51,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
 from synthbrain.evaluation.evaluate import load_cohort_on_grid  # noqa: E402
-from synthbrain.evaluation.networks import Encoder3d, UNet3d, predict, train_network  # noqa: E402
+from synthbrain.evaluation.networks import Encoder3d, UNet3d, dice_cross_entropy, predict, train_network  # noqa: E402
 from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
 
 TASKS = ("segmentation", "sex", "age")
@@ -108,7 +110,6 @@ def main(argv: list[str] | None = None) -> None:
     }
     print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
 
-    rows = []
     cells = [
         (t, n, s, arm)
         for t in tasks
@@ -117,20 +118,29 @@ def main(argv: list[str] | None = None) -> None:
         for arm in ARMS
         if not (arm == SYNTH_ONLY and n != sizes[0])
     ]
-    for task, n, seed, arm in tqdm(cells, desc="downstream", unit="run"):
+    # Resumable: every finished run is in OUT.runs.tsv (rewritten atomically), tagged with the configuration;
+    # a restart with the same configuration skips those runs, another configuration starts afresh.
+    config = hashlib.sha256(json.dumps([settings, str(args.model), str(args.split), str(args.test)], sort_keys=True).encode()).hexdigest()[
+        :12
+    ]
+    runs_file = args.out.with_name(args.out.name + ".runs.tsv")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if runs_file.is_file():
+        previous = pd.read_csv(runs_file, sep="\t", na_values=["n/a"])
+        rows = previous[previous["config"] == config].to_dict("records")
+    done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
+    todo = [c for c in cells if c not in done]
+    print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({runs_file})")
+    for task, n, seed, arm in tqdm(todo, desc="downstream", unit="run"):
         chosen = _subset(pool["table"], n, seed)
         model = _train(task, arm, chosen, data, settings, seed)
+        score = _score(task, model, data["test"], generator.label_classes)
         rows.append(
-            {
-                "task": task,
-                "n_real": 0 if arm == SYNTH_ONLY else n,
-                "seed": seed,
-                "arm": arm,
-                **_score(task, model, data["test"], generator.label_classes),
-            }
+            {"config": config, "task": task, "cell_n": n, "n_real": 0 if arm == SYNTH_ONLY else n, "seed": seed, "arm": arm, **score}
         )
-    results = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+        _io.write_table(runs_file, pd.DataFrame(rows))
+    results = pd.DataFrame(rows).drop(columns=["config", "cell_n"])
     _io.write_table(args.out.with_suffix(".tsv"), results)
     summary, tests = _summarise(results), _paired_tests(results)
     figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
@@ -197,7 +207,7 @@ def _network(task: str, settings: dict, num_classes: int) -> torch.nn.Module:
     return Encoder3d(1, tuple(int(c) for c in settings["cnn_channels"].split(",")))
 
 
-LOSSES = {"segmentation": F.cross_entropy, "sex": F.binary_cross_entropy_with_logits, "age": F.smooth_l1_loss}
+LOSSES = {"segmentation": dice_cross_entropy, "sex": F.binary_cross_entropy_with_logits, "age": F.smooth_l1_loss}
 
 
 def _augment(task: str):

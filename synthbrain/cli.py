@@ -354,7 +354,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--n", type=int, default=200, help="synthetic volumes (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--evaluators", type=Path, default=None, help="folder of saved evaluators to reuse (default OUT/evaluators)")
-    p.add_argument("--segmenter-steps", type=int, default=400, help="training steps of the evaluator segmenter")
+    p.add_argument("--segmenter-steps", type=int, default=800, help="training steps of the evaluator segmenter")
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
     p.add_argument("--steps", type=int, default=None)

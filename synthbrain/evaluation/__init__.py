@@ -14,6 +14,7 @@ from synthbrain.evaluation.metrics import (
     mmd_permutation_test,
     ms_ssim_3d,
     nearest_neighbour_distances,
+    nearest_neighbour_ratio,
     pairwise_ms_ssim,
     wilson_interval,
 )
@@ -31,6 +32,8 @@ __all__ = [
     "mmd_permutation_test",
     "ms_ssim_3d",
     "nearest_neighbour_distances",
+    "nearest_neighbour_ratio",
+    "nearest_neighbour_ratio",
     "pairwise_ms_ssim",
     "wilson_interval",
 ]

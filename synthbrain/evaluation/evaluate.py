@@ -35,6 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
 from synthbrain.evaluation.evaluators import Evaluators, EvaluatorSettings  # noqa: E402
@@ -46,6 +47,7 @@ from synthbrain.evaluation.metrics import (  # noqa: E402
     knn_precision_recall,
     mmd_permutation_test,
     nearest_neighbour_distances,
+    nearest_neighbour_ratio,
     pairwise_ms_ssim,
 )
 from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
@@ -258,10 +260,20 @@ def _conditioning(requested, measured, own, real_table, real_measured) -> pd.Dat
             want, got = want.to_numpy(float), got.to_numpy(float)
             if want.std() > 0 and got.std() > 0:
                 acc = conditioning_accuracy(want, got)
-                r, mae, bias = acc.pearson_r, acc.mae, acc.bias
-            else:  # Pearson r is undefined for a constant; MAE and bias are not
-                r, mae, bias = np.nan, float(np.abs(got - want).mean()), float((got - want).mean())
-            rows.append({"covariate": name, "requested vs measured by": source, "n": len(want), "Pearson r": r, "MAE": mae, "bias": bias})
+                r, rho, mae, bias = acc.pearson_r, float(stats.spearmanr(want, got)[0]), acc.mae, acc.bias
+            else:  # correlation is undefined for a constant; MAE and bias are not
+                r, rho, mae, bias = np.nan, np.nan, float(np.abs(got - want).mean()), float((got - want).mean())
+            rows.append(
+                {
+                    "covariate": name,
+                    "requested vs measured by": source,
+                    "n": len(want),
+                    "Pearson r": r,
+                    "Spearman r": rho,
+                    "MAE": mae,
+                    "bias": bias,
+                }
+            )
     for source, want, p in (
         ("synthetic, independent evaluator", requested["sex"], measured["p_male"]),
         ("real (B), independent evaluator", real_table["sex"], real_measured["p_male"]),
@@ -282,17 +294,23 @@ def _conditioning(requested, measured, own, real_table, real_measured) -> pd.Dat
 
 
 def _memorisation(synthetic: torch.Tensor, training: torch.Tensor, held_out, grid) -> dict:
-    """L2 distances between volumes (intensities in [0, 1], the model grid)."""
-    flat_training = training.flatten(1).numpy()
-    ours = nearest_neighbour_distances(synthetic.flatten(1).numpy(), flat_training)
+    """L2 distances between volumes (intensities in [0, 1], the model grid), and the ratio of the
+    nearest to the second-nearest training subject's distance (0 for a copy)."""
+    flat_training, flat_synthetic = training.flatten(1).numpy(), synthetic.flatten(1).numpy()
+    ours = nearest_neighbour_distances(flat_synthetic, flat_training)
+    ratio = nearest_neighbour_ratio(flat_synthetic, flat_training)
     if held_out is not None:
         _, held_images, _ = load_cohort_on_grid(held_out, grid)
-        theirs, baseline = nearest_neighbour_distances(held_images.flatten(1).numpy(), flat_training).distances, "held-out real subjects"
+        flat_held = held_images.flatten(1).numpy()
+        theirs, their_ratio = (
+            nearest_neighbour_distances(flat_held, flat_training).distances,
+            nearest_neighbour_ratio(flat_held, flat_training),
+        )
+        baseline = "held-out real subjects"
     else:
         theirs = nearest_neighbour_distances(flat_training, flat_training, exclude_self=True).distances
+        their_ratio = nearest_neighbour_ratio(flat_training, flat_training, exclude_self=True)
         baseline = "each training subject's nearest other training subject (no held-out cohort given)"
-    floor = float(theirs.min())
-    flagged = np.flatnonzero(ours.distances < floor)
     return {
         "baseline": baseline,
         "synthetic_distances": ours.distances,
@@ -301,8 +319,13 @@ def _memorisation(synthetic: torch.Tensor, training: torch.Tensor, held_out, gri
         "synthetic_median": float(np.median(ours.distances)),
         "synthetic_min": float(ours.distances.min()),
         "real_median": float(np.median(theirs)),
-        "real_min": floor,
-        "flagged": flagged.tolist(),
+        "real_min": float(theirs.min()),
+        "flagged": np.flatnonzero(ours.distances < theirs.min()).tolist(),
+        "ratio_synthetic_median": float(np.median(ratio)),
+        "ratio_synthetic_min": float(ratio.min()),
+        "ratio_real_median": float(np.median(their_ratio)),
+        "ratio_real_min": float(their_ratio.min()),
+        "ratio_flagged": np.flatnonzero(ratio < their_ratio.min()).tolist(),
     }
 
 
@@ -350,12 +373,16 @@ def _markdown(summary, realism, c2st, diversity, conditioning, faithfulness, acc
                 "## Label faithfulness: median Dice, generated label map vs independent segmentation of the generated image",
                 md(faithfulness),
                 "Real row: B's label maps against the independent segmentation of B's images.",
-                "## Memorisation: L2 distance of each volume to its nearest training subject",
-                f"Synthetic: median {memorisation['synthetic_median']:.2f}, minimum {memorisation['synthetic_min']:.2f}. "
-                f"Real baseline ({memorisation['baseline']}): median {memorisation['real_median']:.2f}, minimum "
-                f"{memorisation['real_min']:.2f}. Synthetic volumes closer to a training subject than any real subject is: "
-                + (f"{len(flagged)} ({', '.join(map(str, flagged[:20]))}{', ...' if len(flagged) > 20 else ''})" if flagged else "none")
-                + ".",
+                "## Memorisation: distance of each volume to its nearest training subject",
+                f"L2 distance (intensities in [0, 1]). Synthetic: median {memorisation['synthetic_median']:.2f}, minimum "
+                f"{memorisation['synthetic_min']:.2f}. Real baseline ({memorisation['baseline']}): median "
+                f"{memorisation['real_median']:.2f}, minimum {memorisation['real_min']:.2f}. Synthetic volumes closer to a training "
+                f"subject than any real subject is: {_listing(flagged)}. Smooth, average-looking volumes are near every subject, so "
+                "raw distance flags them without any copying; the ratio of the nearest to the second-nearest training subject's "
+                "distance does not (a copy gives 0, a volume no nearer to one subject than to the next gives about 1). Ratio: "
+                f"synthetic median {memorisation['ratio_synthetic_median']:.3f}, minimum {memorisation['ratio_synthetic_min']:.3f}; "
+                f"real median {memorisation['ratio_real_median']:.3f}, minimum {memorisation['ratio_real_min']:.3f}. Synthetic "
+                f"volumes with a ratio below every real subject's: {_listing(memorisation['ratio_flagged'])}.",
                 "![nearest neighbours](nearest-neighbours.png)",
                 "## Samples and intensities",
                 "![montage](montage.png)",
@@ -372,6 +399,12 @@ def _markdown(summary, realism, c2st, diversity, conditioning, faithfulness, acc
         )
         + "\n"
     )
+
+
+def _listing(indices: list[int]) -> str:
+    if not indices:
+        return "none"
+    return f"{len(indices)} ({', '.join(map(str, indices[:20]))}{', ...' if len(indices) > 20 else ''})"
 
 
 def _montage(path: Path, images, labels, covariates, num_classes: int, rows: int = 6) -> Path:

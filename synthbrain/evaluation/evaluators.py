@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 
 from synthbrain import _io
 from synthbrain.cohort.labels import LabelScheme
-from synthbrain.evaluation.networks import UNet3d, predict, train_network
+from synthbrain.evaluation.networks import UNet3d, dice_cross_entropy, predict, train_network
 from synthbrain.evaluation.segmenter import dice_per_class
 
 SEX_CODES = ("F", "M")
@@ -41,7 +41,8 @@ SEX_CODES = ("F", "M")
 @dataclass(frozen=True)
 class EvaluatorSettings:
     segmenter_channels: tuple[int, ...] = (8, 16, 32)
-    segmenter_steps: int = 400
+    segmenter_steps: int = 800
+    segmenter_loss: str = "cross-entropy + soft Dice"
     segmenter_batch_size: int = 4
     segmenter_lr: float = 2e-3
     seed: int = 0
@@ -139,7 +140,7 @@ class Evaluators:
             segmenter,
             images,
             fractions,
-            F.cross_entropy,  # soft targets: cross-entropy against class fractions
+            dice_cross_entropy,  # soft targets: class fractions
             steps=settings.segmenter_steps,
             batch_size=settings.segmenter_batch_size,
             lr=settings.segmenter_lr,

@@ -429,6 +429,24 @@ def nearest_neighbour_distances(query, reference, *, exclude_self: bool = False)
     return Neighbours(exact, nearest)
 
 
+def nearest_neighbour_ratio(query, reference, *, exclude_self: bool = False) -> np.ndarray:
+    """For each query sample, the distance to its nearest reference sample divided by the distance
+    to its second nearest (the data-copying test of Meehan et al. 2020 in its simplest form). A
+    copy of one reference sample gives 0; a sample no nearer to one reference than to the next
+    gives values near 1. Unlike raw distances it does not reward smooth, average-looking samples,
+    which are close to everything. ``exclude_self`` as in :func:`nearest_neighbour_distances`."""
+    query, reference = _pair(query, reference, ("query", "reference"))
+    if len(reference) < 2 + exclude_self:
+        raise ValueError(f"reference: {len(reference)} samples; allowed: >= {2 + exclude_self}")
+    distances = _distances(query, reference)
+    if exclude_self:
+        if len(query) != len(reference):
+            raise ValueError(f"query, reference: {len(query)} and {len(reference)} samples with exclude_self=True; allowed: one set")
+        np.fill_diagonal(distances, np.inf)
+    two = np.sort(distances, axis=1)[:, :2]
+    return two[:, 0] / np.maximum(two[:, 1], 1e-12)
+
+
 def memorisation_report(synthetic, training, held_out_real) -> MemorisationReport:
     """Distance of each synthetic sample to its nearest training sample, against the same for
     held-out real samples, which the generator never saw. Flagged: synthetic samples closer to a

@@ -74,6 +74,20 @@ class Encoder3d(nn.Module):
         return self.head(self.features(x))
 
 
+def dice_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Segmentation loss: cross-entropy against class fractions (or indices) plus one minus the
+    mean soft Dice over classes present in the batch (as nnU-Net), which keeps small classes such
+    as the ventricles from being traded for the large ones."""
+    if target.dtype == torch.long:
+        target = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
+    probabilities = torch.softmax(logits, 1)
+    dims = (0, *range(2, logits.ndim))
+    overlap, total = (probabilities * target).sum(dims), (probabilities + target).sum(dims)
+    present = target.sum(dims) > 0
+    dice = (2 * overlap + 1e-5) / (total + 1e-5)
+    return F.cross_entropy(logits, target) + 1 - dice[present].mean()
+
+
 def train_network(
     model: nn.Module,
     inputs: torch.Tensor,

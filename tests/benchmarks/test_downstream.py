@@ -13,7 +13,7 @@ def script(monkeypatch):
     return load_benchmark("downstream", monkeypatch)
 
 
-def test_downstream_quick_mode_runs_every_task_and_arm(script, tmp_path):
+def test_downstream_quick_mode_runs_every_task_and_arm(script, tmp_path, monkeypatch):
     split = tmp_path / "split"
     split_prepared(make_prepared(tmp_path / "cohort", n=18), split, {"generator": 0.34, "pool": 0.33, "test": 0.33}, seed=0)
     model = tiny_generator(distribution=True).save_pretrained(tmp_path / "model")
@@ -40,6 +40,17 @@ def test_downstream_quick_mode_runs_every_task_and_arm(script, tmp_path):
     report = out.with_suffix(".md").read_text()
     assert "quick mode" in report and "](downstream.png)" in report
     assert out.with_suffix(".png").stat().st_size > 0
+
+    # interrupted after some runs: a restart does only the missing ones and gives the same results
+    runs = out.with_name("downstream.runs.tsv")
+    pd.read_csv(runs, sep="\t").iloc[:-5].to_csv(runs, sep="\t", index=False)
+    trained = []
+    original = script._train
+    monkeypatch.setattr(script, "_train", lambda *a, **k: trained.append(a[:2]) or original(*a, **k))
+    script.main(["--model", str(model), "--split", str(split), "--quick", "--out", str(out)])
+    assert len(trained) == 5
+    again = pd.read_csv(out.with_suffix(".tsv"), sep="\t")
+    pd.testing.assert_frame_equal(again, results)
 
 
 def test_subsets_are_balanced_seeded_and_nested_in_the_pool(script):

@@ -74,8 +74,8 @@ def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, 
     # a second run finds the saved evaluators and does not train them again
     monkeypatch.setattr(Evaluators, "fit", classmethod(lambda *a, **k: pytest.fail("evaluators retrained")))
     again = evaluate(generator, cohort, out, n=8, settings=TINY, c2st_epochs=1, progress=False)
-    assert again["evaluators"]["accuracy_on_B"] == summary["evaluators"]["accuracy_on_B"]
-    assert again["realism"] == summary["realism"]  # same seed, same report
+    same = [json.dumps(x[k], sort_keys=True) for x in (again, summary) for k in ("evaluators", "realism", "conditioning")]
+    assert same[:3] == same[3:]  # same seed, same report (compared as JSON: NaN equals NaN there)
 
 
 def test_memorisation_baseline_uses_a_held_out_cohort_when_given(cohort, tmp_path):

@@ -310,3 +310,15 @@ def test_conditioning_accuracy_rejects_bad_input():
         conditioning_accuracy([1, 2], [1, 2])
     with pytest.raises(ValueError, match="requested: contains NaN"):
         conditioning_accuracy([1, np.nan, 3], [1, 2, 3])
+
+
+def test_nearest_neighbour_ratio_known_answers():
+    from synthbrain.evaluation import nearest_neighbour_ratio
+
+    reference = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    ratio = nearest_neighbour_ratio(np.array([[0.0, 0.0], [5.0, 0.0], [1.0, 0.0]]), reference)
+    np.testing.assert_allclose(ratio, [0.0, 1.0, 1.0 / 9.0])
+    loo = nearest_neighbour_ratio(reference, reference, exclude_self=True)
+    np.testing.assert_allclose(loo, [1.0, 10.0 / np.sqrt(200.0), 10.0 / np.sqrt(200.0)])
+    with pytest.raises(ValueError, match="reference: 1 samples"):
+        nearest_neighbour_ratio(reference, reference[:1])
