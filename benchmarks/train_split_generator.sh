@@ -11,5 +11,5 @@ synthbrain split --prepared "$PREPARED" --out "$OUT/split" --parts generator=0.4
 synthbrain train autoencoder --prepared "$OUT/split/generator" --run "$OUT/ae" --downsample 2 \
     --channels 16,32,32 --latent-channels 3 --steps 2000 --batch-size 2 --lr 3e-4 --checkpoint-every 100 --seed 0 --mirror-latents
 synthbrain train diffusion --latents "$OUT/ae/latents" --run "$OUT/dm" \
-    --channels 32,64 --attention 0,1 --head-channels 32 --embed-condition --steps 6000 --batch-size 8 --lr 3e-4 \
+    --channels 32,64 --attention 0,1 --head-channels 32 --embed-condition --steps 4000 --batch-size 8 --lr 3e-4 \
     --checkpoint-every 500 --seed 0
