@@ -76,6 +76,19 @@ class _Linear:
         return {f"{prefix}.{k}": torch.from_numpy(np.atleast_1d(getattr(self, k)).copy()) for k in ("mean", "scale", "coef", "intercept")}
 
 
+def _age_features(probabilities: torch.Tensor, voxel_mm3: float) -> np.ndarray:
+    """Each class's share of the brain (class 0, background, left out) and the brain volume in L."""
+    volumes = probabilities[:, 1:].sum((2, 3, 4)).double().numpy()
+    brain = volumes.sum(1, keepdims=True)
+    return np.concatenate([volumes / brain, brain * voxel_mm3 / 1e6], 1)
+
+
+def _sex_features(images: torch.Tensor, extractor, spacing_mm: float) -> np.ndarray:
+    """The image averaged over 4x4x4 blocks (16 mm at 4 mm voxels) and the deep features."""
+    blocks = F.avg_pool3d(images, 4, ceil_mode=True).flatten(1).double().numpy()
+    return np.concatenate([blocks, extractor(images, spacing_mm)], 1)
+
+
 class Evaluators:
     def __init__(self, segmenter: UNet3d, age: _Linear, sex: _Linear, scheme: LabelScheme, voxel_mm3: float, extractor, info: dict):
         self.segmenter, self.age, self.sex, self.scheme, self.voxel_mm3 = segmenter, age, sex, scheme, voxel_mm3
@@ -92,15 +105,6 @@ class Evaluators:
         members = [self.scheme.class_names.index(m) for m in self.scheme.coarse_volumes[covariate]]
         return probabilities[:, members].sum((1, 2, 3, 4)).double().numpy() * self.voxel_mm3 / 1000.0
 
-    def _age_features(self, probabilities: torch.Tensor) -> np.ndarray:
-        volumes = probabilities[:, 1:].sum((2, 3, 4)).double().numpy()  # class 0 is background
-        brain = volumes.sum(1, keepdims=True)
-        return np.concatenate([volumes / brain, brain * self.voxel_mm3 / 1e6], 1)
-
-    def _sex_features(self, images: torch.Tensor) -> np.ndarray:
-        blocks = F.avg_pool3d(images, 4, ceil_mode=True).flatten(1).double().numpy()
-        return np.concatenate([blocks, self.extractor(images, self.info["spacing_mm"])], 1)
-
     def measure(self, images: torch.Tensor) -> tuple[pd.DataFrame, torch.Tensor]:
         """Per volume: ventricular and brain volume (mL), predicted age (years) and probability of
         male sex; and the segmenter's class map (N, D, H, W), uint8."""
@@ -109,8 +113,8 @@ class Evaluators:
             {
                 "ventricular_volume": self.volume_of(probabilities, "ventricular_volume"),
                 "brain_volume": self.volume_of(probabilities, "brain_volume"),
-                "age": self.age(self._age_features(probabilities)),
-                "p_male": 1.0 / (1.0 + np.exp(-self.sex(self._sex_features(images)))),
+                "age": self.age(_age_features(probabilities, self.voxel_mm3)),
+                "p_male": 1.0 / (1.0 + np.exp(-self.sex(_sex_features(images, self.extractor, self.info["spacing_mm"])))),
             }
         )
         return table, probabilities.argmax(1).to(torch.uint8)
@@ -155,12 +159,11 @@ class Evaluators:
             "final_loss": float(np.mean(losses[-20:])),
         }
         info["feature_network"] = extractor.name
-        evaluators = cls(segmenter, _Linear(0, 1, 0, [0]), _Linear(0, 1, 0, [0]), scheme, voxel_mm3, extractor, info)
-        probabilities = evaluators.segment(images)
-        evaluators.age = _Linear.fit(evaluators._age_features(probabilities), table["age"].to_numpy(float), classify=False)
-        sex = (table["sex"].to_numpy() == "M").astype(int)
-        evaluators.sex = _Linear.fit(evaluators._sex_features(images), sex, classify=True)
-        return evaluators
+        probabilities = torch.softmax(predict(segmenter, images), 1)
+        age = _Linear.fit(_age_features(probabilities, voxel_mm3), table["age"].to_numpy(float), classify=False)
+        male = (table["sex"].to_numpy() == "M").astype(int)
+        sex = _Linear.fit(_sex_features(images, extractor, spacing_mm), male, classify=True)
+        return cls(segmenter, age, sex, scheme, voxel_mm3, extractor, info)
 
     def score(self, images: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
         """Accuracy on held-out real subjects: Dice per class against their label maps, and Pearson r
