@@ -64,8 +64,9 @@ REAL, SYNTH_ONLY, PRETRAIN, UPPER = (
 MIXED = {"real + synthetic 50%": 0.5, "real + synthetic 80%": 0.8}
 ARMS = (REAL, *MIXED, SYNTH_ONLY, PRETRAIN, UPPER)
 AGE_CENTRE, AGE_SCALE = 50.0, 20.0  # fixed target scaling for the age network (years)
-FULL = {"sizes": "5,10,20,all", "seeds": 3, "steps": 300, "synthetic": 200, "seg_channels": "8,16,32", "cnn_channels": "8,16,32,64"}
-QUICK = {"sizes": "4,all", "seeds": 3, "steps": 4, "synthetic": 8, "seg_channels": "4,8", "cnn_channels": "4,8"}
+# Mode settings; sex and age networks see the images averaged by classify_downsample (4 mm -> 8 mm), for CPU cost.
+FULL = dict(sizes="5,10,20,all", seeds=3, steps=300, synthetic=200, seg_channels="8,16,32", cnn_channels="8,16,32", classify_downsample=2)
+QUICK = dict(sizes="4,all", seeds=3, steps=4, synthetic=8, seg_channels="4,8", cnn_channels="4,8", classify_downsample=2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
     data["synthetic"] = {
         "images": synthetic.images.float(),
-        "fractions": F.one_hot(synthetic.labels.long(), len(generator.label_classes)).movedim(-1, 1).float(),
+        "labels": synthetic.labels.long(),
         "table": synthetic.covariates.reset_index(drop=True),
     }
     print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
@@ -134,8 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({runs_file})")
     for task, n, seed, arm in tqdm(todo, desc="downstream", unit="run"):
         chosen = _subset(pool["table"], n, seed)
-        model = _train(task, arm, chosen, data, settings, seed)
-        score = _score(task, model, data["test"], generator.label_classes)
+        model = _train(task, arm, chosen, data, settings, seed, len(generator.label_classes))
+        score = _score(task, model, data["test"], generator.label_classes, settings)
         rows.append(
             {"config": config, "task": task, "cell_n": n, "n_real": 0 if arm == SYNTH_ONLY else n, "seed": seed, "arm": arm, **score}
         )
@@ -178,7 +179,7 @@ def _load(path: Path, grid) -> dict:
     table = cohort.table.reset_index(drop=True)
     keep = np.flatnonzero(table[["sex", "age"]].notna().all(axis=1).to_numpy())
     index = torch.as_tensor(keep)
-    return {"images": images[index], "fractions": fractions[index], "table": table.iloc[keep].reset_index(drop=True)}
+    return {"images": images[index], "labels": fractions[index].argmax(1), "table": table.iloc[keep].reset_index(drop=True)}
 
 
 def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
@@ -193,9 +194,16 @@ def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
             picks.append(groups[k].pop())
 
 
+def _inputs(task: str, part: dict, settings: dict) -> torch.Tensor:
+    """Images as the task's network sees them: sex and age networks on blocks averaged by
+    ``classify_downsample`` (8 mm from 4 mm by default: CPU cost), segmentation at full grid."""
+    k = int(settings["classify_downsample"])
+    return part["images"] if task == "segmentation" or k == 1 else F.avg_pool3d(part["images"], k, ceil_mode=True)
+
+
 def _targets(task: str, part: dict) -> torch.Tensor:
     if task == "segmentation":
-        return part["fractions"]
+        return part["labels"]
     if task == "sex":
         return torch.tensor((part["table"]["sex"].to_numpy() == "M").astype(np.float32))[:, None]
     return torch.tensor(((part["table"]["age"].to_numpy(float) - AGE_CENTRE) / AGE_SCALE).astype(np.float32))[:, None]
@@ -211,18 +219,18 @@ LOSSES = {"segmentation": dice_cross_entropy, "sex": F.binary_cross_entropy_with
 
 
 def _augment(task: str):
-    """Standard torchio augmentation; for segmentation the class fractions move with the image."""
+    """Standard torchio augmentation; for segmentation the label map moves with the image."""
     spatial = tio.RandomAffine(scales=0.05, degrees=5, translation=2)
     intensity = tio.Compose([tio.RandomBiasField(coefficients=0.2), tio.RandomGamma(log_gamma=0.15), tio.RandomNoise(std=(0, 0.02))])
 
     def augment(image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fields = {"image": tio.ScalarImage(tensor=image)}
         if task == "segmentation":
-            fields["target"] = tio.ScalarImage(tensor=target)  # fractions: interpolated linearly, untouched by intensity changes
+            fields["target"] = tio.LabelMap(tensor=target[None])  # nearest-neighbour resampling, untouched by intensity changes
         subject = spatial(tio.Subject(**fields))
         subject["image"] = intensity(subject["image"])
         out_image = subject["image"].data.clamp(0, 1)
-        return out_image, subject["target"].data if task == "segmentation" else target
+        return out_image, subject["target"].data[0] if task == "segmentation" else target
 
     return augment
 
@@ -242,34 +250,34 @@ def _mixed_batches(num_real: int, num_other: int, fraction: float, seed: int, ba
         real, other = real[batch_size - k :], other[k:]
 
 
-def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, seed: int) -> torch.nn.Module:
+def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, seed: int, num_classes: int) -> torch.nn.Module:
     real = {
         "images": data["pool"]["images"][chosen],
         "table": data["pool"]["table"].iloc[chosen].reset_index(drop=True),
-        "fractions": data["pool"]["fractions"][chosen],
+        "labels": data["pool"]["labels"][chosen],
     }
-    model = _network(task, settings, data["pool"]["fractions"].shape[1])
+    model = _network(task, settings, num_classes)
     common = {"steps": settings["steps"], "seed": seed, "batch_size": 4, "augment": _augment(task)}
     loss = LOSSES[task]
     if arm in (SYNTH_ONLY, PRETRAIN):
         source = data["synthetic"]
-        train_network(model, source["images"], _targets(task, source), loss, **common)
+        train_network(model, _inputs(task, source, settings), _targets(task, source), loss, **common)
         if arm == SYNTH_ONLY:
             return model
     if arm in (REAL, PRETRAIN):
-        train_network(model, real["images"], _targets(task, real), loss, reset=arm == REAL, **common)
+        train_network(model, _inputs(task, real, settings), _targets(task, real), loss, reset=arm == REAL, **common)
         return model
     other, fraction = (data["generator"], 0.5) if arm == UPPER else (data["synthetic"], MIXED[arm])
-    images = torch.cat([real["images"], other["images"]])
+    images = torch.cat([_inputs(task, real, settings), _inputs(task, other, settings)])
     targets = torch.cat([_targets(task, real), _targets(task, other)])
     train_network(model, images, targets, loss, batches=_mixed_batches(len(chosen), len(other["images"]), fraction, seed), **common)
     return model
 
 
-def _score(task: str, model: torch.nn.Module, test: dict, classes) -> dict:
-    out = predict(model, test["images"])
+def _score(task: str, model: torch.nn.Module, test: dict, classes, settings: dict) -> dict:
+    out = predict(model, _inputs(task, test, settings))
     if task == "segmentation":
-        truth = test["fractions"].argmax(1).numpy()
+        truth = test["labels"].numpy()
         dice = np.nanmean([dice_per_class(t, p, len(classes)) for t, p in zip(truth, out.argmax(1).numpy())], axis=0)
         return {
             "metric": "mean Dice (foreground)",

@@ -78,8 +78,8 @@ def dice_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     """Segmentation loss: cross-entropy against class fractions (or indices) plus one minus the
     mean soft Dice over classes present in the batch (as nnU-Net), which keeps small classes such
     as the ventricles from being traded for the large ones."""
-    if target.dtype == torch.long:
-        target = F.one_hot(target, logits.shape[1]).movedim(-1, 1).float()
+    if target.ndim == logits.ndim - 1:  # class indices (any dtype: augmentation may return floats)
+        target = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
     probabilities = torch.softmax(logits, 1)
     dims = (0, *range(2, logits.ndim))
     overlap, total = (probabilities * target).sum(dims), (probabilities + target).sum(dims)

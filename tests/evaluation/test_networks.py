@@ -65,3 +65,17 @@ def test_train_network_rejects_bad_settings(kwargs):
         train_network(UNet3d(2, (4, 8)), x, y, F.cross_entropy, **{"steps": 1, "seed": 0, **kwargs})
     with pytest.raises(ValueError, match="the same number"):
         train_network(UNet3d(2, (4, 8)), x, y[:1], F.cross_entropy, steps=1, seed=0)
+
+
+def test_dice_cross_entropy_known_answers():
+    from synthbrain.evaluation.networks import dice_cross_entropy
+
+    labels = torch.zeros(2, 4, 4, 4, dtype=torch.long)
+    labels[:, :2] = 1
+    perfect = 50.0 * F.one_hot(labels, 3).movedim(-1, 1).float()  # confident and right; class 2 absent
+    assert float(dice_cross_entropy(perfect, labels)) == pytest.approx(0.0, abs=1e-4)
+    assert float(dice_cross_entropy(perfect, labels.float())) == pytest.approx(0.0, abs=1e-4)  # indices as floats
+    fractions = F.one_hot(labels, 3).movedim(-1, 1).float()
+    assert float(dice_cross_entropy(perfect, fractions)) == pytest.approx(0.0, abs=1e-4)
+    wrong = 50.0 * F.one_hot(1 - labels, 3).movedim(-1, 1).float()
+    assert float(dice_cross_entropy(wrong, labels)) > 50  # cross-entropy of confident mistakes, plus Dice 0 -> loss + 1
