@@ -1,8 +1,14 @@
 """Stage 6, evaluation: measuring generated volumes against real ones, always beside a
-real-versus-real baseline. ``segmenter`` holds a segmenter trained on real labels only, so that
-volumes and label faithfulness of generated volumes are measured independently of the
-generator's own label maps; ``metrics`` holds the realism, diversity, conditioning and
-memorisation measures, as pure functions on arrays of volumes or of any network's features."""
+real-versus-real baseline.
+
+- ``evaluate``: ``synthbrain evaluate``, the whole report (start here);
+- ``metrics``: realism, diversity, conditioning and memorisation measures, pure functions on
+  arrays of volumes or of any network's features;
+- ``features``: the deep features they are computed on (deepbet's TorchScript encoder);
+- ``evaluators`` and ``networks``: a segmenter, an age regressor and a sex classifier trained
+  on real subjects only, which read generated volumes independently of the generator;
+- ``segmenter``: a voxel classifier used by ``benchmarks/generator_quality.py``, and Dice.
+"""
 
 from synthbrain.evaluation.metrics import (
     classifier_two_sample_test,
