@@ -153,6 +153,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.add_argument("--checkpoint-every", type=int, default=250)
     df.add_argument("--seed", type=int, default=0)
     df.add_argument("--device", default=None)
+    df.add_argument("--default-sampler", default=None, help="the model's default sampler (written into its index)")
+    df.add_argument("--default-steps", type=int, default=None, help="the model's default number of sampling steps")
+    df.add_argument("--default-guidance-scale", type=float, default=None, help="the model's default guidance scale")
     df.set_defaults(func=_run_train_diffusion)
 
 
@@ -214,7 +217,9 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
 
     train_diffusion(args.latents, args.run, config, training, device=args.device)
     if setup_distributed(args.device).is_main:
-        folder = assemble_generator(args.latents, args.run).save_pretrained(args.run / "generator")
+        chosen = {"sampler": args.default_sampler, "steps": args.default_steps, "guidance_scale": args.default_guidance_scale}
+        defaults = {k: v for k, v in chosen.items() if v is not None}
+        folder = assemble_generator(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")
         print(f"generator: {folder}  (load with BrainGenerator.from_pretrained or synthbrain generate --model)")
     return 0
 
