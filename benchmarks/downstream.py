@@ -355,6 +355,7 @@ def _plot(path: Path, summary: pd.DataFrame, sizes: list[int]) -> Path:
                 label=arm,
             )
         ax.set_xscale("log")
+        ax.minorticks_off()
         ax.set_xticks(sizes, [str(s) for s in sizes])
         ax.set_xlabel("real training subjects (n)")
         ax.set_ylabel(part["metric"].iat[0])
