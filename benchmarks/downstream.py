@@ -32,6 +32,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     _io.write_table(args.out.with_suffix(".tsv"), results)
     summary, tests = _summarise(results), _paired_tests(results)
     figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
-    command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
     _io.write_json(
         args.out.with_suffix(".json"),
         {

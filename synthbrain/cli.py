@@ -224,6 +224,13 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_sampling(p: argparse.ArgumentParser) -> None:
+    """Sampling options of commands that generate; each defaults to the model's own (its index)."""
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--sampler", default=None, help="ddim, dpm++2m or ddpm (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+
+
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
@@ -239,9 +246,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ventricular-volume", type=float, help="in the model's unit: mL, or a [0, 1] value for the MONAI reference model")
     p.add_argument("--brain-volume", type=float, help="in the model's unit: mL, or a [0, 1] value for the MONAI reference model")
     p.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--sampler", default=None, help="ddim (default), dpm++2m or ddpm")
-    p.add_argument("--guidance-scale", type=float, default=None)
+    _add_sampling(p)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
@@ -362,20 +367,19 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter-steps", type=int, default=800, help="training steps of the evaluator segmenter")
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--sampler", default=None)
-    p.add_argument("--guidance-scale", type=float, default=None)
+    _add_sampling(p)
     p.add_argument("--device", default=None, help="device of the generator: cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from synthbrain.datasets.synthetic import resolve_device
     from synthbrain.evaluation.evaluate import evaluate
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator
 
-    generator = BrainGenerator.from_pretrained(args.model).to(args.device)
+    generator = BrainGenerator.from_pretrained(args.model).to(resolve_device(args.device))
     evaluate(
         generator,
         args.real,

@@ -125,9 +125,8 @@ def evaluate(
 
     evaluator_folder = Path(evaluators) if evaluators else out / "evaluators"
     fingerprint = _fingerprint(cohort, table.loc[part_a, "subject_id"], settings, extractor.name)
-    if (evaluator_folder / "evaluators.json").is_file() and json.loads((evaluator_folder / "evaluators.json").read_text())[
-        "fingerprint"
-    ] == fingerprint:
+    saved = evaluator_folder / "evaluators.json"
+    if saved.is_file() and json.loads(saved.read_text())["fingerprint"] == fingerprint:
         judges = Evaluators.load(evaluator_folder, extractor)
     else:
         judges = Evaluators.fit(
@@ -143,12 +142,13 @@ def evaluate(
             progress=progress,
         )
         judges.save(evaluator_folder)
-    accuracy = judges.score(images[part_b], fractions[part_b], table.loc[part_b])
+    table_b = table.loc[part_b].reset_index(drop=True)
+    real_measured, real_segmentation = judges.measure(images[part_b])
+    accuracy = judges.score(real_measured, real_segmentation, fractions[part_b], table_b)
 
     generated = generator.generate(n=n, seed=seed, progress=progress, **sampling)
     synthetic, own_labels, requested = generated.images.float(), generated.labels, generated.covariates.reset_index(drop=True)
     measured, segmentation = judges.measure(synthetic)
-    real_measured, real_segmentation = judges.measure(images[part_b])
     own = pd.DataFrame([scheme.measure_coarse_volumes(lab.numpy(), grid.voxel_volume_mm3) for lab in own_labels])
     per_volume = pd.concat([requested, measured.add_prefix("measured_"), own[list(VOLUMES)].add_prefix("own_labels_")], axis=1)
     _io.write_table(out / "synthetic.tsv", per_volume)
@@ -168,7 +168,7 @@ def evaluate(
         "synthetic": pairwise_ms_ssim(synthetic[subsets[0]], pairs=200, seed=seed, scales=scales),
         "real (B)": pairwise_ms_ssim(images[part_b], pairs=200, seed=seed, scales=scales),
     }
-    conditioning = _conditioning(requested, measured, own, table.loc[part_b].reset_index(drop=True), real_measured)
+    conditioning = _conditioning(requested, measured, own, table_b, real_measured)
     faithfulness = pd.DataFrame(
         {
             "class": scheme.class_names[1:],
@@ -186,9 +186,7 @@ def evaluate(
     figures = {
         "montage": _montage(out / "montage.png", synthetic, own_labels, requested, scheme.num_classes),
         "histograms": _histograms(out / "intensity-histograms.png", synthetic, own_labels, images[part_b], fractions[part_b]),
-        "conditioning": _scatter(
-            out / "conditioning.png", requested, measured, own, table.loc[part_b].reset_index(drop=True), real_measured
-        ),
+        "conditioning": _scatter(out / "conditioning.png", requested, measured, own, table_b, real_measured),
         "nearest": _nearest_pairs(out / "nearest-neighbours.png", synthetic, images, table, memorisation),
     }
     summary = {

@@ -165,11 +165,10 @@ class Evaluators:
         sex = _Linear.fit(_sex_features(images, extractor, spacing_mm), male, classify=True)
         return cls(segmenter, age, sex, scheme, voxel_mm3, extractor, info)
 
-    def score(self, images: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
-        """Accuracy on held-out real subjects: Dice per class against their label maps, and Pearson r
-        and MAE of volumes (against the table, measured at full resolution) and of age; sex accuracy
-        and AUC."""
-        measured, classes = self.measure(images)
+    def score(self, measured: pd.DataFrame, classes: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
+        """Accuracy on held-out real subjects, from :meth:`measure`'s reading of their images: Dice
+        per class against their label maps, and Pearson r and MAE of volumes (against the table,
+        measured at full resolution) and of age; sex accuracy and AUC."""
         truth = fractions.argmax(1).numpy()
         dice = np.nanmedian([dice_per_class(t, c.numpy(), self.scheme.num_classes) for t, c in zip(truth, classes)], axis=0)
         out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}

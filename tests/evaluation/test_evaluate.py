@@ -52,7 +52,7 @@ def test_evaluators_round_trip_through_safetensors(cohort, tmp_path):
     second, second_map = again.measure(images)
     np.testing.assert_allclose(first.to_numpy(), second.to_numpy(), rtol=1e-6)
     assert torch.equal(first_map, second_map)
-    score = again.score(images, fractions, real.table)
+    score = again.score(*again.measure(images), fractions, real.table)
     assert set(score) >= {"median_dice", "ventricular_volume", "brain_volume", "age", "sex"}
 
 
