@@ -65,9 +65,38 @@ REAL, SYNTH_ONLY, PRETRAIN, UPPER = (
 MIXED = {"real + synthetic 50%": 0.5, "real + synthetic 80%": 0.8}
 ARMS = (REAL, *MIXED, SYNTH_ONLY, PRETRAIN, UPPER)
 AGE_CENTRE, AGE_SCALE = 50.0, 20.0  # fixed target scaling for the age network (years)
-# Mode settings; sex and age networks see the images averaged by classify_downsample (4 mm -> 8 mm), for CPU cost.
-FULL = dict(sizes="5,10,20,all", seeds=3, steps=300, synthetic=200, seg_channels="8,16,32", cnn_channels="8,16,32", classify_downsample=2)
-QUICK = dict(sizes="4,all", seeds=3, steps=4, synthetic=8, seg_channels="4,8", cnn_channels="4,8", classify_downsample=2)
+# Mode settings, chosen for CPU cost: sex and age networks see the images averaged by classify_downsample
+# (4 mm -> 8 mm); the segmentation network trains on random seg_patch crops (voxels) and predicts whole volumes.
+# Steps and learning rates are per task, set so that each network learns on real data within the CPU budget
+# (see docs/downstream.md).
+FULL = dict(
+    sizes="5,10,20,all",
+    seeds=3,
+    steps={"segmentation": 400, "sex": 200, "age": 600},
+    lr={"segmentation": 1e-2, "sex": 1e-3, "age": 1e-3},
+    synthetic=200,
+    seg_channels="8,16,32",
+    seg_patch="24,24,24",
+    cnn_channels="8,16,32",
+    classify_downsample=2,
+)
+QUICK = dict(
+    sizes="4,all",
+    seeds=3,
+    steps={task: 4 for task in TASKS},
+    lr={task: 1e-2 for task in TASKS},
+    synthetic=8,
+    seg_channels="4,8",
+    seg_patch="16,16,16",
+    cnn_channels="4,8",
+    classify_downsample=2,
+)
+# The settings each task's runs depend on (besides its steps and lr, sizes, seeds, synthetic, model and cohorts).
+TASK_SETTINGS = {
+    "segmentation": ("seg_channels", "seg_patch"),
+    "sex": ("cnn_channels", "classify_downsample"),
+    "age": ("cnn_channels", "classify_downsample"),
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,23 +107,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny networks, few steps (a check that everything runs, not a result)")
     parser.add_argument("--sizes", default=None, help="real training sizes, e.g. 5,10,20,all")
     parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps per training run (batch 4)")
+    parser.add_argument("--steps", type=int, default=None, help="optimisation steps per training run (batch 4), every task")
     parser.add_argument("--synthetic", type=int, default=None, help="synthetic volumes generated once for every arm")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/downstream"))
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else FULL
     settings = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in mode.items()}
+    if args.steps is not None:
+        settings["steps"] = {task: args.steps for task in TASKS}
     tasks = args.tasks.split(",")
     if set(tasks) - set(TASKS):
         raise SystemExit(f"--tasks {args.tasks}: allowed {','.join(TASKS)}")
-    if settings["seeds"] < 1 or settings["steps"] < 1 or settings["synthetic"] < 4:
+    if settings["seeds"] < 1 or min(settings["steps"].values()) < 1 or settings["synthetic"] < 4:
         raise SystemExit(
-            f"--seeds {settings['seeds']}, --steps {settings['steps']}, --synthetic {settings['synthetic']}: allowed >= 1, >= 1, >= 4"
+            f"--seeds {settings['seeds']}, --steps {args.steps}, --synthetic {settings['synthetic']}: allowed >= 1, >= 1, >= 4"
         )
 
+    # Synthetic volumes hold tiny positive values that turn into denormal floats inside the networks, which halves
+    # CPU training speed on them (0.50 against 0.25 s per segmentation step); flushing those to zero changes nothing else.
+    torch.set_flush_denormal(True)
     generator = BrainGenerator.from_pretrained(args.model)
     grid = generator.image_grid
+    patch = [int(p) for p in settings["seg_patch"].split(",")]
+    if len(patch) != 3 or any(not 4 <= p <= size for p, size in zip(patch, grid.shape)):
+        raise SystemExit(f"seg_patch {settings['seg_patch']}: allowed 3 sizes, each 4 .. the grid's {grid.shape}")
     data = {
         name: _load(args.split / name if name != "test" else (args.test or args.split / "test"), grid)
         for name in ("generator", "pool", "test")
@@ -103,15 +140,6 @@ def main(argv: list[str] | None = None) -> None:
     sizes = sorted({len(pool["table"]) if s == "all" else int(s) for s in str(settings["sizes"]).split(",")})
     if sizes[0] < 2 or sizes[-1] > len(pool["table"]):
         raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {len(pool['table'])} (the pool) or 'all'")
-    start = time.perf_counter()
-    synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
-    data["synthetic"] = {
-        "images": synthetic.images.float(),
-        "labels": synthetic.labels.long(),
-        "table": synthetic.covariates.reset_index(drop=True),
-    }
-    print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
-
     cells = [
         (t, n, s, arm)
         for t in tasks
@@ -120,29 +148,38 @@ def main(argv: list[str] | None = None) -> None:
         for arm in ARMS
         if not (arm == SYNTH_ONLY and n != sizes[0])
     ]
-    # Resumable: every finished run is in OUT.runs.tsv (rewritten atomically), tagged with the configuration;
-    # a restart with the same configuration skips those runs, another configuration starts afresh.
-    config = hashlib.sha256(json.dumps([settings, str(args.model), str(args.split), str(args.test)], sort_keys=True).encode()).hexdigest()[
-        :12
-    ]
+    # Resumable: every finished run is in OUT.runs.tsv (rewritten atomically), tagged with its task's configuration;
+    # a restart skips the runs whose configuration is unchanged (and generates nothing when none is left), the
+    # report covers every task run so (tasks can be run one after another), and runs of a changed configuration are dropped.
+    configs = {task: _config(task, settings, args) for task in TASKS}
     runs_file = args.out.with_name(args.out.name + ".runs.tsv")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     if runs_file.is_file():
         previous = pd.read_csv(runs_file, sep="\t", na_values=["n/a"])
-        rows = previous[previous["config"] == config].to_dict("records")
+        rows = [r for r in previous.to_dict("records") if r["config"] == configs.get(r["task"])]
     done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
     todo = [c for c in cells if c not in done]
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({runs_file})")
+    if todo:
+        start = time.perf_counter()
+        synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
+        data["synthetic"] = {
+            "images": synthetic.images.float(),
+            "labels": synthetic.labels.long(),
+            "table": synthetic.covariates.reset_index(drop=True),
+        }
+        print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
     for task, n, seed, arm in tqdm(todo, desc="downstream", unit="run"):
         chosen = _subset(pool["table"], n, seed)
         model = _train(task, arm, chosen, data, settings, seed, len(generator.label_classes))
         score = _score(task, model, data["test"], generator.label_classes, settings)
         rows.append(
-            {"config": config, "task": task, "cell_n": n, "n_real": 0 if arm == SYNTH_ONLY else n, "seed": seed, "arm": arm, **score}
+            {"config": configs[task], "task": task, "cell_n": n, "n_real": 0 if arm == SYNTH_ONLY else n, "seed": seed, "arm": arm, **score}
         )
         _io.write_table(runs_file, pd.DataFrame(rows))
     results = pd.DataFrame(rows).drop(columns=["config", "cell_n"])
+    tasks_done = [t for t in TASKS if t in set(results["task"])]
     _io.write_table(args.out.with_suffix(".tsv"), results)
     summary, tests = _summarise(results), _paired_tests(results)
     figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
@@ -153,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": command,
             "settings": settings,
             "sizes": sizes,
-            "split_sizes": {k: len(v["table"]) for k, v in data.items()},
+            "split_sizes": {k: len(data[k]["table"]) for k in ("generator", "pool", "test")},
             "summary": summary.to_dict("records"),
             "paired_tests": tests.to_dict("records"),
         },
@@ -161,9 +198,12 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n\n".join(
         [
             "# Downstream benchmark: real-only versus augmented training" + (" (quick mode: a check, not a result)" if args.quick else ""),
-            f"Command: `{command}`. Split sizes: "
-            + ", ".join(f"{k} {len(v['table'])}" for k, v in data.items())
-            + f". {settings['steps']} steps of batch 4 per run; {settings['seeds']} seeds.",
+            f"Command (last invocation; finished runs of the same configuration are resumed from `{runs_file.name}`): `{command}`. "
+            + "Split sizes (subjects with sex and age): "
+            + ", ".join(f"{k} {len(data[k]['table'])}" for k in ("generator", "pool", "test"))
+            + f"; {settings['synthetic']} synthetic volumes. Adam steps of batch 4 per run (the pre-training arm takes as many again on synthetic volumes): "
+            + ", ".join(f"{t} {settings['steps'][t]} (learning rate {settings['lr'][t]})" for t in tasks_done)
+            + f"; {settings['seeds']} seeds.",
             "## Mean over seeds with 95 % confidence interval",
             markdown_table(summary),
             "## Paired t-tests against real-only (same subjects and seed)",
@@ -173,6 +213,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     _io.write_text(args.out.with_suffix(".md"), report + "\n")
     print(report)
+
+
+def _config(task: str, settings: dict, args: argparse.Namespace) -> str:
+    """Hash of what a task's runs depend on."""
+    per_task = ("steps", "lr", *{k for keys in TASK_SETTINGS.values() for k in keys})
+    shared = {k: v for k, v in settings.items() if k not in per_task}
+    own = {k: settings[k] for k in TASK_SETTINGS[task]} | {"steps": settings["steps"][task], "lr": settings["lr"][task]}
+    key = [task, shared, own, str(args.model), str(args.split), str(args.test)]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _load(path: Path, grid) -> dict:
@@ -219,12 +268,17 @@ def _network(task: str, settings: dict, num_classes: int) -> torch.nn.Module:
 LOSSES = {"segmentation": dice_cross_entropy, "sex": F.binary_cross_entropy_with_logits, "age": F.smooth_l1_loss}
 
 
-def _augment(task: str):
-    """Standard torchio augmentation; for segmentation the label map moves with the image."""
+def _augment(task: str, patch: tuple[int, ...] | None = None):
+    """Standard torchio augmentation; for segmentation the label map moves with the image, and
+    with ``patch`` both are first cropped to a random patch of that size (voxels) inside the grid."""
     spatial = tio.RandomAffine(scales=0.05, degrees=5, translation=2)
     intensity = tio.Compose([tio.RandomBiasField(coefficients=0.2), tio.RandomGamma(log_gamma=0.15), tio.RandomNoise(std=(0, 0.02))])
 
     def augment(image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if patch is not None:  # offsets from torch's generator, which train_network seeds
+            corner = [int(torch.randint(0, size - p + 1, ())) for size, p in zip(image.shape[1:], patch)]
+            window = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+            image, target = image[(slice(None), *window)], target[window]
         fields = {"image": tio.ScalarImage(tensor=image)}
         if task == "segmentation":
             fields["target"] = tio.LabelMap(tensor=target[None])  # nearest-neighbour resampling, untouched by intensity changes
@@ -258,7 +312,8 @@ def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, 
         "labels": data["pool"]["labels"][chosen],
     }
     model = _network(task, settings, num_classes)
-    common = {"steps": settings["steps"], "seed": seed, "batch_size": 4, "augment": _augment(task)}
+    patch = tuple(int(p) for p in settings["seg_patch"].split(",")) if task == "segmentation" else None
+    common = {"steps": settings["steps"][task], "seed": seed, "lr": settings["lr"][task], "batch_size": 4, "augment": _augment(task, patch)}
     loss = LOSSES[task]
     if arm in (SYNTH_ONLY, PRETRAIN):
         source = data["synthetic"]

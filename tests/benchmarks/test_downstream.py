@@ -52,6 +52,26 @@ def test_downstream_quick_mode_runs_every_task_and_arm(script, tmp_path, monkeyp
     again = pd.read_csv(out.with_suffix(".tsv"), sep="\t")
     pd.testing.assert_frame_equal(again, results)
 
+    # nothing left to run: the report is rewritten without generating or training anything
+    monkeypatch.setattr(script.BrainGenerator, "generate", lambda *a, **k: pytest.fail("generated with no run left"))
+    script.main(["--model", str(model), "--split", str(split), "--quick", "--out", str(out)])
+    assert len(trained) == 5
+    pd.testing.assert_frame_equal(pd.read_csv(out.with_suffix(".tsv"), sep="\t"), results)
+
+
+def test_tasks_run_one_after_another_share_the_report_until_their_settings_change(script, tmp_path):
+    split = tmp_path / "split"
+    split_prepared(make_prepared(tmp_path / "cohort", n=18), split, {"generator": 0.34, "pool": 0.33, "test": 0.33}, seed=0)
+    model = tiny_generator(distribution=True).save_pretrained(tmp_path / "model")
+    out = tmp_path / "downstream"
+    common = ["--model", str(model), "--split", str(split), "--quick", "--sizes", "4", "--seeds", "2", "--out", str(out)]
+    script.main([*common, "--tasks", "sex"])
+    script.main([*common, "--tasks", "age"])
+    assert set(pd.read_csv(out.with_suffix(".tsv"), sep="\t")["task"]) == {"sex", "age"}
+    script.main([*common, "--tasks", "age", "--steps", "3"])  # other steps: every task's earlier runs no longer count
+    results = pd.read_csv(out.with_suffix(".tsv"), sep="\t")
+    assert set(results["task"]) == {"age"} and len(results) == 2 * len(script.ARMS)
+
 
 def test_subsets_are_balanced_seeded_and_nested_in_the_pool(script):
     table = pd.DataFrame({"sex": ["F"] * 10 + ["M"] * 4})
