@@ -12,7 +12,8 @@ seeded, the same subjects in every arm) and seed, the arms are:
   noise; applied to every training volume in every arm);
 - ``real + synthetic 50%`` / ``80%``: that share of every batch is synthetic;
 - ``synthetic only``: no real subject (independent of n: run once per seed);
-- ``pretrain synthetic, fine-tune real``: the steps on synthetic volumes, then the steps on real;
+- ``pretrain synthetic, fine-tune real``: the first half of the steps on synthetic volumes, the rest on real
+  (every arm trains for the same number of steps, so no arm wins by more optimisation);
 - ``real + generator part (upper reference)``: half of every batch from the generator part's
   real subjects, data a user without that cohort could not have.
 
@@ -119,9 +120,9 @@ def main(argv: list[str] | None = None) -> None:
     tasks = args.tasks.split(",")
     if set(tasks) - set(TASKS):
         raise SystemExit(f"--tasks {args.tasks}: allowed {','.join(TASKS)}")
-    if settings["seeds"] < 1 or min(settings["steps"].values()) < 1 or settings["synthetic"] < 4:
+    if settings["seeds"] < 1 or min(settings["steps"].values()) < 2 or settings["synthetic"] < 4:
         raise SystemExit(
-            f"--seeds {settings['seeds']}, --steps {args.steps}, --synthetic {settings['synthetic']}: allowed >= 1, >= 1, >= 4"
+            f"--seeds {settings['seeds']}, --steps {args.steps}, --synthetic {settings['synthetic']}: allowed >= 1, >= 2, >= 4"
         )
 
     # Synthetic volumes hold tiny positive values that turn into denormal floats inside the networks, which halves
@@ -313,20 +314,24 @@ def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, 
     }
     model = _network(task, settings, num_classes)
     patch = tuple(int(p) for p in settings["seg_patch"].split(",")) if task == "segmentation" else None
-    common = {"steps": settings["steps"][task], "seed": seed, "lr": settings["lr"][task], "batch_size": 4, "augment": _augment(task, patch)}
+    steps = settings["steps"][task]
+    common = {"seed": seed, "lr": settings["lr"][task], "batch_size": 4, "augment": _augment(task, patch)}
     loss = LOSSES[task]
+    # Every arm gets the same number of steps; pre-training takes the first half of them.
     if arm in (SYNTH_ONLY, PRETRAIN):
         source = data["synthetic"]
-        train_network(model, _inputs(task, source, settings), _targets(task, source), loss, **common)
+        train_network(model, _inputs(task, source, settings), _targets(task, source), loss, steps=steps if arm == SYNTH_ONLY else steps // 2, **common)
         if arm == SYNTH_ONLY:
             return model
     if arm in (REAL, PRETRAIN):
-        train_network(model, _inputs(task, real, settings), _targets(task, real), loss, reset=arm == REAL, **common)
+        real_steps = steps if arm == REAL else steps - steps // 2
+        train_network(model, _inputs(task, real, settings), _targets(task, real), loss, steps=real_steps, reset=arm == REAL, **common)
         return model
     other, fraction = (data["generator"], 0.5) if arm == UPPER else (data["synthetic"], MIXED[arm])
     images = torch.cat([_inputs(task, real, settings), _inputs(task, other, settings)])
     targets = torch.cat([_targets(task, real), _targets(task, other)])
-    train_network(model, images, targets, loss, batches=_mixed_batches(len(chosen), len(other["images"]), fraction, seed), **common)
+    batches = _mixed_batches(len(chosen), len(other["images"]), fraction, seed)
+    train_network(model, images, targets, loss, steps=steps, batches=batches, **common)
     return model
 
 
