@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--synthetic", type=int, default=None, help="synthetic volumes generated once for every arm")
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/downstream"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs; train nothing")
     args = parser.parse_args(argv)
     mode = QUICK if args.quick else FULL
     settings = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in mode.items()}
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
     todo = [c for c in cells if c not in done]
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({runs_file})")
+    if args.report_only:
+        todo = []
     if todo:
         start = time.perf_counter()
         synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
@@ -179,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
             {"config": configs[task], "task": task, "cell_n": n, "n_real": 0 if arm == SYNTH_ONLY else n, "seed": seed, "arm": arm, **score}
         )
         _io.write_table(runs_file, pd.DataFrame(rows))
+    if not rows:
+        raise SystemExit(f"no finished runs of this configuration in {runs_file}")
+    done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
+    missing = sum(c not in done for c in cells)
     results = pd.DataFrame(rows).drop(columns=["config", "cell_n"])
     tasks_done = [t for t in TASKS if t in set(results["task"])]
     _io.write_table(args.out.with_suffix(".tsv"), results)
@@ -199,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n\n".join(
         [
             "# Downstream benchmark: real-only versus augmented training" + (" (quick mode: a check, not a result)" if args.quick else ""),
+            *([f"**Incomplete: {missing} of the {len(cells)} runs of {', '.join(tasks)} are not done yet** (resume with the same command)."] if missing else []),
             f"Command (last invocation; finished runs of the same configuration are resumed from `{runs_file.name}`): `{command}`. "
             + "Split sizes (subjects with sex and age): "
             + ", ".join(f"{k} {len(data[k]['table'])}" for k in ("generator", "pool", "test"))

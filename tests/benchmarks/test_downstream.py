@@ -66,7 +66,11 @@ def test_tasks_run_one_after_another_share_the_report_until_their_settings_chang
     out = tmp_path / "downstream"
     common = ["--model", str(model), "--split", str(split), "--quick", "--sizes", "4", "--seeds", "2", "--out", str(out)]
     script.main([*common, "--tasks", "sex"])
+    script.main([*common, "--tasks", "sex,age", "--report-only"])  # a report of what is done, marked incomplete
+    assert set(pd.read_csv(out.with_suffix(".tsv"), sep="\t")["task"]) == {"sex"}
+    assert f"{2 * len(script.ARMS)} of the {4 * len(script.ARMS)} runs of sex, age are not done" in out.with_suffix(".md").read_text()
     script.main([*common, "--tasks", "age"])
+    assert "Incomplete" not in out.with_suffix(".md").read_text()
     assert set(pd.read_csv(out.with_suffix(".tsv"), sep="\t")["task"]) == {"sex", "age"}
     script.main([*common, "--tasks", "age", "--steps", "3"])  # other steps: every task's earlier runs no longer count
     results = pd.read_csv(out.with_suffix(".tsv"), sep="\t")
