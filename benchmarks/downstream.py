@@ -206,11 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     report = "\n\n".join(
         [
             "# Downstream benchmark: real-only versus augmented training" + (" (quick mode: a check, not a result)" if args.quick else ""),
-            *([f"**Incomplete: {missing} of the {len(cells)} runs of {', '.join(tasks)} are not done yet** (resume with the same command)."] if missing else []),
+            *([f"**Incomplete: {missing} of the {len(cells)} runs of {', '.join(tasks)} are not done yet.**"] if missing else []),
             f"Command (last invocation; finished runs of the same configuration are resumed from `{runs_file.name}`): `{command}`. "
             + "Split sizes (subjects with sex and age): "
             + ", ".join(f"{k} {len(data[k]['table'])}" for k in ("generator", "pool", "test"))
-            + f"; {settings['synthetic']} synthetic volumes. Adam steps of batch 4 per run (the pre-training arm takes as many again on synthetic volumes): "
+            + f"; {settings['synthetic']} synthetic volumes, masked with their own label maps. "
+            + "Adam steps of batch 4 per run, the same in every arm (pre-training takes the first half on synthetic volumes): "
             + ", ".join(f"{t} {settings['steps'][t]} (learning rate {settings['lr'][t]})" for t in tasks_done)
             + f"; {settings['seeds']} seeds.",
             "## Mean over seeds with 95 % confidence interval",
@@ -328,7 +329,8 @@ def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, 
     # Every arm gets the same number of steps; pre-training takes the first half of them.
     if arm in (SYNTH_ONLY, PRETRAIN):
         source = data["synthetic"]
-        train_network(model, _inputs(task, source, settings), _targets(task, source), loss, steps=steps if arm == SYNTH_ONLY else steps // 2, **common)
+        synthetic_steps = steps if arm == SYNTH_ONLY else steps // 2
+        train_network(model, _inputs(task, source, settings), _targets(task, source), loss, steps=synthetic_steps, **common)
         if arm == SYNTH_ONLY:
             return model
     if arm in (REAL, PRETRAIN):
