@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     results = pd.DataFrame(rows).drop(columns=["config", "cell_n"])
     tasks_done = [t for t in TASKS if t in set(results["task"])]
     _io.write_table(args.out.with_suffix(".tsv"), results)
+    if "sex" in tasks_done:  # sex is scored by AUC and by accuracy at p = 0.5
+        sex = results[results["task"] == "sex"]
+        results = pd.concat([results, sex.assign(task="sex accuracy", metric="accuracy", value=sex["accuracy"])], ignore_index=True)
     summary, tests = _summarise(results), _paired_tests(results)
     figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
     command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -214,8 +217,12 @@ def main(argv: list[str] | None = None) -> None:
             + "Adam steps of batch 4 per run, the same in every arm (pre-training takes the first half on synthetic volumes): "
             + ", ".join(f"{t} {settings['steps'][t]} (learning rate {settings['lr'][t]})" for t in tasks_done)
             + f"; {settings['seeds']} seeds.",
-            "## Mean over seeds with 95 % confidence interval",
-            markdown_table(summary),
+            "## Mean over seeds [95 % confidence interval]",
+            *[
+                f"### {task}\n\n" + markdown_table(_by_n(summary, task))
+                for task in (*tasks_done, "sex accuracy")
+                if task in set(summary["task"])
+            ],
             "## Paired t-tests against real-only (same subjects and seed)",
             markdown_table(tests) if len(tests) else "(fewer than 2 pairs)",
             f"![metric versus n]({figure.name})",
@@ -381,6 +388,17 @@ def _summarise(results: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _by_n(summary: pd.DataFrame, task: str) -> pd.DataFrame:
+    """One task's summary as a table of real training size by arm, each cell "mean [low, high] (seeds)"."""
+    part = summary[summary["task"] == task]
+    metric = part["metric"].iat[0]
+    cell = part.apply(lambda r: f"{r['mean']:.3f} [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] ({r['seeds']})", axis=1)
+    table = part.assign(cell=cell).pivot(index="n_real", columns="arm", values="cell")
+    table = table[[a for a in ARMS if a in table.columns]].fillna("")
+    table = table.rename(index=lambda n: "0 (synthetic only)" if n == 0 else str(n))
+    return table.reset_index().rename(columns={"n_real": f"real n ({metric})"})
 
 
 def _paired_tests(results: pd.DataFrame) -> pd.DataFrame:
