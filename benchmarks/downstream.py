@@ -160,9 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
     todo = [c for c in cells if c not in done]
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({runs_file})")
-    if args.report_only:
-        todo = []
-    if todo:
+    to_run = [] if args.report_only else todo
+    if to_run:
         start = time.perf_counter()
         synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
         # Real prepared images are skull-stripped (zero outside the brain); the generator leaves a faint haze (about
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
             "table": synthetic.covariates.reset_index(drop=True),
         }
         print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
-    for task, n, seed, arm in tqdm(todo, desc="downstream", unit="run"):
+    for task, n, seed, arm in tqdm(to_run, desc="downstream", unit="run"):
         chosen = _subset(pool["table"], n, seed)
         model = _train(task, arm, chosen, data, settings, seed, len(generator.label_classes))
         score = _score(task, model, data["test"], generator.label_classes, settings)
@@ -184,8 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         _io.write_table(runs_file, pd.DataFrame(rows))
     if not rows:
         raise SystemExit(f"no finished runs of this configuration in {runs_file}")
-    done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
-    missing = sum(c not in done for c in cells)
+    missing = len(todo) - len(to_run)
     results = pd.DataFrame(rows).drop(columns=["config", "cell_n"])
     tasks_done = [t for t in TASKS if t in set(results["task"])]
     _io.write_table(args.out.with_suffix(".tsv"), results)
