@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         sex = results[results["task"] == "sex"]
         results = pd.concat([results, sex.assign(task="sex accuracy", metric="accuracy", value=sex["accuracy"])], ignore_index=True)
     summary, tests = _summarise(results), _paired_tests(results)
+    per_class = _dice_per_class(results) if "segmentation" in tasks_done else None
     figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
     command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
     _io.write_json(
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
             "split_sizes": {k: len(data[k]["table"]) for k in ("generator", "pool", "test")},
             "summary": summary.to_dict("records"),
             "paired_tests": tests.to_dict("records"),
+            "dice_per_class": None if per_class is None else per_class.to_dict("records"),
         },
     )
     report = "\n\n".join(
@@ -223,6 +225,15 @@ def main(argv: list[str] | None = None) -> None:
             ],
             "## Paired t-tests against real-only (same subjects and seed)",
             markdown_table(tests) if len(tests) else "(fewer than 2 pairs)",
+            *(
+                [
+                    "## Segmentation Dice per class\n\nMean over every run of an arm (every n and seed); in brackets the "
+                    + "paired mean difference against real-only over the same (n, seed) pairs, and its p (paired t).",
+                    markdown_table(per_class),
+                ]
+                if per_class is not None
+                else []
+            ),
             f"![metric versus n]({figure.name})",
         ]
     )
@@ -420,6 +431,24 @@ def _paired_tests(results: pd.DataFrame) -> pd.DataFrame:
                         "p (paired t)": p,
                     }
                 )
+    return pd.DataFrame(rows)
+
+
+def _dice_per_class(results: pd.DataFrame) -> pd.DataFrame:
+    """Segmentation Dice of each class by arm: the mean over every run, and the paired difference against real-only."""
+    seg = results[results["task"] == "segmentation"]
+    classes = [c for c in seg.columns if c.startswith("dice_")]
+    long = pd.concat([seg.assign(task=c.removeprefix("dice_"), value=seg[c]) for c in classes], ignore_index=True)
+    tests = _paired_tests(long).set_index(["task", "arm"])
+    rows = []
+    for arm in [a for a in ARMS if a in set(seg["arm"])]:
+        row = {"arm": arm, "runs": int((seg["arm"] == arm).sum())}
+        for cls, part in long[long["arm"] == arm].groupby("task", sort=False):
+            row[cls] = f"{part['value'].mean():.3f}"
+            if (cls, arm) in tests.index:
+                test = tests.loc[(cls, arm)]
+                row[cls] += f" ({test['mean difference (arm - real)']:+.3f}, p {test['p (paired t)']:.3f})"
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -37,8 +37,13 @@ def test_downstream_quick_mode_runs_every_task_and_arm(script, tmp_path, monkeyp
     tests = pd.DataFrame(written["paired_tests"])
     assert set(tests["arm"]) == set(script.ARMS) - {script.REAL, script.SYNTH_ONLY}
     assert (tests["pairs"] == 6).all()  # 2 sizes x 3 seeds
+    per_class = pd.DataFrame(written["dice_per_class"])  # one row per arm, one column per foreground class
+    assert list(per_class["arm"]) == list(script.ARMS) and (per_class["runs"] == [6, 6, 6, 3, 6, 6]).all()
+    assert [f"dice_{c}" for c in per_class.columns[2:]] == [c for c in results.columns if c.startswith("dice_")]
+    compared = per_class[~per_class["arm"].isin([script.REAL, script.SYNTH_ONLY])].iloc[:, 2:]
+    assert compared.map(lambda cell: ", p " in cell).all().all()  # each with its paired difference against real
     report = out.with_suffix(".md").read_text()
-    assert "quick mode" in report and "](downstream.png)" in report
+    assert "quick mode" in report and "](downstream.png)" in report and "## Segmentation Dice per class" in report
     assert out.with_suffix(".png").stat().st_size > 0
 
     # interrupted after some runs: a restart does only the missing ones and gives the same results
