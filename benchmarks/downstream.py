@@ -65,6 +65,7 @@ REAL, SYNTH_ONLY, PRETRAIN, UPPER = (
 )
 MIXED = {"real + synthetic 50%": 0.5, "real + synthetic 80%": 0.8}
 ARMS = (REAL, *MIXED, SYNTH_ONLY, PRETRAIN, UPPER)
+P = "p (paired t)"  # column of the paired tests
 AGE_CENTRE, AGE_SCALE = 50.0, 20.0  # fixed target scaling for the age network (years)
 # Mode settings, chosen for CPU cost: sex and age networks see the images averaged by classify_downsample
 # (4 mm -> 8 mm); the segmentation network trains on random seg_patch crops (voxels) and predicts whole volumes.
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
                 if task in set(summary["task"])
             ],
             "## Paired t-tests against real-only (same subjects and seed)",
-            markdown_table(tests) if len(tests) else "(fewer than 2 pairs)",
+            markdown_table(tests.assign(**{P: tests[P].map("{:.2g}".format)})) if len(tests) else "(fewer than 2 pairs)",
             *(
                 [
                     "## Segmentation Dice per class\n\nMean over every run of an arm (every n and seed); in brackets the "
@@ -428,7 +429,7 @@ def _paired_tests(results: pd.DataFrame) -> pd.DataFrame:
                         "arm": arm,
                         "pairs": len(joined),
                         "mean difference (arm - real)": float(diff.mean()),
-                        "p (paired t)": p,
+                        P: p,
                     }
                 )
     return pd.DataFrame(rows)
@@ -447,7 +448,7 @@ def _dice_per_class(results: pd.DataFrame) -> pd.DataFrame:
             row[cls] = f"{part['value'].mean():.3f}"
             if (cls, arm) in tests.index:
                 test = tests.loc[(cls, arm)]
-                row[cls] += f" ({test['mean difference (arm - real)']:+.3f}, p {test['p (paired t)']:.3f})"
+                row[cls] += f" ({test['mean difference (arm - real)']:+.3f}, p {test[P]:.2g})"
         rows.append(row)
     return pd.DataFrame(rows)
 
