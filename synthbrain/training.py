@@ -7,6 +7,7 @@ group (NCCL on GPUs, gloo on CPU). Without torchrun everything runs in one proce
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     if world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
         dist.init_process_group(backend=backend)
+        # Leave the group cleanly at exit: without it a process could abort while gloo's threads were
+        # still running ("terminate called without an active exception"), seen once in the torchrun test.
+        atexit.register(_leave_group)
     rank = dist.get_rank() if dist.is_initialized() else 0
     if device is None:
         if torch.cuda.is_available():
@@ -45,6 +49,11 @@ def setup_distributed(device: str | None = None) -> DistInfo:
         else:
             device = "cpu"
     return DistInfo(rank, world_size, torch.device(device))
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def gather_generator_states(generator: torch.Generator, info: DistInfo) -> list[torch.Tensor]:
