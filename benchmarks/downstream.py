@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
     generator = BrainGenerator.from_pretrained(args.model)
     grid = generator.image_grid
-    patch = [int(p) for p in settings["seg_patch"].split(",")]
+    patch = _patch(settings)
     if len(patch) != 3 or any(not 4 <= p <= size for p, size in zip(patch, grid.shape)):
         raise SystemExit(f"seg_patch {settings['seg_patch']}: allowed 3 sizes, each 4 .. the grid's {grid.shape}")
     data = {
@@ -251,6 +251,11 @@ def _config(task: str, settings: dict, args: argparse.Namespace) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def _patch(settings: dict) -> tuple[int, ...]:
+    """The segmentation training patch (voxels), from its "D,H,W" setting."""
+    return tuple(int(p) for p in settings["seg_patch"].split(","))
+
+
 def _load(path: Path, grid) -> dict:
     cohort, images, fractions = load_cohort_on_grid(path, grid)
     table = cohort.table.reset_index(drop=True)
@@ -339,7 +344,7 @@ def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, 
         "labels": data["pool"]["labels"][chosen],
     }
     model = _network(task, settings, num_classes)
-    patch = tuple(int(p) for p in settings["seg_patch"].split(",")) if task == "segmentation" else None
+    patch = _patch(settings) if task == "segmentation" else None
     steps = settings["steps"][task]
     common = {"seed": seed, "lr": settings["lr"][task], "batch_size": 4, "augment": _augment(task, patch)}
     loss = LOSSES[task]
