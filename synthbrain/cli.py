@@ -36,6 +36,18 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--table", type=Path, help="participants table (.csv or .tsv)")
     src.add_argument("--bids", type=Path, help="BIDS dataset root (instead of --images/--labels/--table)")
     src.add_argument("--derivatives", help="BIDS derivatives pipeline folder holding *_dseg label maps (default: any)")
+    src.add_argument(
+        "--session",
+        metavar="LABEL|all",
+        help="BIDS with sessions: read one session of every subject (e.g. 1 or ses-1), or 'all' to take each session as its own "
+        "sample (age from sub-*_sessions.tsv when given; split keeps a subject's sessions together). Default: one T1w per subject",
+    )
+    src.add_argument(
+        "--trust-header",
+        choices=["sform", "qform"],
+        default=None,
+        help="which NIfTI header transform to use where a file's qform and sform disagree (default: a disagreement is a problem)",
+    )
     src.add_argument("--id-column", default="subject_id", help="table column with subject ids (default: subject_id)")
     src.add_argument(
         "--column", action="append", metavar="COVARIATE=COLUMN", help="table column of a covariate, where the names differ (repeatable)"
@@ -70,15 +82,21 @@ def _run_prepare(args: argparse.Namespace) -> int:
     scheme = None if args.label_scheme == "none" else args.label_scheme
     on_error = "skip" if args.skip_bad else "raise"
     common = dict(
-        columns=_key_values(args.column, "--column"), units=_key_values(args.unit, "--unit"), label_scheme=scheme, on_error=on_error
+        columns=_key_values(args.column, "--column"),
+        units=_key_values(args.unit, "--unit"),
+        label_scheme=scheme,
+        on_error=on_error,
+        trust_header=args.trust_header,
     )
     if args.bids is not None:
         if args.images or args.table or args.labels:
             raise SystemExit("--bids excludes --images, --labels and --table")
-        cohort = read_bids(args.bids, derivatives=args.derivatives, **common)
+        cohort = read_bids(args.bids, derivatives=args.derivatives, session=args.session, **common)
     else:
         if args.images is None or args.table is None:
             raise SystemExit("give --images and --table (and optionally --labels), or --bids")
+        if args.session is not None:
+            raise SystemExit(f"--session {args.session}: sessions are read from a BIDS dataset; give --bids")
         cohort = read_folder(args.images, args.table, labels=args.labels, id_column=args.id_column, **common)
     if args.limit is not None:
         if args.limit < 1:
@@ -332,7 +350,8 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
         "split",
         help="split a prepared cohort into disjoint parts stratified by sex and age (e.g. generator / pool / test)",
         description="Write one prepared-cohort folder per part (subjects linked, not copied) and split.tsv. Subjects "
-        "without sex or age go to the first part.",
+        "without sex or age go to the first part. A cohort prepared with --session all is split by subject: all sessions "
+        "of a subject go to the same part.",
     )
     p.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
     p.add_argument("--out", type=Path, required=True, help="output folder: OUT/<part>/ and OUT/split.tsv")
@@ -342,10 +361,17 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_split(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from synthbrain.preprocessing.split import split_prepared
 
     for name, folder in split_prepared(args.prepared, args.out, args.parts, seed=args.seed).items():
-        print(f"{name}: {len(list((folder / 'subjects').iterdir()))} subjects in {folder}")
+        table = pd.read_csv(folder / "participants.tsv", sep="\t", dtype=str)
+        samples = len(list((folder / "subjects").iterdir()))
+        if "participant_id" in table.columns:  # sessions: count both
+            print(f"{name}: {samples} samples of {table['participant_id'].nunique()} subjects in {folder}")
+        else:
+            print(f"{name}: {samples} subjects in {folder}")
     return 0
 
 

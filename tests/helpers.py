@@ -19,6 +19,42 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) 
     return path
 
 
+def write_nifti_header(
+    path: Path,
+    data: np.ndarray,
+    *,
+    qform: np.ndarray | None = None,
+    sform: np.ndarray | None = None,
+    qform_code: int | None = None,
+    sform_code: int | None = None,
+    pixdim: tuple[float, float, float] | None = None,
+    units: str | None = None,
+) -> Path:
+    """Write a NIfTI-1 file whose qform, sform, codes and pixdim are exactly as given, even singular,
+    NaN, contradictory or with invalid codes (the bytes are written directly: nibabel would fix them
+    on saving). A transform not given has code 0."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(data.dtype)
+    header.set_xyzt_units(units or "mm")
+    if qform is not None:
+        header.set_qform(qform, code=1)  # also sets pixdim from it
+    header["qform_code"] = (1 if qform is not None else 0) if qform_code is None else qform_code
+    if sform is not None:
+        for row, name in enumerate(("srow_x", "srow_y", "srow_z")):
+            header[name] = np.asarray(sform, dtype=np.float64)[row]
+    header["sform_code"] = (1 if sform is not None else 0) if sform_code is None else sform_code
+    if pixdim is not None:
+        header["pixdim"][1:4] = pixdim
+    header["vox_offset"] = 352
+    raw = header.binaryblock + b"\0" * 4 + np.asarray(data, dtype=header.get_data_dtype()).tobytes(order="F")
+    path.write_bytes(gzip.compress(raw) if path.name.endswith(".gz") else raw)
+    return path
+
+
 def tiny_labels(shape=(10, 10, 10)) -> np.ndarray:
     """A blocky label map holding ventricle, white-matter and cortex MUSE labels."""
     lab = np.zeros(shape, dtype=np.int16)

@@ -5,11 +5,16 @@ Two layouts are read:
 * :func:`read_folder`: a folder of NIfTI images (``<subject_id>[_ or .]*.nii[.gz]``), an optional
   folder of label maps named the same way, and a CSV/TSV table with one row per subject.
 * :func:`read_bids`: a BIDS dataset (``participants.tsv``, ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]``,
-  label maps as ``derivatives/*/sub-*/[ses-*/]anat/*_dseg.nii[.gz]``).
+  label maps as ``derivatives/*/sub-*/[ses-*/]anat/*_dseg.nii[.gz]``); a longitudinal one by one
+  chosen session, or with every session as its own sample (ages from ``sub-*_sessions.tsv``).
 
 Every problem is collected before anything is reported, so one run lists all of them. By default a
 problem raises :class:`CohortError`; with ``on_error="skip"`` the affected subjects are left out and
 listed in :attr:`Cohort.skipped` (write them with :meth:`Cohort.write_skipped`).
+
+Every image and label map header is checked before anything is measured from it: its orientation
+must be known and its qform and sform must agree, or the caller says which to trust
+(``trust_header``); see :mod:`synthbrain.cohort.geometry`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from synthbrain import _io
-from synthbrain.cohort.covariates import CovariateSchema, default_schema, is_missing
+from synthbrain.cohort.covariates import CONTINUOUS, CovariateSchema, default_schema, is_missing
+from synthbrain.cohort.geometry import HeaderError, HeaderGeometry, check_trust, read_geometry
 from synthbrain.cohort.labels import LabelScheme
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -37,12 +43,23 @@ ON_ERROR = ("raise", "skip")
 
 @dataclass(frozen=True)
 class SubjectRecord:
-    """One subject: its image, optional label map and covariates in physical units (NaN if missing)."""
+    """One sample: its image, optional label map and covariates in physical units (NaN if missing).
+
+    ``subject_id`` names the sample (and its output folder). In a BIDS cohort ``participant_id`` is
+    the subject (``sub-<label>``) and ``session_id`` the session (``ses-<label>``) the image is from;
+    with every session its own sample, ``subject_id`` is ``<participant_id>_<session_id>``.
+    ``trust_header`` is the header transform the caller chose to trust (None: the qform and sform
+    must agree); ``info`` says where values came from (e.g. an age from ``sub-01_sessions.tsv``).
+    """
 
     subject_id: str
     image: Path
     labels: Path | None
     covariates: dict[str, Any]
+    participant_id: str | None = None
+    session_id: str | None = None
+    trust_header: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,17 +84,30 @@ class CohortError(ValueError):
 
 @dataclass
 class Cohort:
+    """The samples read, their covariate schema, what was left out and why, warnings, and how the
+    cohort was read (``reading``: layout, session choice, header trust; recorded by ``prepare``)."""
+
     subjects: list[SubjectRecord]
     schema: CovariateSchema
     skipped: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    reading: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.subjects)
 
+    @property
+    def has_sessions(self) -> bool:
+        """Whether any sample records a session (then tables keep ``participant_id`` and ``session_id``)."""
+        return any(s.session_id is not None for s in self.subjects)
+
     def table(self) -> pd.DataFrame:
-        """One row per subject: id, covariates (physical units), image and label paths."""
-        rows = [{"subject_id": s.subject_id, **s.covariates, "image": str(s.image), "labels": str(s.labels or "")} for s in self.subjects]
+        """One row per sample: id (with participant and session ids when any sample has a session),
+        covariates (physical units), image and label paths."""
+        rows = []
+        for s in self.subjects:
+            ids = {"participant_id": s.participant_id or s.subject_id, "session_id": s.session_id} if self.has_sessions else {}
+            rows.append({"subject_id": s.subject_id, **ids, **s.covariates, "image": str(s.image), "labels": str(s.labels or "")})
         return pd.DataFrame(rows)
 
     def write_skipped(self, path: str | Path) -> None:
@@ -100,6 +130,7 @@ def read_folder(
     label_scheme: LabelScheme | str | None = "muse-coarse",
     on_error: str = "raise",
     check_images: bool = True,
+    trust_header: str | None = None,
 ) -> Cohort:
     """Read a cohort from a folder of images (and label maps) plus a participants table.
 
@@ -113,12 +144,22 @@ def read_folder(
             ``{"ventricular_volume": "ventricles"}``).
         units: covariate name → unit of its table column, where it differs from the schema's
             (e.g. ``{"ventricular_volume": "mm3"}``).
-        schema: covariates to read; default: sex, age, ventricular and brain volume.
+        schema: covariates to read; default: sex, age, ventricular and brain volume. Categorical
+            values are matched case-insensitively, with the spellings of
+            :data:`synthbrain.cohort.covariates.LEVEL_SPELLINGS` (sex ``female``/``male``).
         label_scheme: scheme whose ``volumes`` measure covariates missing from the table and whose
             classes every label must belong to; ``None`` disables both.
         on_error: ``"raise"`` (default) or ``"skip"`` subjects with problems.
         check_images: read every file to check it (required to measure volumes from labels).
+        trust_header: which voxel-to-world transform of the NIfTI headers to use when a file's
+            qform and sform disagree: ``"sform"`` or ``"qform"``; None (default) makes a
+            disagreement a problem. See :mod:`synthbrain.cohort.geometry` for every check.
+
+    Returns:
+        a :class:`Cohort`. Raises :class:`CohortError` listing every problem (``on_error="raise"``),
+        ``ValueError`` naming the argument for a bad argument.
     """
+    check_trust(trust_header)
     images, table = Path(images), Path(table)
     _check_dir("images", images)
     if labels is not None:
@@ -129,21 +170,10 @@ def read_folder(
     label_files = _nifti_files(Path(labels)) if labels is not None else []
     image_matches, image_orphans = _match_by_prefix(image_files, ids)
     label_matches, label_orphans = _match_by_prefix(label_files, ids)
-    return _assemble(
-        frame,
-        id_column,
-        image_matches,
-        image_orphans,
-        label_matches,
-        label_orphans,
-        labels is not None,
-        columns,
-        units,
-        schema,
-        label_scheme,
-        on_error,
-        check_images,
-    )
+    found = _Found(image_matches, image_orphans, label_matches, label_orphans, labels is not None, _belongs_by_prefix)
+    cohort = _assemble(frame, id_column, found, columns, units, schema, label_scheme, on_error, check_images, trust_header)
+    cohort.reading = {"layout": "folder", "images": str(images), "table": str(table), "trust_header": trust_header}
+    return cohort
 
 
 def read_bids(
@@ -157,13 +187,29 @@ def read_bids(
     label_scheme: LabelScheme | str | None = "muse-coarse",
     on_error: str = "raise",
     check_images: bool = True,
+    session: str | None = None,
+    trust_header: str | None = None,
 ) -> Cohort:
     """Read a BIDS dataset: ``participants.tsv``, ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]`` and label maps
     ``derivatives/<derivatives or any>/sub-*/[ses-*/]anat/*_<label_suffix>.nii[.gz]``.
 
-    Subject ids are the ``participant_id`` values (``sub-<label>``). A subject with several T1w
-    images (sessions, runs) is a duplicate problem. Other arguments as in :func:`read_folder`.
+    Subject ids are the ``participant_id`` values, ``sub-<label>`` (BIDS specification, "Modality
+    agnostic files: participants file"); an id written without (or with an extra) ``sub-`` prefix is
+    a problem whose message names the file it would have matched. The ``sex`` column may use the
+    levels the specification recommends (``male``/``female``, ``m``/``f``, any case).
+
+    Sessions (``ses-<label>``, BIDS "Sessions file"): with ``session=None`` (default) a subject must
+    have one T1w image; several (sessions, runs) are a problem. ``session="<label>"`` (``"1"`` or
+    ``"ses-1"``) reads that session of every subject (a subject without it is a problem).
+    ``session="all"`` takes every session of every subject as its own sample, ``subject_id``
+    ``sub-<label>_ses-<label>``, keeping ``participant_id`` and ``session_id``; a covariate column
+    of ``sub-<label>/sub-<label>_sessions.tsv`` (``session_id`` column required, e.g. ``age``)
+    gives that session's value, else the ``participants.tsv`` value is used for every session and
+    a warning says so. Label maps are matched by subject and session. Other arguments as in
+    :func:`read_folder`.
     """
+    check_trust(trust_header)
+    session = _check_session(session)
     root = Path(root)
     _check_dir("root", root)
     frame = _read_table(root / "participants.tsv", "participant_id")
@@ -174,42 +220,51 @@ def read_bids(
     label_files = [p for p in deriv_root.glob(pattern) if p.name.endswith(NIFTI_SUFFIXES)] if deriv_root.is_dir() else []
     if derivatives is not None and not (deriv_root / derivatives).is_dir():
         raise ValueError(f"derivatives={derivatives!r}: no folder {deriv_root / derivatives}")
-    image_matches, image_orphans = _match_bids(images, ids)
-    label_matches, label_orphans = _match_bids(label_files, ids)
-    return _assemble(
-        frame,
-        "participant_id",
-        image_matches,
-        image_orphans,
-        label_matches,
-        label_orphans,
-        bool(label_files),
-        columns,
-        units,
-        schema,
-        label_scheme,
-        on_error,
-        check_images,
-    )
+    if session == "all":
+        frame, id_column, found = _bids_samples(root, frame, images, label_files, columns or {}, schema or default_schema())
+    else:
+        id_column = "participant_id"
+        found = _bids_subjects(frame, images, label_files, session)
+    found.expect_labels = bool(label_files)
+    for sid in set(ids):
+        if not sid.startswith("sub-"):
+            found.hints[sid] = found.hints.get(sid, "") + "; BIDS participant_id values are sub-<label>"
+    cohort = _assemble(frame, id_column, found, columns, units, schema, label_scheme, on_error, check_images, trust_header)
+    cohort.reading = {"layout": "bids", "root": str(root), "session": session, "trust_header": trust_header}
+    return cohort
 
 
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Found:
+    """Files matched to table ids, and what the matching learned about them."""
+
+    images: dict[str, list[Path]]
+    image_orphans: list[Path]
+    labels: dict[str, list[Path]]
+    label_orphans: list[Path]
+    expect_labels: bool
+    belongs: Callable[[Path, str], bool]  # would this file match this id (for hints on near misses)
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> participant_id, session_id, info
+    bad: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # problems found while matching
+    hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "no image file"
+    duplicate_hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "N image files match"
+    warnings: list[str] = field(default_factory=list)
+
+
 def _assemble(
-    frame,
-    id_column,
-    image_matches,
-    image_orphans,
-    label_matches,
-    label_orphans,
-    expect_labels,
+    frame: pd.DataFrame,
+    id_column: str,
+    found: _Found,
     columns,
     units,
     schema,
     label_scheme,
     on_error,
     check_images,
+    trust_header,
 ) -> Cohort:
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}; allowed: {list(ON_ERROR)}")
@@ -219,15 +274,14 @@ def _assemble(
     columns, units = dict(columns or {}), dict(units or {})
     _check_mapping("columns", columns, schema.names)
     _check_mapping("units", units, schema.names)
+    expect_labels = found.expect_labels
 
     measurable = set(label_scheme.volumes) if label_scheme is not None else set()
-    to_measure = []
     for name in schema.names:
         column = columns.get(name, name)
         if column in frame.columns:
             continue
         if name in measurable and expect_labels and check_images:
-            to_measure.append(name)
             continue
         hint = " or give label maps and a label scheme to measure it" if name in measurable else ""
         raise ValueError(
@@ -235,11 +289,16 @@ def _assemble(
             f"map one with columns={{{name!r}: ...}}{hint}"
         )
 
+    ids = frame[id_column].tolist()
     problems: list[Problem] = []
-    problems += [Problem(None, str(p), "image has no row in the table") for p in image_orphans]
-    problems += [Problem(None, str(p), "label map has no row in the table") for p in label_orphans]
-    warnings: list[str] = []
+    problems += [Problem(None, str(p), "image has no row in the table" + _orphan_hint(p, ids, found.belongs)) for p in found.image_orphans]
+    problems += [
+        Problem(None, str(p), "label map has no row in the table" + _orphan_hint(p, ids, found.belongs)) for p in found.label_orphans
+    ]
+    warnings: list[str] = list(found.warnings)
     bad: dict[str, list[str]] = defaultdict(list)
+    for sid, reasons in found.bad.items():
+        bad[sid].extend(reasons)
 
     for sid in frame[id_column]:
         if not _SAFE_ID.match(sid):
@@ -264,27 +323,30 @@ def _assemble(
 
     pairs = []
     for sid in frame[id_column]:
-        found = image_matches.get(sid, [])
-        if not found:
-            bad[sid].append("no image file for this table row")
-        elif len(found) > 1:
-            bad[sid].append(f"{len(found)} image files match this id: {[p.name for p in found]}")
-        lab = label_matches.get(sid, [])
+        image_files = found.images.get(sid, [])
+        if not image_files:
+            near = _near_miss(sid, found.image_orphans, found.belongs)
+            bad[sid].append(f"no image file for this table row{near}{found.hints.get(sid, '')}")
+        elif len(image_files) > 1:
+            names = [p.name for p in image_files]
+            bad[sid].append(f"{len(image_files)} image files match this id: {names}{found.duplicate_hints.get(sid, '')}")
+        lab = found.labels.get(sid, [])
         if len(lab) > 1:
             bad[sid].append(f"{len(lab)} label maps match this id: {[p.name for p in lab]}")
         elif not lab and expect_labels:
             warnings.append(f"subject {sid}: no label map; it is prepared without labels")
-        if len(found) == 1 and len(lab) <= 1:
-            pairs.append((sid, found[0], lab[0] if lab else None))
+        if len(image_files) == 1 and len(lab) <= 1:
+            pairs.append((sid, image_files[0], lab[0] if lab else None))
 
     if check_images:
 
         def check(pair):
-            return pair[0], _check_files(pair[1], pair[2], label_scheme)
+            return pair[0], _check_files(pair[1], pair[2], label_scheme, trust_header)
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for sid, (reasons, volumes) in pool.map(check, pairs):
+            for sid, (reasons, volumes, notes) in pool.map(check, pairs):
                 bad[sid].extend(reasons)
+                warnings.extend(f"subject {sid}: {note}" for note in notes)
                 for name, value in volumes.items():
                     covariates[sid].setdefault(name, value)
 
@@ -297,9 +359,21 @@ def _assemble(
         missing = [name for name in schema.names if is_missing(values[name])]
         if missing:
             warnings.append(f"subject {sid}: missing {missing}")
-        subjects.append(SubjectRecord(sid, image, lab, values))
+        meta = found.meta.get(sid, {})
+        subjects.append(
+            SubjectRecord(
+                sid,
+                image,
+                lab,
+                values,
+                participant_id=meta.get("participant_id"),
+                session_id=meta.get("session_id"),
+                trust_header=trust_header,
+                info=meta.get("info", {}),
+            )
+        )
 
-    for sid in frame[id_column]:
+    for sid in dict.fromkeys(frame[id_column]):
         for reason in dict.fromkeys(bad.get(sid, [])):
             problems.append(Problem(sid, None, reason))
     if problems and on_error == "raise":
@@ -307,33 +381,65 @@ def _assemble(
     return Cohort(subjects=subjects, schema=schema, skipped=problems, warnings=warnings)
 
 
-def _check_files(image: Path, labels: Path | None, scheme: LabelScheme | None) -> tuple[list[str], dict[str, float]]:
+def _check_files(
+    image: Path, labels: Path | None, scheme: LabelScheme | None, trust: str | None
+) -> tuple[list[str], dict[str, float], list[str]]:
+    """Problems with an image and its label map, the volumes measured from the label map (mL), and
+    notes on the header transforms chosen."""
     reasons: list[str] = []
+    notes: list[str] = []
+    img_geometry = _geometry(image, "image", trust, reasons, notes)
+    if img_geometry is None:
+        return reasons, {}, notes
     img, data = _load_checked(image, "image", reasons)
     if labels is None or img is None:
-        return reasons, {}
+        return reasons, {}, notes
+    lab_geometry = _geometry(labels, "label map", trust, reasons, notes)
+    if lab_geometry is None:
+        return reasons, {}, notes
     lab, lab_data = _load_checked(labels, "label map", reasons)
     if lab is None:
-        return reasons, {}
-    if lab_data.shape != data.shape or not np.allclose(lab.affine, img.affine, atol=1e-3):
+        return reasons, {}, notes
+    if lab_data.shape != data.shape:
+        reasons.append(f"label map grid {lab_data.shape} differs from its image grid {data.shape}: {labels.name}")
+        return reasons, {}, notes
+    difference = float(np.abs(lab_geometry.affine - img_geometry.affine).max())
+    if not difference <= 1e-3:
         reasons.append(
-            f"label map grid {lab_data.shape} differs from its image grid {data.shape} "
-            f"(or their affines differ by more than 1e-3 mm): {labels.name}"
+            f"label map grid: its voxel-to-world affine ({lab_geometry.source}) {_rows(lab_geometry.affine)} differs from its image's "
+            f"({img_geometry.source}) {_rows(img_geometry.affine)} by up to {difference:.3g} (more than 1e-3 mm): {labels.name}"
         )
-        return reasons, {}
+        return reasons, {}, notes
     if not np.array_equal(lab_data, np.round(lab_data)) or lab_data.min() < 0:
         reasons.append(f"label map has non-integer or negative values: {labels.name}")
-        return reasons, {}
+        return reasons, {}, notes
     lab_data = lab_data.astype(np.int64)
     if scheme is None:
-        return reasons, {}
+        return reasons, {}, notes
     try:
         scheme.remap(lab_data)
     except ValueError as err:
         reasons.append(f"{labels.name}: {err}")
-        return reasons, {}
-    voxel_mm3 = float(abs(np.linalg.det(img.affine[:3, :3])))
-    return reasons, scheme.measure_volumes(lab_data, voxel_mm3)
+        return reasons, {}, notes
+    return reasons, scheme.measure_volumes(lab_data, img_geometry.voxel_volume_mm3), notes
+
+
+def _geometry(path: Path, what: str, trust: str | None, reasons: list[str], notes: list[str]) -> HeaderGeometry | None:
+    """The checked header transform of ``path``; its problems go to ``reasons``, its notes to ``notes``."""
+    try:
+        geometry = read_geometry(path, trust)
+    except HeaderError as err:
+        reasons.append(f"{what} header gives no trustworthy orientation: {err}")
+        return None
+    except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, zlib.error) as err:
+        reasons.append(f"{what} is unreadable or truncated: {path.name} ({type(err).__name__}: {err})")
+        return None
+    notes.extend(f"{what} {path.name}: {note}" for note in geometry.notes)
+    return geometry
+
+
+def _rows(matrix: np.ndarray) -> str:
+    return "[" + ", ".join("[" + ", ".join(f"{v:.4g}" for v in row) + "]" for row in np.asarray(matrix)[:3]) + "]"
 
 
 def _load_checked(path: Path, what: str, reasons: list[str]):
@@ -354,6 +460,166 @@ def _load_checked(path: Path, what: str, reasons: list[str]):
             reasons.append(f"{what} has {n_bad} NaN/Inf voxels: {path.name}")
             return None, None
     return img, data
+
+
+# --------------------------------------------------------------------------------------------------
+# Ids that almost match: a participant_id without (or with an extra) "sub-" prefix.
+
+
+def _id_alternatives(sid: str) -> list[str]:
+    return [sid[4:]] if sid.startswith("sub-") and len(sid) > 4 else ["sub-" + sid]
+
+
+def _near_miss(sid: str, orphans: list[Path], belongs: Callable[[Path, str], bool]) -> str:
+    """'; <file> would match the id <alt>' for an unmatched file that the id written otherwise matches."""
+    for alt in _id_alternatives(sid):
+        files = [p.name for p in orphans if belongs(p, alt)]
+        if files:
+            return f"; {files[0]} would match the id {alt!r} (this row has {sid!r})"
+    return ""
+
+
+def _orphan_hint(path: Path, ids: list[str], belongs: Callable[[Path, str], bool]) -> str:
+    for sid in dict.fromkeys(ids):
+        for alt in _id_alternatives(sid):
+            if belongs(path, alt):
+                return f"; it would match the row {sid!r} written {alt!r}"
+    return ""
+
+
+# --------------------------------------------------------------------------------------------------
+# BIDS: subjects and sessions.
+
+_BIDS_ENTITIES = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?_")
+_BIDS_LABEL = re.compile(r"^[A-Za-z0-9]+$")
+
+
+def _check_session(session: str | None) -> str | None:
+    if session is None or session == "all":
+        return session
+    label = session.removeprefix("ses-") if isinstance(session, str) else None
+    if label is None or not _BIDS_LABEL.match(label):
+        raise ValueError(
+            f"session={session!r}; allowed: None (one T1w image per subject), 'all' (each session its own sample) "
+            "or a session label such as '1' or 'ses-1' (BIDS ses-<label>: letters and digits)"
+        )
+    return "ses-" + label
+
+
+def _bids_entities(path: Path) -> tuple[str, str | None] | None:
+    found = _BIDS_ENTITIES.search(path.name)
+    return (found.group(1), found.group(2)) if found else None
+
+
+def _belongs_bids(path: Path, sid: str) -> bool:
+    entities = _bids_entities(path)
+    return entities is not None and entities[0] == sid
+
+
+def _group_bids(files: list[Path], known: set[str]) -> tuple[dict[tuple[str, str | None], list[Path]], list[Path]]:
+    """Files by (participant_id, session_id) for known participants, and the others."""
+    groups: dict[tuple[str, str | None], list[Path]] = defaultdict(list)
+    orphans = []
+    for path in sorted(files):
+        entities = _bids_entities(path)
+        if entities is not None and entities[0] in known:
+            groups[entities].append(path)
+        else:
+            orphans.append(path)
+    return groups, orphans
+
+
+def _sessions_of(groups: dict[tuple[str, str | None], list[Path]], sid: str) -> list[str | None]:
+    return sorted({ses for (sub, ses) in groups if sub == sid}, key=lambda s: (s is not None, s or ""))
+
+
+def _bids_subjects(frame: pd.DataFrame, images: list[Path], label_files: list[Path], session: str | None) -> _Found:
+    """One sample per participant: its only T1w image (``session=None``) or the one in ``session``."""
+    ids = frame["participant_id"].tolist()
+    known = set(ids)
+    image_groups, image_orphans = _group_bids(images, known)
+    label_groups, label_orphans = _group_bids(label_files, known)
+    found = _Found({}, image_orphans, {}, label_orphans, bool(label_files), _belongs_bids)
+    for sid in dict.fromkeys(ids):
+        sessions = _sessions_of(image_groups, sid)
+        named = [s for s in sessions if s is not None]
+        if session is None:
+            found.images[sid] = [p for ses in sessions for p in image_groups[(sid, ses)]]
+            found.labels[sid] = [p for ses in _sessions_of(label_groups, sid) for p in label_groups[(sid, ses)]]
+            if len(named) > 1:
+                found.duplicate_hints[sid] = (
+                    f"; they are in sessions {named}: pass session='<label>' (--session) to read one session, "
+                    "or session='all' to take each session as its own sample"
+                )
+            chosen = sessions[0] if len(sessions) == 1 else None
+        else:
+            found.images[sid] = image_groups.get((sid, session), [])
+            found.labels[sid] = label_groups.get((sid, session), [])
+            if not found.images[sid] and sessions:
+                found.hints[sid] = f"; it has no T1w image in session {session!r} (its sessions: {[s or '(none)' for s in sessions]})"
+            chosen = session
+        found.meta[sid] = {"participant_id": sid, "session_id": chosen}
+    return found
+
+
+def _bids_samples(
+    root: Path, frame: pd.DataFrame, images: list[Path], label_files: list[Path], columns: Mapping[str, str], schema: CovariateSchema
+) -> tuple[pd.DataFrame, str, _Found]:
+    """Every session of every participant as its own sample: a table with one row per sample
+    (covariates from the participant's ``sub-<label>_sessions.tsv`` where it has them)."""
+    ids = frame["participant_id"].tolist()
+    known = set(ids)
+    image_groups, image_orphans = _group_bids(images, known)
+    label_groups, label_orphans = _group_bids(label_files, known)
+    found = _Found({}, image_orphans, {}, label_orphans, bool(label_files), _belongs_bids)
+    covariate_columns = {c.name: columns.get(c.name, c.name) for c in schema.covariates}
+    continuous = {c.name for c in schema.covariates if c.kind == CONTINUOUS}
+    rows = []
+    for _, row in frame.iterrows():
+        pid = row["participant_id"]
+        sessions = _sessions_of(image_groups, pid) or [None]
+        table, reason = _sessions_table(root, pid)
+        for ses in sessions:
+            sample = f"{pid}_{ses}" if ses else pid
+            values = row.to_dict()
+            from_sessions = []
+            session_row = table.get(ses, {}) if ses else {}
+            for name, column in covariate_columns.items():
+                value = session_row.get(column)
+                if value is not None and not is_missing(value):
+                    values[column] = value
+                    from_sessions.append(name)
+                elif ses and len(sessions) > 1 and name in continuous and column in frame.columns and not is_missing(row[column]):
+                    found.warnings.append(
+                        f"subject {sample}: {name} {row[column]} from participants.tsv is used for each of the {len(sessions)} "
+                        f"sessions of {pid} ({pid}_sessions.tsv gives no {column!r} for {ses})"
+                    )
+            if reason:
+                found.bad[sample].append(reason)
+            values["_sample_id"] = sample
+            rows.append(values)
+            found.images[sample] = image_groups.get((pid, ses), [])
+            found.labels[sample] = label_groups.get((pid, ses), [])
+            info = {"covariates_from_sessions_tsv": from_sessions} if from_sessions else {}
+            found.meta[sample] = {"participant_id": pid, "session_id": ses, "info": info}
+    samples = pd.DataFrame(rows, columns=[*frame.columns, *sorted({k for r in rows for k in r} - set(frame.columns))])
+    samples = samples.fillna("")  # a column that only some sessions tables have: missing elsewhere
+    return samples, "_sample_id", found
+
+
+def _sessions_table(root: Path, pid: str) -> tuple[dict[str, dict[str, str]], str | None]:
+    """``sub-<label>/sub-<label>_sessions.tsv`` as {session_id: row}, and a problem with it (or None)."""
+    path = root / pid / f"{pid}_sessions.tsv"
+    if not path.is_file():
+        return {}, None
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "session_id" not in table.columns:
+        return {}, f"{path.name}: no column 'session_id' (BIDS sessions file); columns: {list(table.columns)}"
+    table["session_id"] = table["session_id"].str.strip()
+    counts = table["session_id"].value_counts()
+    if (counts > 1).any():
+        return {}, f"{path.name}: session_id {sorted(counts.index[counts > 1])} appears in more than one row"
+    return {r["session_id"]: r for r in table.to_dict("records")}, None
 
 
 def _read_table(path: Path, id_column: str) -> pd.DataFrame:
@@ -381,13 +647,17 @@ def _stem(path: Path) -> str:
     return path.name
 
 
+def _belongs_by_prefix(path: Path, sid: str) -> bool:
+    stem = _stem(path)
+    return stem == sid or stem.startswith(sid + "_") or stem.startswith(sid + ".")
+
+
 def _match_by_prefix(files: list[Path], ids: list[str]) -> tuple[dict[str, list[Path]], list[Path]]:
     known = sorted(set(ids), key=len, reverse=True)
     matches: dict[str, list[Path]] = defaultdict(list)
     orphans = []
     for path in files:
-        stem = _stem(path)
-        owner = next((sid for sid in known if stem == sid or stem.startswith(sid + "_") or stem.startswith(sid + ".")), None)
+        owner = next((sid for sid in known if _belongs_by_prefix(path, sid)), None)
         if owner is None:
             orphans.append(path)
         else:
@@ -396,22 +666,6 @@ def _match_by_prefix(files: list[Path], ids: list[str]) -> tuple[dict[str, list[
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_BIDS_SUBJECT = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)_")
-
-
-def _match_bids(files: list[Path], ids: list[str]) -> tuple[dict[str, list[Path]], list[Path]]:
-    known = set(ids)
-    matches: dict[str, list[Path]] = defaultdict(list)
-    orphans = []
-    for path in sorted(files):
-        found = _BIDS_SUBJECT.search(path.name)
-        if found and found.group(1) in known:
-            matches[found.group(1)].append(path)
-        else:
-            orphans.append(path)
-    return matches, orphans
-
-
 def _check_dir(name: str, path: Path) -> None:
     if not path.is_dir():
         raise ValueError(f"{name}={str(path)!r}: no such folder")

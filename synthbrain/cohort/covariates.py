@@ -24,6 +24,13 @@ from synthbrain import _io
 CONTINUOUS = "continuous"
 CATEGORICAL = "categorical"
 
+# Other spellings of categorical levels, matched like the levels themselves (case-insensitively,
+# surrounding spaces ignored) by every covariate that has the level. These are the sex values the
+# BIDS specification recommends for participants.tsv ("sex": male, m, M, MALE, Male / female, f, F,
+# FEMALE, Female; Modality agnostic files, Participants file). Numeric codes such as 1/2 are not
+# spellings: their meaning differs between datasets, so they stay errors.
+LEVEL_SPELLINGS: dict[str, tuple[str, ...]] = {"F": ("female",), "M": ("male",)}
+
 # Factors that convert a value in the key unit into the schema unit.
 UNIT_FACTORS: dict[str, dict[str, float]] = {
     "mL": {"mL": 1.0, "cm3": 1.0, "mm3": 1e-3, "L": 1e3},
@@ -69,10 +76,16 @@ class Covariate:
         return f" in {self.unit}" if self.unit else ""
 
     @property
+    def spellings(self) -> dict[str, tuple[str, ...]]:
+        """Each level → every spelling accepted for it (any case), e.g. ``{"F": ("F", "female"), ...}``."""
+        return {level: (level, *LEVEL_SPELLINGS.get(level, ())) for level in self.categories}
+
+    @property
     def allowed(self) -> str:
-        """What a value may be, for error messages: the levels, or the fitted range with its unit."""
+        """What a value may be, for error messages: the levels (and their other accepted spellings),
+        or the fitted range with its unit."""
         if self.kind == CATEGORICAL:
-            return f"one of {list(self.categories)}"
+            return _levels_text(self)
         if self.low is None:
             return f"a finite number{self._in_unit}"
         return f"a number in [{self.low:g}, {self.high:g}]{' ' + self.unit if self.unit else ''}"
@@ -97,14 +110,16 @@ class Covariate:
     def parse(self, values: Iterable[Any]) -> np.ndarray:
         """Physical values → float array (categories as level indices); missing values become NaN.
 
-        Raises ``ValueError`` listing every value that is neither missing nor valid.
+        A categorical value matches a level or one of its :attr:`spellings`, case-insensitively
+        (``"female"``, ``"F"`` and ``" f "`` are all level ``"F"``). Raises ``ValueError`` listing
+        every value that is neither missing nor valid, and what is allowed.
         """
         out, bad = [], []
         for value in values:
             if is_missing(value):
                 out.append(np.nan)
             elif self.kind == CATEGORICAL:
-                index = _category_index(self.categories, value)
+                index = _category_index(self.spellings, value)
                 if index is None:
                     bad.append(value)
                 out.append(np.nan if index is None else float(index))
@@ -118,7 +133,9 @@ class Covariate:
                     number = np.nan
                 out.append(number)
         if bad:
-            allowed = f"one of {list(self.categories)}" if self.kind == CATEGORICAL else f"a finite number{self._in_unit}"
+            allowed = _levels_text(self) if self.kind == CATEGORICAL else f"a finite number{self._in_unit}"
+            if self.kind == CATEGORICAL and any(_is_number(v) for v in bad):
+                allowed += " (numeric codes such as 1/2 are ambiguous: their meaning differs between datasets; write the level)"
             raise ValueError(f"covariate {self.name!r}: invalid values {bad[:10]}{' ...' if len(bad) > 10 else ''}; allowed: {allowed}")
         return np.asarray(out, dtype=np.float64)
 
@@ -290,9 +307,27 @@ def is_missing(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in ("", "n/a", "na", "nan")
 
 
-def _category_index(categories: Sequence[str], value: Any) -> int | None:
+def _category_index(spellings: Mapping[str, Sequence[str]], value: Any) -> int | None:
     text = str(value).strip().lower()
-    for i, category in enumerate(categories):
-        if category.lower() == text:
+    for i, names in enumerate(spellings.values()):
+        if any(name.lower() == text for name in names):
             return i
     return None
+
+
+def _levels_text(covariate: Covariate) -> str:
+    other = {level: names[1:] for level, names in covariate.spellings.items() if len(names) > 1}
+    if not other:
+        return f"one of {list(covariate.categories)} (any case)"
+    spelled = ", ".join(f"{level} = {'/'.join(names)}" for level, names in other.items())
+    return f"one of {list(covariate.categories)}, also spelled {spelled} (any case)"
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -16,6 +16,14 @@ coarse classes. Outputs::
       subjects/<id>/t1.nii.gz, labels.nii.gz, record.json
       qc/montage.png, qc/covariates.png
 
+Each ``record.json`` (and the manifest's ``records``) keeps the header transform each source file
+was read with (``header``: sform or qform, codes, axis codes, voxel size, matrix, and why it was
+chosen; see :mod:`synthbrain.cohort.geometry`). A cohort read session by session (BIDS) keeps the
+subject and the session apart: ``subject_id`` names the sample, ``participant_id`` and
+``session_id`` (also columns of ``participants.tsv``) say whose and which session it is, and
+``synthbrain split`` keeps every subject's sessions in one part. The manifest's ``reading`` says
+how the cohort was read (layout, session choice, header trust).
+
 Every file is written atomically and a subject counts as done only once its ``record.json`` exists,
 so an interrupted run resumes where it stopped and never leaves a partial output.
 """
@@ -39,6 +47,7 @@ from tqdm.auto import tqdm
 
 from synthbrain import __version__, _io
 from synthbrain.cohort.cohort import Cohort, Problem, SubjectRecord
+from synthbrain.cohort.geometry import load_oriented
 from synthbrain.cohort.labels import LabelScheme
 from synthbrain.preprocessing import qc
 from synthbrain.preprocessing.intensity import robust_normalize
@@ -121,7 +130,7 @@ def prepare_cohort(
     _io.remove_stale_temporaries(out)
     grid = make_grid(params.spacing, params.field_of_view_mm)
 
-    todo = [s for s in cohort.subjects if _load_record(out, s.subject_id, params_hash) is None]
+    todo = [s for s in cohort.subjects if _load_record(out, s, params_hash) is None]
     failures: list[Problem] = []
     bar = tqdm(total=len(cohort.subjects), initial=len(cohort.subjects) - len(todo), desc="prepare", unit="subject", disable=not progress)
     jobs = [(s, out, grid, params, label_scheme, params_hash) for s in todo]
@@ -141,18 +150,26 @@ def prepare_cohort(
     if failures and on_error == "raise":
         raise PrepareError(failures)
 
-    records = [r for s in cohort.subjects if (r := _load_record(out, s.subject_id, params_hash)) is not None]
+    records = [r for s in cohort.subjects if (r := _load_record(out, s, params_hash)) is not None]
     _write_summary(out, cohort, records, [*cohort.skipped, *failures], param_dict, params_hash, grid, label_scheme)
     return out
 
 
 def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, scheme: LabelScheme | None) -> dict[str, Any]:
-    """Preprocess one subject in memory; returns arrays (``image``, ``labels``) and measurements."""
-    img = nib.as_closest_canonical(nib.load(record.image))
+    """Preprocess one subject in memory; returns arrays (``image``, ``labels``) and measurements.
+
+    Each file is read with the header transform :func:`synthbrain.cohort.geometry.load_oriented`
+    checks and chooses (``record.trust_header``); an untrustworthy header raises ``ValueError``.
+    """
+    img, geometry = load_oriented(record.image, getattr(record, "trust_header", None))
+    img = nib.as_closest_canonical(img)
     data = np.asarray(img.dataobj, dtype=np.float32).reshape(img.shape[:3])
     fine = None
+    header = {"image": geometry.to_dict(), "labels": None}
     if record.labels is not None:
-        lab = nib.as_closest_canonical(nib.load(record.labels))
+        lab, lab_geometry = load_oriented(record.labels, getattr(record, "trust_header", None))
+        header["labels"] = lab_geometry.to_dict()
+        lab = nib.as_closest_canonical(lab)
         fine = np.rint(np.asarray(lab.dataobj)).astype(np.int32).reshape(lab.shape[:3])
     native_mask = fine > 0 if fine is not None else None
 
@@ -191,6 +208,7 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
         "intensity_high": high,
         "registration": {"kind": result.kind, "metric": result.metric, "template_to_subject_ras": matrix.tolist()},
         "volumes_on_grid_ml": measured,
+        "header": header,
     }
 
 
@@ -218,7 +236,10 @@ def _run_one(job) -> Problem | None:
         _io.save_nifti(folder / "labels.nii.gz", labels, grid.affine)
     record = {
         "subject_id": subject.subject_id,
+        "participant_id": subject.participant_id or subject.subject_id,
+        "session_id": subject.session_id,
         "params_hash": params_hash,
+        "trust_header": subject.trust_header,
         "image": "t1.nii.gz",
         "labels": "labels.nii.gz" if labels is not None else None,
         "source_image": str(subject.image),
@@ -226,6 +247,7 @@ def _run_one(job) -> Problem | None:
         "source_labels": str(subject.labels) if subject.labels else None,
         "source_labels_sha256": _io.sha256_file(subject.labels) if subject.labels else None,
         "covariates": {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in subject.covariates.items()},
+        "reading": subject.info,
         **result,
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -233,8 +255,10 @@ def _run_one(job) -> Problem | None:
     return None
 
 
-def _load_record(out: Path, subject_id: str, params_hash: str) -> dict[str, Any] | None:
-    folder = out / "subjects" / subject_id
+def _load_record(out: Path, subject: SubjectRecord, params_hash: str) -> dict[str, Any] | None:
+    """The finished record of ``subject`` in ``out``, or None when it must be (re)done: absent, made
+    with other parameters, from other source files (another session, say) or another header trust."""
+    folder = out / "subjects" / subject.subject_id
     try:
         record = json.loads((folder / "record.json").read_text())
     except (OSError, ValueError):
@@ -242,7 +266,21 @@ def _load_record(out: Path, subject_id: str, params_hash: str) -> dict[str, Any]
     files = [record.get("image"), record.get("labels")]
     if record.get("params_hash") != params_hash or not all((folder / f).is_file() for f in files if f):
         return None
+    same_sources = _same_source(record.get("source_image"), record.get("source_image_sha256"), subject.image) and _same_source(
+        record.get("source_labels"), record.get("source_labels_sha256"), subject.labels
+    )
+    if not same_sources or record.get("trust_header") != subject.trust_header:
+        return None
     return record
+
+
+def _same_source(recorded: str | None, digest: str | None, path: Path | None) -> bool:
+    """Whether a record's source file is ``path``: the same path, or the same content (a moved dataset)."""
+    if recorded is None or path is None:
+        return recorded is None and path is None
+    if Path(recorded).resolve() == Path(path).resolve():
+        return True
+    return digest is not None and Path(path).is_file() and _io.sha256_file(path) == digest
 
 
 def _claim_folder(out: Path, param_dict: dict[str, Any], overwrite: bool) -> None:
@@ -270,10 +308,13 @@ def _claim_folder(out: Path, param_dict: dict[str, Any], overwrite: bool) -> Non
 
 def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid, scheme) -> None:
     rows = []
+    sessions = any(r.get("session_id") is not None for r in records)
     for r in records:
+        ids = {"participant_id": r.get("participant_id") or r["subject_id"], "session_id": r.get("session_id")} if sessions else {}
         rows.append(
             {
                 "subject_id": r["subject_id"],
+                **ids,
                 **r["covariates"],
                 "has_labels": r["labels"] is not None,
                 "dice_template": r["dice_template"],
@@ -298,6 +339,7 @@ def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid
     alignment = (table["dice_template"] / table["dice_template_size_bound"]).dropna() if len(table) else pd.Series(dtype=float)
     summary = {
         "subjects": len(records),
+        "participants": len({r.get("participant_id") or r["subject_id"] for r in records}),
         "skipped": len(problems),
         "dice_template": {
             "median": _stat(dice.median()),
@@ -320,6 +362,7 @@ def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid
         "grid": grid.to_dict(),
         "template": "MNI ICBM 2009a symmetric, skull-stripped T1 (bundled; see synthbrain/preprocessing/templates)",
         "summary": summary,
+        "reading": cohort.reading,
         "warnings": cohort.warnings,
         "records": records,
     }

@@ -46,7 +46,8 @@ class PreparedCohort(torch.utils.data.Dataset):
         manifest = json.loads(manifest_path.read_text())
         scheme_path = root / "label_scheme.json"
         scheme = LabelScheme.from_dict(json.loads(scheme_path.read_text())) if scheme_path.is_file() else None
-        table = pd.read_csv(root / "participants.tsv", sep="\t", dtype={"subject_id": str}, na_values=["n/a"])
+        ids = {"subject_id": str, "participant_id": str, "session_id": str}
+        table = pd.read_csv(root / "participants.tsv", sep="\t", dtype=ids, na_values=["n/a"])
         grid = Grid.from_dict(manifest["grid"])
         if not (isinstance(downsample, int) and downsample >= 1 and all(n % downsample == 0 for n in grid.shape)):
             raise ValueError(f"downsample={downsample!r}; allowed: a positive integer dividing the grid shape {grid.shape}")

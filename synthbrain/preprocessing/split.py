@@ -9,6 +9,11 @@ of every subject; the same cohort, fractions and seed always give the same split
 
 Subjects without sex or age cannot be stratified, nor used by tasks that predict them; they go to
 the first part (the generator's, whose autoencoder can still learn from their images).
+
+A cohort prepared session by session (a ``participant_id`` column beside ``subject_id``, e.g. BIDS
+read with ``session="all"``) is split by subject: all sessions of a subject go to the same part, so
+no subject is on both sides of a split. Fractions then count subjects, not sessions; a subject's sex
+and age for stratifying are those of its first session that has them.
 """
 
 from __future__ import annotations
@@ -25,16 +30,30 @@ from synthbrain import _io
 from synthbrain.preprocessing.prepared import PreparedCohort
 
 STRATA = ("sex", "age")
+GROUP = "participant_id"
 
 
 def stratified_parts(table: pd.DataFrame, fractions: dict[str, float], *, seed: int, age_bins: int = 4) -> pd.Series:
     """Part name of each row of ``table`` (a Series on its index): rows with sex and age are split in
-    the given fractions, stratified by sex x age quantile bin; the others go to the first part."""
+    the given fractions, stratified by sex x age quantile bin; the others go to the first part.
+
+    With a ``participant_id`` column (several rows, e.g. sessions, per subject) the subjects are
+    split instead, and every row goes to its subject's part."""
     if len(fractions) < 2 or any(not 0 < f < 1 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise ValueError(f"fractions={fractions}; allowed: two or more parts, each in (0, 1), summing to 1")
     missing = [c for c in STRATA if c not in table.columns]
     if missing:
         raise ValueError(f"table: no column {missing}; allowed: a participants table with {list(STRATA)}")
+    if GROUP in table.columns:
+        groups = table[GROUP].where(table[GROUP].notna(), table.get("subject_id", pd.Series(table.index, index=table.index)))
+        groups = groups.astype(str)
+        subjects = table.groupby(groups, sort=False)[list(STRATA)].first()  # first non-missing value of each column
+        by_subject = _split_rows(subjects, fractions, seed=seed, age_bins=age_bins)
+        return pd.Series(groups.map(by_subject).to_numpy(), index=table.index, dtype=object)
+    return _split_rows(table, fractions, seed=seed, age_bins=age_bins)
+
+
+def _split_rows(table: pd.DataFrame, fractions: dict[str, float], *, seed: int, age_bins: int) -> pd.Series:
     complete = table.dropna(subset=list(STRATA))
     names, shares = list(fractions), np.array(list(fractions.values()))
     counts = np.floor(shares * len(complete)).astype(int)
@@ -61,6 +80,8 @@ def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, f
     out = Path(out)
     parts = stratified_parts(cohort.table, fractions, seed=seed)
     listing = pd.DataFrame({"subject_id": cohort.table["subject_id"], "part": parts.to_numpy()})
+    if GROUP in cohort.table.columns:  # sessions: say whose they are
+        listing.insert(1, GROUP, cohort.table[GROUP].to_numpy())
     split_file = out / "split.tsv"
     if split_file.is_file():
         previous = pd.read_csv(split_file, sep="\t", dtype=str)
