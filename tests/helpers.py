@@ -97,6 +97,37 @@ def template_subject(folder: Path, subject_id: str, motion: np.ndarray, spacing:
     write_nifti(folder / "labels" / f"{subject_id}_seg.nii.gz", labels, affine)
 
 
+def bids_from_template_subjects(
+    folder: Path, root: Path, sessions: dict[str, str], *, mirror_sform: bool = False, ages: list[float] | None = None
+) -> Path:
+    """A longitudinal BIDS dataset of one subject, sub-01, whose session ``ses`` holds the image and
+    label map of template subject ``sessions[ses]`` (written by :func:`template_subject` under
+    ``folder``), with the true qform and an sform that is the same or mirrored in x; ages per session
+    in ``sub-01_sessions.tsv`` (participants.tsv holds the first)."""
+    import pandas as pd
+
+    mirror = np.diag([-1.0, 1.0, 1.0, 1.0]) if mirror_sform else np.eye(4)
+    ages = ages or [60.0 + 2.5 * i for i in range(len(sessions))]
+    for ses, sid in sessions.items():
+        labels = root / "derivatives" / "dlmuse" / "sub-01" / ses / "anat" / f"sub-01_{ses}_dseg.nii.gz"
+        targets = {
+            folder / "images" / f"{sid}_T1.nii.gz": root / "sub-01" / ses / "anat" / f"sub-01_{ses}_T1w.nii.gz",
+            folder / "labels" / f"{sid}_seg.nii.gz": labels,
+        }
+        for source, target in targets.items():
+            img = nib.load(source)
+            copy = nib.Nifti1Image(np.asanyarray(img.dataobj), img.affine)
+            copy.set_qform(img.affine, code=1)
+            copy.set_sform(mirror @ img.affine, code=1)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            nib.save(copy, target)
+    pd.DataFrame({"session_id": list(sessions), "age": ages}).to_csv(root / "sub-01" / "sub-01_sessions.tsv", sep="\t", index=False)
+    pd.DataFrame({"participant_id": ["sub-01"], "age": [ages[0]], "sex": ["female"]}).to_csv(
+        root / "participants.tsv", sep="\t", index=False
+    )
+    return root
+
+
 def make_prepared(root: Path, n: int = 4, shape=(16, 16, 16), seed: int = 0) -> Path:
     """A small prepared-cohort folder written directly (no registration): blob-like brains with
     3 coarse classes whose ventricle size varies with the subject, and a fitted covariate schema."""

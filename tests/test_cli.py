@@ -172,3 +172,25 @@ def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
     assert drawn[["sex", "age", "ventricular_volume", "brain_volume"]].notna().all().all()
     assert main(["train", "diffusion", "--latents", str(tmp_path), "--run", str(run / "x")]) == 2
     assert "no latents.json" in capsys.readouterr().err
+
+
+def test_cli_prepare_reads_one_bids_session_and_the_chosen_header_transform(template_folder, tmp_path, capsys):
+    from tests.helpers import bids_from_template_subjects
+
+    root = bids_from_template_subjects(template_folder, tmp_path / "bids", {"ses-1": "c01", "ses-2": "c01"}, mirror_sform=True)
+    args = ["prepare", "--bids", str(root), "--spacing", "4", "--registration-spacing", "4", "--workers", "1", "--session", "2"]
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert "their handedness differs" in err and "--trust-header" in err
+    assert main([*args, "--trust-header", "qform", "--out", str(tmp_path / "ok")]) == 0
+    table = pd.read_csv(tmp_path / "ok" / "participants.tsv", sep="\t")
+    expected = [["sub-01", "sub-01", "ses-2", 62.5, "F"]]  # the age at ses-2, from sub-01_sessions.tsv
+    assert table[["subject_id", "participant_id", "session_id", "age", "sex"]].values.tolist() == expected
+    record = json.loads((tmp_path / "ok" / "subjects" / "sub-01" / "record.json").read_text())
+    assert record["source_image"].endswith("sub-01_ses-2_T1w.nii.gz") and record["header"]["image"]["source"] == "qform"
+    with pytest.raises(SystemExit, match="--session 2: sessions are read from a BIDS dataset"):
+        main(["prepare", "--images", str(template_folder / "images"), "--table", "t.csv", "--session", "2", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        main(["prepare", "--help"])
+    help_text = capsys.readouterr().out
+    assert "--session" in help_text and "--trust-header {sform,qform}" in help_text

@@ -220,12 +220,7 @@ def read_bids(
     label_files = [p for p in deriv_root.glob(pattern) if p.name.endswith(NIFTI_SUFFIXES)] if deriv_root.is_dir() else []
     if derivatives is not None and not (deriv_root / derivatives).is_dir():
         raise ValueError(f"derivatives={derivatives!r}: no folder {deriv_root / derivatives}")
-    if session == "all":
-        frame, id_column, found = _bids_samples(root, frame, images, label_files, columns or {}, schema or default_schema())
-    else:
-        id_column = "participant_id"
-        found = _bids_subjects(frame, images, label_files, session)
-    found.expect_labels = bool(label_files)
+    frame, id_column, found = _bids_samples(root, frame, images, label_files, session, columns or {}, schema or default_schema())
     for sid in set(ids):
         if not sid.startswith("sub-"):
             found.hints[sid] = found.hints.get(sid, "") + "; BIDS participant_id values are sub-<label>"
@@ -284,8 +279,9 @@ def _assemble(
         if name in measurable and expect_labels and check_images:
             continue
         hint = " or give label maps and a label scheme to measure it" if name in measurable else ""
+        shown = [c for c in frame.columns if c != _SAMPLE_ID]
         raise ValueError(
-            f"table: no column {column!r} for covariate {name!r}; columns: {list(frame.columns)}; "
+            f"table: no column {column!r} for covariate {name!r}; columns: {shown}; "
             f"map one with columns={{{name!r}: ...}}{hint}"
         )
 
@@ -490,6 +486,7 @@ def _orphan_hint(path: Path, ids: list[str], belongs: Callable[[Path, str], bool
 # --------------------------------------------------------------------------------------------------
 # BIDS: subjects and sessions.
 
+_SAMPLE_ID = "_sample_id"  # the id column of the per-sample table built from participants.tsv
 _BIDS_ENTITIES = re.compile(r"(?:^|_)(sub-[A-Za-z0-9]+)(?:_(ses-[A-Za-z0-9]+))?_")
 _BIDS_LABEL = re.compile(r"^[A-Za-z0-9]+$")
 
@@ -533,40 +530,22 @@ def _sessions_of(groups: dict[tuple[str, str | None], list[Path]], sid: str) -> 
     return sorted({ses for (sub, ses) in groups if sub == sid}, key=lambda s: (s is not None, s or ""))
 
 
-def _bids_subjects(frame: pd.DataFrame, images: list[Path], label_files: list[Path], session: str | None) -> _Found:
-    """One sample per participant: its only T1w image (``session=None``) or the one in ``session``."""
-    ids = frame["participant_id"].tolist()
-    known = set(ids)
-    image_groups, image_orphans = _group_bids(images, known)
-    label_groups, label_orphans = _group_bids(label_files, known)
-    found = _Found({}, image_orphans, {}, label_orphans, bool(label_files), _belongs_bids)
-    for sid in dict.fromkeys(ids):
-        sessions = _sessions_of(image_groups, sid)
-        named = [s for s in sessions if s is not None]
-        if session is None:
-            found.images[sid] = [p for ses in sessions for p in image_groups[(sid, ses)]]
-            found.labels[sid] = [p for ses in _sessions_of(label_groups, sid) for p in label_groups[(sid, ses)]]
-            if len(named) > 1:
-                found.duplicate_hints[sid] = (
-                    f"; they are in sessions {named}: pass session='<label>' (--session) to read one session, "
-                    "or session='all' to take each session as its own sample"
-                )
-            chosen = sessions[0] if len(sessions) == 1 else None
-        else:
-            found.images[sid] = image_groups.get((sid, session), [])
-            found.labels[sid] = label_groups.get((sid, session), [])
-            if not found.images[sid] and sessions:
-                found.hints[sid] = f"; it has no T1w image in session {session!r} (its sessions: {[s or '(none)' for s in sessions]})"
-            chosen = session
-        found.meta[sid] = {"participant_id": sid, "session_id": chosen}
-    return found
-
-
 def _bids_samples(
-    root: Path, frame: pd.DataFrame, images: list[Path], label_files: list[Path], columns: Mapping[str, str], schema: CovariateSchema
+    root: Path,
+    frame: pd.DataFrame,
+    images: list[Path],
+    label_files: list[Path],
+    session: str | None,
+    columns: Mapping[str, str],
+    schema: CovariateSchema,
 ) -> tuple[pd.DataFrame, str, _Found]:
-    """Every session of every participant as its own sample: a table with one row per sample
-    (covariates from the participant's ``sub-<label>_sessions.tsv`` where it has them)."""
+    """The samples of a BIDS dataset as a table with one row per sample, and their files.
+
+    ``session=None``: one sample per participant, all its T1w images (more than one is a problem);
+    a session label: one sample per participant, its images in that session; ``"all"``: one sample
+    per participant and session. A sample with a session takes the covariates that the
+    participant's ``sub-<label>_sessions.tsv`` gives for that session over those of participants.tsv.
+    """
     ids = frame["participant_id"].tolist()
     known = set(ids)
     image_groups, image_orphans = _group_bids(images, known)
@@ -577,10 +556,23 @@ def _bids_samples(
     rows = []
     for _, row in frame.iterrows():
         pid = row["participant_id"]
-        sessions = _sessions_of(image_groups, pid) or [None]
-        table, reason = _sessions_table(root, pid)
-        for ses in sessions:
-            sample = f"{pid}_{ses}" if ses else pid
+        sessions = _sessions_of(image_groups, pid)
+        named = [s for s in sessions if s is not None]
+        if session == "all":
+            samples = [(f"{pid}_{ses}" if ses else pid, ses, [ses]) for ses in sessions or [None]]
+        elif session is None:
+            samples = [(pid, sessions[0] if len(sessions) == 1 else None, sessions)]
+            if len(named) > 1:
+                found.duplicate_hints[pid] = (
+                    f"; they are in sessions {named}: pass session='<label>' (--session) to read one session, "
+                    "or session='all' to take each session as its own sample"
+                )
+        else:
+            samples = [(pid, session, [session])]
+            if not image_groups.get((pid, session)) and sessions:
+                found.hints[pid] = f"; it has no T1w image in session {session!r} (its sessions: {[s or '(none)' for s in sessions]})"
+        table, reason = _sessions_table(root, pid) if named else ({}, None)
+        for sample, ses, keys in samples:
             values = row.to_dict()
             from_sessions = []
             session_row = table.get(ses, {}) if ses else {}
@@ -589,22 +581,23 @@ def _bids_samples(
                 if value is not None and not is_missing(value):
                     values[column] = value
                     from_sessions.append(name)
-                elif ses and len(sessions) > 1 and name in continuous and column in frame.columns and not is_missing(row[column]):
+                elif ses and len(named) > 1 and name in continuous and column in frame.columns and not is_missing(row[column]):
                     found.warnings.append(
-                        f"subject {sample}: {name} {row[column]} from participants.tsv is used for each of the {len(sessions)} "
-                        f"sessions of {pid} ({pid}_sessions.tsv gives no {column!r} for {ses})"
+                        f"subject {sample}: {name} {row[column]} from participants.tsv is used for session {ses} of {pid}, "
+                        f"which has {len(named)} sessions ({pid}_sessions.tsv gives no {column!r} for {ses})"
                     )
             if reason:
                 found.bad[sample].append(reason)
-            values["_sample_id"] = sample
+            values[_SAMPLE_ID] = sample
             rows.append(values)
-            found.images[sample] = image_groups.get((pid, ses), [])
-            found.labels[sample] = label_groups.get((pid, ses), [])
+            found.images[sample] = [p for key in keys for p in image_groups.get((pid, key), [])]
+            label_keys = keys if session is not None else _sessions_of(label_groups, pid)  # session=None: any session
+            found.labels[sample] = [p for key in label_keys for p in label_groups.get((pid, key), [])]
             info = {"covariates_from_sessions_tsv": from_sessions} if from_sessions else {}
             found.meta[sample] = {"participant_id": pid, "session_id": ses, "info": info}
-    samples = pd.DataFrame(rows, columns=[*frame.columns, *sorted({k for r in rows for k in r} - set(frame.columns))])
-    samples = samples.fillna("")  # a column that only some sessions tables have: missing elsewhere
-    return samples, "_sample_id", found
+    extra = sorted({k for r in rows for k in r} - set(frame.columns))
+    samples_table = pd.DataFrame(rows, columns=[*frame.columns, *extra]).fillna("")  # a column only some sessions tables have
+    return samples_table, _SAMPLE_ID, found
 
 
 def _sessions_table(root: Path, pid: str) -> tuple[dict[str, dict[str, str]], str | None]:

@@ -88,7 +88,11 @@ def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSche
         else:
             numeric = pd.to_numeric(values, errors="coerce")
             missing = int(numeric.isna().sum())
-            ax.hist(numeric.dropna(), bins=20, color="tab:blue")
+            present = numeric.dropna().to_numpy(dtype=float)
+            # values equal but for rounding (the same volume from two sessions, say) cannot make 20 bins
+            spread = np.ptp(present) if len(present) else 0.0
+            bins = 20 if spread > 1e-9 * max(1.0, float(np.abs(present).max(initial=0.0))) else 1
+            ax.hist(present, bins=bins, color="tab:blue")
         unit = f" [{covariate.unit}]" if covariate is not None and covariate.unit else ""
         ax.set_title(f"{name}{unit}\nn={len(values) - missing}, missing={missing}", fontsize=9)
         ax.tick_params(labelsize=8)

@@ -214,3 +214,137 @@ def test_gzip_truncation_is_detected_not_only_bad_magic(tiny_folder):
     path.write_bytes(gzip.compress(raw[: len(raw) - 500]))
     with pytest.raises(CohortError, match="unreadable or truncated"):
         read(tiny_folder)
+
+
+# --- participants tables as BIDS writes them -------------------------------------------------------
+
+
+def test_bids_sex_written_male_female_maps_to_m_f(tmp_path):
+    _bids(tmp_path)
+    table = pd.read_csv(tmp_path / "participants.tsv", sep="\t")
+    table["sex"] = ["female", "MALE"]
+    table.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    cohort = read_bids(tmp_path)
+    assert [s.covariates["sex"] for s in cohort.subjects] == ["F", "M"]
+    assert cohort.table()["sex"].tolist() == ["F", "M"]
+
+
+def test_folder_sex_written_male_female_maps_to_m_f(tiny_folder):
+    rows = pd.read_csv(tiny_folder["table"], dtype=str)
+    rows["sex"] = ["Female", "male", "f"]
+    rows.to_csv(tiny_folder["table"], index=False)
+    assert [s.covariates["sex"] for s in read(tiny_folder).subjects] == ["F", "M", "F"]
+
+
+def test_numeric_sex_codes_are_an_error_listing_the_accepted_spellings(tiny_folder):
+    rows = pd.read_csv(tiny_folder["table"], dtype=str)
+    rows["sex"] = ["1", "2", "1"]
+    rows.to_csv(tiny_folder["table"], index=False)
+    with pytest.raises(CohortError) as info:
+        read(tiny_folder)
+    assert len(info.value.problems) == 3
+    assert "column 'sex': covariate 'sex': invalid values ['1']; allowed: one of ['F', 'M'], also spelled F = female, M = male" in str(
+        info.value
+    )
+
+
+@pytest.mark.parametrize(("written", "would_be"), [("01", "sub-01"), ("sub-sub-01", "sub-01")], ids=["without", "extra"])
+def test_bids_participant_id_without_or_with_an_extra_prefix_says_what_would_match(tmp_path, written, would_be):
+    _bids(tmp_path)
+    table = pd.read_csv(tmp_path / "participants.tsv", sep="\t", dtype=str)
+    table.loc[0, "participant_id"] = written
+    table.to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    with pytest.raises(CohortError) as info:
+        read_bids(tmp_path)
+    reasons = {(p.subject_id, p.reason) for p in info.value.problems}
+    row = next(reason for sid, reason in reasons if sid == written)
+    assert f"no image file for this table row; sub-01_T1w.nii.gz would match the id {would_be!r} (this row has {written!r})" in row
+    image = next(p for p in info.value.problems if p.path and p.path.endswith("sub-01_T1w.nii.gz"))
+    assert f"image has no row in the table; it would match the row {written!r} written {would_be!r}" in image.reason
+
+
+def test_folder_id_with_a_sub_prefix_the_files_lack_says_what_would_match(tiny_folder):
+    rows = pd.read_csv(tiny_folder["table"], dtype=str)
+    rows.loc[1, "subject_id"] = "sub-s02"
+    rows.to_csv(tiny_folder["table"], index=False)
+    with pytest.raises(CohortError, match=r"s02_T1.nii.gz would match the id 's02' \(this row has 'sub-s02'\)"):
+        read(tiny_folder)
+
+
+def _longitudinal(root, sessions_tsv=True):
+    """Four subjects, two sessions each (ses-1, ses-2) with label maps; ages per session in
+    sub-*_sessions.tsv (participants.tsv holds the age at the first session)."""
+    rows = []
+    for i in range(4):
+        sub = f"sub-{i + 1:02d}"
+        for ses in ("ses-1", "ses-2"):
+            write_nifti(root / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz", np.ones((10, 10, 10), np.float32) * (i + 1))
+            write_nifti(root / "derivatives" / "dlmuse" / sub / ses / "anat" / f"{sub}_{ses}_dseg.nii.gz", tiny_labels())
+        if sessions_tsv:
+            pd.DataFrame({"session_id": ["ses-1", "ses-2"], "age": [40 + 10 * i, 42.5 + 10 * i]}).to_csv(
+                root / sub / f"{sub}_sessions.tsv", sep="\t", index=False
+            )
+        rows.append({"participant_id": sub, "age": 40 + 10 * i, "sex": ["female", "male"][i % 2]})
+    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
+
+
+def test_longitudinal_bids_without_a_session_choice_says_how_to_choose(tmp_path):
+    _longitudinal(tmp_path)
+    with pytest.raises(CohortError, match=r"they are in sessions \['ses-1', 'ses-2'\]: pass session='<label>'"):
+        read_bids(tmp_path)
+
+
+@pytest.mark.parametrize("session", ["2", "ses-2"])
+def test_longitudinal_bids_one_session(tmp_path, session):
+    _longitudinal(tmp_path)
+    cohort = read_bids(tmp_path, session=session)
+    assert [s.subject_id for s in cohort.subjects] == ["sub-01", "sub-02", "sub-03", "sub-04"]
+    assert {s.session_id for s in cohort.subjects} == {"ses-2"} and cohort.reading["session"] == "ses-2"
+    first = cohort.subjects[0]
+    assert first.image.name == "sub-01_ses-2_T1w.nii.gz" and first.labels.name == "sub-01_ses-2_dseg.nii.gz"
+    assert first.participant_id == "sub-01" and first.covariates["sex"] == "F"
+    assert first.covariates["age"] == 42.5 and first.info == {"covariates_from_sessions_tsv": ["age"]}  # age at ses-2
+
+
+def test_longitudinal_bids_chosen_session_missing_for_a_subject(tmp_path):
+    _longitudinal(tmp_path)
+    (tmp_path / "sub-03" / "ses-2" / "anat" / "sub-03_ses-2_T1w.nii.gz").unlink()
+    with pytest.raises(CohortError, match=r"no T1w image in session 'ses-2' \(its sessions: \['ses-1'\]\)"):
+        read_bids(tmp_path, session="2")
+    cohort = read_bids(tmp_path, session="2", on_error="skip")
+    assert [s.subject_id for s in cohort.subjects] == ["sub-01", "sub-02", "sub-04"]
+
+
+def test_longitudinal_bids_every_session_its_own_sample_with_its_age(tmp_path):
+    _longitudinal(tmp_path)
+    cohort = read_bids(tmp_path, session="all")
+    assert len(cohort) == 8 and not cohort.skipped
+    ids = [(s.subject_id, s.participant_id, s.session_id) for s in cohort.subjects[:2]]
+    assert ids == [("sub-01_ses-1", "sub-01", "ses-1"), ("sub-01_ses-2", "sub-01", "ses-2")]
+    ages = {s.subject_id: s.covariates["age"] for s in cohort.subjects}
+    assert ages["sub-02_ses-1"] == 50.0 and ages["sub-02_ses-2"] == 52.5  # from sub-02_sessions.tsv
+    assert cohort.subjects[3].labels.name == "sub-02_ses-2_dseg.nii.gz"
+    assert cohort.subjects[3].info == {"covariates_from_sessions_tsv": ["age"]}
+    table = cohort.table()
+    assert table[["participant_id", "session_id"]].iloc[3].tolist() == ["sub-02", "ses-2"]
+
+
+def test_longitudinal_bids_without_sessions_tsv_uses_participants_age_and_warns(tmp_path):
+    _longitudinal(tmp_path, sessions_tsv=False)
+    cohort = read_bids(tmp_path, session="all")
+    assert [s.covariates["age"] for s in cohort.subjects[:2]] == [40.0, 40.0]
+    said = "sub-01_ses-2: age 40 from participants.tsv is used for session ses-2 of sub-01, which has 2 sessions"
+    assert any(said in w for w in cohort.warnings)
+
+
+def test_sessions_tsv_without_session_id_is_a_problem(tmp_path):
+    _longitudinal(tmp_path)
+    pd.DataFrame({"session": ["ses-1", "ses-2"], "age": [1, 2]}).to_csv(tmp_path / "sub-01" / "sub-01_sessions.tsv", sep="\t", index=False)
+    with pytest.raises(CohortError, match=r"sub-01_sessions.tsv: no column 'session_id'"):
+        read_bids(tmp_path, session="all")
+
+
+def test_bad_session_argument_names_it(tmp_path):
+    _bids(tmp_path)
+    with pytest.raises(ValueError, match=r"session='ses-1/2'; allowed: None .* 'all' .* '1' or 'ses-1'"):
+        read_bids(tmp_path, session="ses-1/2")

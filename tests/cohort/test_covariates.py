@@ -128,3 +128,61 @@ def test_schema_json_with_unknown_or_missing_top_level_keys_is_refused(table):
         CovariateSchema.from_dict({**data, "version": 2})
     with pytest.raises(ValueError, match=r"keys \[\]; expected exactly \['covariates'\]"):
         CovariateSchema.from_dict({})
+
+
+@pytest.mark.parametrize("spelled", ["female", "FEMALE", "Female", " f ", "F"])
+def test_bids_sex_spellings_map_to_the_levels(table, spelled):
+    """BIDS participants.tsv recommends male/female (any case): the same levels as M/F."""
+    schema = default_schema().fit(table)
+    assert schema["sex"].parse([spelled]).tolist() == [0.0]
+    assert schema["sex"].parse(["male", "MALE", "Male", "m"]).tolist() == [1.0] * 4
+    good = {"age": 30.0, "ventricular_volume": 20.0, "brain_volume": 1100.0}
+    np.testing.assert_array_equal(schema.normalize({**good, "sex": spelled}), schema.normalize({**good, "sex": "F"}))
+    assert schema.denormalize(schema.normalize({**good, "sex": "male"}))["sex"].tolist() == ["M"]  # back as the level
+
+
+@pytest.mark.parametrize("ambiguous", ["1", "2", 1, 2.0])
+def test_numeric_sex_codes_stay_errors_listing_the_accepted_spellings(table, ambiguous):
+    schema = default_schema().fit(table)
+    with pytest.raises(ValueError) as info:
+        schema["sex"].parse([ambiguous])
+    message = str(info.value)
+    assert "allowed: one of ['F', 'M'], also spelled F = female, M = male (any case)" in message
+    assert "numeric codes such as 1/2 are ambiguous" in message
+    with pytest.raises(ValueError, match=r"invalid values \['other'\]; allowed: one of \['F', 'M'\], also spelled"):
+        schema["sex"].parse(["other"])  # a BIDS level this schema has no level for
+
+
+def test_fit_and_density_take_spelled_levels(table):
+    from synthbrain.cohort.distribution import CovariateDistribution
+
+    spelled = table.assign(sex=["female", "Male", "MALE", "f"])
+    schema = default_schema().fit(spelled)
+    assert schema == default_schema().fit(table)
+    np.testing.assert_array_equal(schema.normalize(spelled), schema.normalize(table))
+    big = pd.concat([spelled] * 3, ignore_index=True)
+    big["age"] = big["age"] + np.arange(len(big))
+    density = CovariateDistribution.fit(big, default_schema().fit(big), components=1)
+    assert density.sample(2, {"sex": "female"}, seed=0)["sex"].tolist() == ["F", "F"]
+
+
+def test_condition_samplers_take_spelled_levels(table):
+    """The samplers check their values through the schema, so female/male need no code of their own."""
+    from synthbrain.datasets.conditions import Empirical, Fixed, Uniform, check_sampler
+
+    schema = default_schema().fit(table)
+    check_sampler(Uniform(sex=["female", "male"], age=(30, 60)), schema)
+    check_sampler(Fixed(sex="FEMALE", age=50.0), schema)
+    check_sampler(Empirical(table.assign(sex=["female", "male", "Male", "F"])), schema)
+    with pytest.raises(ValueError, match=r"invalid values \['2'\]; allowed: one of \['F', 'M'\], also spelled"):
+        check_sampler(Fixed(sex="2", age=50.0), schema)
+
+
+def test_generate_takes_female_with_the_embedded_model():
+    from synthbrain import BrainGenerator
+    from synthbrain.generator import DEFAULT_MODEL, INDEX
+
+    if not (DEFAULT_MODEL / INDEX).is_file():
+        pytest.skip(f"no embedded model at {DEFAULT_MODEL}")
+    out = BrainGenerator.from_pretrained("default").generate({"sex": "female", "age": 70}, n=1, seed=3, steps=2)
+    assert out.covariates.loc[0, "sex"] == "F" and out.covariates.loc[0, "age"] == 70.0

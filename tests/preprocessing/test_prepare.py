@@ -237,3 +237,38 @@ def test_failed_subject_is_reported_and_others_are_kept(template_folder, tmp_pat
     skipped = pd.read_csv(tmp_path / "skip" / "skipped.tsv", sep="\t")
     assert skipped["subject_id"].tolist() == ["a02"]
     assert pd.read_csv(tmp_path / "skip" / "participants.tsv", sep="\t")["subject_id"].tolist() == ["a01", "a03"]
+
+
+def test_longitudinal_bids_with_mirrored_sforms_prepared_by_the_qform(template_folder, tmp_path):
+    """Two sessions of one subject whose sforms are mirrored in x: refused until the qform is chosen;
+    then every session is its own sample, subject and session kept apart, the header recorded, and
+    the registration undoes the true motion (the qform's), not a mirrored one."""
+    from synthbrain.cohort import CohortError, read_bids
+    from tests.helpers import bids_from_template_subjects
+
+    root = bids_from_template_subjects(template_folder, tmp_path / "bids", {"ses-1": "a01", "ses-2": "a02"}, mirror_sform=True)
+    with pytest.raises(CohortError, match="their handedness differs"):
+        read_bids(root, session="all")
+    cohort = read_bids(root, session="all", trust_header="qform")
+    out = prepare_cohort(cohort, tmp_path / "out", FAST, workers=1, progress=False)
+
+    table = pd.read_csv(out / "participants.tsv", sep="\t")
+    assert table["subject_id"].tolist() == ["sub-01_ses-1", "sub-01_ses-2"]
+    assert table["participant_id"].tolist() == ["sub-01", "sub-01"] and table["session_id"].tolist() == ["ses-1", "ses-2"]
+    assert table["age"].tolist() == [60.0, 62.5] and table["sex"].tolist() == ["F", "F"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["reading"]["session"] == "all" and manifest["reading"]["trust_header"] == "qform"
+    assert manifest["summary"]["subjects"] == 2 and manifest["summary"]["participants"] == 1
+    brain = np.argwhere(np.ones((8, 8, 8))) * 15.0 - [52, 70, 40]
+    for record, sid in zip(manifest["records"], ("a01", "a02")):
+        assert record["trust_header"] == "qform" and record["reading"] == {"covariates_from_sessions_tsv": ["age"]}
+        header = record["header"]["image"]
+        assert header["source"] == "qform" and "the qform is used as asked" in header["notes"][0]
+        true_affine = nib.load(template_folder / "images" / f"{sid}_T1.nii.gz").affine
+        np.testing.assert_allclose(header["affine"], true_affine, atol=1e-4)
+        assert record["header"]["labels"]["source"] == "qform"
+        found = np.asarray(record["registration"]["template_to_subject_ras"])
+        error = np.linalg.norm(nib.affines.apply_affine(found, brain) - nib.affines.apply_affine(MOTIONS[sid], brain), axis=1)
+        assert error.max() < 4.0, (sid, error.max())
+    loaded = PreparedCohort.load(out)
+    assert loaded.table["participant_id"].tolist() == ["sub-01", "sub-01"]

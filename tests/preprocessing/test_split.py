@@ -67,3 +67,50 @@ def test_cli_split(tmp_path, capsys):
     assert "x: 5 subjects" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["split", "--prepared", str(root), "--out", str(tmp_path / "s"), "--parts", "x=half"])
+
+
+def _sessions_table(subjects: int, seed: int = 0) -> pd.DataFrame:
+    """1 to 3 sessions per subject, two years apart; sex per subject."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(subjects):
+        sex, age = rng.choice(["F", "M"]), rng.uniform(20, 80)
+        for k in range(int(rng.integers(1, 4))):
+            rows.append({"subject_id": f"sub-{i:02d}_ses-{k + 1}", "participant_id": f"sub-{i:02d}", "sex": sex, "age": age + 2 * k})
+    return pd.DataFrame(rows)
+
+
+def test_sessions_of_one_subject_never_straddle_parts():
+    table = _sessions_table(60)
+    parts = stratified_parts(table, FRACTIONS, seed=1)
+    per_subject = parts.groupby(table["participant_id"]).nunique()
+    assert (per_subject == 1).all()  # every subject's sessions in one part
+    subjects = parts.groupby(table["participant_id"]).first().value_counts().to_dict()
+    assert subjects == {"generator": 24, "pool": 18, "test": 18}  # the fractions count subjects
+    assert parts.equals(stratified_parts(table, FRACTIONS, seed=1))
+
+
+def test_subject_missing_age_in_its_first_session_is_stratified_by_a_later_one():
+    table = _sessions_table(40, seed=2)
+    first = table.groupby("participant_id").head(1).index
+    table.loc[first[:5], "age"] = np.nan  # the later sessions of multi-session subjects still have one
+    parts = stratified_parts(table, FRACTIONS, seed=0)
+    assert (parts.groupby(table["participant_id"]).nunique() == 1).all()
+
+
+def test_split_of_a_session_cohort_keeps_subjects_whole(tmp_path, capsys):
+    root = make_prepared(tmp_path / "cohort", n=12)
+    table = pd.read_csv(root / "participants.tsv", sep="\t")
+    table.insert(1, "participant_id", [f"sub-{i // 2:02d}" for i in range(12)])
+    table.insert(2, "session_id", [f"ses-{i % 2 + 1}" for i in range(12)])
+    table["sex"] = ["F", "F", "M", "M"] * 3
+    table.to_csv(root / "participants.tsv", sep="\t", index=False)
+    folders = split_prepared(root, tmp_path / "split", {"a": 0.5, "b": 0.5}, seed=0)
+    owners = {name: set(PreparedCohort.load(folder).table["participant_id"]) for name, folder in folders.items()}
+    assert len(owners["a"]) == len(owners["b"]) == 3 and not owners["a"] & owners["b"]
+    assert len(PreparedCohort.load(folders["a"])) == 6
+    listing = pd.read_csv(tmp_path / "split" / "split.tsv", sep="\t")
+    assert listing.columns.tolist() == ["subject_id", "participant_id", "part"]
+    assert (listing.groupby("participant_id")["part"].nunique() == 1).all()
+    assert main(["split", "--prepared", str(root), "--out", str(tmp_path / "s2"), "--parts", "x=0.5,y=0.5"]) == 0
+    assert "x: 6 samples of 3 subjects" in capsys.readouterr().out
