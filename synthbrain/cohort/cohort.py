@@ -150,7 +150,8 @@ def read_folder(
         label_scheme: scheme whose ``volumes`` measure covariates missing from the table and whose
             classes every label must belong to; ``None`` disables both.
         on_error: ``"raise"`` (default) or ``"skip"`` subjects with problems.
-        check_images: read every file to check it (required to measure volumes from labels).
+        check_images: read every file in full to check its voxels (required to measure volumes from
+            labels). The headers' orientation is checked either way.
         trust_header: which voxel-to-world transform of the NIfTI headers to use when a file's
             qform and sform disagree: ``"sform"`` or ``"qform"``; None (default) makes a
             disagreement a problem. See :mod:`synthbrain.cohort.geometry` for every check.
@@ -199,14 +200,17 @@ def read_bids(
     levels the specification recommends (``male``/``female``, ``m``/``f``, any case).
 
     Sessions (``ses-<label>``, BIDS "Sessions file"): with ``session=None`` (default) a subject must
-    have one T1w image; several (sessions, runs) are a problem. ``session="<label>"`` (``"1"`` or
-    ``"ses-1"``) reads that session of every subject (a subject without it is a problem).
-    ``session="all"`` takes every session of every subject as its own sample, ``subject_id``
-    ``sub-<label>_ses-<label>``, keeping ``participant_id`` and ``session_id``; a covariate column
-    of ``sub-<label>/sub-<label>_sessions.tsv`` (``session_id`` column required, e.g. ``age``)
-    gives that session's value, else the ``participants.tsv`` value is used for every session and
-    a warning says so. Label maps are matched by subject and session. Other arguments as in
-    :func:`read_folder`.
+    have one T1w image; several (sessions, runs) are a problem whose message says how to choose.
+    ``session="<label>"`` (``"1"`` or ``"ses-1"``) reads that session of every subject (a subject
+    without it is a problem), ``subject_id`` staying ``sub-<label>``. ``session="all"`` takes every
+    session of every subject as its own sample, ``subject_id`` ``sub-<label>_ses-<label>``. Either
+    way each sample keeps ``participant_id`` and ``session_id``, and a covariate column of
+    ``sub-<label>/sub-<label>_sessions.tsv`` (``session_id`` column required; e.g. ``age``) gives
+    the value at that session over ``participants.tsv`` (recorded in ``SubjectRecord.info``); a
+    subject with several sessions whose sessions file lacks a value takes the ``participants.tsv``
+    one, and a warning says so. Label maps are matched by subject and session. Other arguments as
+    in :func:`read_folder`; ``session`` that is not None, ``"all"`` or a BIDS label is a
+    ``ValueError`` naming it.
     """
     check_trust(trust_header)
     session = _check_session(session)
@@ -334,11 +338,17 @@ def _assemble(
         if len(image_files) == 1 and len(lab) <= 1:
             pairs.append((sid, image_files[0], lab[0] if lab else None))
 
-    if check_images:
-
-        def check(pair):
+    def check(pair):
+        if check_images:
             return pair[0], _check_files(pair[1], pair[2], label_scheme, trust_header)
+        reasons: list[str] = []
+        notes: list[str] = []
+        for path, what in ((pair[1], "image"), (pair[2], "label map")):
+            if path is not None:
+                _geometry(path, what, trust_header, reasons, notes)  # headers only: cheap, and checked either way
+        return pair[0], (reasons, {}, notes)
 
+    if pairs:
         with ThreadPoolExecutor(max_workers=2) as pool:
             for sid, (reasons, volumes, notes) in pool.map(check, pairs):
                 bad[sid].extend(reasons)

@@ -196,3 +196,9 @@ def test_real_subject_with_a_mirrored_sform_is_caught(ixi, tmp_path):
     np.testing.assert_allclose(read_geometry(subject.image, "qform").affine, original.affine, atol=1e-4)
     expected_ml = float(table.loc[table["subject_id"] == sid, "ventricles"].iloc[0]) / 1000
     assert subject.covariates["ventricular_volume"] == pytest.approx(expected_ml, rel=1e-6)
+
+
+def test_headers_are_checked_without_reading_the_voxels_too(tmp_path):
+    root = cohort_folder(tmp_path, qform=TWO_MM, sform=MIRRORED)
+    with pytest.raises(CohortError, match="their handedness differs"):
+        read_folder(root / "images", root / "participants.csv", schema=_age_sex(), label_scheme=None, check_images=False)
