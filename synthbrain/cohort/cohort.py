@@ -615,7 +615,10 @@ def _sessions_table(root: Path, pid: str) -> tuple[dict[str, dict[str, str]], st
     path = root / pid / f"{pid}_sessions.tsv"
     if not path.is_file():
         return {}, None
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        return {}, f"{path.name} is unreadable ({type(err).__name__}: {err})"
     if "session_id" not in table.columns:
         return {}, f"{path.name}: no column 'session_id' (BIDS sessions file); columns: {list(table.columns)}"
     table["session_id"] = table["session_id"].str.strip()
