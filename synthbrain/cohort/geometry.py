@@ -168,13 +168,19 @@ def resolve_geometry(header: nib.Nifti1Header, path: str | Path, trust: str | No
         if len(matrices) == 2:
             difference = _disagreement(matrices["qform"], matrices["sform"], shape)
             if difference:
+                spaces = ""
+                if codes["qform"] != codes["sform"]:  # e.g. scanner (1) vs MNI (4): the NIfTI-1 standard allows two spaces
+                    spaces = (
+                        f" (they name different spaces, {_space(codes['qform'])} and {_space(codes['sform'])}; "
+                        "volumes are measured with the chosen one's voxel size)"
+                    )
                 raise HeaderError(
                     path,
                     [
                         f"qform and sform disagree ({difference}): qform (code {codes['qform']}, {_axcodes(matrices['qform'])}) "
                         f"{_matrix(matrices['qform'])}, sform (code {codes['sform']}, {_axcodes(matrices['sform'])}) "
                         f"{_matrix(matrices['sform'])}; choose the one to trust with trust_header='qform' or 'sform' "
-                        "(--trust-header)"
+                        f"(--trust-header){spaces}"
                     ],
                 )
             source = "sform"
@@ -269,6 +275,10 @@ def _spatial_unit(header) -> str:
         return header.get_xyzt_units()[0]
     except KeyError:
         return f"code {int(header['xyzt_units']) % 8}"
+
+
+def _space(code: int) -> str:
+    return f"{code} = {nib.nifti1.xform_codes.label[code]!r}"
 
 
 def _axcodes(matrix: np.ndarray) -> str:
