@@ -202,3 +202,14 @@ def test_headers_are_checked_without_reading_the_voxels_too(tmp_path):
     root = cohort_folder(tmp_path, qform=TWO_MM, sform=MIRRORED)
     with pytest.raises(CohortError, match="their handedness differs"):
         read_folder(root / "images", root / "participants.csv", schema=_age_sex(), label_scheme=None, check_images=False)
+
+
+def test_transforms_into_different_spaces_are_named_in_the_disagreement(tmp_path):
+    """A scanner qform (code 1) beside an sform into MNI space (code 4): the standard allows it, but
+    which one to measure with is the caller's choice."""
+    to_mni = TWO_MM.copy()
+    to_mni[:3, 3] = 10.0
+    path = write_nifti_header(tmp_path / "a.nii.gz", image_20(), qform=TWO_MM, sform=to_mni, sform_code=4)
+    with pytest.raises(HeaderError, match=r"they name different spaces, 1 = 'scanner' and 4 = 'mni'"):
+        read_geometry(path)
+    assert read_geometry(path, "sform").affine[0, 3] == 10.0 and read_geometry(path, "qform").affine[0, 3] == 0.0
