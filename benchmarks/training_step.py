@@ -19,7 +19,8 @@ import torch
 from _report import markdown_table
 
 from synthbrain import _io
-from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder, autoencoder_loss
+from synthbrain.autoencoder.losses import autoencoder_loss
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
 
 

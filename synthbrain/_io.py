@@ -11,6 +11,8 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,7 +51,42 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as strict JSON (RFC 8259): NaN and infinities become ``null``, numpy scalars and
+    arrays plain numbers and lists, paths strings. Every JSON synthbrain writes goes through here."""
+    write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float (Python or numpy) replaced by None, recursively."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return strict_json(obj.tolist())
+    return obj
+
+
+def claim_folder(folder: str | os.PathLike, record: str, config: dict[str, Any], *, argument: str, write: bool = True) -> None:
+    """Tie ``folder`` to one configuration, so that a job resumed there cannot mix two.
+
+    The first call writes ``config`` as ``folder/record`` (when ``write``: the main process only,
+    under torchrun); a later call with a different ``config`` is a ``ValueError`` naming
+    ``argument``, the folder and the differing keys. Used by training runs (``run.json``), prepared
+    cohorts (``params.json``) and dataset shard folders (``dataset.json``)."""
+    path = Path(folder) / record
+    config = json.loads(json.dumps(strict_json(config), default=_json_default))
+    if path.is_file():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != config:
+            changed = sorted(k for k in set(config) | set(previous) if previous.get(k) != config.get(k))
+            raise ValueError(
+                f"{argument}={str(folder)!r} holds a job with another configuration (differing: {changed}); choose another folder"
+            )
+    elif write:
+        write_json(path, config)
 
 
 def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
@@ -71,6 +108,41 @@ def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *,
     img.set_sform(affine, code=code)
     with atomic_path(path) as tmp:
         nib.save(img, tmp)
+
+
+@contextlib.contextmanager
+def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty hidden folder beside ``target``; when the block succeeds, it replaces
+    ``target`` in one rename (a previous ``target`` is moved aside first and deleted only once the new
+    one is in place, or restored if the rename fails). When the block fails, ``target`` is untouched
+    and the staging folder is removed. Staging folders left by a killed job are removed by the next
+    call for the same ``target``."""
+    target = Path(os.path.realpath(target))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stale = re.compile(rf"{re.escape(TMP_PREFIX)}[0-9a-f]{{12}}-(old-)?{re.escape(target.name)}")
+    for path in target.parent.iterdir():
+        if stale.fullmatch(path.name) and path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+    staging = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-{target.name}"
+    staging.mkdir()
+    try:
+        yield staging
+        if target.is_dir() and any(target.iterdir()):
+            old = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}-old-{target.name}"
+            os.replace(target, old)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old)
+        else:
+            if target.is_dir():
+                target.rmdir()
+            os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_figure(path: str | os.PathLike, fig) -> None:
@@ -107,7 +179,13 @@ def _json_default(obj: Any) -> Any:
 
 
 def markdown_table(table: pd.DataFrame, digits: int = 3) -> str:
-    """A DataFrame as a Markdown table, floats with ``digits`` decimals."""
-    cells = [[f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row] for row in table.itertuples(index=False)]
+    """A DataFrame as a Markdown table, floats with ``digits`` decimals, missing values as a dash."""
+    cells = [[_cell(v, digits) for v in row] for row in table.itertuples(index=False)]
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + " --- |" * len(table.columns)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float | np.floating) and not np.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float | np.floating) else str(value)

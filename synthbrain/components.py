@@ -1,7 +1,8 @@
-"""Model components on disk: a folder with ``config.json`` (class, constructor config, library
-version) and ``model.safetensors``. Loading is strict: another class, unknown config keys, an
-unreadable file, and missing, unexpected or mis-shaped weights are all errors (``ValueError``
-naming the file)."""
+"""Model components on disk, one format for all: a folder with ``config.json`` (class, constructor
+config, library version) and, for networks, ``model.safetensors`` (as diffusers stores its
+components). A noise schedule is a component with a config and no weights. Loading is strict:
+another class, unknown config keys, an unreadable file, and missing, unexpected or mis-shaped
+weights are all errors (``ValueError`` naming the file)."""
 
 from __future__ import annotations
 
@@ -22,34 +23,58 @@ class _Config(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-def save_component(model: nn.Module, folder: str | Path) -> None:
-    folder = Path(folder)
-    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with _io.atomic_path(folder / WEIGHTS) as tmp:
-        save_file(weights, str(tmp))
-    _io.write_json(folder / CONFIG, {"class": type(model).__name__, "synthbrain_version": __version__, **model.config.to_dict()})
+def save_config(obj: _Config, folder: str | Path, class_name: str | None = None) -> None:
+    """Write ``folder/config.json``: ``class`` (``class_name`` or the object's type), the library
+    version, and ``obj.to_dict()``."""
+    config = {"class": class_name or type(obj).__name__, "synthbrain_version": __version__, **obj.to_dict()}
+    _io.write_json(Path(folder) / CONFIG, config)
 
 
-def load_component(model_class: type[nn.Module], config_class: Any, folder: str | Path) -> nn.Module:
+def load_config(config_class: Any, folder: str | Path, class_name: str | None = None) -> Any:
+    """``config_class.from_dict`` of ``folder/config.json``, whose ``class`` must be ``class_name``
+    (default: the config class's name); the version is ignored. Errors name the file."""
     folder = Path(folder)
-    for name in (CONFIG, WEIGHTS):
-        if not (folder / name).is_file():
-            raise ValueError(f"{folder}: missing {name}; a component folder holds {CONFIG} and {WEIGHTS}")
+    if not (folder / CONFIG).is_file():
+        raise ValueError(f"{folder}: missing {CONFIG}; a component folder holds {CONFIG} (and {WEIGHTS} for a network)")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except ValueError as err:
         raise ValueError(f"{folder / CONFIG}: not valid JSON ({err})") from None
     if not isinstance(config, dict):
         raise ValueError(f"{folder / CONFIG}: a JSON {type(config).__name__}; expected an object")
+    expected = class_name or config_class.__name__
     found = config.pop("class", None)
-    if found != model_class.__name__:
-        raise ValueError(f"{folder / CONFIG}: class {found!r}; expected {model_class.__name__!r}")
+    if found != expected:
+        raise ValueError(f"{folder / CONFIG}: class {found!r}; expected {expected!r}")
     config.pop("synthbrain_version", None)
     try:
-        model = model_class(config_class.from_dict(config))
+        return config_class.from_dict(config)
     except KeyError as err:
         raise ValueError(f"{folder / CONFIG}: missing key {err}") from None
     except (TypeError, ValueError) as err:  # unknown keys, a required one missing, a bad value
+        raise ValueError(f"{folder / CONFIG}: {err}") from None
+
+
+def save_component(model: nn.Module, folder: str | Path) -> None:
+    """Write a network (with a ``config`` attribute that has ``to_dict``) as ``folder/model.safetensors``
+    and ``folder/config.json``."""
+    folder = Path(folder)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with _io.atomic_path(folder / WEIGHTS) as tmp:
+        save_file(weights, str(tmp))
+    save_config(model.config, folder, type(model).__name__)
+
+
+def load_component(model_class: type[nn.Module], config_class: Any, folder: str | Path) -> nn.Module:
+    """Build ``model_class(config)`` from ``folder/config.json`` and load ``folder/model.safetensors``
+    strictly (missing, unexpected or mis-shaped weights are a ``ValueError`` naming the file)."""
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file():
+        raise ValueError(f"{folder}: missing {WEIGHTS}; a component folder holds {CONFIG} and {WEIGHTS}")
+    config = load_config(config_class, folder, model_class.__name__)
+    try:
+        model = model_class(config)
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{folder / CONFIG}: {err}") from None
     try:
         weights = load_file(folder / WEIGHTS)

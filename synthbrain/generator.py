@@ -527,9 +527,9 @@ def assemble_generator(
     if _io.sha256_file(Path(meta["autoencoder"]) / WEIGHTS) != meta["autoencoder_sha256"]:
         raise ValueError(f"{meta['autoencoder']}: the autoencoder changed after these latents were cached; cache them again")
     unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
-    scheduler = json.loads((Path(diffusion_run) / "scheduler.json").read_text())
-    scheduler.pop("class", None)
-    scheduler.pop("synthbrain_version", None)
+    from synthbrain.components import load_config
+
+    schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
     scheme_file = Path(meta["prepared"]) / "label_scheme.json"
     classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
     schema = CovariateSchema.from_dict(meta["schema"])
@@ -538,7 +538,7 @@ def assemble_generator(
     return BrainGenerator(
         autoencoder,
         unet,
-        NoiseSchedule.from_dict(scheduler),
+        schedule,
         schema,
         Grid.from_dict(meta["image_grid"]),
         meta["scale"],

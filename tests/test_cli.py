@@ -113,7 +113,7 @@ def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
         )
         == 0
     )
-    assert (run / "dm" / "unet" / "model.safetensors").is_file() and (run / "dm" / "scheduler.json").is_file()
+    assert (run / "dm" / "unet" / "model.safetensors").is_file() and (run / "dm" / "scheduler" / "config.json").is_file()
     index = json.loads((run / "dm" / "generator" / "synthbrain_generator.json").read_text())
     assert index["defaults"]["steps"] == 3 and index["defaults"]["guidance_scale"] == 2.0
     # The whole chain: prepared cohort -> autoencoder -> latents -> diffusion -> generator -> volumes on disk.

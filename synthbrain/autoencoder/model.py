@@ -112,29 +112,3 @@ class BrainAutoencoder(nn.Module):
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         recon, logits = self.decode(mu + sigma * noise)
         return AutoencoderOutput(recon, logits, mu, sigma)
-
-
-def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, sigma^2) || N(0, 1)), summed over latent elements, averaged over the batch."""
-    kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 2 * torch.log(sigma.clamp_min(1e-8)) - 1)
-    return kl.flatten(1).sum(1).mean()
-
-
-@dataclass(frozen=True)
-class AutoencoderLossWeights:
-    image_l1: float = 1.0
-    labels_ce: float = 1.0
-    kl: float = 1e-6
-
-
-def autoencoder_loss(
-    out: AutoencoderOutput, image: torch.Tensor, labels: torch.Tensor | None, weights: AutoencoderLossWeights = AutoencoderLossWeights()
-) -> dict[str, torch.Tensor]:
-    """L1 on the image, cross-entropy on the labels, and a small KL term; returns each part and the total."""
-    parts = {"image_l1": F.l1_loss(out.image.float(), image.float())}
-    if out.label_logits is not None:
-        target = labels.float() if labels.is_floating_point() else labels.long()  # class fractions or indices
-        parts["labels_ce"] = F.cross_entropy(out.label_logits.float(), target)
-    parts["kl"] = kl_divergence(out.mu.float(), out.sigma.float())
-    parts["total"] = sum(getattr(weights, name) * value for name, value in parts.items())
-    return parts

@@ -1,8 +1,13 @@
 """``synthbrain train autoencoder``: train the joint image + label autoencoder on a prepared cohort.
 
-Resumable: the checkpoint holds the model, optimiser, step, random-generator state and loss history,
-and the data order is a function of (seed, epoch), so a killed run continues exactly where it
-stopped. Runs under torchrun for several processes (DDP; gloo on CPU, NCCL on GPUs).
+Each step minimises L1 on the image, cross-entropy on the labels, a small KL term and, with their
+weights above 0, a perceptual term and a patch-adversarial term (:mod:`synthbrain.autoencoder.losses`).
+The adversarial term and its discriminator start at step ``adversarial_warmup``: before it the
+autoencoder learns to reconstruct, after it a MONAI ``PatchDiscriminator`` (its own Adam optimiser)
+is trained on real images against reconstructions in alternation with the autoencoder, as in
+Rombach et al. 2022 and MONAI's 3D LDM recipes. Resumable to bit-identical weights and runnable
+under torchrun through :func:`synthbrain.training.run`; the checkpoint holds the discriminator and
+its optimiser too.
 """
 
 from __future__ import annotations
@@ -12,27 +17,31 @@ from pathlib import Path
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
-from tqdm.auto import tqdm
 
-from synthbrain.autoencoder.model import AutoencoderConfig, AutoencoderLossWeights, BrainAutoencoder, autoencoder_loss
+from synthbrain import _io, training
+from synthbrain.autoencoder.losses import (
+    ADVERSARIAL_CRITERIA,
+    AdversarialLoss,
+    AutoencoderLossWeights,
+    PerceptualLoss,
+    autoencoder_loss,
+    make_discriminator,
+)
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.components import save_component
 from synthbrain.preprocessing.prepared import PreparedCohort
-from synthbrain.training import (
-    CHECKPOINT,
-    claim_run,
-    epoch_order,
-    gather_generator_states,
-    load_checkpoint,
-    save_checkpoint,
-    setup_distributed,
-    unwrap,
-    write_history,
-)
 
 
 @dataclass(frozen=True)
 class AutoencoderTraining:
+    """Optimisation settings (recorded in the run folder's ``run.json``).
+
+    ``adversarial_warmup``: steps before the discriminator and the adversarial term start.
+    ``perceptual_network``: a TorchScript file for :class:`PerceptualLoss` (None: deepbet's network).
+    ``discriminator_channels`` / ``discriminator_layers``: the ``PatchDiscriminator``'s width and depth;
+    ``adversarial_criterion``: ``least_squares`` or ``hinge``.
+    """
+
     steps: int = 500
     batch_size: int = 2
     learning_rate: float = 2e-4
@@ -41,20 +50,40 @@ class AutoencoderTraining:
     seed: int = 0
     num_workers: int = 0
     weights: AutoencoderLossWeights = field(default_factory=AutoencoderLossWeights)
+    adversarial_warmup: int = 0
+    adversarial_criterion: str = "least_squares"
+    discriminator_channels: int = 32
+    discriminator_layers: int = 3
+    discriminator_learning_rate: float | None = None  # None: learning_rate
+    perceptual_network: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; allowed: >= 1")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate={self.learning_rate}; allowed: > 0")
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every", "discriminator_channels", "discriminator_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
+        for name in ("seed", "num_workers", "adversarial_warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r}; allowed: an integer >= 0")
+        for name in ("learning_rate", "discriminator_learning_rate"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
+                raise ValueError(f"{name}={value!r}; allowed: a finite number > 0")
+        if self.adversarial_criterion not in ADVERSARIAL_CRITERIA:
+            raise ValueError(f"adversarial_criterion={self.adversarial_criterion!r}; allowed: {list(ADVERSARIAL_CRITERIA)}")
+        if not isinstance(self.weights, AutoencoderLossWeights):
+            raise ValueError(f"weights={self.weights!r}; allowed: an AutoencoderLossWeights")
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "weights": asdict(self.weights)}
 
 
 def train_autoencoder(
     prepared: str | Path,
     run_dir: str | Path,
     model_config: AutoencoderConfig,
-    training: AutoencoderTraining = AutoencoderTraining(),
+    training_config: AutoencoderTraining = AutoencoderTraining(),
     *,
     downsample: int = 1,
     device: str | None = None,
@@ -63,9 +92,12 @@ def train_autoencoder(
     """Train (or resume training) and write ``run_dir/autoencoder/{config.json, model.safetensors}``.
 
     ``downsample=k`` trains on the prepared cohort averaged over k x k x k blocks, with class
-    fractions as label targets (see :class:`PreparedCohort`).
+    fractions as label targets (see :class:`PreparedCohort`). Raises ``ValueError`` before any
+    training for a label count or grid the model cannot take, a batch larger than the cohort, a
+    perceptual network that cannot be used, or a run folder that holds another configuration.
     """
-    info = setup_distributed(device)
+    settings = training_config
+    info = training.setup_distributed(device)
     cohort = PreparedCohort.load(prepared, downsample)
     scheme_classes = cohort.label_scheme.num_classes if cohort.label_scheme else 0
     if model_config.num_classes not in (0, scheme_classes):
@@ -74,84 +106,90 @@ def train_autoencoder(
         raise ValueError(
             f"the training grid {cohort.output_grid.shape} is not divisible by the autoencoder's downsampling {model_config.downsample}"
         )
-    if len(cohort) < training.batch_size * info.world_size:
-        raise ValueError(f"batch_size={training.batch_size} x {info.world_size} processes exceeds the {len(cohort)} subjects")
+    if len(cohort) < settings.batch_size * info.world_size:
+        raise ValueError(f"batch_size={settings.batch_size} x {info.world_size} processes exceeds the {len(cohort)} subjects")
+    weights = settings.weights
+    perceptual = PerceptualLoss(settings.perceptual_network).to(info.device) if weights.perceptual > 0 else None
     run_dir = Path(run_dir)
-    claim_run(
+    _io.claim_folder(
         run_dir,
+        "run.json",
         {
             "stage": "autoencoder",
             "model": model_config.to_dict(),
-            "training": {**asdict(training), "weights": asdict(training.weights)},
+            "training": settings.to_dict(),
             "prepared": str(Path(prepared).resolve()),
             "downsample": downsample,
             "grid": cohort.output_grid.to_dict(),
         },
-        info.is_main,
+        argument="run_dir",
+        write=info.is_main,
     )
 
-    torch.manual_seed(training.seed)  # identical initial weights on every rank
+    torch.manual_seed(settings.seed)  # identical initial weights on every rank
     model = BrainAutoencoder(model_config).to(info.device)
-    optimiser = torch.optim.Adam(model.parameters(), lr=training.learning_rate)
-    noise = torch.Generator(device=info.device).manual_seed(training.seed * 1000 + info.rank)
-    step, history = 0, []
-    if (run_dir / CHECKPOINT).is_file():
-        state = load_checkpoint(run_dir / CHECKPOINT, info.device)
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimizer"])
-        noise.set_state(state["noise"][info.rank].cpu())
-        step, history = state["step"], state["history"]
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    state = {"model": model, "optimizer": optimiser}
+    adversarial = weights.adversarial > 0
+    if adversarial:
+        discriminator = make_discriminator(1, settings.discriminator_channels, settings.discriminator_layers).to(info.device)
+        d_optimiser = torch.optim.Adam(discriminator.parameters(), lr=settings.discriminator_learning_rate or settings.learning_rate)
+        state |= {"discriminator": discriminator, "discriminator_optimizer": d_optimiser}
+        criterion = AdversarialLoss(settings.adversarial_criterion)
+    noise = torch.Generator(device=info.device).manual_seed(settings.seed * 1000 + info.rank)
     if info.world_size > 1:
         model = DistributedDataParallel(model)
+        if adversarial:
+            discriminator = DistributedDataParallel(discriminator)
 
-    sampler = DistributedSampler(cohort, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=training.seed, drop_last=True)
-    bar = tqdm(total=training.steps, initial=step, desc="train autoencoder", unit="step", disable=not (progress and info.is_main))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if info.device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    running: dict[str, float] = {}
-    while step < training.steps:
-        order = epoch_order(sampler, step, training.batch_size)
-        loader = DataLoader(
-            torch.utils.data.Subset(cohort, order), batch_size=training.batch_size, drop_last=True, num_workers=training.num_workers
+    def step(batch: dict, index: int) -> dict[str, float]:
+        image = batch["image"].to(info.device)
+        labels = batch["labels"].to(info.device) if model_config.num_classes else None
+        with training.autocast(info.device):
+            out = model(image, labels, generator=noise)
+        parts = autoencoder_loss(out, image, labels, weights, perceptual)
+        total = parts.pop("total")
+        train_discriminator = adversarial and index >= settings.adversarial_warmup
+        if train_discriminator:
+            discriminator.requires_grad_(False)
+            with training.autocast(info.device):
+                fake_logits = discriminator(out.image.float().contiguous())[-1]
+            parts["adversarial"] = criterion.generator(fake_logits)
+            total = total + weights.adversarial * parts["adversarial"]
+        optimiser.zero_grad(set_to_none=True)
+        total.backward()
+        optimiser.step()
+        logged = {"total": total.item(), **{k: v.item() for k, v in parts.items()}}
+        if train_discriminator:
+            discriminator.requires_grad_(True)
+            with training.autocast(info.device):
+                real_logits = discriminator(image.contiguous())[-1]
+                fake_logits = discriminator(out.image.detach().float().contiguous())[-1]
+            d_loss = criterion.discriminator(real_logits, fake_logits)
+            d_optimiser.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_optimiser.step()
+            logged["discriminator"] = d_loss.item()
+        return logged
+
+    training.run(
+        training.Loop(
+            run_dir=run_dir,
+            info=info,
+            state=state,
+            generators={"noise": noise},
+            dataset=cohort,
+            step=step,
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            checkpoint_every=settings.checkpoint_every,
+            log_every=settings.log_every,
+            title="autoencoder training",
+            num_workers=settings.num_workers,
+            progress=progress,
         )
-        for batch in loader:
-            image = batch["image"].to(info.device)
-            labels = batch["labels"].to(info.device) if model_config.num_classes else None
-            with autocast:
-                out = model(image, labels, generator=noise)
-            parts = autoencoder_loss(out, image, labels, training.weights)
-            optimiser.zero_grad(set_to_none=True)
-            parts["total"].backward()
-            optimiser.step()
-            step += 1
-            for key, value in parts.items():
-                running[key] = running.get(key, 0.0) + value.item()
-            bar.update()
-            if step % training.log_every == 0:
-                history.append({"step": step, **{k: v / training.log_every for k, v in running.items()}})
-                running = {}
-                bar.set_postfix(loss=f"{history[-1]['total']:.4f}")
-            if step % training.checkpoint_every == 0 or step == training.steps:
-                _checkpoint(run_dir, model, optimiser, noise, step, history, info)
-            if step == training.steps:
-                break
-    bar.close()
+    )
     if info.is_main:
-        write_history(run_dir, history, "autoencoder training")
-        save_component(unwrap(model), run_dir / "autoencoder")
+        save_component(training.unwrap(model), run_dir / "autoencoder")
     return run_dir / "autoencoder"
-
-
-def _checkpoint(run_dir, model, optimiser, noise, step, history, info) -> None:
-    states = gather_generator_states(noise, info)
-    if info.is_main:
-        save_checkpoint(
-            run_dir / CHECKPOINT,
-            {
-                "model": unwrap(model).state_dict(),
-                "optimizer": optimiser.state_dict(),
-                "noise": [s.cpu() for s in states],
-                "step": step,
-                "history": history,
-            },
-        )
-        write_history(run_dir, history, "autoencoder training")

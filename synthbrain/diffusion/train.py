@@ -1,41 +1,38 @@
 """``synthbrain train diffusion``: train the conditional latent-diffusion UNet on cached latents.
 
-Epsilon (or v / sample) prediction on the noise schedule, classifier-free-guidance condition
-dropout, an exponential moving average of the weights (what is exported and sampled), resumable
-checkpoints and torchrun/DDP as in the autoencoder stage.
+Epsilon, v or sample prediction on the noise schedule (Ho et al. 2020; Salimans & Ho 2022 for v),
+optional min-SNR-gamma loss weighting (Hang et al. 2023), classifier-free-guidance condition dropout
+(Ho & Salimans 2022), and an exponential moving average of the weights (what is exported and
+sampled). Resumable and torchrun-ready through :func:`synthbrain.training.run`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DistributedSampler, TensorDataset
-from tqdm.auto import tqdm
+from torch.utils.data import TensorDataset
 
-from synthbrain import __version__, _io
-from synthbrain.components import save_component
+from synthbrain import _io, training
+from synthbrain.components import save_component, save_config
 from synthbrain.diffusion.latents import LatentCache
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig, drop_conditions
 from synthbrain.samplers.schedule import NoiseSchedule
-from synthbrain.training import (
-    CHECKPOINT,
-    claim_run,
-    epoch_order,
-    gather_generator_states,
-    load_checkpoint,
-    save_checkpoint,
-    setup_distributed,
-    write_history,
-)
 
 
 @dataclass(frozen=True)
 class DiffusionTraining:
+    """Optimisation settings (recorded in the run folder's ``run.json``).
+
+    ``condition_dropout``: probability of training a sample on the null condition (needed for
+    classifier-free guidance; 0 gives a model that cannot be guided). ``min_snr_gamma``: None for
+    the plain mean squared error, or gamma of min-SNR weighting (Hang et al. 2023 use 5).
+    """
+
     steps: int = 3000
     batch_size: int = 8
     learning_rate: float = 1e-4
@@ -44,29 +41,55 @@ class DiffusionTraining:
     checkpoint_every: int = 250
     log_every: int = 25
     seed: int = 0
+    min_snr_gamma: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)}; allowed: >= 1")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}={value!r}; allowed: an integer >= 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed={self.seed!r}; allowed: an integer >= 0")
+        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < math.inf):
+            raise ValueError(f"learning_rate={self.learning_rate!r}; allowed: a finite number > 0")
         if not 0.0 <= self.condition_dropout <= 1.0:
             raise ValueError(f"condition_dropout={self.condition_dropout}; allowed: [0, 1]")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay={self.ema_decay}; allowed: [0, 1)")
+        if self.min_snr_gamma is not None and not (isinstance(self.min_snr_gamma, (int, float)) and 0 < self.min_snr_gamma < math.inf):
+            raise ValueError(f"min_snr_gamma={self.min_snr_gamma!r}; allowed: None or a finite number > 0")
+
+
+def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Per-sample weights of the squared error at timesteps ``t`` (B,): ones, or min-SNR-gamma
+    (Hang et al. 2023) expressed for the schedule's prediction type: min(SNR, gamma) / SNR for
+    epsilon, min(SNR, gamma) / (SNR + 1) for v, min(SNR, gamma) for sample prediction."""
+    if gamma is None:
+        return torch.ones(len(t), dtype=torch.float32)
+    abar = schedule.alphas_cumprod[t.cpu().long()]
+    snr = abar / (1 - abar)
+    clipped = snr.clamp(max=gamma)
+    weight = {"epsilon": clipped / snr, "v_prediction": clipped / (snr + 1), "sample": clipped}[schedule.prediction_type]
+    return weight.float()
 
 
 def train_diffusion(
     latents: str | Path,
     run_dir: str | Path,
     model_config: DiffusionConfig,
-    training: DiffusionTraining = DiffusionTraining(),
+    training_config: DiffusionTraining = DiffusionTraining(),
     schedule: NoiseSchedule = NoiseSchedule(),
     *,
     device: str | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train (or resume) and write ``run_dir/unet`` (EMA weights) and ``run_dir/scheduler.json``."""
-    info = setup_distributed(device)
+    """Train (or resume) and write ``run_dir/unet`` (EMA weights) and ``run_dir/scheduler/config.json``.
+
+    Raises ``ValueError`` before training for a model whose latent channels, condition width or
+    downsampling do not fit the latents, too few subjects with every covariate for one batch per
+    process, or a run folder that holds another configuration."""
+    settings = training_config
+    info = training.setup_distributed(device)
     cache = LatentCache.load(latents)
     keep = cache.complete()
     if model_config.latent_channels != cache.latents.shape[1] or model_config.condition_dim != cache.conditions.shape[1]:
@@ -78,88 +101,66 @@ def train_diffusion(
         raise ValueError(
             f"latent shape {tuple(cache.latents.shape[2:])} is not divisible by the UNet's downsampling {model_config.downsample}"
         )
-    if len(keep) < training.batch_size * info.world_size:
+    if len(keep) < settings.batch_size * info.world_size:
         raise ValueError(
-            f"batch_size={training.batch_size} x {info.world_size} processes exceeds the {len(keep)} subjects with all covariates"
+            f"batch_size={settings.batch_size} x {info.world_size} processes exceeds the {len(keep)} subjects with all covariates"
         )
     run_dir = Path(run_dir)
-    claim_run(
+    _io.claim_folder(
         run_dir,
+        "run.json",
         {
             "stage": "diffusion",
             "model": model_config.to_dict(),
-            "training": asdict(training),
+            "training": asdict(settings),
             "schedule": schedule.to_dict(),
             "latents": str(Path(latents).resolve()),
         },
-        info.is_main,
+        argument="run_dir",
+        write=info.is_main,
     )
     dataset = TensorDataset(cache.latents[keep] * cache.scale, cache.conditions[keep])
 
-    torch.manual_seed(training.seed)
+    torch.manual_seed(settings.seed)
     model = ConditionalUNet(model_config).to(info.device)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(training.ema_decay))
-    optimiser = torch.optim.AdamW(model.parameters(), lr=training.learning_rate)
-    generator = torch.Generator().manual_seed(training.seed * 1000 + info.rank)
-    step, history = 0, []
-    if (run_dir / CHECKPOINT).is_file():
-        state = load_checkpoint(run_dir / CHECKPOINT, info.device)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimiser.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"][info.rank].cpu())
-        step, history = state["step"], state["history"]
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+    generator = torch.Generator().manual_seed(settings.seed * 1000 + info.rank)
     train_model = DistributedDataParallel(model) if info.world_size > 1 else model
 
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=training.seed, drop_last=True)
-    bar = tqdm(total=training.steps, initial=step, desc="train diffusion", unit="step", disable=not (progress and info.is_main))
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if info.device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    running = 0.0
-    while step < training.steps:
-        order = epoch_order(sampler, step, training.batch_size)
-        for start in range(0, len(order) - training.batch_size + 1, training.batch_size):
-            x0, condition = (t.to(info.device) for t in dataset[order[start : start + training.batch_size]])
-            t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=generator).to(info.device)
-            noise = torch.randn(x0.shape, generator=generator).to(info.device)
-            condition = drop_conditions(condition, training.condition_dropout, generator)
-            with autocast:
-                prediction = train_model(schedule.add_noise(x0, noise, t), t, condition)
-            loss = F.mse_loss(prediction.float(), schedule.training_target(x0, noise, t))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            ema.update_parameters(model)
-            step += 1
-            running += loss.item()
-            bar.update()
-            if step % training.log_every == 0:
-                history.append({"step": step, "mse": running / training.log_every})
-                running = 0.0
-                bar.set_postfix(mse=f"{history[-1]['mse']:.4f}")
-            if step % training.checkpoint_every == 0 or step == training.steps:
-                _checkpoint(run_dir, model, ema, optimiser, generator, step, history, info)
-            if step == training.steps:
-                break
-    bar.close()
-    if info.is_main:
-        write_history(run_dir, history, "diffusion training (noise MSE)")
-        save_component(ema.module, run_dir / "unet")
-        _io.write_json(run_dir / "scheduler.json", {"class": "NoiseSchedule", "synthbrain_version": __version__, **schedule.to_dict()})
-    return run_dir / "unet"
+    def step(batch: list[torch.Tensor], index: int) -> dict[str, float]:
+        x0, condition = (t.to(info.device) for t in batch)
+        t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=generator)
+        noise = torch.randn(x0.shape, generator=generator).to(info.device)
+        condition = drop_conditions(condition, settings.condition_dropout, generator)
+        with training.autocast(info.device):
+            prediction = train_model(schedule.add_noise(x0, noise, t.to(info.device)), t.to(info.device), condition)
+        error = (prediction.float() - schedule.training_target(x0, noise, t.to(info.device))).pow(2).flatten(1).mean(1)
+        loss = (loss_weights(schedule, t, settings.min_snr_gamma).to(info.device) * error).mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        ema.update_parameters(model)
+        return {"mse": error.mean().item(), "loss": loss.item()}
 
-
-def _checkpoint(run_dir, model, ema, optimiser, generator, step, history, info) -> None:
-    states = gather_generator_states(generator, info)
-    if info.is_main:
-        save_checkpoint(
-            run_dir / CHECKPOINT,
-            {
-                "model": model.state_dict(),
-                "ema": ema.state_dict(),
-                "optimizer": optimiser.state_dict(),
-                "generator": states,
-                "step": step,
-                "history": history,
-            },
+    training.run(
+        training.Loop(
+            run_dir=run_dir,
+            info=info,
+            state={"model": model, "ema": ema, "optimizer": optimiser},
+            generators={"generator": generator},
+            dataset=dataset,
+            step=step,
+            steps=settings.steps,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            checkpoint_every=settings.checkpoint_every,
+            log_every=settings.log_every,
+            title="diffusion training",
+            progress=progress,
         )
-        write_history(run_dir, history, "diffusion training (noise MSE)")
+    )
+    if info.is_main:
+        save_component(ema.module, run_dir / "unet")
+        save_config(schedule, run_dir / "scheduler")
+    return run_dir / "unet"

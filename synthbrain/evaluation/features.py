@@ -16,22 +16,13 @@ volumes on the same grid.
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-def _deepbet_model() -> Path:
-    try:
-        path = Path(importlib.metadata.distribution("deepbet").locate_file("data/models/bbox_model.pt"))
-    except importlib.metadata.PackageNotFoundError as err:
-        raise RuntimeError("feature network: the deepbet wheel is not installed (pip install deepbet), or pass path=") from err
-    if not path.is_file():
-        raise RuntimeError(f"feature network: deepbet is installed but {path} is missing")
-    return path
+from synthbrain import deepbet
 
 
 class FeatureExtractor:
@@ -39,7 +30,7 @@ class FeatureExtractor:
     in [0, 1] on an RAS grid of ``spacing_mm`` voxels."""
 
     def __init__(self, path: str | Path | None = None, *, spacing_mm: float = 2.0, batch_size: int = 4, device: str = "cpu"):
-        self.path = Path(path) if path is not None else _deepbet_model()
+        self.path = Path(path) if path is not None else deepbet.network_file()
         self.is_deepbet = path is None
         self.model = torch.jit.load(str(self.path), map_location=device).eval()
         self.spacing_mm, self.batch_size, self.device = spacing_mm, batch_size, device
@@ -48,18 +39,11 @@ class FeatureExtractor:
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_deepbet:
             return self.model(x).flatten(1)
-        m = self.model
-        act = getattr(m.conv, "2")  # the network passes its ReLU to every stage
-        # deepbet's own input normalisation: robust range to [0, 1], then z-score mapped to ImageNet-like mean/std
+        # deepbet's own input normalisation: robust range to [0, 1], then its z-score scaling
         flat = x.flatten(1)
         low, high = flat.quantile(0.005, dim=1), flat.quantile(0.995, dim=1)
         x = ((x - low.view(-1, 1, 1, 1, 1)) / (high - low).clamp_min(1e-6).view(-1, 1, 1, 1, 1)).clamp(0, 1)
-        x = 0.226 * (x - x.mean((1, 2, 3, 4), keepdim=True)) / x.std((1, 2, 3, 4), keepdim=True).clamp_min(1e-6) + 0.449
-        h = m.down0(act, m.init(act, x))
-        stages = []
-        for stage in (m.down1, m.down2, m.down3):
-            h = stage(act, h)
-            stages.append(h.mean((2, 3, 4)))
+        stages = [h.mean((2, 3, 4)) for h in deepbet.stages(self.model, deepbet.normalise(x), ("down1", "down2", "down3"))]
         return torch.cat(stages, 1)
 
     @torch.no_grad()

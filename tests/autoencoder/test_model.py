@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from synthbrain.autoencoder.model import AutoencoderConfig, AutoencoderLossWeights, BrainAutoencoder, autoencoder_loss, kl_divergence
+from synthbrain.autoencoder.losses import AutoencoderLossWeights, autoencoder_loss, kl_divergence
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 
 TINY = AutoencoderConfig(num_classes=4, channels=(8, 16, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
 

@@ -57,7 +57,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(prepared, tmp_
 
 def test_other_configuration_in_the_same_run_folder_is_refused(prepared, tmp_path):
     train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=1, batch_size=2), device="cpu", progress=False)
-    with pytest.raises(ValueError, match=r"another configuration \(differing: \['training'\]\)"):
+    with pytest.raises(ValueError, match=r"run_dir=.* another configuration \(differing: \['training'\]\)"):
         train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=2, batch_size=2), device="cpu", progress=False)
 
 
@@ -96,5 +96,5 @@ def test_two_processes_with_torchrun_and_gloo(prepared, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 3
-    assert len(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["noise"]) == 2
+    assert len(torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["generators"]["noise"]) == 2
     assert (tmp_path / "ddp" / "autoencoder" / "model.safetensors").is_file()

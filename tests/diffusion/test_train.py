@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from synthbrain.autoencoder.model import AutoencoderConfig
 from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
-from synthbrain.components import load_component
+from synthbrain.components import load_component, load_config
 from synthbrain.diffusion import train as train_module
 from synthbrain.diffusion.latents import LatentCache, cache_latents
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
@@ -62,18 +62,9 @@ def test_trains_and_exports_ema_weights_and_schedule(latents, tmp_path):
     out = train_diffusion(latents, tmp_path / "run", UNET, STEPS, device="cpu", progress=False)
     model = load_component(ConditionalUNet, DiffusionConfig, out)
     assert model.config == UNET
-    assert (
-        NoiseSchedule.from_dict(
-            {
-                k: v
-                for k, v in json.loads((tmp_path / "run" / "scheduler.json").read_text()).items()
-                if k not in ("class", "synthbrain_version")
-            }
-        )
-        == NoiseSchedule()
-    )
+    assert load_config(NoiseSchedule, tmp_path / "run" / "scheduler") == NoiseSchedule()
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
-    raw = state["model"]
+    raw = state["state"]["model"]
     assert any(not torch.equal(raw[k], v) for k, v in load_file(out / "model.safetensors").items())  # exported = EMA, not raw
 
 
