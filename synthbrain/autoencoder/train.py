@@ -28,7 +28,7 @@ from synthbrain.autoencoder.losses import (
     make_discriminator,
 )
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.components import save_component
+from synthbrain.components import load_component, save_component
 from synthbrain.preprocessing.prepared import PreparedCohort
 
 
@@ -39,7 +39,9 @@ class AutoencoderTraining:
     ``adversarial_warmup``: steps before the discriminator and the adversarial term start.
     ``perceptual_network``: a TorchScript file for :class:`PerceptualLoss` (None: deepbet's network).
     ``discriminator_channels`` / ``discriminator_layers``: the ``PatchDiscriminator``'s width and depth;
-    ``adversarial_criterion``: ``least_squares`` or ``hinge``.
+    ``adversarial_criterion``: ``least_squares`` or ``hinge``. ``init``: an autoencoder component
+    folder (``config.json`` + ``model.safetensors``) whose weights the run starts from; its config
+    must equal the model config.
     """
 
     steps: int = 500
@@ -56,6 +58,7 @@ class AutoencoderTraining:
     discriminator_layers: int = 3
     discriminator_learning_rate: float | None = None  # None: learning_rate
     perceptual_network: str | None = None
+    init: str | None = None  # an autoencoder component folder to start from (fine-tuning); None: random initialisation
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "discriminator_channels", "discriminator_layers"):
@@ -127,7 +130,13 @@ def train_autoencoder(
     )
 
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
-    model = BrainAutoencoder(model_config).to(info.device)
+    model = BrainAutoencoder(model_config)
+    if settings.init is not None:
+        start = load_component(BrainAutoencoder, AutoencoderConfig, settings.init)
+        if start.config != model_config:
+            raise ValueError(f"init={settings.init!r}: an autoencoder of config {start.config}; allowed: one of config {model_config}")
+        model.load_state_dict(start.state_dict())
+    model = model.to(info.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
     state = {"model": model, "optimizer": optimiser}
     adversarial = weights.adversarial > 0
