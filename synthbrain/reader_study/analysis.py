@@ -93,9 +93,7 @@ def load_answers(folder: str | Path) -> tuple[pd.DataFrame, dict[str, dict], Any
     study = load_study(folder, key="required")
     key = {str(c["id"]): c for c in read_key(study.folder)["cases"]}
     store = open_store(study, create=False)
-    table = pd.DataFrame(
-        store.answers(), columns=["reader", "case_id", "position", "label", "confidence", "seconds", "answered_at"]
-    )
+    table = pd.DataFrame(store.answers(), columns=["reader", "case_id", "position", "label", "confidence", "seconds", "answered_at"])
     unknown = sorted(set(table["case_id"]) - set(key))
     if unknown:
         raise ValueError(f"study={str(folder)!r}: the database holds answers to cases the study does not have: {unknown[:10]}")
@@ -210,7 +208,11 @@ def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]
     report = {
         "study": _shown(study.folder),
         "title": study.title,
-        "cases": {"total": len(key), "real": int((cases["truth"] == "real").sum()), "synthetic": int((cases["truth"] == "synthetic").sum())},
+        "cases": {
+            "total": len(key),
+            "real": int((cases["truth"] == "real").sum()),
+            "synthetic": int((cases["truth"] == "synthetic").sum()),
+        },
         "readers": [{"name": r.name, "answered": r.answered, "of": len(r.case_order)} for r in store.readers()],
         "closed": store.is_closed(),
         "per_reader": reader_metrics(table),
@@ -369,14 +371,16 @@ def _figure(path: Path, report: dict[str, Any]) -> None:
         high = [r[field]["high"] - r[field]["value"] if r[field]["value"] is not None else 0 for r in rows]
         ax_reader.errorbar(x + offset, values, yerr=[low, high], fmt="o", color=colour, capsize=3, label=label)
     ax_reader.axhline(0.5, color="grey", lw=0.8, ls="--")
-    ax_reader.set_xticks(x, [r["reader"] if len(r["reader"]) <= 14 else r["reader"][:13] + "…" for r in rows], rotation=20, ha="right")
-    ax_reader.set_ylim(-0.02, 1.02)
+    names = ["pooled" if r["reader"] == POOLED else r["reader"] if len(r["reader"]) <= 14 else r["reader"][:13] + "…" for r in rows]
+    ax_reader.set_xticks(x, names, rotation=20, ha="right")
+    ax_reader.set_ylim(-0.02, 1.2)
+    ax_reader.set_yticks(np.linspace(0, 1, 6))
     ax_reader.set_ylabel("proportion (95 % Wilson interval)")
     ax_reader.set_title("Per reader (synthetic = positive)")
-    ax_reader.legend(fontsize=8, loc="lower left")
+    ax_reader.legend(fontsize=8, loc="upper center", ncol=3)
 
     levels = [r for r in report["by_confidence"]]
-    readers = list(dict.fromkeys(name for r in levels for name in r["per_reader"]))
+    readers = [r["reader"] for r in rows if r["reader"] != POOLED]
     for i, name in enumerate(readers):
         points = [(r["confidence"], r["per_reader"][name]["value"]) for r in levels if name in r["per_reader"]]
         if points:
@@ -389,9 +393,10 @@ def _figure(path: Path, report: dict[str, Any]) -> None:
     ax_conf.set_xticks(range(1, 6))
     ax_conf.set_xlabel("confidence (1 = guess, 5 = certain)")
     ax_conf.set_ylabel("accuracy of decided answers")
-    ax_conf.set_ylim(-0.02, 1.02)
+    ax_conf.set_ylim(-0.02, 1.2)
+    ax_conf.set_yticks(np.linspace(0, 1, 6))
     ax_conf.set_title("Accuracy against confidence")
-    ax_conf.legend(fontsize=7, loc="lower right")
+    ax_conf.legend(fontsize=7, loc="upper center", ncol=4)
 
     fooled = [r for r in report["fooled_most"] if r["answers"]]
     names = [r["case_id"] for r in fooled]
@@ -400,8 +405,9 @@ def _figure(path: Path, report: dict[str, Any]) -> None:
     ax_cases.bar(range(len(fooled)), real_share, color="C3", label="called real (fooled)")
     ax_cases.bar(range(len(fooled)), unsure_share, bottom=real_share, color="C7", label="unsure")
     ax_cases.set_xticks(range(len(fooled)), names, rotation=90, fontsize=6 if len(fooled) > 20 else 8)
-    ax_cases.set_ylim(0, 1.02)
+    ax_cases.set_ylim(0, 1.2)
+    ax_cases.set_yticks(np.linspace(0, 1, 6))
     ax_cases.set_ylabel("share of readers")
     ax_cases.set_title("Synthetic cases, most convincing first")
-    ax_cases.legend(fontsize=8, loc="upper right")
+    ax_cases.legend(fontsize=8, loc="upper center", ncol=2)
     _io.save_figure(path, fig)

@@ -35,7 +35,6 @@ from synthbrain import __version__, _io
 from synthbrain.preprocessing.intensity import robust_normalize
 from synthbrain.reader_study import cues
 from synthbrain.reader_study.study import (
-    CASES_DIR,
     FORMAT,
     FORMAT_VERSION,
     KEY_DIR,
@@ -156,7 +155,9 @@ def create_study(
             path = files[index]
             image, affine = _read_volume(path)
             dseg, dseg_affine = _read_volume(_dseg_of(path))
-            if not (_same_grid(image.shape, affine, target_shape, target_affine) and _same_grid(dseg.shape, dseg_affine, image.shape, affine)):
+            if not (
+                _same_grid(image.shape, affine, target_shape, target_affine) and _same_grid(dseg.shape, dseg_affine, image.shape, affine)
+            ):
                 raise ValueError(
                     f"synthetic={str(synthetic)!r}: {path.relative_to(synthetic)} is on {describe_grid(image.shape, affine)} "
                     f"(label map {describe_grid(dseg.shape, dseg_affine)}); allowed: all on {describe_grid(target_shape, target_affine)}"
@@ -225,7 +226,9 @@ def create_study(
         )
         check = cues.check_cues(staging)
         if check["file_cues"]:
-            raise ValueError(f"out={str(out)!r}: the cue check found file cues, so the study is not written: {'; '.join(check['file_cues'])}")
+            raise ValueError(
+                f"out={str(out)!r}: the cue check found file cues, so the study is not written: {'; '.join(check['file_cues'])}"
+            )
         cues.write_cue_report(staging, check)
         if out.exists():
             out.rmdir()  # checked empty above
@@ -234,7 +237,14 @@ def create_study(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return {"out": str(out), "study_id": study_id, "n_real": n_real, "n_synthetic": n_synthetic, "grid": describe_grid(target_shape, target_affine), "cues": check}
+    return {
+        "out": str(out),
+        "study_id": study_id,
+        "n_real": n_real,
+        "n_synthetic": n_synthetic,
+        "grid": describe_grid(target_shape, target_affine),
+        "cues": check,
+    }
 
 
 def _blind(image: np.ndarray, mask: np.ndarray, what: str) -> np.ndarray:
@@ -264,7 +274,9 @@ def _unique_ids(rng: np.random.Generator, n: int) -> list[str]:
 
 def _synthetic_files(folder: Path, needed: int) -> list[Path]:
     if not folder.is_dir():
-        raise ValueError(f"synthetic={str(folder)!r}: no such folder; allowed: a folder written by synthbrain generate (GeneratedBrains.save)")
+        raise ValueError(
+            f"synthetic={str(folder)!r}: no such folder; allowed: a folder written by synthbrain generate (GeneratedBrains.save)"
+        )
     files = sorted(folder.glob("sub-*/anat/*_T1w.nii.gz"))
     if len(files) < needed:
         raise ValueError(
@@ -301,7 +313,9 @@ def _real_on_grid(real: Path, shape, affine: np.ndarray, synthetic_name):
 
     cohort = PreparedCohort.load(real)
     if cohort.label_scheme is None:
-        raise ValueError(f"real={str(real)!r}: a cohort without label maps; allowed: one prepared with --labels (the brain mask needs them)")
+        raise ValueError(
+            f"real={str(real)!r}: a cohort without label maps; allowed: one prepared with --labels (the brain mask needs them)"
+        )
     spacing = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
     factor = spacing[0] / cohort.grid.spacing
     k = int(round(factor))

@@ -101,7 +101,9 @@ def check_cues(folder: str | Path) -> dict[str, Any]:
         distinct = sorted(set(values), key=str)
         identical[name] = {"identical": len(distinct) == 1, "values": distinct[:6]}
         if len(distinct) > 1:
-            by_class = {t: sorted({v for v, s in zip(values, is_synthetic) if s == (t == "synthetic")}, key=str)[:3] for t in ("real", "synthetic")}
+            by_class = {
+                t: sorted({v for v, s in zip(values, is_synthetic) if s == (t == "synthetic")}, key=str)[:3] for t in ("real", "synthetic")
+            }
             cues.append(f"{name} differs between cases (real: {by_class['real']}, synthetic: {by_class['synthetic']})")
     table = {c: case_statistics(volumes[c]) for c in ids}
     features, content = [], []

@@ -4,7 +4,8 @@ Routes (JSON unless said otherwise; the session is an HttpOnly, SameSite=Strict 
 
     GET  /                                   the page (static HTML, script and style of this package)
     GET  /static/<file>                      the page's files (Flask's safe static route)
-    GET  /api/study                          title, number of cases, whether the study is closed
+    GET  /api/study                          title, number of cases, whether it is closed, the session's reader
+    GET  /favicon.ico                        204 (no icon)
     POST /api/session   {"name": ...}        start or continue as a reader (sets the cookie)
     POST /api/logout                         stop for now (forgets the cookie's session)
     GET  /api/progress                       the reader's progress and current case (id, slices per view)
@@ -166,9 +167,17 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
     def index():
         return app.send_static_file("index.html")
 
+    @app.get("/favicon.ico")
+    def favicon():
+        return Response(status=204)
+
     @app.get("/api/study")
     def about():
-        return jsonify(title=study.title, n_cases=len(study.cases), closed=store.is_closed(), views=list(VIEWS))
+        try:
+            reader = store.reader_for(request.cookies.get(COOKIE)).name
+        except AnswerRefused:
+            reader = None
+        return jsonify(title=study.title, n_cases=len(study.cases), closed=store.is_closed(), views=list(VIEWS), reader=reader)
 
     @app.post("/api/session")
     def session():

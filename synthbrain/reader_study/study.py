@@ -149,7 +149,8 @@ def read_key(folder: str | Path) -> dict[str, Any]:
     path = Path(folder) / KEY_DIR / KEY_FILE
     if not path.is_file():
         raise ValueError(
-            f"study={str(folder)!r} is incomplete: missing {KEY_DIR}/{KEY_FILE} (the key; if it was moved away during the study, put it back)"
+            f"study={str(folder)!r} is incomplete: missing {KEY_DIR}/{KEY_FILE} "
+            "(the key; if it was moved away during the study, put it back)"
         )
     return _read_json(path, f"study={str(folder)!r}: {KEY_DIR}/{KEY_FILE}")
 

@@ -34,7 +34,7 @@ def test_study_is_blinded(study):
     assert all(len(i) == 8 and set(i) <= set("0123456789abcdef") for i in ids)
     assert sorted(p.name for p in (study / "cases").iterdir()) == [f"{i}.nii" for i in ids]
     # what the server reads names no truth and no source: no subject ids, no synthetic file names
-    for word in ("truth", "real\"", "synthetic\"", "p00", "p01", "sub-", "\"seed\""):
+    for word in ("truth", 'real"', 'synthetic"', "p00", "p01", "sub-", '"seed"'):
         assert word not in meta_text
     assert set(meta) >= {"study_id", "title", "grid", "cases", "order_seed"} and "seed" not in meta
     # the key holds the truth for exactly these cases, apart from them
@@ -135,7 +135,9 @@ def test_real_cohort_at_2mm_is_averaged_onto_the_synthetic_grid(sources, tmp_pat
     assert {read_case(p).shape for p in (out / "cases").iterdir()} == {(16, 16, 16)}
     manifest["grid"]["origin"] = [-40.0, -31.0, -31.0]
     (real / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"32x32x32 voxels of 2 mm, origin \(-40, -31, -31\).*16x16x16 voxels of 4 mm, origin \(-30, -30, -30\)"):
+    with pytest.raises(
+        ValueError, match=r"32x32x32 voxels of 2 mm, origin \(-40, -31, -31\).*16x16x16 voxels of 4 mm, origin \(-30, -30, -30\)"
+    ):
         create_study(real, tmp_path / "t", synthetic=sources["synthetic"], n=6, seed=0)
     assert not (tmp_path / "t").exists()
 

@@ -195,8 +195,8 @@ async function main() {
     $("title").textContent = about.data.title;
     document.title = about.data.title;
   }
-  const { status, data } = await api("GET", "/api/progress");
-  if (status === 200) render(data); else show("login");
+  if (about.status === 200 && about.data.reader) await refresh(); // a session from before (same browser)
+  else show("login");
   document.body.dataset.ready = "true";
 }
 
