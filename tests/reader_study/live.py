@@ -23,11 +23,10 @@ def live_server(app, threads: int = 4) -> Iterator[str]:
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
-    finally:
-        server.task_dispatcher.shutdown()
-        server.close()
-        wasyncore.close_all(server._map)
+    finally:  # closed from inside the server's own loop (closing its sockets from here races with its select)
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
         thread.join(5)
+        server.task_dispatcher.shutdown()
 
 
 def serve_in_child(folder, connection) -> None:
