@@ -6,7 +6,9 @@ difference left between the classes is the image content:
 1. on the same grid (the real cohort averaged onto the synthetic grid, as the model was trained;
    any other mismatch is an error naming both grids);
 2. the same brain mask: label > 0 of the volume's own label map (the generator leaves a faint haze
-   over the background, real prepared images are exactly 0 there);
+   over the background, real prepared images are exactly 0 there), kept to its largest 26-connected
+   component (a generated label map can hold stray labels far from the brain, at the grid's faces
+   too, which would otherwise let the haze show there as specks);
 3. the same intensity normalisation: the 0.5th and 99.5th percentiles inside the mask mapped to 0
    and 1 (:func:`synthbrain.preprocessing.intensity.robust_normalize`, as ``prepare`` does), then
    quantised to uint8 0-255;
@@ -46,19 +48,33 @@ from synthbrain.reader_study.study import (
 
 PERCENTILES = (0.5, 99.5)
 INTENSITY = (
-    "brain mask (label > 0 of each volume's own label map) applied; intensities inside the mask mapped from their "
+    "brain mask (largest 26-connected component of label > 0 of each volume's own label map) applied; intensities inside the mask "
+    "mapped from their "
     f"{PERCENTILES[0]}th-{PERCENTILES[1]}th percentiles to 0-1 and saturated; quantised to uint8 0-255; "
     "uncompressed NIfTI-1 with one header for all cases"
 )
 DEFAULT_TITLE = "Real or synthetic? A reader study of brain MRI"
 
 
+def brain_mask(labels_positive: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of a bool (X, Y, Z) mask (label > 0); ValueError if empty."""
+    from scipy import ndimage
+
+    components, count = ndimage.label(np.asarray(labels_positive, bool), structure=np.ones((3, 3, 3), bool))
+    if count == 0:
+        raise ValueError("mask is empty: the label map has no brain (label > 0)")
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    return components == int(sizes.argmax())
+
+
 def blind_volume(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """The intensity handling every case gets: ``image`` float (X, Y, Z), ``mask`` bool (X, Y, Z)
-    (the brain, label > 0) -> uint8 (X, Y, Z), 0 outside the mask, the mask's 0.5th-99.5th
-    percentiles mapped to 0-255 and saturated beyond. Raises ValueError for an empty mask or a
-    constant image inside it."""
-    normalised, _, _ = robust_normalize(np.asarray(image, np.float32), np.asarray(mask, bool), PERCENTILES, zero_outside=True)
+    (label > 0) -> uint8 (X, Y, Z): 0 outside the mask's largest connected component
+    (:func:`brain_mask`), inside it the 0.5th-99.5th percentiles mapped to 0-255 and saturated
+    beyond. Raises ValueError for an empty mask or a constant image inside it."""
+    brain = brain_mask(mask)
+    normalised, _, _ = robust_normalize(np.asarray(image, np.float32), brain, PERCENTILES, zero_outside=True)
     return np.rint(normalised * 255.0).astype(np.uint8)
 
 
@@ -149,7 +165,7 @@ def create_study(
         labels = item["labels"].numpy()
         mask = labels.argmax(axis=0) > 0 if labels.ndim == 4 else labels > 0
         source = {"cohort": str(real), "subject_id": str(item["subject_id"])}
-        cases.append(("real", source, _blind(item["image"].numpy()[0], mask, f"real subject {item['subject_id']!r}")))
+        cases.append(("real", source, _blind(item["image"].numpy()[0], mask, source, f"real subject {item['subject_id']!r}")))
     if synthetic is not None:
         for index in chosen_files:
             path = files[index]
@@ -163,7 +179,7 @@ def create_study(
                     f"(label map {describe_grid(dseg.shape, dseg_affine)}); allowed: all on {describe_grid(target_shape, target_affine)}"
                 )
             source = {"folder": str(synthetic), "file": path.relative_to(synthetic).as_posix()}
-            cases.append(("synthetic", source, _blind(image, dseg > 0, f"synthetic file {path.name!r}")))
+            cases.append(("synthetic", source, _blind(image, dseg > 0, source, f"synthetic file {path.name!r}")))
     else:
         generated = generator.generate(n=n_synthetic, seed=generation_seed, **{k: v for k, v in (sampling or {}).items() if v is not None})
         if generated.labels is None:
@@ -177,7 +193,7 @@ def create_study(
             covariates = {k: _plain(v) for k, v in generated.covariates.iloc[i].items()}
             source = {"model": model_name, "seed": covariates.pop("seed", None), "covariates": covariates}
             mask = generated.labels[i].numpy() > 0
-            cases.append(("synthetic", source, _blind(generated.images[i, 0].numpy(), mask, f"synthetic volume {i}")))
+            cases.append(("synthetic", source, _blind(generated.images[i, 0].numpy(), mask, source, f"synthetic volume {i}")))
 
     order = rng.permutation(n)  # which random id each drawn case gets
     assigned = sorted(((case_ids[order[i]], truth, source, volume) for i, (truth, source, volume) in enumerate(cases)), key=lambda c: c[0])
@@ -247,11 +263,14 @@ def create_study(
     }
 
 
-def _blind(image: np.ndarray, mask: np.ndarray, what: str) -> np.ndarray:
+def _blind(image: np.ndarray, mask: np.ndarray, source: dict[str, Any], what: str) -> np.ndarray:
+    """:func:`blind_volume`, recording in ``source`` (the key) how many stray mask voxels it left out."""
     try:
-        return blind_volume(image, mask)
+        volume = blind_volume(image, mask)
+        source["stray_label_voxels_removed"] = int(np.asarray(mask, bool).sum() - brain_mask(mask).sum())
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from None
+    return volume
 
 
 def _plain(value: Any) -> Any:

@@ -31,7 +31,7 @@ from synthbrain.reader_study.study import KEY_DIR, load_study, read_case, truth_
 HEADER_BYTES = 352  # NIfTI-1: 348-byte header + 4-byte extension flag
 ALPHA = 0.01
 ARTEFACT = {
-    "faint_share": "share of non-zero voxels at the faintest levels 1-5 of 255 (background haze)",
+    "faint_share": "share of non-zero voxels at the faintest levels 1-5 of 255 (haze, or a dark tail the eye cannot tell from black)",
     "specks": "connected groups of non-zero voxels apart from the largest (isolated specks)",
     "grey_levels": "number of distinct grey levels",
     "saturated_share": "share of non-zero voxels at 255",

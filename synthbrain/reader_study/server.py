@@ -15,7 +15,8 @@ Routes (JSON unless said otherwise; the session is an HttpOnly, SameSite=Strict 
 Nothing from a request becomes a file path: a case id is looked up among the study's cases (a
 dict built at start from ``study.json``), the page's files come through Flask's static route
 (``safe_join``: no ``..``, no absolute paths), and nothing else is read from disk. The key
-(``key/``) is never opened. Slices are rendered from the case's uint8 volume in RAS orientation,
+(``key/``) is read once at start, if present, only to check that it matches the cases; nothing of it
+is kept or sent. Slices are rendered from the case's uint8 volume in RAS orientation,
 radiological convention (the patient's right on the left of the screen; sagittal: anterior on the
 left), and sent as uncompressed PNG, so every slice of a view has the same size, real or not.
 
@@ -229,18 +230,29 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
 
 
 def serve(folder: str | Path, *, host: str = "127.0.0.1", port: int = 8765, threads: int = 4) -> None:
-    """Serve a study until interrupted (waitress, ``threads`` worker threads). Bound to localhost
-    unless ``host`` says otherwise; then any Host header is accepted and a warning is logged."""
-    from waitress import serve as waitress_serve
+    """Serve a study until interrupted (Ctrl-C; waitress with ``threads`` worker threads). Bound to
+    localhost unless ``host`` says otherwise; then any Host header is accepted and a warning is
+    logged. ValueError for a bad port or thread count or an incomplete study; OSError when the
+    port is taken."""
+    from waitress.server import create_server
 
     if not (isinstance(port, int) and 0 <= port <= 65535):
-        raise ValueError(f"port={port!r}; allowed: 0-65535")
+        raise ValueError(f"port={port!r}; allowed: 0-65535 (0: any free port)")
     if not (isinstance(threads, int) and 1 <= threads <= 64):
         raise ValueError(f"threads={threads!r}; allowed: 1-64")
     local = host in LOCAL_HOSTS
     app = create_app(folder, trusted_hosts=LOCAL_HOSTS if local else None)
     if not local:
         log.warning("serving on %s: readers on other machines can reach the study; use only on a trusted network", host)
-    shown = "localhost" if local else host
-    print(f"reader study {app.extensions['synthbrain_reader_study']['study'].title!r}: open http://{shown}:{port}/  (Ctrl-C stops)")
-    waitress_serve(app, host=host, port=port, threads=threads, ident="synthbrain", clear_untrusted_proxy_headers=True)
+    server = create_server(app, host=host, port=port, threads=threads, ident="synthbrain", clear_untrusted_proxy_headers=True)
+    study = app.extensions["synthbrain_reader_study"]["study"]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"reader study {study.title!r} ({len(study.cases)} cases): open http://{shown}:{server.effective_port}/  (Ctrl-C stops)", flush=True
+    )
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        print("stopped; every acknowledged answer is saved")
+    finally:
+        server.close()

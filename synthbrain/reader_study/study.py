@@ -9,8 +9,9 @@
       key/cue_check.json  the cue check (also key/cue_check.md)
       answers.sqlite      the readers' answers (written by ``serve``; WAL mode)
 
-The server reads ``study.json`` and ``cases/`` only; it never opens ``key/`` (the key may even be
-moved off the reading machine while the study runs and put back for the analysis). A case id is 8
+The server serves from ``study.json`` and ``cases/`` only; it reads ``key/`` at start only to check
+that it matches, and runs without it (the key may be moved off the reading machine while the study
+runs and put back for the analysis). A case id is 8
 lowercase hex digits; its file name is derived from the id, never read from a file or a request.
 """
 

@@ -21,7 +21,8 @@ GRID = Grid(SHAPE, 4.0, (-30.0, -30.0, -30.0))  # the grid of tests.helpers.make
 
 def make_synthetic(folder: Path, n: int = 6, seed: int = 1) -> Path:
     """A folder as GeneratedBrains.save writes it: blob brains like make_prepared's, smoother, with
-    a haze of 0.001-0.01 over the background (label 0), as the generator leaves."""
+    a haze of 0.001-0.01 over the background (label 0) and two stray labels away from the brain,
+    as the generator leaves."""
     rng = np.random.default_rng(seed)
     zz, yy, xx = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
     images, labels = [], []
@@ -31,6 +32,7 @@ def make_synthetic(folder: Path, n: int = 6, seed: int = 1) -> Path:
         lab[radius < 0.85] = 3
         lab[radius < 0.65] = 4
         lab[radius < 0.2 + 0.03 * i] = 1
+        lab[0, 0, 0], lab[15, 7, 0] = 2, 3  # stray labels far from the brain, one on a face of the grid
         image = np.select([lab == 1, lab == 3, lab == 4], [0.15, 0.55, 0.85], 0.0).astype(np.float32)
         image += rng.normal(0, 0.01, SHAPE).astype(np.float32) * (lab > 0)
         image[lab == 0] = rng.uniform(0.001, 0.01, int((lab == 0).sum()))

@@ -81,6 +81,10 @@ def test_no_file_size_header_background_or_range_cue(study, sources):
             labels = np.asarray(nib.load(str(source).replace("_T1w", "_dseg")).dataobj)
             assert (np.asarray(nib.load(source).dataobj)[labels == 0] > 0).all()  # the input had haze everywhere
             assert (volume[labels == 0] == 0).all()
+            assert volume[0, 0, 0] == 0 and volume[15, 7, 0] == 0 and labels[0, 0, 0] > 0  # stray labels do not show the haze
+            assert entry["source"]["stray_label_voxels_removed"] == 2
+        else:
+            assert entry["source"]["stray_label_voxels_removed"] == 0
     result = check_cues(study)
     assert result["cues"] == [] and all(row["identical"] for row in result["identical"].values())
     assert (study / "key" / "cue_check.md").is_file() and "no cue found" in (study / "key" / "cue_check.md").read_text()

@@ -56,6 +56,8 @@ function openCase(item) {
     const img = $("img-" + view);
     img.width = Math.round(size.width * scale);
     img.height = Math.round(size.height * scale);
+    img.parentElement.style.width = `${TARGET_PIXELS}px`; // equal frames: the sliders line up
+    img.parentElement.style.height = `${TARGET_PIXELS}px`;
     const slider = $("slider-" + view);
     slider.max = String(size.slices - 1);
     setSlice(view, Math.floor(size.slices / 2));
