@@ -22,6 +22,7 @@ inference.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import warnings
@@ -232,8 +233,6 @@ def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]
 
 
 def _read_cues(path: Path) -> dict[str, Any] | None:
-    import json
-
     if not path.is_file():
         return None
     data = json.loads(path.read_text(encoding="utf-8"))

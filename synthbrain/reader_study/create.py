@@ -103,8 +103,8 @@ def create_study(
     title: str | None = None,
     sampling: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a blinded study folder ``out`` of ``n`` cases, ``round(n * synthetic_fraction)`` of
-    them synthetic, and return a summary with the cue check.
+    """Write a blinded study folder ``out`` of ``n`` cases, ``n * synthetic_fraction`` of them
+    synthetic (rounded half up), and return a summary with the cue check.
 
     ``real``: a prepared cohort folder (``synthbrain prepare``) with label maps; subjects are drawn
     without replacement. Synthetic volumes come from either ``synthetic``, a folder written by
@@ -113,7 +113,8 @@ def create_study(
     generates them (covariates drawn from its training distribution; ``sampling``: ``steps``,
     ``sampler``, ``guidance_scale``; ``model_name`` is recorded in the key). All draws (subjects,
     files, generation seeds, case ids, the study id, the readers' order seed) come from ``seed``:
-    the same inputs and seed give a byte-identical folder.
+    the same inputs and seed give a byte-identical folder (with a generator on a GPU, up to its
+    own non-determinism).
 
     Raises ValueError for a bad argument (naming it, its value and what is allowed), an ``out``
     that exists and is not empty, too few subjects or files, volumes without label maps, real and
