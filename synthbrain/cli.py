@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_evaluate(sub)
     _add_convert_monai(sub)
+    from synthbrain.reader_study.cli import add_parser as _add_reader_study
+
+    _add_reader_study(sub)
     return parser
 
 

@@ -1,0 +1,412 @@
+"""``reader-study analyse``: what the readers' answers say about the synthetic volumes.
+
+Definitions (synthetic is the positive class; every answer counts, ``unsure`` as not correct):
+
+- accuracy = correct answers / answers; sensitivity = synthetic cases called synthetic / synthetic
+  cases answered; specificity = real cases called real / real cases answered; unsure share =
+  ``unsure`` answers / answers. Each with a 95 % Wilson score interval (Wilson 1927;
+  ``scipy.stats.binomtest(...).proportion_ci(method="wilson")``).
+- accuracy of decided answers (``unsure`` left out) with the exact two-sided binomial test against
+  chance (0.5): a value near 0.5 with a large p means the readers could not tell.
+- agreement: Cohen's kappa (Cohen 1960; ``sklearn.metrics.cohen_kappa_score``) for every pair of
+  readers over the cases both answered, and Fleiss' kappa (Fleiss 1971, computed here) over the
+  cases every reader answered; the three answers are the categories. Undefined (null) where the
+  expected agreement is 1 (everyone gave one answer).
+- accuracy against confidence: decided answers grouped by the confidence (1-5) given.
+- the synthetic cases that fooled readers most: share of readers who called them real.
+
+The pooled row treats all answers as independent, which they are not (answers of one reader are
+correlated), so its interval is too narrow; read it as a summary, and the per-reader rows for
+inference.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from synthbrain import _io
+from synthbrain.reader_study.store import LABELS, open_store
+from synthbrain.reader_study.study import KEY_DIR, load_study, read_key
+
+POOLED = "all readers (pooled)"
+
+
+def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float | None, float | None]:
+    """The Wilson score interval of ``successes`` out of ``trials`` (None, None for 0 trials)."""
+    if trials == 0:
+        return None, None
+    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def proportion(successes: int, trials: int) -> dict[str, Any]:
+    """``{"k", "n", "value", "low", "high"}`` with the Wilson 95 % interval (value None for n = 0)."""
+    low, high = wilson(successes, trials)
+    return {"k": int(successes), "n": int(trials), "value": successes / trials if trials else None, "low": low, "high": high}
+
+
+def fleiss_kappa(counts: np.ndarray) -> float | None:
+    """Fleiss' kappa (Fleiss 1971) of a (cases, categories) table of how many raters chose each
+    category; every row must sum to the same number of raters (>= 2). None when undefined
+    (expected agreement 1). ValueError for rows with different sums or fewer than 2 raters."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] == 0:
+        raise ValueError(f"counts: shape {counts.shape}; allowed: (cases >= 1, categories)")
+    raters = counts.sum(axis=1)
+    if not np.allclose(raters, raters[0]) or raters[0] < 2:
+        raise ValueError("counts: every case needs the same number (>= 2) of raters")
+    n = raters[0]
+    p_category = counts.sum(axis=0) / counts.sum()
+    p_case = (np.square(counts).sum(axis=1) - n) / (n * (n - 1))
+    p_bar, p_expected = p_case.mean(), np.square(p_category).sum()
+    if math.isclose(p_expected, 1.0):
+        return None
+    return float((p_bar - p_expected) / (1.0 - p_expected))
+
+
+def cohen_kappa(a: list[str], b: list[str]) -> float | None:
+    """Cohen's kappa of two raters' answers on the same cases (``sklearn.metrics.cohen_kappa_score``
+    over the three answers); None when undefined (no cases, or expected agreement 1)."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        value = cohen_kappa_score(a, b, labels=list(LABELS))
+    return None if not np.isfinite(value) else float(value)
+
+
+def load_answers(folder: str | Path) -> tuple[pd.DataFrame, dict[str, dict], Any]:
+    """The answers of a study joined with its key: one row per answer with ``reader, case_id,
+    position, label, confidence, seconds, answered_at, truth, correct``; also the key entries by
+    case id and the study. ValueError when the folder, key or database is missing or mismatched."""
+    study = load_study(folder, key="required")
+    key = {str(c["id"]): c for c in read_key(study.folder)["cases"]}
+    store = open_store(study, create=False)
+    table = pd.DataFrame(store.answers(), columns=["reader", "case_id", "position", "label", "confidence", "seconds", "answered_at"])
+    unknown = sorted(set(table["case_id"]) - set(key))
+    if unknown:
+        raise ValueError(f"study={str(folder)!r}: the database holds answers to cases the study does not have: {unknown[:10]}")
+    table["truth"] = table["case_id"].map(lambda c: key[c]["truth"])
+    table["correct"] = table["label"] == table["truth"]
+    return table, key, study
+
+
+def reader_metrics(answers: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per reader (and pooled, last): answers, accuracy, sensitivity, specificity, unsure share,
+    accuracy of decided answers with the binomial p against 0.5, median seconds per case."""
+    rows = []
+    groups = [(name, group) for name, group in answers.groupby("reader", sort=False)]
+    if len(groups) > 1:
+        groups.append((POOLED, answers))
+    for name, group in groups:
+        synthetic, real = group[group["truth"] == "synthetic"], group[group["truth"] == "real"]
+        decided = group[group["label"] != "unsure"]
+        correct_decided = int(decided["correct"].sum())
+        p_chance = float(stats.binomtest(correct_decided, len(decided), 0.5).pvalue) if len(decided) else None
+        seconds = group["seconds"].dropna()
+        rows.append(
+            {
+                "reader": name,
+                "answers": len(group),
+                "accuracy": proportion(int(group["correct"].sum()), len(group)),
+                "sensitivity": proportion(int((synthetic["label"] == "synthetic").sum()), len(synthetic)),
+                "specificity": proportion(int((real["label"] == "real").sum()), len(real)),
+                "unsure": proportion(int((group["label"] == "unsure").sum()), len(group)),
+                "decided_accuracy": proportion(correct_decided, len(decided)),
+                "p_vs_chance": p_chance,
+                "median_seconds": float(seconds.median()) if len(seconds) else None,
+            }
+        )
+    return rows
+
+
+def agreement(answers: pd.DataFrame) -> dict[str, Any]:
+    """Cohen's kappa per pair of readers (cases both answered) and Fleiss' kappa over the cases
+    every reader answered (None with fewer than 2 readers or no such case)."""
+    wide = answers.pivot(index="case_id", columns="reader", values="label")
+    readers = list(dict.fromkeys(answers["reader"]))
+    pairs = []
+    for a, b in combinations(readers, 2):
+        both = wide[[a, b]].dropna()
+        pairs.append({"reader_a": a, "reader_b": b, "cases": len(both), "kappa": cohen_kappa(both[a].tolist(), both[b].tolist())})
+    complete = wide[readers].dropna() if readers else wide
+    fleiss = None
+    if len(readers) >= 2 and len(complete):
+        counts = np.stack([(complete == label).sum(axis=1).to_numpy() for label in LABELS], axis=1)
+        fleiss = fleiss_kappa(counts)
+    return {"cohen": pairs, "fleiss": {"readers": len(readers), "cases": int(len(complete)) if len(readers) >= 2 else 0, "kappa": fleiss}}
+
+
+def by_confidence(answers: pd.DataFrame) -> list[dict[str, Any]]:
+    """Accuracy of decided answers per confidence level, pooled over readers and per reader."""
+    decided = answers[answers["label"] != "unsure"]
+    rows = []
+    for level in range(1, 6):
+        at = decided[decided["confidence"] == level]
+        per_reader = {name: proportion(int(g["correct"].sum()), len(g)) for name, g in at.groupby("reader", sort=False)}
+        rows.append({"confidence": level, **proportion(int(at["correct"].sum()), len(at)), "per_reader": per_reader})
+    return rows
+
+
+def case_table(answers: pd.DataFrame, key: dict[str, dict]) -> pd.DataFrame:
+    """One row per case: truth, source, answers, how many said real / synthetic / unsure, and
+    ``fooled``: the share of answers that were wrong and decided (real called synthetic or the reverse)."""
+    rows = []
+    for case_id, entry in sorted(key.items()):
+        got = answers[answers["case_id"] == case_id]
+        counts = {label: int((got["label"] == label).sum()) for label in LABELS}
+        wrong = counts["real"] if entry["truth"] == "synthetic" else counts["synthetic"]
+        rows.append(
+            {
+                "case_id": case_id,
+                "truth": entry["truth"],
+                "source": describe_source(entry.get("source") or {}),
+                "answers": len(got),
+                **{f"said_{label}": counts[label] for label in LABELS},
+                "fooled": wrong / len(got) if len(got) else None,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def describe_source(source: dict[str, Any]) -> str:
+    if "subject_id" in source:
+        return f"subject {source['subject_id']}"
+    if "file" in source:
+        return str(source["file"])
+    if "model" in source:
+        return f"model {source['model']}, seed {source.get('seed')}"
+    return "?"
+
+
+def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+    """Analyse a study's answers; write ``report.md``, ``report.json`` (strict JSON),
+    ``report.png`` and ``answers.tsv`` (every answer with its truth) into ``out`` (default
+    ``STUDY/analysis``) and return the report's numbers. ValueError when the study is incomplete,
+    its key does not match, or nobody has answered."""
+    table, key, study = load_answers(folder)
+    if table.empty:
+        raise ValueError(f"study={str(folder)!r}: no answers yet; nothing to analyse")
+    out = Path(out) if out is not None else study.folder / "analysis"
+    cases = case_table(table, key)
+    synthetic = cases[cases["truth"] == "synthetic"].sort_values(["fooled", "said_unsure"], ascending=False, na_position="last")
+    real = cases[cases["truth"] == "real"].sort_values(["fooled", "said_unsure"], ascending=False, na_position="last")
+    store = open_store(study, create=False)
+    cue_path = study.folder / KEY_DIR / "cue_check.json"
+    cue = _read_cues(cue_path)
+    report = {
+        "study": _shown(study.folder),
+        "title": study.title,
+        "cases": {
+            "total": len(key),
+            "real": int((cases["truth"] == "real").sum()),
+            "synthetic": int((cases["truth"] == "synthetic").sum()),
+        },
+        "readers": [{"name": r.name, "answered": r.answered, "of": len(r.case_order)} for r in store.readers()],
+        "closed": store.is_closed(),
+        "per_reader": reader_metrics(table),
+        "agreement": agreement(table),
+        "by_confidence": by_confidence(table),
+        "fooled_most": synthetic.to_dict("records"),
+        "real_called_synthetic_most": real.to_dict("records"),
+        "cue_check": cue,
+    }
+    report = _strict(report)
+    out.mkdir(parents=True, exist_ok=True)
+    _io.write_table(out / "answers.tsv", table.drop(columns=["correct"]))
+    _io.write_json(out / "report.json", report)
+    _figure(out / "report.png", report)
+    _io.write_text(out / "report.md", _markdown(report, out))
+    return report
+
+
+def _read_cues(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {"cues": data.get("cues", []), "content_differences": data.get("content_differences", [])}
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory (reports never name absolute machine paths)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path.cwd())).as_posix()
+
+
+def _strict(value: Any) -> Any:
+    """Numpy scalars to Python, NaN / inf to None, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _ci(p: dict[str, Any]) -> str:
+    if p["value"] is None:
+        return "n/a"
+    return f"{p['value']:.2f} [{p['low']:.2f}, {p['high']:.2f}] ({p['k']}/{p['n']})"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2g}"
+
+
+def _markdown(report: dict[str, Any], out: Path) -> str:
+    c = report["cases"]
+    lines = [
+        f"# Reader study: {report['title']}",
+        "",
+        f"Study `{report['study']}`: {c['total']} cases ({c['real']} real, {c['synthetic']} synthetic), "
+        f"{len(report['readers'])} reader(s), study {'closed' if report['closed'] else 'still open'}. "
+        "Synthetic is the positive class; `unsure` counts as not correct; intervals are 95 % Wilson score intervals.",
+        "",
+        "![per-reader accuracy, accuracy against confidence, fooling cases](report.png)",
+        "",
+        "## Per reader",
+        "",
+        "| reader | answered | accuracy | sensitivity (synthetic found) | specificity (real found) | unsure | accuracy of decided | "
+        "p vs chance | median s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    answered = {r["name"]: f"{r['answered']}/{r['of']}" for r in report["readers"]}
+    for row in report["per_reader"]:
+        lines.append(
+            f"| {row['reader']} | {answered.get(row['reader'], row['answers'])} | {_ci(row['accuracy'])} | {_ci(row['sensitivity'])} | "
+            f"{_ci(row['specificity'])} | {_ci(row['unsure'])} | {_ci(row['decided_accuracy'])} | {_p(row['p_vs_chance'])} | "
+            f"{_num(row['median_seconds'], 1)} |"
+        )
+    lines += [
+        "",
+        "p vs chance: exact two-sided binomial test of the accuracy of decided answers against 0.5. The pooled row treats all "
+        "answers as independent (its interval is too narrow).",
+        "",
+        "## Agreement between readers",
+        "",
+    ]
+    agreement = report["agreement"]
+    if agreement["cohen"]:
+        lines += ["| reader A | reader B | cases both answered | Cohen's kappa |", "| --- | --- | --- | --- |"]
+        lines += [f"| {p['reader_a']} | {p['reader_b']} | {p['cases']} | {_num(p['kappa'])} |" for p in agreement["cohen"]]
+        fleiss = agreement["fleiss"]
+        lines += ["", f"Fleiss' kappa over the {fleiss['cases']} cases all {fleiss['readers']} readers answered: {_num(fleiss['kappa'])}."]
+    else:
+        lines.append("One reader only: no agreement to measure.")
+    lines += [
+        "",
+        "Categories: real, synthetic, unsure. Kappa 0 is chance agreement, 1 perfect; n/a where undefined.",
+        "",
+        "## Accuracy against confidence",
+        "",
+        "| confidence | decided answers | accuracy |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {row['confidence']} | {row['n']} | {_ci(row)} |" for row in report["by_confidence"]]
+    lines += [
+        "",
+        "## Synthetic cases that fooled readers most",
+        "",
+        "| case | source | answers | called real | unsure | called synthetic | fooled |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["fooled_most"][:10]:
+        lines.append(
+            f"| {row['case_id']} | {row['source']} | {row['answers']} | {row['said_real']} | {row['said_unsure']} | "
+            f"{row['said_synthetic']} | {_num(row['fooled'])} |"
+        )
+    lines += [
+        "",
+        "## Real cases most often called synthetic",
+        "",
+        "| case | source | answers | called synthetic | unsure | called real | share called synthetic |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in report["real_called_synthetic_most"][:5]:
+        lines.append(
+            f"| {row['case_id']} | {row['source']} | {row['answers']} | {row['said_synthetic']} | {row['said_unsure']} | "
+            f"{row['said_real']} | {_num(row['fooled'])} |"
+        )
+    lines += ["", "## Cue check", ""]
+    cue = report["cue_check"]
+    if cue is None:
+        lines.append(f"No `{KEY_DIR}/cue_check.json` in the study: run `synthbrain reader-study check`.")
+    else:
+        lines += [f"- cue: {c}" for c in cue["cues"]] or ["- no cue found in the case files (see key/cue_check.md)"]
+        lines += [f"- content difference: {c}" for c in cue["content_differences"]]
+    lines += ["", f"Every answer with its truth: `{_shown(out / 'answers.tsv')}`; every number: `{_shown(out / 'report.json')}`.", ""]
+    return "\n".join(lines)
+
+
+def _figure(path: Path, report: dict[str, Any]) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 4.2), dpi=110, layout="constrained")
+    ax_reader, ax_conf, ax_cases = fig.subplots(1, 3, width_ratios=[1.2, 1, 1.3])
+    rows = report["per_reader"]
+    metrics = [("accuracy", "accuracy", "C0"), ("sensitivity", "sensitivity", "C1"), ("specificity", "specificity", "C2")]
+    x = np.arange(len(rows))
+    for offset, (field, label, colour) in zip((-0.2, 0.0, 0.2), metrics):
+        values = [r[field]["value"] if r[field]["value"] is not None else np.nan for r in rows]
+        low = [r[field]["value"] - r[field]["low"] if r[field]["value"] is not None else 0 for r in rows]
+        high = [r[field]["high"] - r[field]["value"] if r[field]["value"] is not None else 0 for r in rows]
+        ax_reader.errorbar(x + offset, values, yerr=[low, high], fmt="o", color=colour, capsize=3, label=label)
+    ax_reader.axhline(0.5, color="grey", lw=0.8, ls="--")
+    names = ["pooled" if r["reader"] == POOLED else r["reader"] if len(r["reader"]) <= 14 else r["reader"][:13] + "…" for r in rows]
+    ax_reader.set_xticks(x, names, rotation=20, ha="right")
+    ax_reader.set_ylim(-0.02, 1.2)
+    ax_reader.set_yticks(np.linspace(0, 1, 6))
+    ax_reader.set_ylabel("proportion (95 % Wilson interval)")
+    ax_reader.set_title("Per reader (synthetic = positive)")
+    ax_reader.legend(fontsize=8, loc="upper center", ncol=3)
+
+    levels = [r for r in report["by_confidence"]]
+    readers = [r["reader"] for r in rows if r["reader"] != POOLED]
+    for i, name in enumerate(readers):
+        points = [(r["confidence"], r["per_reader"][name]["value"]) for r in levels if name in r["per_reader"]]
+        if points:
+            ax_conf.plot(*zip(*points), "-o", ms=3, lw=0.8, alpha=0.6, color=f"C{i % 10}", label=name[:14])
+    pooled = [(r["confidence"], r["value"], r["low"], r["high"]) for r in levels if r["n"]]
+    if pooled:
+        c, v, lo, hi = (np.array(a, dtype=float) for a in zip(*pooled))
+        ax_conf.errorbar(c, v, yerr=[v - lo, hi - v], fmt="s-", color="black", capsize=3, label="pooled")
+    ax_conf.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax_conf.set_xticks(range(1, 6))
+    ax_conf.set_xlabel("confidence (1 = guess, 5 = certain)")
+    ax_conf.set_ylabel("accuracy of decided answers")
+    ax_conf.set_ylim(-0.02, 1.2)
+    ax_conf.set_yticks(np.linspace(0, 1, 6))
+    ax_conf.set_title("Accuracy against confidence")
+    ax_conf.legend(fontsize=7, loc="upper center", ncol=4)
+
+    fooled = [r for r in report["fooled_most"] if r["answers"]]
+    names = [r["case_id"] for r in fooled]
+    real_share = np.array([r["said_real"] / r["answers"] for r in fooled])
+    unsure_share = np.array([r["said_unsure"] / r["answers"] for r in fooled])
+    ax_cases.bar(range(len(fooled)), real_share, color="C3", label="called real (fooled)")
+    ax_cases.bar(range(len(fooled)), unsure_share, bottom=real_share, color="C7", label="unsure")
+    ax_cases.set_xticks(range(len(fooled)), names, rotation=90, fontsize=6 if len(fooled) > 20 else 8)
+    ax_cases.set_ylim(0, 1.2)
+    ax_cases.set_yticks(np.linspace(0, 1, 6))
+    ax_cases.set_ylabel("share of readers")
+    ax_cases.set_title("Synthetic cases, most convincing first")
+    ax_cases.legend(fontsize=8, loc="upper center", ncol=2)
+    _io.save_figure(path, fig)
