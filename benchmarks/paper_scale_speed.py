@@ -6,7 +6,7 @@ one run, with the ratio to the reference route and the peak memory.
     python benchmarks/paper_scale_speed.py --device cuda --batch-size 8 --fast-steps 20,10,8
     python benchmarks/paper_scale_speed.py --tiny --device cpu --out /tmp/paper-scale-speed   # a seconds-long check
 
-Rows, all from the same noise (volume i from seed + i, as ``BrainGenerator.generate`` draws it) and the
+Rows, all from the same noise (volume i from volume_seed(seed, i), as ``BrainGenerator.generate`` draws it) and the
 same condition (female, 70 years, ventricular volume 0.3, brain volume 0.5 in the model's [0, 1] units):
 
 1. reference: MONAI core ``AutoencoderKL`` + ``DiffusionModelUNet`` sampled by MONAI's
@@ -62,7 +62,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from synthbrain import _io
 from synthbrain.autoencoder.model import BrainAutoencoder
 from synthbrain.diffusion.model import ConditionalUNet
-from synthbrain.generator import BrainGenerator
+from synthbrain.generator import BrainGenerator, draws
 from synthbrain.monai_bundle import REFERENCE_AUTOENCODER, REFERENCE_DEFAULTS, REFERENCE_SCHEDULE, REFERENCE_UNET, reference_schema
 from synthbrain.preprocessing.template import Grid, make_grid
 from synthbrain.samplers import SAMPLERS
@@ -130,11 +130,6 @@ def count_tflop(generator: BrainGenerator) -> tuple[float, float]:
     return unet_count.get_total_flops() / 1e12, decoder_count.get_total_flops() / 1e12
 
 
-def seeded_noise(latent_shape: tuple[int, ...], seeds: list[int]) -> torch.Tensor:
-    """The starting noise ``BrainGenerator.generate`` draws: each volume from its own seed, on the CPU."""
-    return torch.stack([torch.randn(latent_shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -199,7 +194,7 @@ def time_reference_route(generator: BrainGenerator, *, device: torch.device, see
     scheduler.timesteps = torch.arange(REFERENCE_STEPS - 1, -1, -1) * stride  # 980, 960, ..., 0: the released samples' timesteps
     inferer = LatentDiffusionInferer(scheduler, scale_factor=1.0)
     wrapped = ConcatCondition(unet)
-    noise = seeded_noise(generator.latent_shape, [seed]).to(device)
+    noise = draws.initial_noise(draws.volume_seeds(seed, 1), generator.latent_shape).to(device)  # what generate(seed=seed) draws
     context = torch.tensor([REFERENCE_CONDITION], device=device)[:, None, :]
 
     def call() -> torch.Tensor:

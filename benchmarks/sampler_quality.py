@@ -47,6 +47,7 @@ from _report import markdown_table  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
 from synthbrain.evaluation import dice_per_class  # noqa: E402
+from synthbrain.generator.draws import volume_seeds  # noqa: E402
 from synthbrain.samplers import SAMPLERS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     parser.add_argument("--steps", type=parse_list(int), default=[5, 10, 20, 50, 100], help="comma-separated step counts")
     parser.add_argument("--reference-sampler", default="ddim", help=f"deterministic sampler of the reference, one of {list(DETERMINISTIC)}")
     parser.add_argument("--reference-steps", type=int, default=500, help="steps of the reference (1000: every timestep)")
-    parser.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
+    parser.add_argument("--seed", type=int, default=0, help="volume i uses volume_seed(seed, i)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=None, help=f"write OUT.md, .json, .png (default {DEFAULT_OUT.relative_to(ROOT)})")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     has_ventricles = classes is not None and VENTRICLES in classes and "ventricular_volume" in generator.schema.names
     unit = generator.schema["ventricular_volume"].unit if "ventricular_volume" in generator.schema.names else None
     voxel_ml = generator.image_grid.voxel_volume_mm3 / 1000.0
-    seeds = [args.seed + i for i in range(args.n)]
+    seeds = volume_seeds(args.seed, args.n)
 
     def run(sampler: str, steps: int, covariates):
         start = time.perf_counter()
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return result, (time.perf_counter() - start) / args.n
 
     reference, reference_seconds = run(args.reference_sampler, args.reference_steps, None)
-    covariates = reference.covariates.drop(columns="seed")  # drawn once from the seeds; every setting gets exactly these
+    covariates = reference.covariates[list(generator.schema.names)]  # drawn once from the seeds; every setting gets exactly these
     requested = covariates["ventricular_volume"].to_numpy(float) if has_ventricles else None
 
     def row(name: str, sampler: str, steps: int, result, seconds: float) -> dict[str, Any]:

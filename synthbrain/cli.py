@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
 from synthbrain import __version__
 
 log = logging.getLogger("synthbrain")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Help that shows each option's default where it has one (not for flags and unset options)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        shown = not unset and "(default" not in text and action.option_strings
+        if shown:
+            default = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else action.default
+            text += f" (default: {default})"
+        return text
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -130,54 +144,71 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train the autoencoder or the diffusion model (torchrun-ready; re-running resumes)")
-    stages = p.add_subparsers(dest="stage", required=True)
-    ae = stages.add_parser("autoencoder", help="train the joint image + label autoencoder, then cache the latents")
+    stages = p.add_subparsers(dest="stage", required=True, metavar="{autoencoder,diffusion}")
+    ae = stages.add_parser(
+        "autoencoder",
+        help="train the joint image + label autoencoder, then cache the latents",
+        description="Train the joint image + label autoencoder on a prepared cohort (L1, cross-entropy, KL, and optionally a "
+        "perceptual and a patch-adversarial term), then encode the cohort into RUN/latents for the diffusion stage. "
+        "Re-running the same command resumes from RUN/checkpoint.pt.",
+        formatter_class=_Formatter,
+    )
     ae.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
     ae.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, autoencoder/, latents/")
-    ae.add_argument(
-        "--downsample",
-        type=int,
-        default=1,
-        help="train on the cohort averaged over k^3 blocks, labels as class fractions (2: 2 mm -> 4 mm)",
-    )
-    ae.add_argument("--channels", type=_ints, default=(32, 64, 64))
-    ae.add_argument("--latent-channels", type=int, default=3)
-    ae.add_argument("--res-blocks", type=int, default=1)
-    ae.add_argument("--groups", type=int, default=16, help="GroupNorm groups")
-    ae.add_argument("--steps", type=int, default=500)
-    ae.add_argument("--batch-size", type=int, default=2)
-    ae.add_argument("--lr", type=float, default=2e-4)
-    ae.add_argument("--checkpoint-every", type=int, default=50)
-    ae.add_argument("--seed", type=int, default=0)
+    ae.add_argument("--downsample", type=int, default=1, help="average the cohort over k^3 blocks, labels as fractions (2: 2 -> 4 mm)")
+    ae.add_argument("--channels", type=_ints, default=(32, 64, 64), help="channels per level; levels - 1 halvings to the latent")
+    ae.add_argument("--latent-channels", type=int, default=3, help="channels of the latent")
+    ae.add_argument("--res-blocks", type=int, default=1, help="residual blocks per level")
+    ae.add_argument("--groups", type=int, default=16, help="GroupNorm groups (must divide every level's channels)")
+    ae.add_argument("--steps", type=int, default=500, help="optimisation steps in all (warm-up included)")
+    ae.add_argument("--batch-size", type=int, default=2, help="subjects per step and process")
+    ae.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of the autoencoder")
+    ae.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term")
+    ae.add_argument("--perceptual-weight", type=float, default=0.0, help="weight of the perceptual term (0: off)")
+    ae.add_argument("--perceptual-network", default=None, help="TorchScript file of a 3D feature network (default: deepbet's)")
+    ae.add_argument("--adversarial-weight", type=float, default=0.0, help="weight of the patch-adversarial term (0: off)")
+    ae.add_argument("--adversarial-warmup", type=int, default=0, help="steps before the discriminator and the adversarial term start")
+    ae.add_argument("--adversarial-criterion", default="least_squares", choices=["least_squares", "hinge"], help="adversarial loss")
+    ae.add_argument("--init", default=None, help="an autoencoder component folder to start from (fine-tuning)")
+    ae.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    ae.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and posterior noise")
     ae.add_argument("--mirror-latents", action="store_true", help="also cache each subject's left-right mirror (doubles diffusion data)")
-    ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any)")
+    ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any, else cpu)")
     ae.set_defaults(func=_run_train_autoencoder)
-    df = stages.add_parser("diffusion", help="train the conditional diffusion UNet on cached latents, then write RUN/generator")
-    df.add_argument("--latents", type=Path, required=True, help="latents folder written by 'train autoencoder' (RUN/latents)")
-    df.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, unet/, scheduler.json")
-    df.add_argument("--channels", type=_ints, default=(64, 128, 128))
-    df.add_argument("--attention", type=_ints, default=(0, 1, 1), help="per level, 1 = attention (e.g. 0,1,1)")
-    df.add_argument("--head-channels", type=int, default=32)
-    df.add_argument("--res-blocks", type=int, default=1)
-    df.add_argument(
-        "--embed-condition", action="store_true", help="also add the covariates to the timestep embedding (modulates every block)"
+    df = stages.add_parser(
+        "diffusion",
+        help="train the conditional diffusion UNet on cached latents, then write RUN/generator",
+        description="Train the conditional latent-diffusion UNet on the latents of 'train autoencoder', then write a generator "
+        "folder RUN/generator that synthbrain generate --model and BrainGenerator.from_pretrained read. Re-running resumes.",
+        formatter_class=_Formatter,
     )
+    df.add_argument("--latents", type=Path, required=True, help="latents folder written by 'train autoencoder' (RUN/latents)")
+    df.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, unet/, scheduler/, generator/")
+    df.add_argument("--channels", type=_ints, default=(64, 128, 128), help="channels per level")
+    df.add_argument("--attention", type=_ints, default=(0, 1, 1), help="per level, 1 = attention (e.g. 0,1,1)")
+    df.add_argument("--head-channels", type=int, default=32, help="channels per attention head")
+    df.add_argument("--res-blocks", type=int, default=1, help="residual blocks per level")
+    df.add_argument("--embed-condition", action="store_true", help="also add the covariates to the timestep embedding (every block)")
     df.add_argument("--groups", type=int, default=32, help="GroupNorm groups")
-    df.add_argument("--steps", type=int, default=3000)
-    df.add_argument("--batch-size", type=int, default=8)
-    df.add_argument("--lr", type=float, default=1e-4)
+    df.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction", "sample"], help="what the UNet predicts")
+    df.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting with this gamma (default: plain MSE)")
+    df.add_argument("--steps", type=int, default=3000, help="optimisation steps")
+    df.add_argument("--batch-size", type=int, default=8, help="latents per step and process")
+    df.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
     df.add_argument("--condition-dropout", type=float, default=0.15, help="probability of the null condition (classifier-free guidance)")
-    df.add_argument("--ema-decay", type=float, default=0.999)
-    df.add_argument("--checkpoint-every", type=int, default=250)
-    df.add_argument("--seed", type=int, default=0)
-    df.add_argument("--device", default=None)
-    df.add_argument("--default-sampler", default=None, help="the model's default sampler (written into its index)")
-    df.add_argument("--default-steps", type=int, default=None, help="the model's default number of sampling steps")
-    df.add_argument("--default-guidance-scale", type=float, default=None, help="the model's default guidance scale")
+    df.add_argument("--ema-decay", type=float, default=0.999, help="decay of the exponential moving average (the exported weights)")
+    df.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
+    df.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order, timesteps and noise")
+    df.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any, else cpu)")
+    df.add_argument("--default-sampler", default=None, help="the model's default sampler (written into its index; default ddim)")
+    df.add_argument("--default-steps", type=int, default=None, help="the model's default number of sampling steps (default 50)")
+    df.add_argument("--default-guidance-scale", type=float, default=None, help="the model's default guidance scale (default 1)")
+    df.add_argument("--default-spacing", default=None, help="the model's default timestep spacing: leading, trailing or linspace")
     df.set_defaults(func=_run_train_diffusion)
 
 
 def _run_train_autoencoder(args: argparse.Namespace) -> int:
+    from synthbrain.autoencoder.losses import AutoencoderLossWeights
     from synthbrain.autoencoder.model import AutoencoderConfig
     from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
     from synthbrain.diffusion.latents import cache_latents
@@ -192,8 +223,18 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
         num_res_blocks=args.res_blocks,
         norm_num_groups=args.groups,
     )
+    weights = AutoencoderLossWeights(kl=args.kl_weight, perceptual=args.perceptual_weight, adversarial=args.adversarial_weight)
     training = AutoencoderTraining(
-        steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr, checkpoint_every=args.checkpoint_every, seed=args.seed
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        weights=weights,
+        adversarial_warmup=args.adversarial_warmup,
+        adversarial_criterion=args.adversarial_criterion,
+        perceptual_network=args.perceptual_network,
+        init=args.init,
     )
     folder = train_autoencoder(args.prepared, args.run, config, training, downsample=args.downsample, device=args.device)
     info = setup_distributed(args.device)
@@ -209,6 +250,9 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     from synthbrain.diffusion.latents import LatentCache
     from synthbrain.diffusion.model import DiffusionConfig
     from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
+    from synthbrain.generator import BrainGenerator
+    from synthbrain.samplers.schedule import NoiseSchedule
+    from synthbrain.training import setup_distributed
 
     cache = LatentCache.load(args.latents)
     config = DiffusionConfig(
@@ -220,6 +264,7 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         num_head_channels=args.head_channels,
         norm_num_groups=args.groups,
         embed_condition=args.embed_condition,
+        classifier_free_guidance=args.condition_dropout > 0,
     )
     training = DiffusionTraining(
         steps=args.steps,
@@ -229,15 +274,22 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
+        min_snr_gamma=args.min_snr_gamma,
     )
-    from synthbrain.generator import assemble_generator
-    from synthbrain.training import setup_distributed
+    chosen = {
+        "sampler": args.default_sampler,
+        "steps": args.default_steps,
+        "guidance_scale": args.default_guidance_scale,
+        "timestep_spacing": args.default_spacing,
+    }
+    defaults = {k: v for k, v in chosen.items() if v is not None}
+    if "sampler" in defaults and "timestep_spacing" not in defaults:
+        from synthbrain.samplers import get_sampler
 
-    train_diffusion(args.latents, args.run, config, training, device=args.device)
+        defaults["timestep_spacing"] = get_sampler(defaults["sampler"]).DEFAULT_SPACING
+    train_diffusion(args.latents, args.run, config, training, NoiseSchedule(prediction_type=args.prediction), device=args.device)
     if setup_distributed(args.device).is_main:
-        chosen = {"sampler": args.default_sampler, "steps": args.default_steps, "guidance_scale": args.default_guidance_scale}
-        defaults = {k: v for k, v in chosen.items() if v is not None}
-        folder = assemble_generator(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")
+        folder = BrainGenerator.from_training(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")
         print(f"generator: {folder}  (load with BrainGenerator.from_pretrained or synthbrain generate --model)")
     return 0
 
@@ -245,38 +297,59 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     """Sampling options of commands that generate; each defaults to the model's own (its index)."""
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--sampler", default=None, help="ddim, dpm++2m or ddpm (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
+    p.add_argument("--sampler", default=None, choices=["ddim", "dpm++2m", "ddpm"], help="diffusion sampler (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale, 1 = none (default: the model's)")
+    p.add_argument(
+        "--timestep-spacing", default=None, choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the model's)"
+    )
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="generate conditioned T1 volumes with label maps",
-        description="Generate N volumes. Covariates are in physical units; each given value applies to all N, "
-        "and those not given are drawn per volume from the model's training distribution.",
+        description="Generate N volumes with label maps. Covariates are the model's own, given as --NAME VALUE in physical units "
+        "(e.g. --age 70 --sex F --ventricular-volume 30 for the default model: years, F/M, mL); each given value applies to "
+        "all N, and those not given are drawn per volume from the model's training distribution.",
+        formatter_class=_Formatter,
+        epilog="Covariates: any covariate of the model as --NAME VALUE (underscores or hyphens), e.g. --age 70 --sex F.",
     )
     p.add_argument("--model", default="default", help="a folder written by save_pretrained, a Hub id (owner/name), or 'default'")
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
     p.add_argument("-n", type=int, default=1, help="number of volumes")
-    p.add_argument("--age", type=float, help="years")
-    p.add_argument("--sex", help="F or M")
-    p.add_argument("--ventricular-volume", type=float, help="in the model's unit: mL, or a [0, 1] value for the MONAI reference model")
-    p.add_argument("--brain-volume", type=float, help="in the model's unit: mL, or a [0, 1] value for the MONAI reference model")
-    p.add_argument("--seed", type=int, default=0, help="volume i uses seed + i")
+    p.add_argument("--seed", type=int, default=0, help="volume i gets the seed volume_seed(SEED, i), recorded in participants.tsv")
     _add_sampling(p)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="volumes sampled together (memory, not results)")
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
+    p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
+    p.add_argument("--qc", default="measure", choices=["measure", "reject"], help="reject: draw subjects failing quality control again")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")
     p.add_argument(
         "--shards",
         action="store_true",
-        help="write memory-mapped chunks of --batch-size volumes (volume i's noise seed derived from (seed, i)) instead of NIfTI; "
-        "resumes when run again, and splits the chunks over processes under torchrun",
+        help="write memory-mapped chunks of --batch-size volumes instead of NIfTI; resumes when run again, "
+        "and splits the chunks over processes under torchrun",
     )
-    p.set_defaults(func=_run_generate)
+    p.set_defaults(func=_run_generate, takes_covariates=True)
+
+
+def _covariate_flags(extra: list[str]) -> dict[str, str]:
+    """``--NAME VALUE`` or ``--NAME=VALUE`` pairs left over by argparse, as covariate name -> text."""
+    out, i = {}, 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--") or len(item) < 3:
+            raise ValueError(f"{item!r}: unexpected; covariates are given as --NAME VALUE")
+        name, sep, value = item[2:].partition("=")
+        if not sep:
+            if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
+                raise ValueError(f"--{name}: needs a value (--{name} VALUE)")
+            value, i = extra[i + 1], i + 1
+        out[name.replace("-", "_")] = value
+        i += 1
+    return out
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -289,9 +362,13 @@ def _run_generate(args: argparse.Namespace) -> int:
     if not args.shards:  # refused before the model is loaded and the volumes generated, not after
         check_output_folder(args.out, args.overwrite)
     generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)
-    given = {"age": args.age, "sex": args.sex, "ventricular_volume": args.ventricular_volume, "brain_volume": args.brain_volume}
+    covariates = {}
+    for name, text in args.covariates.items():
+        if name not in generator.schema.names:
+            flags = ", ".join(f"--{n.replace('_', '-')}" for n in generator.schema.names)
+            raise ValueError(f"--{name.replace('_', '-')}: not a covariate of this model; its covariates: {flags}")
+        covariates[name] = text if generator.schema[name].kind == "categorical" else _number(name, text)
     generator.to(device)
-    covariates = {name: value for name, value in given.items() if value is not None}  # the rest is drawn from the model
     if args.shards:
         return _generate_shards(args, generator, covariates)
     out = generator.generate(
@@ -301,12 +378,22 @@ def _run_generate(args: argparse.Namespace) -> int:
         steps=args.steps,
         sampler=args.sampler,
         guidance_scale=args.guidance_scale,
+        timestep_spacing=args.timestep_spacing,
         batch_size=args.batch_size,
         extrapolate=args.extrapolate,
+        raw=args.raw,
+        qc=args.qc,
         progress=True,
     )
     print(f"wrote {args.n} volumes to {out.save(args.out, overwrite=args.overwrite)}")
     return 0
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--{name.replace('_', '-')} {text!r}: expected a number") from None
 
 
 def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> int:
@@ -325,7 +412,9 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
         steps=args.steps,
         sampler=args.sampler,
         guidance_scale=args.guidance_scale,
+        timestep_spacing=args.timestep_spacing,
         extrapolate=args.extrapolate,
+        qc=args.qc,
         chunk_size=args.batch_size,
         cache_mb=0,
         shards=args.out,
@@ -447,9 +536,13 @@ def _run_convert_monai(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="synthbrain", description="Synthetic 3D brain MRI with label maps from latent diffusion models.")
+    parser = argparse.ArgumentParser(
+        prog="synthbrain",
+        description="Synthetic 3D brain MRI with label maps from latent diffusion models. Run 'synthbrain COMMAND --help' "
+        "for a command's options.",
+    )
     parser.add_argument("--version", action="version", version=f"synthbrain {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_prepare(sub)
     _add_split(sub)
     _add_train(sub)
@@ -459,17 +552,41 @@ def build_parser() -> argparse.ArgumentParser:
     from synthbrain.reader_study.cli import add_parser as _add_reader_study
 
     _add_reader_study(sub)
+    for choice in sub.choices.values():  # every command shows its defaults
+        if choice.formatter_class is argparse.HelpFormatter:
+            choice.formatter_class = _Formatter
     return parser
 
 
+def _as_flags(message: str) -> str:
+    """An error message in the command line's terms: ``extrapolate=True`` becomes ``--extrapolate``."""
+    return re.sub(r"\b(extrapolate|overwrite|raw)=True\b", lambda m: "--" + m.group(1), message)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 success, 2 bad input or failure, 130 interrupted)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if extra and not getattr(args, "takes_covariates", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(args, "takes_covariates", False):
+            args.covariates = _covariate_flags(extra)
         return args.func(args)
     except (ValueError, RuntimeError, OSError) as err:  # bad input, failed subjects, a full or read-only disk: one line, no traceback
-        print(f"synthbrain {args.command}: error: {err}", file=sys.stderr)
+        print(f"synthbrain {args.command}: error: {_as_flags(str(err))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"synthbrain {args.command}: interrupted; outputs are written atomically, so nothing half-written was left "
+            "(a previous output is intact, and training or preparation resumes when the command is run again)",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def load_config(config_class: Any, folder: str | Path, class_name: str | None = 
     (default: the config class's name); the version is ignored. Errors name the file."""
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
-        raise ValueError(f"{folder}: missing {CONFIG}; a component folder holds {CONFIG} (and {WEIGHTS} for a network)")
+        raise ValueError(f"{folder / CONFIG}: missing config.json; a component folder holds {CONFIG} (and {WEIGHTS} for a network)")
     try:
         config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
     except ValueError as err:

@@ -25,8 +25,6 @@ import json
 import os
 import pickle
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,8 @@ from synthbrain import __version__, _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cohort.covariates import CATEGORICAL, CONTINUOUS, Covariate, CovariateSchema
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.hub import resolve_folder
+from synthbrain.model_folder import ModelParts, write_model_folder
 from synthbrain.preprocessing.template import Grid, make_grid
 from synthbrain.samplers.schedule import NoiseSchedule
 
@@ -61,11 +61,12 @@ REFERENCE_UNET = DiffusionConfig(
     norm_num_groups=32,
     resblock_updown=True,
     concat_condition=True,
+    classifier_free_guidance=False,  # trained without condition dropout (Pinaya et al. 2022)
 )
 # The bundle's DDIMScheduler: 1000 steps, scaled-linear betas 0.0015-0.0205, epsilon prediction, clip_sample False.
 REFERENCE_SCHEDULE = NoiseSchedule(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0205)
 # DDIM (eta 0) with 50 steps at the "leading" timesteps 980, 960, ..., 0, as the released samples were made.
-REFERENCE_DEFAULTS = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0}
+REFERENCE_DEFAULTS = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, "timestep_spacing": "leading"}
 REFERENCE_AGE_YEARS = (44.0, 82.0)  # age 44 -> 0, 82 -> 1 (UK Biobank's range at imaging)
 
 
@@ -320,14 +321,12 @@ def unet_config(definition: Mapping[str, Any], *, where: str = "diffusion_def") 
     return config
 
 
-def load_bundle(folder: str | os.PathLike, *, image_grid: Grid | None = None):
-    """A :class:`~synthbrain.generator.BrainGenerator` from a MONAI bundle folder.
-
-    ``image_grid`` defaults to the reference's 160 x 224 x 160 at 1 mm in MNI space; another grid
-    (whose shape the autoencoder and UNet can halve) only for testing at smaller sizes.
-    """
-    from synthbrain.generator import BrainGenerator
-
+def load_bundle(folder: str | os.PathLike, *, image_grid: Grid | None = None) -> ModelParts:
+    """The parts of a generator (:class:`~synthbrain.model_folder.ModelParts`; build one with
+    ``BrainGenerator.from_parts``) from a MONAI bundle folder, with the released model's schema,
+    schedule and sampling defaults. ``image_grid`` defaults to the 160 x 224 x 160 MNI grid at 1 mm.
+    Raises ``ValueError`` for a folder that is not a bundle, an architecture the weights do not
+    fit, or a grid the networks cannot take."""
     folder = Path(folder)
     if not is_bundle(folder):
         raise ValueError(f"{folder}: not a MONAI bundle (a folder with configs/ and models/)")
@@ -342,17 +341,16 @@ def load_bundle(folder: str | os.PathLike, *, image_grid: Grid | None = None):
     for model, path in ((autoencoder, autoencoder_file), (unet, unet_file)):
         weights = map_old_keys(read_state_dict(path), model.net.state_dict(), what=str(path))
         model.net.load_state_dict(weights, strict=True)
-    generator = BrainGenerator(
-        autoencoder, unet, REFERENCE_SCHEDULE, reference_schema(), grid, latent_scale=1.0, defaults=dict(REFERENCE_DEFAULTS)
-    )
-    generator.source = {
+    source = {
         "path": str(folder.resolve()),
         "sha256": {"autoencoder": _io.sha256_file(autoencoder_file), "unet": _io.sha256_file(unet_file)},
         "format": "monai-bundle",
         "weights": {"autoencoder": f"models/{autoencoder_file.name}", "unet": f"models/{unet_file.name}"},
         "architecture": architecture,
     }
-    return generator
+    return ModelParts(
+        autoencoder, unet, REFERENCE_SCHEDULE, reference_schema(), grid, 1.0, defaults=dict(REFERENCE_DEFAULTS), source=source
+    )
 
 
 def convert_bundle(bundle: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None, overwrite: bool = False) -> Path:
@@ -362,8 +360,6 @@ def convert_bundle(bundle: str | os.PathLike, out: str | os.PathLike, *, revisio
     existing non-empty ``out`` is refused unless ``overwrite=True``. ``conversion.json`` records the
     source and the sha256 of its weight files.
     """
-    from synthbrain.generator import resolve_folder
-
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={str(out)!r} exists and is not a folder")
@@ -372,23 +368,8 @@ def convert_bundle(bundle: str | os.PathLike, out: str | os.PathLike, *, revisio
     folder = resolve_folder(bundle, revision=revision)
     if not is_bundle(folder):
         raise ValueError(f"bundle={str(bundle)!r}: {folder} is not a MONAI bundle (a folder with configs/ and models/)")
-    generator = load_bundle(folder)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
-    try:
-        generator.save_pretrained(tmp)
-        _io.write_json(
-            tmp / CONVERSION_RECORD,
-            {"source": str(bundle), "revision": revision, **generator.source, "synthbrain_version": __version__},
-        )
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.replaced-", dir=out.parent))
-            out.rename(old / out.name)
-            tmp.rename(out)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    parts = load_bundle(folder)
+    record = {"source": str(bundle), "revision": revision, **parts.source, "synthbrain_version": __version__}
+    if out.is_dir() and any(out.iterdir()) and not (out / "synthbrain_generator.json").is_file():
+        raise ValueError(f"out={str(out)!r} holds files that are not a synthbrain model; choose another folder")
+    return write_model_folder(parts, out, extra={CONVERSION_RECORD: record})

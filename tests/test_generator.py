@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from synthbrain.generator import INDEX, BrainGenerator
+from synthbrain.generator import INDEX, BrainGenerator, volume_seed
 from synthbrain.preprocessing.template import Grid
 from tests.helpers import tiny_generator
 
@@ -22,7 +22,8 @@ def test_generates_images_labels_covariates_and_affine(generator):
     out = generator.generate(QUERY, seed=7)
     assert out.images.shape == (3, 1, 16, 16, 16) and out.labels.shape == (3, 16, 16, 16) and out.labels.dtype == torch.uint8
     assert 0 <= out.images.min() and out.images.max() <= 1 and int(out.labels.max()) < 8
-    assert out.covariates["seed"].tolist() == [7, 8, 9] and out.covariates["ventricular_volume"].tolist() == [20.0] * 3
+    assert out.covariates["seed"].tolist() == [volume_seed(7, i) for i in range(3)]
+    assert out.covariates["ventricular_volume"].tolist() == [20.0] * 3
     np.testing.assert_allclose(out.affine, GRID.affine)
 
 
@@ -108,9 +109,9 @@ def test_save_writes_a_bids_like_dataset_with_affine_and_provenance(generator, t
     np.testing.assert_array_equal(np.asarray(dseg.dataobj), out.labels[1].numpy())
     table = pd.read_csv(written / "participants.tsv", sep="\t")
     assert table["participant_id"].tolist() == ["sub-synth00000", "sub-synth00001", "sub-synth00002"]
-    assert table["seed"].tolist() == [11, 12, 13] and table["sex"].tolist() == ["F", "M", "F"]
+    assert table["seed"].tolist() == [volume_seed(11, i) for i in range(3)] and table["sex"].tolist() == ["F", "M", "F"]
     provenance = json.loads((written / "provenance.json").read_text())
-    assert provenance["subjects"]["sub-synth00002"] == 13 and provenance["steps"] == 4 and provenance["sampler"] == "ddim"
+    assert provenance["subjects"]["sub-synth00002"] == volume_seed(11, 2) and provenance["steps"] == 4 and provenance["sampler"] == "ddim"
     assert provenance["model"]["sha256"]["unet"] == json.loads((folder / INDEX).read_text())["components"]["unet"]["sha256"]
     assert pd.read_csv(written / "dseg.tsv", sep="\t")["name"].tolist()[:2] == ["background", "ventricles"]
     assert (written / "preview.png").read_bytes()[:4] == b"\x89PNG"
@@ -193,11 +194,11 @@ def test_a_condition_sampler_draws_each_volumes_covariates_from_its_seed(generat
 
     out = with_density.generate(cond_sampler=Uniform(age=(30.0, 70.0), sex=["F", "M"]), n=4, seed=5)
     table = out.covariates
-    assert out.images.shape[0] == 4 and table["seed"].tolist() == [5, 6, 7, 8]
+    assert out.images.shape[0] == 4 and table["seed"].tolist() == [volume_seed(5, i) for i in range(4)]
     assert table["age"].between(30, 70).all() and table["age"].nunique() == 4 and set(table["sex"]) <= {"F", "M"}
     low, high = with_density.schema["brain_volume"].low, with_density.schema["brain_volume"].high
     assert table["brain_volume"].between(low, high).all()  # left out by the sampler: drawn from the training density
-    alone = with_density.generate(cond_sampler=Uniform(age=(30.0, 70.0), sex=["F", "M"]), seed=[7])
+    alone = with_density.generate(cond_sampler=Uniform(age=(30.0, 70.0), sex=["F", "M"]), seed=[volume_seed(5, 2)])
     pd.testing.assert_frame_equal(alone.covariates, table.iloc[[2]].reset_index(drop=True))  # volume 2 depends on its seed only
     torch.testing.assert_close(alone.images[0], out.images[2], rtol=1e-4, atol=1e-5)
     assert out.provenance["cond_sampler"].startswith("Uniform(") and out.provenance["drawn_from_training_distribution"] == [
@@ -265,17 +266,17 @@ def test_wrong_types_units_and_missing_values_name_covariate_value_and_what_is_a
 
 
 def test_float64_bfloat16_and_float16_generate_float32_images_close_to_float32(tmp_path):
-    reference = tiny_generator().generate(QUERY, seed=4)
+    reference = tiny_generator().generate(QUERY, seed=4, raw=True)  # raw: a label flipped at the brain's edge would mask a voxel
     for dtype, tolerance in [(torch.float64, 1e-4), (torch.bfloat16, 0.1), (torch.float16, 0.02)]:
         model = tiny_generator().to("cpu", dtype)
         assert model.dtype == dtype
-        out = model.generate(QUERY, seed=4)
+        out = model.generate(QUERY, seed=4, raw=True)
         assert out.images.dtype == torch.float32 and out.images.shape == reference.images.shape and out.provenance["dtype"] in str(dtype)
         assert (out.images - reference.images).abs().max() < tolerance, dtype
         assert (out.labels == reference.labels).float().mean() > 0.95, dtype
     assert next(tiny_generator().to(dtype=torch.float64).unet.parameters()).dtype == torch.float64
     back = tiny_generator().to(dtype=torch.float64).to(dtype=torch.float32)
-    torch.testing.assert_close(back.generate(QUERY, seed=4).images, reference.images)
+    torch.testing.assert_close(back.generate(QUERY, seed=4, raw=True).images, reference.images)
     with pytest.raises(ValueError, match="dtype=torch.int8; allowed"):
         tiny_generator().to(dtype=torch.int8)
 
@@ -385,7 +386,7 @@ def test_save_is_all_or_nothing_and_overwrite_replaces_only_synthbrain_output(ge
     second.save(tmp_path / "synth", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
     assert len(list((tmp_path / "synth").glob("sub-*/anat/*_T1w.nii.gz"))) == 3
-    assert pd.read_csv(tmp_path / "synth" / "participants.tsv", sep="\t")["seed"].tolist() == [2, 3, 4]
+    assert pd.read_csv(tmp_path / "synth" / "participants.tsv", sep="\t")["seed"].tolist() == [volume_seed(2, i) for i in range(3)]
 
     mine = tmp_path / "mine"
     mine.mkdir()

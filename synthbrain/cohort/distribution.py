@@ -1,10 +1,14 @@
 """The training cohort's covariate distribution, as a fitted density rather than stored rows.
 
 For each level of one categorical covariate (sex), a Gaussian mixture over the normalised continuous
-covariates (scikit-learn), plus the levels' frequencies. :meth:`CovariateDistribution.sample`
-draws the covariates a caller did not give, conditionally on the ones given (the mixture's exact
-Gaussian conditionals), from an explicit seed, and only inside the schema's valid range
-(draws outside are redrawn).
+covariates (scikit-learn's ``GaussianMixture``, full covariances), plus the levels' frequencies.
+:meth:`CovariateDistribution.sample` draws the covariates a caller did not give, conditionally on
+the ones given (the mixture's exact Gaussian conditionals), from an explicit seed, and only inside
+the schema's valid range (draws outside are redrawn).
+
+:func:`fit_mixture` and :func:`draw_mixture` are the one implementation of a per-level Gaussian
+mixture in the package; the condition sampler :class:`synthbrain.generator.conditions.Density`
+uses them too.
 """
 
 from __future__ import annotations
@@ -45,9 +49,8 @@ class CovariateDistribution:
             rows = scaled[levels == level]
             if len(rows) < 2 * components:
                 raise ValueError(f"table: only {len(rows)} complete rows with {group.name}={level!r}; need {2 * components} to fit")
-            gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(rows)
             probabilities[level] = len(rows) / len(scaled)
-            mixtures[level] = {"weights": gmm.weights_.tolist(), "means": gmm.means_.tolist(), "covariances": gmm.covariances_.tolist()}
+            mixtures[level] = {k: v.tolist() for k, v in fit_mixture(rows, components, seed).items()}
         return cls(schema, group.name, probabilities, mixtures)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +86,8 @@ class CovariateDistribution:
                 level = levels[rng.choice(len(levels), p=np.asarray([self.group_probabilities[k] for k in levels]))]
             else:
                 level = self.schema[self.group].categories[int(self.schema[self.group].parse([level])[0])]
-            x = self._draw(self.mixtures[level], observed, x_obs, len(names), rng, max_tries)
+            mixture = {k: np.asarray(v) for k, v in self.mixtures[level].items()}
+            x = draw_mixture(mixture, rng, np.zeros(len(names)), np.ones(len(names)), observed, x_obs, max_tries)
             row = {self.group: level}
             row.update(
                 {
@@ -94,31 +98,52 @@ class CovariateDistribution:
             rows.append(row)
         return pd.DataFrame(rows)[self.schema.names]
 
-    @staticmethod
-    def _draw(mixture, observed, x_obs, dims, rng, max_tries) -> np.ndarray:
-        weights, means, covs = np.asarray(mixture["weights"]), np.asarray(mixture["means"]), np.asarray(mixture["covariances"])
-        free = [i for i in range(dims) if i not in observed]
-        o, m = np.asarray(observed, dtype=int), np.asarray(free, dtype=int)
-        cond_means, cond_covs, log_w = [], [], np.log(weights)
-        for k in range(len(weights)):
-            mu, cov = means[k], covs[k]
-            if len(o):
-                gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
-                cond_means.append(mu[m] + gain @ (x_obs - mu[o]))
-                cond_covs.append(cov[np.ix_(m, m)] - gain @ cov[np.ix_(o, m)])
-                diff = x_obs - mu[o]
-                sign, logdet = np.linalg.slogdet(cov[np.ix_(o, o)])
-                log_w[k] += -0.5 * (diff @ np.linalg.solve(cov[np.ix_(o, o)], diff) + logdet)
-            else:
-                cond_means.append(mu[m])
-                cond_covs.append(cov[np.ix_(m, m)])
-        probs = np.exp(log_w - log_w.max())
-        probs /= probs.sum()
-        x = np.empty(dims)
-        x[o] = x_obs
-        for _ in range(max_tries):
-            k = rng.choice(len(probs), p=probs)
-            x[m] = rng.multivariate_normal(cond_means[k], cond_covs[k]) if len(m) else []
-            if len(m) == 0 or ((x[m] >= 0) & (x[m] <= 1)).all():
-                return x
-        raise ValueError(f"could not draw covariates inside the valid range in {max_tries} tries given {dict(zip(o.tolist(), x_obs))}")
+
+def fit_mixture(rows: np.ndarray, components: int, seed: int) -> dict[str, np.ndarray]:
+    """A Gaussian mixture (scikit-learn, full covariances, ``reg_covar`` 1e-4, deterministic for a
+    ``seed``) fitted on ``rows`` (N, D): ``weights`` (K,), ``means`` (K, D), ``covariances`` (K, D, D)."""
+    gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(rows)
+    return {"weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_}
+
+
+def draw_mixture(
+    mixture: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    low: np.ndarray,
+    high: np.ndarray,
+    observed: list[int] | tuple[int, ...] = (),
+    values: np.ndarray | None = None,
+    max_tries: int = 1000,
+) -> np.ndarray:
+    """One draw (D,) from a mixture of :func:`fit_mixture`, conditionally on the dimensions
+    ``observed`` having ``values`` (each component's exact Gaussian conditional, components
+    re-weighted by the likelihood of the observed values), redrawn until every free dimension lies
+    in [low, high]. Raises ``ValueError`` after ``max_tries`` draws outside."""
+    weights, means, covs = mixture["weights"], mixture["means"], mixture["covariances"]
+    dims = means.shape[1]
+    o = np.asarray(observed, dtype=int)
+    m = np.asarray([i for i in range(dims) if i not in set(o.tolist())], dtype=int)
+    x_obs = np.asarray(values if values is not None else [], dtype=float)
+    cond_means, cond_covs, log_w = [], [], np.log(weights)
+    for k in range(len(weights)):
+        mu, cov = means[k], covs[k]
+        if len(o):
+            gain = cov[np.ix_(m, o)] @ np.linalg.inv(cov[np.ix_(o, o)])
+            cond_means.append(mu[m] + gain @ (x_obs - mu[o]))
+            cond_covs.append(cov[np.ix_(m, m)] - gain @ cov[np.ix_(o, m)])
+            diff = x_obs - mu[o]
+            _, logdet = np.linalg.slogdet(cov[np.ix_(o, o)])
+            log_w[k] += -0.5 * (diff @ np.linalg.solve(cov[np.ix_(o, o)], diff) + logdet)
+        else:
+            cond_means.append(mu[m])
+            cond_covs.append(cov[np.ix_(m, m)])
+    probs = np.exp(log_w - log_w.max())
+    probs /= probs.sum()
+    x = np.empty(dims)
+    x[o] = x_obs
+    for _ in range(max_tries):
+        k = rng.choice(len(probs), p=probs)
+        x[m] = rng.multivariate_normal(cond_means[k], cond_covs[k]) if len(m) else []
+        if len(m) == 0 or ((x[m] >= low[m]) & (x[m] <= high[m])).all():
+            return x
+    raise ValueError(f"could not draw covariates inside the valid range in {max_tries} tries given {dict(zip(o.tolist(), x_obs))}")

@@ -1,13 +1,15 @@
 """Stage 7, datasets: synthetic subjects into a training loop.
 
-``conditions`` (where covariates come from) → ``synthetic`` (``SyntheticBrainDataset``: generated
-on the fly, reproducible per index, cached, optionally sharded to disk) → ``mixing`` (real and
-synthetic subjects in one loader at an exact fraction per batch).
+``synthetic`` (``SyntheticBrainDataset``: generated on the fly, reproducible per index, optionally
+cached or sharded to disk) → ``mixing`` (real and synthetic subjects in one loader at an exact
+fraction per batch). Where covariates come from (condition samplers) is part of generation:
+:mod:`synthbrain.generator.conditions`, re-exported here.
 """
 
-from synthbrain.datasets.conditions import Density, Empirical, Fixed, Uniform, check_sampler
 from synthbrain.datasets.mixing import MixedBatchSampler, MixedDataset
-from synthbrain.datasets.synthetic import SyntheticBrainDataset, volume_seed
+from synthbrain.datasets.synthetic import SyntheticBrainDataset
+from synthbrain.generator.conditions import Density, Empirical, Fixed, Uniform, check_sampler
+from synthbrain.generator.draws import volume_seed
 
 __all__ = [
     "Density",

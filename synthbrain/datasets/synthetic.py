@@ -1,22 +1,23 @@
 """``SyntheticBrainDataset``: conditioned synthetic brains generated on the fly, as a torch Dataset.
 
-Index i is a pure function of (seed, i): its covariates come from ``cond_sampler`` called with a
-random generator seeded by (seed, i) (those it leaves out are drawn from the model's training
-density with a seed derived from (seed, i)), and its starting noise from the same derived seed.
-With a deterministic sampler (DDIM with eta 0, DPM-Solver++), volume i is therefore the same
-whatever the access order, the number of DataLoader workers, or how indices were batched for
-generation (equal within floating-point tolerance).
+Index i is volume i of ``generator.generate(n=..., seed=seed, cond_sampler=...)``: its volume seed is
+``volume_seed(seed, i)`` (:mod:`synthbrain.generator.draws`, which also owns how covariates are drawn),
+so ``generator.generate(cond_sampler=..., seed=[dataset.item_seed(i)])`` reproduces item i alone.
+Volume i is therefore the same whatever the access order, the number of DataLoader workers, or how
+indices were batched for generation (equal within floating-point tolerance).
 
 Generation is batched on the generator's device, in one of two ways:
 
-* chunks (the default, when ``cache_mb`` holds at least one chunk, or with ``shards``): the
-  ``chunk_size`` consecutive indices around the one asked for are generated in one call and kept in
-  a bounded in-memory cache (``cache_mb``, counting the chunk being prefetched); while the consumer
-  works on chunk c, chunk c + 1 is generated in a background thread. This suits reading in index
-  order, which loses nothing: the indices are independent draws already, so shuffling adds nothing.
-* exactly what is asked (``cache_mb=0``, no shards): each ``dataset[i]`` generates volume i, and
-  each DataLoader batch (through ``__getitems__``) its own indices in one call. This suits random
-  access (``shuffle=True``), where whole chunks would be generated for one volume each.
+* exactly what is asked (the default, ``cache_mb=0``, no shards): each ``dataset[i]`` generates
+  volume i, and each DataLoader batch (through ``__getitems__``) its own indices in one call. No
+  volume is generated that is not returned, whatever the order (shuffled, in order, a
+  ``DistributedSampler`` rank) or the number of workers.
+* chunks (``cache_mb`` holding at least one chunk, or ``shards``): the ``chunk_size`` consecutive
+  indices around the one asked for are generated in one call and kept in a bounded in-memory cache
+  (``cache_mb``, counting the chunk being prefetched); while the consumer works on chunk c, chunk
+  c + 1 is generated in a background thread. This only pays when reading in index order; shuffled
+  access would generate whole chunks for one volume each (``benchmarks/dataset_throughput.py``
+  measures both).
 
 With ``shards=FOLDER`` every chunk is also written there once (atomically, ``done.json`` last) and
 reloaded memory-mapped afterwards, for reuse across epochs and runs (``pregenerate`` fills the
@@ -51,21 +52,12 @@ import pandas as pd
 import torch
 
 from synthbrain import _io
-from synthbrain.cohort.covariates import is_missing
-from synthbrain.datasets.conditions import ConditionSampler, check_sampler, describe
-from synthbrain.generator import BrainGenerator
+from synthbrain.datasets.appearance import AppearanceRandomizer
+from synthbrain.generator import BrainGenerator, draws
+from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
+from synthbrain.generator.model import QC_MODES
 
-DETERMINISTIC_SAMPLERS = ("ddim", "dpm++2m")
-
-
-def volume_seed(seed: int, index: int) -> int:
-    """The noise seed of volume ``index`` of a dataset seeded ``seed`` (also the seed of the
-    covariates the model draws for it)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+_is_int = draws.is_int
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -92,6 +84,29 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 class SyntheticBrainDataset(torch.utils.data.Dataset):
+    """``n`` synthetic subjects generated on the fly, item i always the same subject.
+
+    ``cond_sampler`` (a callable ``rng -> dict``, see :mod:`synthbrain.generator.conditions`) gives
+    each subject's covariates; those it leaves out, or all of them when it is None, are drawn from the
+    model's training distribution. ``generator`` is a :class:`BrainGenerator` or anything
+    ``BrainGenerator.from_pretrained`` takes (default: the embedded model); it is moved to ``device``
+    (default: CUDA when available). ``steps``, ``sampler``, ``guidance_scale``, ``timestep_spacing``
+    default to the model's; ``qc="reject"`` draws subjects failing quality control again (see
+    :meth:`BrainGenerator.generate`). ``cache_mb`` bounds the memory of generated chunks kept (0, the
+    default: no cache, each request generates exactly its indices); ``shards`` is a folder where
+    chunks are written once and reloaded. ``transform`` is applied to each item (a dict, or a torchio
+    ``Subject`` with ``as_subject=True``). ``appearance``: ``"generated"`` (the model's images),
+    ``"randomized"`` (each image synthesised again from its generated label map with a random
+    contrast, bias field, resolution and noise by ``randomizer``, an
+    :class:`~synthbrain.datasets.appearance.AppearanceRandomizer`; SynthSeg-style), or a probability
+    in [0, 1] of a randomised item (decided from the item's seed, so always the same for an index).
+
+    An item is ``{"image": (1, D, H, W) float32 in [0, 1], "labels": (D, H, W) int64,
+    "covariates": dict, "index": int, "is_synthetic": True, "appearance": "generated" or "randomized"}``.
+    Raises ``ValueError`` naming the argument for bad sizes, seeds, sampling settings, appearance
+    settings or a condition sampler the model cannot take.
+    """
+
     def __init__(
         self,
         n: int,
@@ -106,19 +121,16 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         steps: int | None = None,
         sampler: str | None = None,
         guidance_scale: float | None = None,
+        timestep_spacing: str | None = None,
         extrapolate: bool = False,
+        qc: str = "measure",
+        appearance: str | float = "generated",
+        randomizer: AppearanceRandomizer | None = None,
         chunk_size: int = 8,
-        cache_mb: float = 1024,
+        cache_mb: float = 0,
         prefetch: bool = True,
         shards: str | Path | None = None,
     ):
-        """``n`` synthetic subjects. ``cond_sampler`` (a callable ``rng -> dict``, see
-        :mod:`synthbrain.datasets.conditions`) gives each subject's covariates; those it leaves
-        out, or all of them when it is None, are drawn from the model's training distribution.
-        ``generator`` is a :class:`BrainGenerator` or anything ``BrainGenerator.from_pretrained``
-        takes (default: the embedded model); it is moved to ``device`` (default: CUDA when
-        available). ``cache_mb`` bounds the memory of generated chunks kept (0: no cache, each
-        request generates exactly its indices)."""
         if not (_is_int(n) and n >= 1):
             raise ValueError(f"n={n!r}; allowed: an integer >= 1")
         if not (_is_int(seed) and seed >= 0):
@@ -127,19 +139,13 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"chunk_size={chunk_size!r}; allowed: an integer >= 1")
         if not (isinstance(cache_mb, numbers.Real) and not isinstance(cache_mb, bool) and cache_mb >= 0):
             raise ValueError(f"cache_mb={cache_mb!r}; allowed: a number of megabytes >= 0 (math.inf: no bound)")
-        if steps is not None and not (_is_int(steps) and steps >= 1):
-            raise ValueError(f"steps={steps!r}; allowed: an integer >= 1")
-        if guidance_scale is not None and not (isinstance(guidance_scale, numbers.Real) and guidance_scale >= 0):
-            raise ValueError(f"guidance_scale={guidance_scale!r}; allowed: a number >= 0")
         if not isinstance(generator, BrainGenerator):
             generator = BrainGenerator.from_pretrained(generator)
         self.generator = generator.to(resolve_device(device))
-        sampler = sampler or generator.defaults["sampler"]
-        if sampler not in DETERMINISTIC_SAMPLERS:
-            raise ValueError(
-                f"sampler={sampler!r} draws fresh noise per generation batch, so a volume would depend on its batch; "
-                f"allowed: {list(DETERMINISTIC_SAMPLERS)}"
-            )
+        if qc not in QC_MODES:
+            raise ValueError(f"qc={qc!r}; allowed: {list(QC_MODES)}")
+        self.sampling = generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)
+        self.sampling |= {"extrapolate": bool(extrapolate), "qc": qc}
         if cond_sampler is None and generator.distribution is None:
             raise ValueError(
                 f"cond_sampler=None: this generator has no covariate distribution to draw covariates from; "
@@ -149,17 +155,13 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             check_sampler(cond_sampler, generator.schema, extrapolate, complete=generator.distribution is None)
         self.n, self.cond_sampler, self.seed = int(n), cond_sampler, int(seed)
         self.transform, self.with_labels, self.as_subject = transform, with_labels, as_subject
-        self.sampling = {
-            "steps": int(steps) if steps is not None else generator.defaults["steps"],
-            "sampler": sampler,
-            "guidance_scale": float(guidance_scale) if guidance_scale is not None else generator.defaults["guidance_scale"],
-            "extrapolate": extrapolate,
-        }
+        self.appearance, self.randomizer = _appearance(appearance, randomizer, generator)
         self.chunk_size, self.prefetch = int(chunk_size), prefetch
         bytes_per_voxel = 4 + (1 if generator.label_classes else 0)  # float32 image, uint8 labels
         chunk_mb = float(np.prod(generator.image_grid.shape)) * bytes_per_voxel * self.chunk_size / 2**20
         self.cache_chunks = self.num_chunks if math.isinf(cache_mb) else min(self.num_chunks, int(cache_mb // chunk_mb))
         self.shards = Path(shards) if shards is not None else None
+        self.generated = 0  # volumes generated by this process (a DataLoader worker counts its own)
         if self.shards is not None:
             self._claim_shards()
         self._reset_runtime()
@@ -195,43 +197,24 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ what index i is
 
+    def item_seed(self, index: int) -> int:
+        """The volume seed of item ``index``: ``generator.generate(cond_sampler=..., seed=[item_seed(i)])``
+        with this dataset's sampling settings gives item ``index`` alone."""
+        return draws.volume_seed(self.seed, self._check_index(index))
+
     def covariates(self, index: int) -> dict[str, Any]:
-        """Covariates the sampler gives subject ``index`` (before the model draws the rest)."""
+        """Covariates the condition sampler gives item ``index`` (before the model draws the rest)."""
         if self.cond_sampler is None:
             return {}
-        return dict(self.cond_sampler(np.random.default_rng([self.seed, index])))
-
-    def _covariate_table(self, indices: Sequence[int]) -> pd.DataFrame:
-        """Every schema covariate of each index: the sampler's values, the others drawn from the
-        model's density with the volume's own seed, row by row, so a row never depends on which
-        other indices share its generation batch."""
-        schema, rows = self.generator.schema, []
-        for index in indices:
-            given = {k: v for k, v in self.covariates(index).items() if not is_missing(v)}
-            unknown = sorted(set(given) - set(schema.names))
-            if unknown:  # not silently dropped: the sampler means something the model cannot condition on
-                raise ValueError(f"cond_sampler gave unknown covariates {unknown} at index {index}; the model knows {schema.names}")
-            if all(name in given for name in schema.names):
-                rows.append(given)
-                continue
-            if self.generator.distribution is None:
-                missing = [name for name in schema.names if name not in given]
-                raise ValueError(
-                    f"cond_sampler gave no value for {missing} at index {index}, and the model has no density to draw them from"
-                )
-            rows.append(self.generator.distribution.sample(1, given, seed=volume_seed(self.seed, index)).iloc[0].to_dict())
-        return pd.DataFrame(rows, index=range(len(rows)))[schema.names]
+        return draws.sampled_covariates(self.cond_sampler, self.item_seed(index))
 
     def _chunk_indices(self, chunk: int) -> range:
         return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.n))
 
     def _generate(self, indices: Sequence[int]) -> dict:
-        out = self.generator.generate(
-            self._covariate_table(indices),
-            seed=[volume_seed(self.seed, i) for i in indices],
-            batch_size=len(indices),
-            **self.sampling,
-        )
+        seeds = [draws.volume_seed(self.seed, i) for i in indices]
+        out = self.generator.generate(cond_sampler=self.cond_sampler, seed=seeds, n=len(seeds), batch_size=len(seeds), **self.sampling)
+        self.generated += len(indices)
         data = {"images": out.images.numpy(), "covariates": out.covariates}
         if out.labels is not None:
             data["labels"] = out.labels.numpy()
@@ -306,11 +289,22 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             items.append(self._item(self._chunk(chunk), offset, index))
         return items
 
+    def randomized(self, index: int) -> bool:
+        """Whether item ``index`` has a randomised appearance (always, never, or drawn from its seed)."""
+        if self.appearance in ("generated", "randomized"):
+            return self.appearance == "randomized"
+        return bool(draws.stream(self.item_seed(index), draws.APPEARANCE).random() < self.appearance)
+
     def _item(self, data: dict, offset: int, index: int):
         image = torch.from_numpy(np.array(data["images"][offset]))
-        row = data["covariates"].iloc[offset].to_dict()
-        row.pop("seed", None)
-        labels = torch.from_numpy(np.array(data["labels"][offset])).long() if self.with_labels and "labels" in data else None
+        row = {k: v for k, v in data["covariates"].iloc[offset].to_dict().items() if k in self.generator.schema.names}
+        labels = torch.from_numpy(np.array(data["labels"][offset])).long() if "labels" in data else None
+        randomized = self.randomized(index)
+        if randomized:
+            seed = int(draws.stream(self.item_seed(index), draws.APPEARANCE).integers(2**62, 2**63))  # apart from the coin above
+            image, labels = self.randomizer(labels, len(self.generator.label_classes), self.generator.image_grid.affine, seed)
+        if not self.with_labels:
+            labels = None
         if self.as_subject:
             import torchio as tio
 
@@ -318,9 +312,10 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             parts = {"image": tio.ScalarImage(tensor=image, affine=affine)}
             if labels is not None:
                 parts["labels"] = tio.LabelMap(tensor=labels[None], affine=affine)
-            item = tio.Subject(**parts, **row, index=index, is_synthetic=True)
+            item = tio.Subject(**parts, **row, index=index, is_synthetic=True, appearance="randomized" if randomized else "generated")
         else:
-            item = {"image": image, "covariates": row, "index": index, "is_synthetic": True}
+            appearance = "randomized" if randomized else "generated"
+            item = {"image": image, "covariates": row, "index": index, "is_synthetic": True, "appearance": appearance}
             if labels is not None:
                 item["labels"] = labels
         return self.transform(item) if self.transform is not None else item
@@ -341,6 +336,8 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             "n": self.n,
             "seed": self.seed,
             "chunk_size": self.chunk_size,
+            "appearance": self.appearance,
+            "randomizer": self.randomizer.to_dict() if self.randomizer else None,
             "cond_sampler": describe(self.cond_sampler),
             "model": model_fingerprint(self.generator),
             **self.sampling,
@@ -448,3 +445,21 @@ def _read_shard(folder: Path) -> dict:
         data["labels"] = np.load(folder / "labels.npy", mmap_mode="r")
     data["covariates"] = pd.read_csv(folder / "covariates.tsv", sep="\t", na_values=["n/a"], keep_default_na=False)
     return data
+
+
+def _appearance(appearance: Any, randomizer: AppearanceRandomizer | None, generator: BrainGenerator):
+    """Checked ``appearance`` (``"generated"``, ``"randomized"`` or the probability of randomised) and its randomizer."""
+    mixed = isinstance(appearance, numbers.Real) and not isinstance(appearance, bool)
+    if not (appearance in ("generated", "randomized") or (mixed and 0.0 <= appearance <= 1.0)):
+        raise ValueError(
+            f"appearance={appearance!r}; allowed: 'generated', 'randomized', or a probability in [0, 1] of a randomised appearance"
+        )
+    if appearance == "generated":
+        return "generated", None
+    if not generator.label_classes:
+        raise ValueError(f"appearance={appearance!r}: this generator makes no label maps, which a randomised appearance is made from")
+    randomizer = randomizer if randomizer is not None else AppearanceRandomizer()
+    if not isinstance(randomizer, AppearanceRandomizer):
+        raise ValueError(f"randomizer={randomizer!r}; allowed: an AppearanceRandomizer")
+    randomizer.check(len(generator.label_classes))
+    return (float(appearance) if mixed else appearance), randomizer

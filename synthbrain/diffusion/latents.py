@@ -36,6 +36,7 @@ class LatentCache:
     subject_ids: list[str]
     scale: float
     schema: CovariateSchema
+    meta: dict  # latents.json: autoencoder path and sha256, prepared cohort, image grid, downsampling, mirroring
 
     @classmethod
     def load(cls, folder: str | Path) -> LatentCache:
@@ -44,7 +45,8 @@ class LatentCache:
             raise ValueError(f"latents={str(folder)!r}: no latents.json (run the latent caching step first)")
         meta = json.loads((folder / "latents.json").read_text())
         tensors = load_file(folder / "latents.safetensors")
-        return cls(tensors["latents"], tensors["conditions"], meta["subject_ids"], meta["scale"], CovariateSchema.from_dict(meta["schema"]))
+        schema = CovariateSchema.from_dict(meta["schema"])
+        return cls(tensors["latents"], tensors["conditions"], meta["subject_ids"], meta["scale"], schema, meta)
 
     def complete(self) -> torch.Tensor:
         """Indices of the subjects with every covariate present."""

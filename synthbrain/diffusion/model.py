@@ -25,6 +25,15 @@ NULL_CONDITION = -1.0
 
 @dataclass(frozen=True)
 class DiffusionConfig:
+    """The UNet's architecture (MONAI ``DiffusionModelUNet``, 3D). ``channels`` per level (each divisible
+    by ``norm_num_groups``), ``attention_levels`` one flag per level, ``num_head_channels`` channels
+    per attention head (one int, or one per level), ``condition_dim`` the width of the normalised
+    covariate vector, ``concat_condition`` also feeds it as constant input channels (as the reference
+    model does), ``embed_condition`` also adds it to the timestep embedding through an MLP, and
+    ``classifier_free_guidance`` records whether the weights were trained with condition dropout
+    (False for the released reference model: guidance scales other than 1 are refused for it).
+    Raises ``ValueError`` for inconsistent levels, group counts or head sizes."""
+
     latent_channels: int = 3
     condition_dim: int = 4
     channels: tuple[int, ...] = (64, 128, 128)
@@ -35,6 +44,7 @@ class DiffusionConfig:
     resblock_updown: bool = True
     concat_condition: bool = True
     embed_condition: bool = False
+    classifier_free_guidance: bool = True  # trained with condition dropout, so the null condition means "unconditional"
 
     def __post_init__(self) -> None:
         if len(self.attention_levels) != len(self.channels):

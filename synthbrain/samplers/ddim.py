@@ -1,7 +1,9 @@
 """DDIM (Song et al. 2021): deterministic for ``eta=0``, ancestral-like for ``eta=1``.
 
-The default spacing is ``"leading"`` (980, 960, ..., 0 for 50 of 1000 steps), the one the released
-brain LDM samples were made with; see :meth:`NoiseSchedule.timesteps` for the others.
+The default spacing is ``"trailing"`` (999, 979, ..., 19 for 50 of 1000 steps), which starts from the
+noisiest step for any step count. The released brain LDM's samples were made with ``"leading"``
+(980, 960, ..., 0), which its loader records in that model's defaults; see
+:meth:`NoiseSchedule.timesteps`.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import torch
 
 from synthbrain.samplers.schedule import NoiseSchedule
-from synthbrain.samplers.state import StepOutput
+from synthbrain.samplers.state import StepOutput, randn_like
 
-DEFAULT_SPACING = "leading"
+DEFAULT_SPACING = "trailing"
 
 
 def step(
@@ -22,7 +24,7 @@ def step(
     sample: torch.Tensor,
     *,
     eta: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     state: object = None,
 ) -> StepOutput:
     """One DDIM step from ``t`` to ``t_prev`` (``-1`` = the clean end, cumulative alpha 1)."""
@@ -33,5 +35,5 @@ def step(
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)) ** 0.5
     prev = abar_prev**0.5 * x0 + max(1 - abar_prev - sigma**2, 0.0) ** 0.5 * eps
     if sigma > 0:
-        prev = prev + sigma * torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=sample.device)
+        prev = prev + sigma * randn_like(sample, generator)
     return StepOutput(prev, x0, None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from synthbrain.samplers.schedule import NoiseSchedule
-from synthbrain.samplers.state import StepOutput
+from synthbrain.samplers.state import StepOutput, randn_like
 
 DEFAULT_SPACING = "trailing"  # with 1000 of 1000 steps: every timestep, 999 to 0
 
@@ -21,7 +21,7 @@ def step(
     t_prev: int,
     sample: torch.Tensor,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     state: object = None,
 ) -> StepOutput:
     """One ancestral step from ``t`` to ``t_prev`` (``-1`` = the end)."""
@@ -33,5 +33,5 @@ def step(
     if t_prev < 0:
         return StepOutput(mean, x0, None)
     variance = beta * (1 - abar_prev) / (1 - abar_t)
-    noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype, device=sample.device)
+    noise = randn_like(sample, generator)
     return StepOutput(mean + variance**0.5 * noise, x0, None)

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 
 SPACINGS = ("leading", "linspace", "trailing")
+# Sampling must start at (or near) the noisiest timestep: a spacing whose first step lies more than this
+# fraction of the schedule below it is refused ("leading" with 2 of 1000 steps would start at t=500).
+MAX_START_GAP = 0.1
 BETA_SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -63,7 +66,8 @@ class NoiseSchedule:
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
 
     def timesteps(self, num_steps: int, spacing: str = "trailing") -> list[int]:
-        """``num_steps`` timesteps, noisiest first.
+        """``num_steps`` timesteps, noisiest first (the spacings of Lin et al. 2024, "Common diffusion
+        noise schedules and sample steps are flawed", as diffusers and MONAI name them).
 
         * ``"leading"``: ``T/n * [n-1, ..., 1, 0]``, i.e. 980, 960, ..., 0 for 50 of 1000 steps: the
           reference brain LDM's DDIM sampling (MONAI < 1.6).
@@ -82,7 +86,15 @@ class NoiseSchedule:
             steps = np.round(total - np.arange(num_steps) * total / num_steps) - 1
         else:
             raise ValueError(f"spacing={spacing!r}; allowed: {list(SPACINGS)}")
-        return [int(t) for t in steps]
+        steps = [int(t) for t in steps]
+        if total - 1 - steps[0] > total * MAX_START_GAP:
+            raise ValueError(
+                f"num_steps={num_steps} with spacing={spacing!r} starts at t={steps[0]}, more than {MAX_START_GAP:.0%} of the schedule "
+                f"below its noisiest step t={total - 1}: the starting noise would be taken for a partly denoised sample; "
+                "allowed: spacing 'trailing' or 'linspace' (they start at the noisiest step), or a step count for which "
+                f"'leading' starts within {int(total * MAX_START_GAP)} steps of it"
+            )
+        return steps
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for a batch of timesteps ``t``."""

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema, is_missing
+from synthbrain.cohort.distribution import draw_mixture, fit_mixture
 
 ConditionSampler = Callable[[np.random.Generator], Mapping[str, Any]]
 
@@ -221,7 +222,6 @@ class Density:
         seed: int = 0,
         max_tries: int = 1000,
     ):
-        from sklearn.mixture import GaussianMixture
         from sklearn.neighbors import KernelDensity
 
         columns = list(columns) if columns is not None else [c for c in ("sex", "age", "ventricular_volume", "brain_volume") if c in table]
@@ -264,8 +264,7 @@ class Density:
             std = np.where(std > 0, std, 1.0)
             rows = (rows - mean) / std
             if estimator == "gmm":
-                gmm = GaussianMixture(components, covariance_type="full", random_state=seed, reg_covar=1e-4).fit(rows)
-                fit = {"weights": gmm.weights_, "means": gmm.means_, "covariances": gmm.covariances_}
+                fit = fit_mixture(rows, components, seed)
             else:
                 kde = KernelDensity(kernel="gaussian", bandwidth=bandwidth if bandwidth is not None else "scott").fit(rows)
                 fit = {"points": rows, "bandwidth": np.asarray(float(kde.bandwidth_))}
@@ -285,19 +284,23 @@ class Density:
         fit = self.fits[k]
         if not self.continuous:
             return row
-        low = np.array([self.bounds[c][0] for c in self.continuous])
-        high = np.array([self.bounds[c][1] for c in self.continuous])
-        for _ in range(self.max_tries):
-            if self.estimator == "gmm":
-                j = int(rng.choice(len(fit["weights"]), p=fit["weights"]))
-                z = rng.multivariate_normal(fit["means"][j], fit["covariances"][j])
-            else:
+        low = (np.array([self.bounds[c][0] for c in self.continuous]) - fit["mean"]) / fit["std"]  # in standardised units
+        high = (np.array([self.bounds[c][1] for c in self.continuous]) - fit["mean"]) / fit["std"]
+        failure = f"{self!r}: no draw inside the observed range in max_tries={self.max_tries} tries; raise max_tries"
+        if self.estimator == "gmm":
+            try:
+                z = draw_mixture(fit, rng, low, high, max_tries=self.max_tries)
+            except ValueError:
+                raise RuntimeError(failure) from None
+        else:
+            for _ in range(self.max_tries):
                 z = fit["points"][int(rng.integers(len(fit["points"])))] + rng.normal(0.0, float(fit["bandwidth"]), len(self.continuous))
-            x = z * fit["std"] + fit["mean"]
-            if np.all((x >= low) & (x <= high)):
-                row.update({c: float(v) for c, v in zip(self.continuous, x)})
-                return row
-        raise RuntimeError(f"{self!r}: no draw inside the observed range in max_tries={self.max_tries} tries; raise max_tries")
+                if np.all((z >= low) & (z <= high)):
+                    break
+            else:
+                raise RuntimeError(failure)
+        row.update({c: float(v) for c, v in zip(self.continuous, z * fit["std"] + fit["mean"])})
+        return row
 
     def check(self, schema: CovariateSchema, extrapolate: bool = False) -> None:
         values = {c: [low, high] for c, (low, high) in self.bounds.items()}

@@ -1,0 +1,421 @@
+"""``BrainGenerator``: the autoencoder, the diffusion UNet, the noise schedule and the covariate schema
+of one model, turning covariates in physical units into T1 volumes with matching label maps on a
+known MNI grid (a latent diffusion model after Pinaya et al. 2022, "Brain imaging generation with
+latent diffusion models").
+
+Data flow of :meth:`BrainGenerator.generate`: covariates (given, drawn by a condition sampler, or
+drawn from the training density; :mod:`synthbrain.generator.draws`) -> normalised condition vector
+-> starting noise from each volume's seed -> diffusion sampler (:mod:`synthbrain.samplers`) with
+classifier-free guidance -> latent / ``latent_scale`` -> decoder -> image and label logits -> label
+map (argmax), background set to 0 -> quality-control measures (:mod:`synthbrain.generator.qc`),
+with failing subjects drawn again when asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synthbrain import __version__, _io, monai_bundle
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.cohort.distribution import CovariateDistribution
+from synthbrain.components import WEIGHTS, load_component, load_config
+from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.generator import draws
+from synthbrain.generator import qc as quality
+from synthbrain.generator.output import GeneratedBrains
+from synthbrain.hub import resolve_folder
+from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, read_model_folder, write_model_folder
+from synthbrain.preprocessing.template import Grid
+from synthbrain.samplers import SAMPLERS, sample
+from synthbrain.samplers.schedule import NoiseSchedule
+
+DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing")
+QC_MODES = ("measure", "reject")
+# Precisions ``BrainGenerator.to`` takes: float32 and float64 cast the weights; bfloat16 and float16 keep float32 weights and
+# run under torch.autocast (MONAI's networks upcast attention and normalisation to float32, which only autocast reconciles).
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# Keywords of generate() itself: a covariate may not be named like one of them.
+GENERATE_KEYWORDS = (
+    "covariates",
+    "n",
+    "cond_sampler",
+    "seed",
+    "steps",
+    "sampler",
+    "guidance_scale",
+    "timestep_spacing",
+    "batch_size",
+    "extrapolate",
+    "raw",
+    "qc",
+    "max_redraws",
+    "progress",
+)
+
+
+class BrainGenerator:
+    """A conditional latent diffusion model of brain MRI with label maps.
+
+    Build one with :meth:`from_pretrained` (``"default"``, a folder or a Hub id), :meth:`from_training`
+    (training outputs), or from its parts. ``autoencoder`` decodes latents (C, d, h, w) into an image
+    and label logits on ``image_grid``; ``unet`` predicts noise from a latent, a timestep and the
+    normalised covariates of ``schema``; ``schedule`` is the noise schedule it was trained on;
+    ``latent_scale`` multiplies latents in training (1/std of the cached latents); ``label_classes``
+    names the label map's classes; ``defaults`` holds the sampling settings ``generate`` uses when
+    not told (``sampler``, ``steps``, ``guidance_scale``, ``timestep_spacing``); ``distribution`` is
+    the training covariates' density, from which covariates a caller leaves out are drawn.
+
+    Raises ``ValueError`` when the parts do not fit together (condition width, unknown default keys,
+    a covariate named like a keyword of ``generate``, a guidance default on a model that cannot be guided).
+    """
+
+    def __init__(
+        self,
+        autoencoder: BrainAutoencoder,
+        unet: ConditionalUNet,
+        schedule: NoiseSchedule,
+        schema: CovariateSchema,
+        image_grid: Grid,
+        latent_scale: float,
+        label_classes: Sequence[str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        distribution: CovariateDistribution | None = None,
+    ):
+        if not schema.fitted:
+            raise ValueError("schema: the covariate schema must be fitted on the training cohort")
+        if unet.config.condition_dim != schema.width:
+            raise ValueError(f"unet.config.condition_dim={unet.config.condition_dim} differs from the schema's width {schema.width}")
+        clashes = [name for name in schema.names if name in GENERATE_KEYWORDS]
+        if clashes:
+            raise ValueError(f"schema: covariates {clashes} are named like keywords of generate(); rename them")
+        unknown = sorted(set(defaults or {}) - set(DEFAULT_KEYS))
+        if unknown:
+            raise ValueError(f"defaults: unknown keys {unknown}; allowed: {list(DEFAULT_KEYS)}")
+        self.autoencoder, self.unet = autoencoder.eval(), unet.eval()
+        self.schedule, self.schema, self.image_grid = schedule, schema, image_grid
+        self.latent_scale = float(latent_scale)
+        self.label_classes = tuple(label_classes) if label_classes else None
+        factor = autoencoder.config.downsample
+        self.latent_shape = (autoencoder.config.latent_channels, *(n // factor for n in image_grid.shape))
+        defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, **(defaults or {})}
+        if "timestep_spacing" not in defaults and defaults["sampler"] in SAMPLERS:
+            defaults["timestep_spacing"] = SAMPLERS[defaults["sampler"]].DEFAULT_SPACING
+        self.defaults = defaults
+        self.source: dict[str, Any] = {"path": None, "sha256": None}  # set when loaded from disk
+        draws.check_sampling(defaults["sampler"], defaults["steps"], defaults["guidance_scale"], defaults["timestep_spacing"], "defaults: ")
+        self._check_guidance(defaults["guidance_scale"], "defaults: ")
+        schedule.timesteps(defaults["steps"], defaults["timestep_spacing"])  # a count the spacing cannot start right is refused
+        self.distribution = distribution
+        self._autocast: torch.dtype | None = None  # bfloat16 / float16 after .to(dtype=...): autocast over float32 weights
+
+    # ------------------------------------------------------------------ construction and persistence
+
+    @classmethod
+    def from_parts(cls, parts: ModelParts) -> BrainGenerator:
+        generator = cls(**parts.arguments())
+        generator.source = dict(parts.source)
+        return generator
+
+    def parts(self) -> ModelParts:
+        return ModelParts(
+            self.autoencoder,
+            self.unet,
+            self.schedule,
+            self.schema,
+            self.image_grid,
+            self.latent_scale,
+            list(self.label_classes) if self.label_classes else None,
+            dict(self.defaults),
+            self.distribution,
+            dict(self.source),
+        )
+
+    def save_pretrained(self, folder: str | os.PathLike) -> Path:
+        """Write the model folder (format: :mod:`synthbrain.model_folder`); return it."""
+        return write_model_folder(self.parts(), folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
+    ) -> BrainGenerator:
+        """Load ``"default"`` (the model embedded in the package, see ``synthbrain/models/default/README.md``),
+        a local folder, or a Hugging Face Hub repository id (downloaded once into the local cache, at
+        ``revision`` if given; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only).
+
+        A MONAI bundle (a folder with ``configs/`` and ``models/``, such as the reference model
+        ``"MONAI/brain_image_synthesis_latent_diffusion_model"``) is read by :mod:`synthbrain.monai_bundle`.
+        Raises ``ValueError`` naming the file for anything that does not load strictly."""
+        if str(name_or_path) == "default":
+            if not (DEFAULT_MODEL / INDEX).is_file():
+                raise ValueError(f"name_or_path='default': the embedded model is missing from this installation ({DEFAULT_MODEL})")
+            return cls.from_parts(read_model_folder(DEFAULT_MODEL))
+        folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        if not (folder / INDEX).is_file() and monai_bundle.is_bundle(folder):
+            return cls.from_parts(monai_bundle.load_bundle(folder))
+        return cls.from_parts(read_model_folder(folder))
+
+    @classmethod
+    def from_training(
+        cls, latents: str | os.PathLike, diffusion_run: str | os.PathLike, *, defaults: Mapping[str, Any] | None = None
+    ) -> BrainGenerator:
+        """A generator from training outputs: the latent cache written by ``synthbrain train autoencoder``
+        (``RUN/latents``, which names its autoencoder, covariate schema, latent scale and image grid) and
+        a diffusion run folder (``unet/``, ``scheduler/``); ``defaults`` are its sampling defaults. The
+        covariate density is a one-component Gaussian per sex fitted on the training cohort's table."""
+        from synthbrain.diffusion.latents import LatentCache
+
+        cache = LatentCache.load(latents)
+        meta = cache.meta
+        autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, meta["autoencoder"])
+        if _io.sha256_file(Path(meta["autoencoder"]) / WEIGHTS) != meta["autoencoder_sha256"]:
+            raise ValueError(f"{meta['autoencoder']}: the autoencoder changed after these latents were cached; cache them again")
+        unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
+        schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
+        scheme_file = Path(meta["prepared"]) / "label_scheme.json"
+        classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
+        table = pd.read_csv(Path(meta["prepared"]) / "participants.tsv", sep="\t", na_values=["n/a"])
+        distribution = CovariateDistribution.fit(table, cache.schema, components=1)
+        grid, defaults = Grid.from_dict(meta["image_grid"]), dict(defaults) if defaults else None
+        return cls(autoencoder, unet, schedule, cache.schema, grid, cache.scale, classes, defaults, distribution)
+
+    # ------------------------------------------------------------------ device and precision
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BrainGenerator:
+        """Move to ``device`` and, with ``dtype``, change the precision: float32 or float64 weights, or
+        bfloat16 / float16 computation (torch.autocast over float32 weights, since MONAI's networks
+        keep attention and normalisation in float32). Images come back as float32 in every case."""
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}; allowed: {[str(d) for d in DTYPES]}")
+        weights = None if dtype is None else (torch.float64 if dtype == torch.float64 else torch.float32)
+        for module in (self.autoencoder, self.unet):
+            module.to(device=device, dtype=weights)
+            if weights is not None:
+                # MONAI attention built with upcast_attention computes q.k in attention_dtype (float32) and multiplies by v
+                # in the weights' dtype; in a float64 model that mixes dtypes, so it computes in float64 there.
+                for block in module.modules():
+                    if getattr(block, "attention_dtype", None) is not None:
+                        block.attention_dtype = weights
+        if dtype is not None:
+            self._autocast = dtype if dtype in (torch.bfloat16, torch.float16) else None
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the computation: the weights' dtype, or the autocast dtype set by ``.to``."""
+        return self._autocast or next(self.unet.parameters()).dtype
+
+    # ------------------------------------------------------------------ generation
+
+    def _check_guidance(self, guidance_scale: float, where: str = "") -> None:
+        if guidance_scale != 1.0 and not self.unet.config.classifier_free_guidance:
+            name = self.source.get("path") or "this model"
+            raise ValueError(
+                f"{where}guidance_scale={guidance_scale}: {name} was not trained with condition dropout (no null condition), "
+                "so classifier-free guidance has no meaning for it; allowed: 1.0"
+            )
+
+    def sampling_settings(
+        self, steps: int | None = None, sampler: str | None = None, guidance_scale: float | None = None, timestep_spacing: str | None = None
+    ) -> dict[str, Any]:
+        """The sampling settings a call uses, checked: each one given, else the model's default. The
+        timestep spacing defaults to the model's for the model's own sampler, and to the sampler's own
+        (:data:`DEFAULT_SPACING` of its module) for another one. Raises ``ValueError`` naming the argument."""
+        sampler = self.defaults["sampler"] if sampler is None else sampler
+        draws.check_sampling(sampler, 1, 1.0)
+        if timestep_spacing is None:
+            own = sampler == self.defaults["sampler"]
+            timestep_spacing = self.defaults["timestep_spacing"] if own else SAMPLERS[sampler].DEFAULT_SPACING
+        settings = {
+            "sampler": sampler,
+            "steps": self.defaults["steps"] if steps is None else steps,
+            "guidance_scale": self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale,
+            "timestep_spacing": timestep_spacing,
+        }
+        draws.check_sampling(settings["sampler"], settings["steps"], settings["guidance_scale"], settings["timestep_spacing"])
+        self._check_guidance(settings["guidance_scale"])
+        self.schedule.timesteps(settings["steps"], settings["timestep_spacing"])
+        return settings
+
+    @torch.no_grad()
+    def generate(
+        self,
+        covariates: pd.DataFrame | Mapping[str, Any] | None = None,
+        /,
+        *,
+        n: int | None = None,
+        cond_sampler: Callable[[np.random.Generator], Mapping[str, Any]] | None = None,
+        seed: int | Sequence[int] = 0,
+        steps: int | None = None,
+        sampler: str | None = None,
+        guidance_scale: float | None = None,
+        timestep_spacing: str | None = None,
+        batch_size: int = 4,
+        extrapolate: bool = False,
+        raw: bool = False,
+        qc: str = "measure",
+        max_redraws: int = 10,
+        progress: bool = False,
+        **covariate_values: Any,
+    ) -> GeneratedBrains:
+        """Generate volumes with label maps; return :class:`GeneratedBrains` (images (B, 1, D, H, W) in [0, 1]).
+
+        Covariates, in physical units (years, "F"/"M" or "female"/"male", mL), come one of three ways:
+        as keywords (``generate(age=70, sex="F", n=2)``; scalars repeat, lists give one value per
+        volume), as a DataFrame or mapping (``generate({"age": [70, 45]})``), or from ``cond_sampler``,
+        a callable ``rng -> dict`` such as :class:`~synthbrain.Uniform` called once per volume. Those
+        left out are drawn from the training cohort's density, conditionally on those given.
+
+        ``seed``: an int (volume i gets ``volume_seed(seed, i)``, see :mod:`synthbrain.generator.draws`)
+        or one volume seed per volume; the ``seed`` column of the result reproduces each volume alone.
+        ``steps``, ``sampler`` (``ddim``, ``dpm++2m``, ``ddpm``), ``guidance_scale`` (classifier-free
+        guidance; 1 = none) and ``timestep_spacing`` (``leading``, ``trailing``, ``linspace``) default
+        to the model's. ``raw=True`` keeps the decoder's output everywhere; by default voxels whose
+        label is background are set to exactly 0, as in skull-stripped prepared images. ``qc="measure"``
+        adds the quality-control columns; ``qc="reject"`` also draws a failing subject again, with
+        the seed ``volume_seed(its seed, attempt)``, up to ``max_redraws`` times (then an error).
+
+        Raises ``ValueError`` naming the argument for a missing, mistyped or out-of-range covariate
+        (unless ``extrapolate=True``), unknown covariates, or sampling settings the model cannot take.
+        """
+        if n is not None and not (draws.is_int(n) and n >= 1):
+            raise ValueError(f"n={n!r}; allowed: an integer >= 1")
+        if covariate_values:
+            if covariates is not None:
+                raise ValueError(f"covariates and keywords {sorted(covariate_values)}: give covariates one way, not both")
+            unknown = [name for name in covariate_values if name not in self.schema.names]
+            if unknown:
+                raise ValueError(f"generate() got unknown keywords {unknown}; the model's covariates are {self.schema.names}")
+            covariates = covariate_values
+        if cond_sampler is not None and covariates is not None:
+            raise ValueError("covariates and cond_sampler: give one or the other (a sampler can fix values, e.g. Fixed(sex='F'))")
+        given = None if cond_sampler is not None else draws.covariate_table(covariates if covariates is not None else {}, n)
+        n = len(given) if given is not None else (n or 1)
+        seeds = draws.volume_seeds(seed, n)
+        settings = self.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)
+        if not (draws.is_int(batch_size) and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r}; allowed: an integer >= 1")
+        if qc not in QC_MODES:
+            raise ValueError(f"qc={qc!r}; allowed: {list(QC_MODES)}")
+        if qc == "reject" and not self.label_classes:
+            raise ValueError("qc='reject': this model has no label maps, which the quality-control measures need; use qc='measure'")
+        if not (draws.is_int(max_redraws) and max_redraws >= 0):
+            raise ValueError(f"max_redraws={max_redraws!r}; allowed: an integer >= 0")
+        table, drawn = draws.resolve_covariates(
+            self.schema, self.distribution, seeds, given=given, cond_sampler=cond_sampler, extrapolate=extrapolate
+        )
+        images, labels, checks = self._sample(table, seeds, settings, batch_size, extrapolate, raw, progress)
+        attempts = [0] * n
+        if qc == "reject":
+            for attempt in range(1, max_redraws + 1):
+                failing = [i for i in range(n) if not checks.loc[i, "qc_pass"]]
+                if not failing:
+                    break
+                redraw = [draws.volume_seed(seeds[i], attempt) for i in failing]
+                # Covariates that came from the seed (a condition sampler, the training density) come from the new seed too,
+                # so that the recorded seed reproduces the volume alone; given values stay.
+                again = given.iloc[failing].reset_index(drop=True) if given is not None else None
+                part, _ = draws.resolve_covariates(
+                    self.schema, self.distribution, redraw, given=again, cond_sampler=cond_sampler, extrapolate=extrapolate
+                )
+                new_images, new_labels, new_checks = self._sample(part, redraw, settings, batch_size, extrapolate, raw, False)
+                for k, i in enumerate(failing):
+                    seeds[i], attempts[i] = redraw[k], attempt
+                    images[i], labels[i] = new_images[k], new_labels[k]
+                    checks.iloc[i] = new_checks.iloc[k]
+                    table.iloc[i] = part.iloc[k]
+            failing = [i for i in range(n) if not checks.loc[i, "qc_pass"]]
+            if failing:
+                raise RuntimeError(f"qc='reject': volumes {failing} still fail quality control after max_redraws={max_redraws} redraws")
+        used = table.copy()
+        used["seed"] = seeds
+        if checks is not None:
+            used = pd.concat([used, checks], axis=1)
+            if qc == "reject":
+                used["qc_redraws"] = attempts
+        provenance = {
+            "synthbrain_version": __version__,
+            "model": self.source,
+            **settings,
+            "extrapolate": bool(extrapolate),
+            "raw": bool(raw),
+            "qc": qc,
+            "qc_thresholds": dict(quality.THRESHOLDS) if checks is not None else None,
+            "cond_sampler": _describe(cond_sampler),
+            "drawn_from_training_distribution": drawn,
+            "seed_scheme": "volume i of seed s: volume_seed(s, i), synthbrain.generator.draws",
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "space": "MNI152NLin2009aSym",
+            "grid": self.image_grid.to_dict(),
+        }
+        return GeneratedBrains(
+            torch.stack(images), torch.stack(labels) if labels else None, used, self.image_grid.affine, self.label_classes, provenance
+        )
+
+    def _sample(self, table, seeds, settings, batch_size, extrapolate, raw, progress):
+        """Images and label maps (lists of per-volume tensors) and QC measures of the volumes whose
+        covariates are ``table`` and whose volume seeds are ``seeds``."""
+        condition = torch.from_numpy(self.schema.normalize(table, extrapolate=extrapolate))
+        weights = next(self.unet.parameters()).dtype
+        autocast = torch.autocast(self.device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
+        guidance = settings["guidance_scale"]
+        images, labels = [], []
+        for start in range(0, len(seeds), batch_size):
+            part = slice(start, min(start + batch_size, len(seeds)))
+            noise = draws.initial_noise(seeds[part], self.latent_shape).to(self.device, weights)
+            cond = condition[part].to(self.device, weights)
+            stochastic = [draws.torch_stream(s, draws.SAMPLER) for s in seeds[part]]  # used by DDPM and DDIM with eta > 0 only
+
+            def model_fn(x, t, cond=cond):
+                return self.unet.guided(x, t, cond, guidance)
+
+            with autocast:
+                z = sample(
+                    model_fn,
+                    noise,
+                    self.schedule,
+                    settings["sampler"],
+                    settings["steps"],
+                    spacing=settings["timestep_spacing"],
+                    generator=stochastic,
+                    progress=progress,
+                )
+                image, logits = self.autoencoder.decode(z / self.latent_scale)
+            image = image.float().clamp(0, 1).cpu()
+            if logits is not None:
+                label = logits.argmax(dim=1).to(torch.uint8).cpu()
+                labels.extend(label)
+                images.extend(image if raw else image * (label > 0).unsqueeze(1))
+            else:
+                images.extend(image)
+        checks = None
+        if labels:  # measured on the unmasked decoder output would hide nothing: dark labelled voxels are inside the mask
+            checks = quality.measure(torch.stack(images), torch.stack(labels))
+        return images, labels, checks
+
+
+def _describe(cond_sampler: Any) -> str | None:
+    if cond_sampler is None:
+        return None
+    from synthbrain.generator.conditions import describe
+
+    return describe(cond_sampler)
+

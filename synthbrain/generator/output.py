@@ -1,0 +1,135 @@
+"""What ``generate`` returns, :class:`GeneratedBrains`, and its writer: a BIDS-like dataset folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from synthbrain import __version__, _io
+
+
+@dataclass
+class GeneratedBrains:
+    """Generated subjects on one grid.
+
+    ``images``: (B, 1, D, H, W) float32 in [0, 1] (0 outside the brain unless generated with
+    ``raw=True``); ``labels``: (B, D, H, W) uint8 class indices of ``label_classes`` (None for a
+    model without label maps); ``covariates``: one row per subject, the physical covariates used
+    (years, "F"/"M", mL) and the volume ``seed`` that reproduces it alone, plus the quality-control
+    measures of :mod:`synthbrain.generator.qc` where label maps exist; ``affine``: voxel -> MNI mm
+    (RAS) (4, 4), shared by every subject; ``provenance``: model hashes, sampler, steps, guidance
+    scale, timestep spacing and every other setting.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    covariates: pd.DataFrame
+    affine: np.ndarray
+    label_classes: tuple[str, ...] | None = None
+    provenance: dict[str, Any] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def save(self, folder: str | os.PathLike, *, prefix: str = "synth", overwrite: bool = False) -> Path:
+        """Write a BIDS-like dataset: ``sub-<prefix><i>/anat/..._T1w.nii.gz`` and ``..._dseg.nii.gz``,
+        ``participants.tsv``, ``dseg.tsv``, ``provenance.json``, ``dataset_description.json`` and
+        ``preview.png``; return ``folder``.
+
+        An existing non-empty folder is refused unless ``overwrite=True``, and even then only when
+        it holds a previous synthbrain dataset (so a mistyped path never deletes other files). The
+        dataset is written into a hidden folder beside ``folder`` and moved into place when complete
+        (:func:`synthbrain._io.staged_folder`): an interrupted or failed save leaves the previous
+        state. Raises ``ValueError`` for a bad ``prefix`` or an output folder that cannot be used."""
+        if not (isinstance(prefix, str) and prefix.isalnum()):
+            raise ValueError(f"prefix={prefix!r}; allowed: letters and digits only (it becomes part of BIDS subject labels)")
+        check_output_folder(folder, overwrite)
+        with _io.staged_folder(folder) as staging:
+            self._write(staging, prefix)
+        return Path(folder)
+
+    def _write(self, folder: Path, prefix: str) -> None:
+        from synthbrain.preprocessing import qc
+
+        ids = [f"sub-{prefix}{i:05d}" for i in range(len(self.images))]
+        for i, sid in enumerate(ids):
+            anat = folder / sid / "anat"
+            _io.save_nifti(anat / f"{sid}_T1w.nii.gz", self.images[i, 0].numpy().astype(np.float32), self.affine)
+            if self.labels is not None:
+                _io.save_nifti(anat / f"{sid}_dseg.nii.gz", self.labels[i].numpy().astype(np.uint8), self.affine)
+        _io.write_table(
+            folder / "participants.tsv", self.covariates.assign(participant_id=ids)[["participant_id", *self.covariates.columns]]
+        )
+        if self.label_classes:
+            _io.write_table(folder / "dseg.tsv", pd.DataFrame({"index": range(len(self.label_classes)), "name": self.label_classes}))
+        _io.write_json(
+            folder / "provenance.json",
+            {**(self.provenance or {}), "subjects": dict(zip(ids, self.covariates["seed"].tolist()))},
+        )
+        _io.write_json(
+            folder / "dataset_description.json",
+            {
+                "Name": "synthbrain synthetic T1w volumes",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "synthbrain", "Version": __version__}],
+            },
+        )
+        shown = min(len(ids), 8)
+        columns = [c for c in self.covariates.columns if not c.startswith("qc_")]
+        qc.montage(
+            folder / "preview.png",
+            [self.images[i, 0].numpy() for i in range(shown)],
+            [self.labels[i].numpy() if self.labels is not None else None for i in range(shown)],
+            [
+                f"{ids[i]}  "
+                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.covariates.iloc[i][columns].items())
+                for i in range(shown)
+            ],
+            len(self.label_classes) if self.label_classes else None,
+        )
+
+
+def check_output_folder(folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output folder that :meth:`GeneratedBrains.save` could not or must
+    not write: a file, a non-empty folder without ``overwrite``, a non-empty folder that is not a
+    previous synthbrain dataset, or a place without write permission (``ValueError`` naming it)."""
+    path = Path(folder)
+    shown = str(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"folder={shown!r} is a file; allowed: a new or empty folder, or a previous output with overwrite=True")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"folder={shown!r} exists and is not empty; pass overwrite=True (--overwrite) to replace a previous output, "
+                "or choose another folder"
+            )
+        if not is_generated_dataset(path):
+            raise ValueError(
+                f"folder={shown!r} holds files that synthbrain did not write (no provenance.json and dataset_description.json "
+                "from synthbrain); overwrite=True only replaces a previous synthbrain dataset, so choose another folder"
+            )
+    ancestor = Path(os.path.realpath(path)).parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"folder={shown!r}: {str(ancestor)!r} is a file, not a folder; choose another output folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"folder={shown!r}: no permission to write in {str(ancestor)!r}; choose a writable folder")
+    return path
+
+
+def is_generated_dataset(folder: Path) -> bool:
+    """Whether ``folder`` holds a dataset written by :meth:`GeneratedBrains.save`."""
+    try:
+        description = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
+        return (folder / "provenance.json").is_file() and description["GeneratedBy"][0]["Name"] == "synthbrain"
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return False

@@ -1,0 +1,189 @@
+"""A generator on disk: the model folder format, read and written, and the embedded default model.
+
+::
+
+    model/
+      synthbrain_generator.json   index: components with the sha256 of each weight file, image grid,
+                                  latent shape and scale, label classes, sampling defaults, version
+      autoencoder/  config.json, model.safetensors
+      unet/         config.json, model.safetensors
+      scheduler/    config.json
+      covariates/   covariates.json (schema), distribution.json (training covariates' density, optional)
+
+:func:`read_model_folder` checks every hash before loading and loads strictly: unknown or missing
+keys in the index or any config, missing or unexpected weights and a latent shape that the
+components do not give are errors naming the file. :func:`write_model_folder` writes a whole folder
+into a staging folder beside the target and moves it into place, so a reader never sees a folder
+that mixes two models. Both work on :class:`ModelParts`, the constructor arguments of
+:class:`~synthbrain.BrainGenerator`, so this module does not depend on the generator class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthbrain import __version__, _io
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.cohort.covariates import CovariateSchema
+from synthbrain.cohort.distribution import CovariateDistribution
+from synthbrain.components import WEIGHTS, load_component, load_config, save_component, save_config
+from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.preprocessing.template import Grid
+from synthbrain.samplers.schedule import NoiseSchedule
+
+INDEX = "synthbrain_generator.json"
+# The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
+INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
+COMPONENTS = ("autoencoder", "unet")
+# Models saved before the timestep spacing was recorded (synthbrain 0.1) sampled with each sampler's spacing of that time.
+LEGACY_SPACING = {"ddim": "leading", "ddpm": "trailing", "dpm++2m": "trailing"}
+
+
+@dataclass
+class ModelParts:
+    """Everything a generator is made of (the arguments of ``BrainGenerator``), and where it came from."""
+
+    autoencoder: BrainAutoencoder
+    unet: ConditionalUNet
+    schedule: NoiseSchedule
+    schema: CovariateSchema
+    image_grid: Grid
+    latent_scale: float
+    label_classes: list[str] | None = None
+    defaults: dict[str, Any] | None = None
+    distribution: CovariateDistribution | None = None
+    source: dict[str, Any] = field(default_factory=lambda: {"path": None, "sha256": None})
+
+    def arguments(self) -> dict[str, Any]:
+        """The constructor arguments of ``BrainGenerator`` (everything but ``source``)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "source"}
+
+
+def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``parts`` as a model folder (replacing a previous one only once the new one is complete;
+    its ``README.md`` model card is kept). ``extra`` maps further file names to JSON content written
+    beside the index (e.g. a conversion record). A non-empty folder that is not a model folder is
+    refused (``ValueError``), so a mistyped path never deletes other files."""
+    target = Path(folder)
+    if target.is_dir() and any(target.iterdir()) and not (target / INDEX).is_file():
+        raise ValueError(f"folder={str(folder)!r} holds files but no {INDEX}; a model is written only into a new, empty or model folder")
+    with _io.staged_folder(folder) as staging:
+        if (target / "README.md").is_file():  # the model card stays with the model
+            _io.write_text(staging / "README.md", (target / "README.md").read_text(encoding="utf-8"))
+        save_component(parts.autoencoder, staging / "autoencoder")
+        save_component(parts.unet, staging / "unet")
+        save_config(parts.schedule, staging / "scheduler")
+        parts.schema.save(staging / "covariates" / "covariates.json")
+        if parts.distribution is not None:
+            _io.write_json(staging / "covariates" / "distribution.json", parts.distribution.to_dict())
+        for name, content in (extra or {}).items():
+            _io.write_json(staging / name, content)
+        factor = parts.autoencoder.config.downsample
+        _io.write_json(
+            staging / INDEX,
+            {
+                "class": "BrainGenerator",
+                "synthbrain_version": __version__,
+                "components": {name: {"path": name, "sha256": _io.sha256_file(staging / name / WEIGHTS)} for name in COMPONENTS},
+                "image_grid": parts.image_grid.to_dict(),
+                "latent_shape": [parts.autoencoder.config.latent_channels, *(n // factor for n in parts.image_grid.shape)],
+                "latent_scale": float(parts.latent_scale),
+                "label_classes": list(parts.label_classes) if parts.label_classes else None,
+                "defaults": parts.defaults,
+            },
+        )
+    return Path(folder)
+
+
+def read_model_folder(folder: str | os.PathLike) -> ModelParts:
+    """The parts of a model folder, checked as the module docstring says (``ValueError`` naming the file)."""
+    folder = Path(folder)
+    if not (folder / INDEX).is_file():
+        raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")
+    index = read_json(folder / INDEX)
+    unknown, absent = sorted(set(index) - INDEX_KEYS), sorted(INDEX_KEYS - set(index))
+    if unknown or absent or index.get("class") != "BrainGenerator":
+        raise ValueError(
+            f"{folder / INDEX}: unknown keys {unknown}, missing keys {absent}, class {index.get('class')!r}; "
+            f"expected exactly {sorted(INDEX_KEYS)} and class 'BrainGenerator'"
+        )
+    components = index["components"]
+    if not isinstance(components, dict) or sorted(components) != sorted(COMPONENTS):
+        raise ValueError(f"{folder / INDEX}: components {components!r}; expected exactly {list(COMPONENTS)}")
+    for name, entry in components.items():
+        if not isinstance(entry, dict) or set(entry) != {"path", "sha256"}:
+            raise ValueError(f"{folder / INDEX}: components[{name!r}]={entry!r}; expected exactly the keys ['path', 'sha256']")
+        if Path(entry["path"]).is_absolute() or ".." in Path(entry["path"]).parts:
+            raise ValueError(f"{folder / INDEX}: components[{name!r}] path {entry['path']!r}; allowed: a folder inside {folder}")
+        weights = folder / entry["path"] / WEIGHTS
+        if not weights.is_file():
+            raise ValueError(f"{weights}: missing")
+        found = _io.sha256_file(weights)
+        if found != entry["sha256"]:
+            raise ValueError(
+                f"{weights}: sha256 {found[:12]}... differs from the index's {str(entry['sha256'])[:12]}...; "
+                "the file is truncated or was modified"
+            )
+    autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, folder / components["autoencoder"]["path"])
+    unet = load_component(ConditionalUNet, DiffusionConfig, folder / components["unet"]["path"])
+    schedule = load_config(NoiseSchedule, folder / "scheduler")
+    schema_file, distribution_file = folder / "covariates" / "covariates.json", folder / "covariates" / "distribution.json"
+    with about(schema_file):
+        schema = CovariateSchema.from_dict(read_json(schema_file))
+    distribution = None
+    if distribution_file.is_file():
+        with about(distribution_file):
+            distribution = CovariateDistribution.from_dict(read_json(distribution_file), schema)
+    defaults = index["defaults"]
+    if isinstance(defaults, dict) and "timestep_spacing" not in defaults and defaults.get("sampler") in LEGACY_SPACING:
+        defaults = {**defaults, "timestep_spacing": LEGACY_SPACING[defaults["sampler"]]}
+    with about(folder / INDEX):
+        parts = ModelParts(
+            autoencoder,
+            unet,
+            schedule,
+            schema,
+            Grid.from_dict(index["image_grid"]),
+            float(index["latent_scale"]),
+            index["label_classes"],
+            defaults,
+            distribution,
+            {"path": str(folder.resolve()), "sha256": {k: v["sha256"] for k, v in components.items()}},
+        )
+    factor = autoencoder.config.downsample
+    expected = [autoencoder.config.latent_channels, *(n // factor for n in parts.image_grid.shape)]
+    if list(index["latent_shape"]) != expected:
+        raise ValueError(
+            f"{folder / INDEX}: latent_shape {index['latent_shape']} differs from {expected}, "
+            "which the autoencoder and image grid give; the folder mixes files of different models"
+        )
+    return parts
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a model folder, or a clear error naming the file."""
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JSON {type(data).__name__}; expected an object")
+    return data
+
+
+@contextlib.contextmanager
+def about(path: Path):
+    """Errors from reading ``path``'s content, prefixed with the file, as ``ValueError``."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError) as err:
+        detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
+        raise ValueError(f"{path}: {detail}") from None
