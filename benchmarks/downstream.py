@@ -1,37 +1,50 @@
-"""Does synthetic augmentation help? Real-only versus augmented training of small 3D networks.
+"""Does synthetic augmentation help? Real-only versus augmented training, with a validity gate.
 
-Protocol (issue 6). A prepared cohort is split once, stratified by sex and age, into three disjoint
-parts (``synthbrain split``): the generator's (the model compared here must be trained on that
-part only: ``benchmarks/train_split_generator.sh``), the downstream training pool and the test
-set. Three tasks, each a small network trained from scratch for the same number of steps in every
-arm: segmentation of the coarse classes (UNet; Dice per class), sex (CNN; AUC, accuracy), age
-(CNN; MAE in years). For each real-data size n (subjects drawn from the pool, half of each sex,
-seeded, the same subjects in every arm) and seed, the arms are:
+Protocol (issue 17; docs/downstream.md). A prepared cohort is split once, stratified by sex and
+age, into four disjoint parts (``synthbrain split --parts generator=0.35,pool=0.3,val=0.1,test=0.25``):
+the generator's (the generator compared here is trained on that part only), the downstream
+training pool, a validation part (model selection, never the test part) and the test part. Other
+prepared cohorts can be tested on too (``--test``, repeatable; evaluated on, never trained on).
 
-- ``real``: real subjects only, with standard torchio augmentation (affine, bias field, gamma,
-  noise; applied to every training volume in every arm);
-- ``real + synthetic 50%`` / ``80%``: that share of every batch is synthetic;
-- ``synthetic only``: no real subject (independent of n: run once per seed);
-- ``pretrain synthetic, fine-tune real``: the first half of the steps on synthetic volumes, the rest on real
-  (every arm trains for the same number of steps, so no arm wins by more optimisation);
-- ``real + generator part (upper reference)``: half of every batch from the generator part's
-  real subjects, data a user without that cohort could not have.
+Tasks. ``segmentation`` of the coarse classes: MONAI ``UNet`` (channels 16-32-64-128, strides 2,
+one residual unit) on whole 4 mm volumes, Dice + cross-entropy (MONAI ``DiceCELoss``), Adam with a
+one-cycle schedule peaking at 2e-3, batch 4, the checkpoint with the best validation Dice of four;
+scored by Dice per class and the error of the ventricular volume it measures (mL). ``age`` (MAE,
+years) and ``sex`` (AUC) from a small CNN on 8 mm blocks, selected on the validation part too.
+Every training volume gets the same standard torchio augmentation (left-right flip, gamma, noise).
 
-Synthetic volumes (images, their label maps as segmentation targets, the requested sex and age as
-targets) are generated once, with covariates drawn from the model's training distribution.
-Each cell: mean over seeds with a 95 % t-interval; each augmented arm against ``real`` by a paired
-t-test over (n, seed) pairs of the same subjects. The test set is an argument, so the same
-networks can be scored on any other prepared cohort.
+Arms, each with the same number of optimisation steps. For each real training size n (pool
+subjects, half of each sex, seeded; the same subjects in every arm) and seed:
 
-    python benchmarks/downstream.py --model runs/downstream/dm/generator --split runs/downstream/split
-    python benchmarks/downstream.py --quick ...   # minutes on CPU: tiny networks, few steps, 2 sizes, 3 seeds
+- ``real``: real subjects only;
+- ``+ generated``: half of every batch from the split generator's images (exactly, over the run);
+- ``+ randomized generated anatomy``: half from its label maps with randomised appearance (SynthSeg-style);
+- ``+ randomized real anatomy``: half from the n real label maps with randomised appearance (the control);
+- ``+ generated & randomized``: half synthetic, of which half generated and half randomised;
+- ``+ generated, covariates spread``: half from generated subjects whose age and ventricular
+  volume are drawn uniformly over the model's range (over-sampling the tails);
+- ``pretrain generated, fine-tune real``: the first half of the steps on generated subjects;
+- ``generated only``: no real subject (n = 0, once per seed);
+- ``+ more real (upper reference)``: half of every batch from the generator part's real subjects;
+- ``+ pretrained model``: half from ``--pretrained`` (e.g. the embedded default model), reported
+  only on ``--test`` cohorts that model never saw.
+
+Each test cohort is also scored under fixed appearance shifts (:mod:`synthbrain.evaluation.shifts`).
+Statistics: means over seeds and test subjects with two-level bootstrap intervals (seeds x subjects,
+:mod:`synthbrain.evaluation.statistics`), and paired differences against real-only. The validity
+gate: real-only at the largest n must beat the smallest n with an interval excluding zero; a task
+that fails it gets no verdict. Resumable: finished runs are kept in OUT.subjects.tsv.gz.
+
+    python benchmarks/downstream.py --model runs/downstream/generator --split runs/downstream/split \\
+        --pretrained default --out docs/benchmarks/downstream
+    python benchmarks/downstream.py --quick ...   # minutes: tiny networks, few steps (a check, not a result)
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
-import itertools
 import json
 import sys
 import time
@@ -47,240 +60,263 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import torchio as tio  # noqa: E402
 from _report import markdown_table  # noqa: E402
-from scipy import stats  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from synthbrain import BrainGenerator, _io  # noqa: E402
+from synthbrain import BrainGenerator, Uniform, _io  # noqa: E402
+from synthbrain.datasets.appearance import AppearanceRandomizer  # noqa: E402
+from synthbrain.datasets.mixing import synthetic_counts  # noqa: E402
 from synthbrain.evaluation.evaluate import load_cohort_on_grid  # noqa: E402
-from synthbrain.evaluation.networks import Encoder3d, UNet3d, dice_cross_entropy, predict, train_network  # noqa: E402
+from synthbrain.evaluation.networks import Encoder3d, predict  # noqa: E402
 from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
+from synthbrain.evaluation.shifts import SHIFTS, shifted_set  # noqa: E402
+from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean  # noqa: E402
+from synthbrain.generator import draws  # noqa: E402
 
-TASKS = ("segmentation", "sex", "age")
-REAL, SYNTH_ONLY, PRETRAIN, UPPER = (
+TASKS = ("segmentation", "age", "sex")
+REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED = (
     "real",
-    "synthetic only",
-    "pretrain synthetic, fine-tune real",
-    "real + generator part (upper reference)",
+    "generated",
+    "randomized",
+    "real-randomized",
+    "both",
+    "spread",
+    "pretrain",
+    "synthetic-only",
+    "upper",
+    "pretrained",
 )
-MIXED = {"real + synthetic 50%": 0.5, "real + synthetic 80%": 0.8}
-ARMS = (REAL, *MIXED, SYNTH_ONLY, PRETRAIN, UPPER)
-P = "p (paired t)"  # column of the paired tests
-AGE_CENTRE, AGE_SCALE = 50.0, 20.0  # fixed target scaling for the age network (years)
-# Mode settings, chosen for CPU cost: sex and age networks see the images averaged by classify_downsample
-# (4 mm -> 8 mm); the segmentation network trains on random seg_patch crops (voxels) and predicts whole volumes.
-# Steps and learning rates are per task, set so that each network learns on real data within the CPU budget
-# (see docs/downstream.md).
+# arm -> (its name in the report, where its extra subjects come from, how they are used)
+ARMS = {
+    REAL: ("real only", None, "real"),
+    GENERATED: ("+ generated", "generated", "mix"),
+    RANDOMIZED: ("+ randomized generated anatomy", "randomized", "mix"),
+    REAL_RANDOMIZED: ("+ randomized real anatomy (control)", "real randomized", "mix"),
+    BOTH: ("+ generated & randomized", "both", "mix"),
+    SPREAD: ("+ generated with covariates spread", "spread", "mix"),
+    PRETRAIN: ("pretrain on generated then fine-tune", "generated", "pretrain"),
+    SYNTH_ONLY: ("generated only", "generated", "only"),
+    UPPER: ("+ more real (upper reference)", "generator part", "mix"),
+    PRETRAINED: ("+ pretrained model", "pretrained", "mix"),
+}
+TASK_ARMS = {
+    "segmentation": tuple(ARMS),
+    "age": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED),
+    "sex": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED),
+}
+FRACTION = 0.5  # the share of every batch from the arm's extra subjects
+METRIC = {"segmentation": "mean Dice (foreground)", "age": "MAE (years)", "sex": "AUC"}
+HIGHER_IS_BETTER = {"segmentation": True, "age": False, "sex": True}
+AGE_CENTRE, AGE_SCALE = 50.0, 20.0
+SPLIT_TEST = "split test"
 FULL = dict(
-    sizes="5,10,20,all",
-    seeds=3,
-    steps={"segmentation": 400, "sex": 200, "age": 600},
-    lr={"segmentation": 1e-2, "sex": 1e-3, "age": 1e-3},
+    sizes="4,10,40",
+    seeds=5,
+    steps={"segmentation": 400, "age": 600, "sex": 200},
+    lr={"segmentation": 2e-3, "age": 1e-3, "sex": 1e-3},
     synthetic=200,
-    seg_channels="8,16,32",
-    seg_patch="24,24,24",
+    seg_channels="16,32,64,128",
     cnn_channels="8,16,32",
-    classify_downsample=2,
 )
 QUICK = dict(
-    sizes="4,all",
-    seeds=3,
-    steps={task: 4 for task in TASKS},
-    lr={task: 1e-2 for task in TASKS},
-    synthetic=8,
+    sizes="2,4",
+    seeds=2,
+    steps={"segmentation": 4, "age": 4, "sex": 4},
+    lr={"segmentation": 2e-3, "age": 1e-3, "sex": 1e-3},
+    synthetic=4,
     seg_channels="4,8",
-    seg_patch="16,16,16",
     cnn_channels="4,8",
-    classify_downsample=2,
 )
-# The settings each task's runs depend on (besides its steps and lr, sizes, seeds, synthetic, model and cohorts).
-TASK_SETTINGS = {
-    "segmentation": ("seg_channels", "seg_patch"),
-    "sex": ("cnn_channels", "classify_downsample"),
-    "age": ("cnn_channels", "classify_downsample"),
-}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="generator trained on the split's generator part only")
-    parser.add_argument("--split", type=Path, required=True, help="output of synthbrain split: SPLIT/{generator,pool,test}")
-    parser.add_argument("--test", type=Path, default=None, help="prepared cohort to score on (default SPLIT/test)")
-    parser.add_argument("--quick", action="store_true", help="tiny networks, few steps (a check that everything runs, not a result)")
-    parser.add_argument("--sizes", default=None, help="real training sizes, e.g. 5,10,20,all")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None, help="optimisation steps per training run (batch 4), every task")
-    parser.add_argument("--synthetic", type=int, default=None, help="synthetic volumes generated once for every arm")
-    parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/downstream"))
-    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs; train nothing")
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse(argv)
     mode = QUICK if args.quick else FULL
-    settings = {k: getattr(args, k, None) if getattr(args, k, None) is not None else v for k, v in mode.items()}
-    if args.steps is not None:
-        settings["steps"] = {task: args.steps for task in TASKS}
-    tasks = args.tasks.split(",")
-    if set(tasks) - set(TASKS):
-        raise SystemExit(f"--tasks {args.tasks}: allowed {','.join(TASKS)}")
-    if settings["seeds"] < 1 or min(settings["steps"].values()) < 2 or settings["synthetic"] < 4:
-        raise SystemExit(
-            f"--seeds {settings['seeds']}, --steps {args.steps}, --synthetic {settings['synthetic']}: allowed >= 1, >= 2, >= 4"
-        )
+    settings = {k: v for k, v in mode.items()}
+    for key in ("sizes", "seeds", "synthetic"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    tasks = _choice(args.tasks, TASKS, "--tasks")
+    arms = _choice(args.arms, tuple(ARMS), "--arms")
+    if settings["seeds"] < 2 or settings["synthetic"] < 2:
+        raise SystemExit(f"--seeds {settings['seeds']}, --synthetic {settings['synthetic']}: allowed >= 2 each")
+    started = time.perf_counter()
 
     generator = BrainGenerator.from_pretrained(args.model)
-    grid = generator.image_grid
-    patch = _patch(settings)
-    if len(patch) != 3 or any(not 4 <= p <= size for p, size in zip(patch, grid.shape)):
-        raise SystemExit(f"seg_patch {settings['seg_patch']}: allowed 3 sizes, each 4 .. the grid's {grid.shape}")
-    data = {
-        name: _load(args.split / name if name != "test" else (args.test or args.split / "test"), grid)
-        for name in ("generator", "pool", "test")
-    }
-    pool = data["pool"]
-    sizes = sorted({len(pool["table"]) if s == "all" else int(s) for s in str(settings["sizes"]).split(",")})
-    if sizes[0] < 2 or sizes[-1] > len(pool["table"]):
-        raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {len(pool['table'])} (the pool) or 'all'")
+    grid, classes = generator.image_grid, list(generator.label_classes or [])
+    if not classes:
+        raise SystemExit(f"--model {args.model}: a generator without label maps; the segmentation task needs them")
+    parts = {}
+    for name in ("generator", "pool", "val", "test"):
+        folder = args.split / name
+        if not (folder / "manifest.json").is_file():
+            raise SystemExit(
+                f"--split {args.split}: no part {name!r}; make the split with "
+                "synthbrain split --parts generator=0.35,pool=0.3,val=0.1,test=0.25"
+            )
+        parts[name] = _load(folder, grid, classes)
+    cohorts = {SPLIT_TEST: parts["test"]}
+    for path in args.test or []:
+        name = path.name
+        if name in cohorts:
+            raise SystemExit(f"--test {path}: a second test cohort named {name!r}; give folders of different names")
+        cohorts[name] = _load(path, grid, classes)
+    pool = parts["pool"]["table"]
+    complete = pool[["sex", "age"]].notna().all(axis=1)
+    sizes = sorted({int(s) for s in str(settings["sizes"]).split(",")})
+    if sizes[0] < 2 or sizes[-1] > int(complete.sum()):
+        raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {int(complete.sum())} (the pool's subjects with sex and age)")
+    if PRETRAINED in arms and not args.pretrained:
+        arms = tuple(a for a in arms if a != PRETRAINED)
+    if PRETRAINED in arms and len(cohorts) == 1:
+        raise SystemExit("--pretrained: its arm is reported only on --test cohorts the model never saw; give --test, or drop the arm")
+
     cells = [
-        (t, n, s, arm)
-        for t in tasks
-        for s in range(settings["seeds"])
-        for n in sizes
-        for arm in ARMS
-        if not (arm == SYNTH_ONLY and n != sizes[0])
+        (task, arm, 0 if ARMS[arm][2] == "only" else n, seed)
+        for task in tasks
+        for seed in range(settings["seeds"])
+        for arm in TASK_ARMS[task]
+        if arm in arms
+        for n in (sizes if arm == REAL else [sizes[0], sizes[-1]])
+        if not (ARMS[arm][2] == "only" and n != sizes[0])
     ]
-    # Resumable: every finished run is in OUT.runs.tsv (rewritten atomically), tagged with its task's configuration;
-    # a restart skips the runs whose configuration is unchanged (and generates nothing when none is left), the
-    # report covers every task run so (tasks can be run one after another), and runs of a changed configuration are dropped.
     configs = {task: _config(task, settings, args) for task in TASKS}
-    runs_file = args.out.with_name(args.out.name + ".runs.tsv")
+    table_file = args.out.with_name(args.out.name + ".subjects.tsv.gz")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = []
-    if runs_file.is_file():
-        previous = pd.read_csv(runs_file, sep="\t", na_values=["n/a"])
-        rows = [r for r in previous.to_dict("records") if r["config"] == configs.get(r["task"])]
-    done = {(r["task"], r["cell_n"], r["seed"], r["arm"]) for r in rows}
+    rows = pd.DataFrame()
+    if table_file.is_file():
+        rows = pd.read_csv(table_file, sep="\t", keep_default_na=False, na_values=["n/a"])
+        rows = rows[rows["config"] == rows["task"].map(configs)]
+    done = set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist())) if len(rows) else set()
     todo = [c for c in cells if c not in done]
-    print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({runs_file})")
-    to_run = [] if args.report_only else todo
-    if to_run:
-        start = time.perf_counter()
-        synthetic = generator.generate(n=settings["synthetic"], seed=10_000, progress=True)
-        # Real prepared images are skull-stripped (zero outside the brain); the generator leaves a faint haze (about
-        # 0.001-0.01) over half the background, which also made CPU training on it 3x slower. Synthetic images are
-        # therefore masked with their own label map, as a user skull-strips them too.
-        data["synthetic"] = {
-            "images": synthetic.images.float() * (synthetic.labels > 0).unsqueeze(1),
-            "labels": synthetic.labels.long(),
-            "table": synthetic.covariates.reset_index(drop=True),
-        }
-        print(f"generated {settings['synthetic']} synthetic volumes in {time.perf_counter() - start:.0f} s")
-    for task, n, seed, arm in tqdm(to_run, desc="downstream", unit="run"):
-        chosen = _subset(pool["table"], n, seed)
-        model = _train(task, arm, chosen, data, settings, seed, len(generator.label_classes))
-        score = _score(task, model, data["test"], generator.label_classes, settings)
-        rows.append(
-            {"config": configs[task], "task": task, "cell_n": n, "n_real": 0 if arm == SYNTH_ONLY else n, "seed": seed, "arm": arm, **score}
-        )
-        _io.write_table(runs_file, pd.DataFrame(rows))
-    if not rows:
-        raise SystemExit(f"no finished runs of this configuration in {runs_file}")
-    missing = len(todo) - len(to_run)
-    results = pd.DataFrame(rows).drop(columns=["config", "cell_n"])
-    tasks_done = [t for t in TASKS if t in set(results["task"])]
-    _io.write_table(args.out.with_suffix(".tsv"), results)
-    if "sex" in tasks_done:  # sex is scored by AUC and by accuracy at p = 0.5
-        sex = results[results["task"] == "sex"]
-        results = pd.concat([results, sex.assign(task="sex accuracy", metric="accuracy", value=sex["accuracy"])], ignore_index=True)
-    summary, tests = _summarise(results), _paired_tests(results)
-    per_class = _dice_per_class(results) if "segmentation" in tasks_done else None
-    figure = _plot(args.out.with_name(args.out.name + ".png"), summary, sizes)
-    command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    _io.write_json(
-        args.out.with_suffix(".json"),
-        {
-            "command": command,
-            "settings": settings,
-            "sizes": sizes,
-            "split_sizes": {k: len(data[k]["table"]) for k in ("generator", "pool", "test")},
-            "summary": summary.to_dict("records"),
-            "paired_tests": tests.to_dict("records"),
-            "dice_per_class": None if per_class is None else per_class.to_dict("records"),
-        },
-    )
-    report = "\n\n".join(
-        [
-            "# Downstream benchmark: real-only versus augmented training" + (" (quick mode: a check, not a result)" if args.quick else ""),
-            *([f"**Incomplete: {missing} of the {len(cells)} runs of {', '.join(tasks)} are not done yet.**"] if missing else []),
-            f"Command (last invocation; finished runs of the same configuration are resumed from `{runs_file.name}`): `{command}`. "
-            + "Split sizes (subjects with sex and age): "
-            + ", ".join(f"{k} {len(data[k]['table'])}" for k in ("generator", "pool", "test"))
-            + f"; {settings['synthetic']} synthetic volumes, masked with their own label maps. "
-            + "Adam steps of batch 4 per run, the same in every arm (pre-training takes the first half on synthetic volumes): "
-            + ", ".join(f"{t} {settings['steps'][t]} (learning rate {settings['lr'][t]})" for t in tasks_done)
-            + f"; {settings['seeds']} seeds.",
-            "## Mean over seeds [95 % confidence interval]",
-            *[
-                f"### {task}\n\n" + markdown_table(_by_n(summary, task))
-                for task in (*tasks_done, "sex accuracy")
-                if task in set(summary["task"])
-            ],
-            "## Paired t-tests against real-only (same subjects and seed)",
-            markdown_table(tests.assign(**{P: tests[P].map("{:.2g}".format)})) if len(tests) else "(fewer than 2 pairs)",
-            *(
-                [
-                    "## Segmentation Dice per class\n\nMean over every run of an arm (every n and seed); in brackets the "
-                    + "paired mean difference against real-only over the same (n, seed) pairs, and its p (paired t).",
-                    markdown_table(per_class),
-                ]
-                if per_class is not None
-                else []
-            ),
-            f"![metric versus n]({figure.name})",
-        ]
-    )
-    _io.write_text(args.out.with_suffix(".md"), report + "\n")
-    print(report)
+    print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({table_file})")
+    if todo and not args.report_only:
+        pools = _synthetic_pools(generator, args, settings, classes, arms)
+        shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
+        for task, arm, n, seed in tqdm(todo, desc="downstream", unit="run"):
+            chosen = _subset(pool, max(n, sizes[0]), seed)
+            network = _train(task, arm, chosen, parts, pools, settings, seed, len(classes))
+            scored = _score(task, arm, network, cohorts, shifted, classes, grid)
+            scored.insert(0, "config", configs[task])
+            scored[["task", "arm", "n", "seed"]] = [task, arm, n, seed]
+            rows = pd.concat([rows, scored], ignore_index=True)
+            with _io.atomic_path(table_file) as tmp:
+                rows.to_csv(tmp, sep="\t", index=False, na_rep="n/a", compression="gzip")
+    if not len(rows):
+        raise SystemExit(f"no finished runs of this configuration in {table_file}")
+    missing = len([c for c in cells if c not in set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist()))])
+    report = _report(rows, tasks, sizes, classes, settings, args, argv, missing, len(cells), time.perf_counter() - started)
+    return report
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="generator trained on the split's generator part only")
+    parser.add_argument("--split", type=Path, required=True, help="output of synthbrain split: SPLIT/{generator,pool,val,test}")
+    parser.add_argument("--test", type=Path, action="append", help="another prepared cohort to test on (repeatable)")
+    parser.add_argument("--pretrained", default=None, help="a pretrained model (e.g. 'default') for its arm, scored on --test only")
+    parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {','.join(TASKS)}")
+    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {','.join(ARMS)} (default: all)")
+    parser.add_argument("--sizes", default=None, help="real training sizes, e.g. 4,10,40 (augmented arms use the smallest and largest)")
+    parser.add_argument("--seeds", type=int, default=None, help="training seeds per cell (default 5)")
+    parser.add_argument("--synthetic", type=int, default=None, help="synthetic volumes per pool (default 200)")
+    parser.add_argument("--quick", action="store_true", help="tiny networks, few steps: a check that everything runs, not a result")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/downstream"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs; train nothing")
+    return parser.parse_args(argv)
+
+
+def _choice(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    unknown = [t for t in chosen if t not in allowed]
+    if unknown or not chosen:
+        raise SystemExit(f"{flag} {text!r}: unknown {unknown}; allowed: {', '.join(allowed)}")
+    return chosen
 
 
 def _config(task: str, settings: dict, args: argparse.Namespace) -> str:
-    """Hash of what a task's runs depend on."""
-    per_task = ("steps", "lr", *{k for keys in TASK_SETTINGS.values() for k in keys})
-    shared = {k: v for k, v in settings.items() if k not in per_task}
-    own = {k: settings[k] for k in TASK_SETTINGS[task]} | {"steps": settings["steps"][task], "lr": settings["lr"][task]}
-    key = [task, shared, own, str(args.model), str(args.split), str(args.test)]
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    """Hash of what a task's runs depend on (resumed runs must match it)."""
+    own = {k: v[task] if isinstance(v, dict) else v for k, v in settings.items()}
+    key = [task, own, str(args.model), str(args.split), sorted(map(str, args.test or [])), str(args.pretrained), FRACTION]
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _patch(settings: dict) -> tuple[int, ...]:
-    """The segmentation training patch (voxels), from its "D,H,W" setting."""
-    return tuple(int(p) for p in settings["seg_patch"].split(","))
-
-
-def _load(path: Path, grid) -> dict:
-    cohort, images, fractions = load_cohort_on_grid(path, grid)
-    table = cohort.table.reset_index(drop=True)
-    keep = np.flatnonzero(table[["sex", "age"]].notna().all(axis=1).to_numpy())
-    index = torch.as_tensor(keep)
-    return {"images": images[index], "labels": fractions[index].argmax(1), "table": table.iloc[keep].reset_index(drop=True)}
+def _load(path: Path, grid, classes: list[str]) -> dict:
+    """A prepared cohort on the model's grid: images (N, 1, ...), labels (N, ...) class indices,
+    true ventricular volume (mL, from the class fractions) and its table. Another label scheme or a
+    grid that cannot be brought to the model's is an error before any training."""
+    try:
+        cohort, images, fractions = load_cohort_on_grid(path, grid)
+    except ValueError as err:
+        raise SystemExit(f"{path}: {err}") from None
+    if list(cohort.label_scheme.class_names) != classes:
+        raise SystemExit(f"{path}: label classes {list(cohort.label_scheme.class_names)}; allowed: the model's {classes}")
+    ventricles = classes.index("ventricles") if "ventricles" in classes else None
+    volume = fractions[:, ventricles].flatten(1).sum(1) * grid.voxel_volume_mm3 / 1000 if ventricles is not None else None
+    return {"images": images, "labels": fractions.argmax(1), "table": cohort.table.reset_index(drop=True), "ventricles_ml": volume}
 
 
 def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
-    """n pool subjects, half of each sex (as near as the pool allows), seeded by (n, seed)."""
+    """n pool subjects with sex and age, half of each sex (as near as the pool allows), seeded by (n, seed)."""
     rng = np.random.default_rng([n, seed])
-    groups = [rng.permutation(np.flatnonzero(table["sex"].to_numpy() == s)).tolist() for s in ("F", "M")]
-    picks = []
-    for k in itertools.cycle((0, 1)):
-        if len(picks) == n:
-            return np.sort(picks)
+    complete = table[["sex", "age"]].notna().all(axis=1).to_numpy()
+    groups = [rng.permutation(np.flatnonzero(complete & (table["sex"].to_numpy() == s))).tolist() for s in ("F", "M")]
+    picks, k = [], 0
+    while len(picks) < n:
         if groups[k]:
             picks.append(groups[k].pop())
+        k = 1 - k
+    return np.sort(picks)
 
 
-def _inputs(task: str, part: dict, settings: dict) -> torch.Tensor:
-    """Images as the task's network sees them: sex and age networks on blocks averaged by
-    ``classify_downsample`` (8 mm from 4 mm by default: CPU cost), segmentation at full grid."""
-    k = int(settings["classify_downsample"])
-    return part["images"] if task == "segmentation" or k == 1 else F.avg_pool3d(part["images"], k, ceil_mode=True)
+def _synthetic_pools(generator: BrainGenerator, args, settings: dict, classes: list[str], arms: tuple[str, ...]) -> dict:
+    """Every synthetic pool the chosen arms draw from, generated once (seeded)."""
+    needed = {ARMS[a][1] for a in arms}
+    count, pools = settings["synthetic"], {}
+    randomizer = AppearanceRandomizer()
+
+    def as_pool(out) -> dict:
+        return {"images": out.images.float(), "labels": out.labels.long(), "table": out.covariates.reset_index(drop=True)}
+
+    if needed & {"generated", "randomized", "both"}:
+        pools["generated"] = as_pool(generator.generate(n=count, seed=10_000, batch_size=8, progress=True))
+    if needed & {"randomized", "both"}:
+        base = pools["generated"]
+        images = [randomizer(lab, len(classes), generator.image_grid.affine, seed=20_000 + i)[0] for i, lab in enumerate(base["labels"])]
+        pools["randomized"] = {**base, "images": torch.stack(images)}
+    if "both" in needed:
+        half = count // 2
+        pools["both"] = {
+            "images": torch.cat([pools["generated"]["images"][:half], pools["randomized"]["images"][half:]]),
+            "labels": pools["generated"]["labels"],
+            "table": pools["generated"]["table"],
+        }
+    if "spread" in needed:
+        schema = generator.schema
+        ranges = {name: (schema[name].low, schema[name].high) for name in ("age", "ventricular_volume") if name in schema.names}
+        sampler = Uniform(**ranges, **({"sex": list(schema["sex"].categories)} if "sex" in schema.names else {}))
+        pools["spread"] = as_pool(generator.generate(cond_sampler=sampler, n=count, seed=30_000, batch_size=8, progress=True))
+    if "pretrained" in needed:
+        other = BrainGenerator.from_pretrained(args.pretrained)
+        if other.image_grid.shape != generator.image_grid.shape or list(other.label_classes or []) != classes:
+            raise SystemExit(f"--pretrained {args.pretrained}: another grid or label scheme than --model's")
+        pools["pretrained"] = as_pool(other.generate(n=count, seed=40_000, batch_size=8, progress=True))
+    pools["randomizer"], pools["affine"] = randomizer, generator.image_grid.affine
+    return pools
+
+
+def _real_randomized(real: dict, count: int, randomizer, num_classes: int, seed: int, affine) -> dict:
+    """``count`` renders of the chosen real label maps (in turn) with randomised appearance."""
+    images = [
+        randomizer(real["labels"][i % len(real["labels"])], num_classes, affine, seed=draws.volume_seed(seed, i))[0] for i in range(count)
+    ]
+    index = [i % len(real["labels"]) for i in range(count)]
+    return {"images": torch.stack(images), "labels": real["labels"][index], "table": real["table"].iloc[index].reset_index(drop=True)}
+
+
+def _inputs(task: str, part: dict) -> torch.Tensor:
+    """Images as the task's network sees them: age and sex networks on 8 mm blocks (CPU cost)."""
+    return part["images"] if task == "segmentation" else F.avg_pool3d(part["images"], 2, ceil_mode=True)
 
 
 def _targets(task: str, part: dict) -> torch.Tensor:
@@ -293,196 +329,324 @@ def _targets(task: str, part: dict) -> torch.Tensor:
 
 def _network(task: str, settings: dict, num_classes: int) -> torch.nn.Module:
     if task == "segmentation":
-        return UNet3d(num_classes, tuple(int(c) for c in settings["seg_channels"].split(",")))
+        from monai.networks.nets import UNet
+
+        channels = tuple(int(c) for c in settings["seg_channels"].split(","))
+        return UNet(3, 1, num_classes, channels=channels, strides=(2,) * (len(channels) - 1), num_res_units=1)
     return Encoder3d(1, tuple(int(c) for c in settings["cnn_channels"].split(",")))
 
 
-LOSSES = {"segmentation": dice_cross_entropy, "sex": F.binary_cross_entropy_with_logits, "age": F.smooth_l1_loss}
-
-
-def _augment(task: str, patch: tuple[int, ...] | None = None):
-    """Standard torchio augmentation; for segmentation the label map moves with the image, and
-    with ``patch`` both are first cropped to a random patch of that size (voxels) inside the grid."""
-    spatial = tio.RandomAffine(scales=0.05, degrees=5, translation=2)
-    intensity = tio.Compose([tio.RandomBiasField(coefficients=0.2), tio.RandomGamma(log_gamma=0.15), tio.RandomNoise(std=(0, 0.02))])
-
-    def augment(image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if patch is not None:  # offsets from torch's generator, which train_network seeds
-            corner = [int(torch.randint(0, size - p + 1, ())) for size, p in zip(image.shape[1:], patch)]
-            window = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-            image, target = image[(slice(None), *window)], target[window]
-        fields = {"image": tio.ScalarImage(tensor=image)}
-        if task == "segmentation":
-            fields["target"] = tio.LabelMap(tensor=target[None])  # nearest-neighbour resampling, untouched by intensity changes
-        subject = spatial(tio.Subject(**fields))
-        subject["image"] = intensity(subject["image"])
-        out_image = subject["image"].data.clamp(0, 1)
-        return out_image, subject["target"].data[0] if task == "segmentation" else target
-
-    return augment
-
-
-def _mixed_batches(num_real: int, num_other: int, fraction: float, seed: int, batch_size: int = 4):
-    """Batches of indices into real (0..num_real-1) followed by others; round(fraction * batch)
-    of each batch from the others; both visited in seeded shuffled passes."""
-    rng = np.random.default_rng(seed)
-    k = int(round(fraction * batch_size))
-    real, other = [], []
-    while True:
-        if len(real) < batch_size - k:
-            real += rng.permutation(num_real).tolist()
-        if len(other) < k:
-            other += (num_real + rng.permutation(num_other)).tolist()
-        yield real[: batch_size - k] + other[:k]
-        real, other = real[batch_size - k :], other[k:]
-
-
-def _train(task: str, arm: str, chosen: np.ndarray, data: dict, settings: dict, seed: int, num_classes: int) -> torch.nn.Module:
-    real = {
-        "images": data["pool"]["images"][chosen],
-        "table": data["pool"]["table"].iloc[chosen].reset_index(drop=True),
-        "labels": data["pool"]["labels"][chosen],
-    }
-    model = _network(task, settings, num_classes)
-    patch = _patch(settings) if task == "segmentation" else None
-    steps = settings["steps"][task]
-    common = {"seed": seed, "lr": settings["lr"][task], "batch_size": 4, "augment": _augment(task, patch)}
-    loss = LOSSES[task]
-    # Every arm gets the same number of steps; pre-training takes the first half of them.
-    if arm in (SYNTH_ONLY, PRETRAIN):
-        source = data["synthetic"]
-        synthetic_steps = steps if arm == SYNTH_ONLY else steps // 2
-        train_network(model, _inputs(task, source, settings), _targets(task, source), loss, steps=synthetic_steps, **common)
-        if arm == SYNTH_ONLY:
-            return model
-    if arm in (REAL, PRETRAIN):
-        real_steps = steps if arm == REAL else steps - steps // 2
-        train_network(model, _inputs(task, real, settings), _targets(task, real), loss, steps=real_steps, reset=arm == REAL, **common)
-        return model
-    other, fraction = (data["generator"], 0.5) if arm == UPPER else (data["synthetic"], MIXED[arm])
-    images = torch.cat([_inputs(task, real, settings), _inputs(task, other, settings)])
-    targets = torch.cat([_targets(task, real), _targets(task, other)])
-    batches = _mixed_batches(len(chosen), len(other["images"]), fraction, seed)
-    train_network(model, images, targets, loss, steps=steps, batches=batches, **common)
-    return model
-
-
-def _score(task: str, model: torch.nn.Module, test: dict, classes, settings: dict) -> dict:
-    out = predict(model, _inputs(task, test, settings))
+def _loss(task: str, num_classes: int):
     if task == "segmentation":
-        truth = test["labels"].numpy()
-        dice = np.nanmean([dice_per_class(t, p, len(classes)) for t, p in zip(truth, out.argmax(1).numpy())], axis=0)
-        return {
-            "metric": "mean Dice (foreground)",
-            "value": float(np.nanmean(dice[1:])),
-            **{f"dice_{c}": float(d) for c, d in zip(classes[1:], dice[1:])},
-        }
+        from monai.losses import DiceCELoss
+
+        dice_ce = DiceCELoss(to_onehot_y=True, softmax=True)
+        return lambda logits, target: dice_ce(logits, target[:, None])
+    return F.binary_cross_entropy_with_logits if task == "sex" else F.smooth_l1_loss
+
+
+FLIP = tio.RandomFlip(axes=(0,), flip_probability=0.5)
+INTENSITY = tio.Compose([tio.RandomGamma(log_gamma=0.1), tio.RandomNoise(std=(0, 0.01))])
+
+
+def _augment(image: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standard torchio augmentation of one training volume (the same for every arm): left-right
+    flip (the label map with it), gamma and noise; draws from torch's generator, seeded per run."""
+    fields = {"image": tio.ScalarImage(tensor=image)}
+    if task == "segmentation":
+        fields["target"] = tio.LabelMap(tensor=target[None])
+    subject = FLIP(tio.Subject(**fields))
+    out = INTENSITY(subject["image"]).data.clamp(0, 1)
+    return out, (subject["target"].data[0] if task == "segmentation" else target)
+
+
+def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, settings: dict, seed: int, num_classes: int):
+    """One network trained as the arm says, for the task's number of steps; the checkpoint with the
+    best validation score of four evaluations is returned (model selection on the val part)."""
+    _, source, use = ARMS[arm]
+    pool = parts["pool"]
+    real = {"images": pool["images"][chosen], "labels": pool["labels"][chosen], "table": pool["table"].iloc[chosen].reset_index(drop=True)}
+    if source == "real randomized":
+        extra = _real_randomized(real, settings["synthetic"], pools["randomizer"], num_classes, seed, pools["affine"])
+    elif source == "generator part":
+        extra = parts["generator"]
+        keep = extra["table"][["sex", "age"]].notna().all(axis=1).to_numpy() if task != "segmentation" else slice(None)
+        extra = {"images": extra["images"][keep], "labels": extra["labels"][keep], "table": extra["table"][keep].reset_index(drop=True)}
+    else:
+        extra = pools.get(source) if source else None
+    steps, lr = settings["steps"][task], settings["lr"][task]
+    run_seed = int(np.random.SeedSequence([seed, TASKS.index(task), list(ARMS).index(arm), len(chosen)]).generate_state(1)[0])
+    rng = np.random.default_rng(run_seed)
+    x_real, y_real = _inputs(task, real), _targets(task, real)
+    x_extra, y_extra = (_inputs(task, extra), _targets(task, extra)) if extra is not None else (None, None)
+    counts = {
+        "real": [0] * steps,
+        "mix": synthetic_counts(FRACTION, 4, steps),
+        "pretrain": [4] * (steps // 2) + [0] * (steps - steps // 2),
+        "only": [4] * steps,
+    }[use]
+    val = parts["val"]
+    x_val = _inputs(task, val)
+    loss_fn = _loss(task, num_classes)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run_seed)
+        model = _network(task, settings, num_classes)
+        optimiser = torch.optim.Adam(model.parameters(), lr=lr / 25)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
+        orders = {"real": [], "extra": []}
+        best, best_state = -np.inf, None
+        for step, k in enumerate(counts):
+            for key, size, need in (("real", len(x_real), 4 - k), ("extra", 0 if x_extra is None else len(x_extra), k)):
+                while len(orders[key]) < need:
+                    orders[key] += rng.permutation(size).tolist()
+            picks = [(x_real, y_real, i) for i in orders["real"][: 4 - k]] + [(x_extra, y_extra, i) for i in orders["extra"][:k]]
+            orders["real"], orders["extra"] = orders["real"][4 - k :], orders["extra"][k:]
+            pairs = [_augment(x[i], y[i], task) for x, y, i in picks]
+            model.train()
+            loss = loss_fn(model(torch.stack([p[0] for p in pairs])), torch.stack([p[1] for p in pairs]))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
+                score = _validation_score(task, model, x_val, val, num_classes)
+                if score > best:
+                    best, best_state = score, copy.deepcopy(model.state_dict())
+        model.load_state_dict(best_state)
+    return model.eval()
+
+
+def _validation_score(task: str, model, x_val: torch.Tensor, val: dict, num_classes: int) -> float:
+    """Higher is better: mean foreground Dice, AUC, or minus the MAE on the validation part."""
+    out = predict(model, x_val)
+    if task == "segmentation":
+        dice = [dice_per_class(t, p, num_classes)[1:] for t, p in zip(val["labels"].numpy(), out.argmax(1).numpy())]
+        return float(np.nanmean(dice))
+    known = val["table"][["sex", "age"]].notna().all(axis=1).to_numpy()
     if task == "sex":
-        male = test["table"]["sex"].to_numpy() == "M"
-        p = torch.sigmoid(out[:, 0]).numpy()
-        return {"metric": "AUC", "value": float(roc_auc_score(male, p)), "accuracy": float(((p > 0.5) == male).mean())}
-    age = out[:, 0].numpy() * AGE_SCALE + AGE_CENTRE
-    return {"metric": "MAE (years)", "value": float(np.abs(age - test["table"]["age"].to_numpy(float)).mean())}
+        male = val["table"]["sex"].to_numpy()[known] == "M"
+        return float(roc_auc_score(male, out[known, 0].numpy())) if 0 < male.sum() < len(male) else 0.0
+    age = out[known, 0].numpy() * AGE_SCALE + AGE_CENTRE
+    return -float(np.abs(age - val["table"]["age"].to_numpy(float)[known]).mean())
 
 
-def _summarise(results: pd.DataFrame) -> pd.DataFrame:
+def _score(task: str, arm: str, model, cohorts: dict, shifted: dict, classes: list[str], grid) -> pd.DataFrame:
+    """Per test subject scores of one network on every test cohort (the pretrained-model arm on the
+    --test cohorts only), and for segmentation under every shift too."""
     rows = []
-    for (task, metric, arm, n), part in results.groupby(["task", "metric", "arm", "n_real"], sort=False):
-        values = part["value"].to_numpy()
-        half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else np.nan
-        rows.append(
-            {
-                "task": task,
-                "metric": metric,
-                "arm": arm,
-                "n_real": int(n),
-                "seeds": len(values),
-                "mean": float(values.mean()),
-                "ci95_low": float(values.mean() - half),
-                "ci95_high": float(values.mean() + half),
-            }
+    for name, cohort in cohorts.items():
+        if arm == PRETRAINED and name == SPLIT_TEST:
+            continue
+        if task == "segmentation":
+            labels = predict(model, cohort["images"]).argmax(1)
+            dice = np.array([dice_per_class(t, p, len(classes)) for t, p in zip(cohort["labels"].numpy(), labels.numpy())])
+            measures = {"dice": np.nanmean(dice[:, 1:], 1), **{f"dice {c}": dice[:, k] for k, c in enumerate(classes) if k}}
+            if cohort["ventricles_ml"] is not None:
+                found = (labels == classes.index("ventricles")).flatten(1).sum(1).numpy() * grid.voxel_volume_mm3 / 1000
+                measures["ventricular volume error (mL)"] = np.abs(found - cohort["ventricles_ml"].numpy())
+            for shift in SHIFTS:
+                out = predict(model, shifted[(name, shift)]).argmax(1).numpy()
+                per = np.array([dice_per_class(t, p, len(classes)) for t, p in zip(cohort["labels"].numpy(), out)])
+                measures[f"dice, {shift}"] = np.nanmean(per[:, 1:], 1)
+        else:
+            known = cohort["table"][["sex", "age"]].notna().all(axis=1).to_numpy()
+            out = predict(model, _inputs(task, cohort))[:, 0].numpy()
+            if task == "sex":
+                male = (cohort["table"]["sex"].to_numpy() == "M").astype(float)
+                measures = {"p(male)": np.where(known, 1 / (1 + np.exp(-out)), np.nan), "male": np.where(known, male, np.nan)}
+            else:
+                error = np.abs(out * AGE_SCALE + AGE_CENTRE - cohort["table"]["age"].to_numpy(float))
+                measures = {"absolute error (years)": np.where(known, error, np.nan)}
+        for metric, values in measures.items():
+            rows += [{"cohort": name, "subject": i, "metric": metric, "value": float(v)} for i, v in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+HEADLINE = {"segmentation": "dice", "age": "absolute error (years)", "sex": "p(male)"}
+
+
+def _matrix(rows: pd.DataFrame, task: str, arm: str, n: int, cohort: str, metric: str) -> pd.DataFrame:
+    part = rows[(rows["task"] == task) & (rows["arm"] == arm) & (rows["n"] == n) & (rows["cohort"] == cohort) & (rows["metric"] == metric)]
+    return part.pivot_table(index="seed", columns="subject", values="value", aggfunc="first")
+
+
+def _truth(rows: pd.DataFrame, cohort: str) -> pd.Series:
+    part = rows[(rows["task"] == "sex") & (rows["cohort"] == cohort) & (rows["metric"] == "male")]
+    return part.groupby("subject")["value"].first()
+
+
+def _estimate(rows, task, arm, n, cohort, metric, reference=None):
+    """Mean [interval] of a cell, or with ``reference`` (arm, n) the paired difference against it."""
+    a = _matrix(rows, task, arm, n, cohort, metric)
+    if not len(a):
+        return None
+    if reference is not None:
+        b = _matrix(rows, task, *reference, cohort, metric)
+        seeds, subjects = a.index.intersection(b.index), a.columns.intersection(b.columns)
+        if len(seeds) < 1 or not len(b):
+            return None
+        a, b = a.loc[seeds, subjects], b.loc[seeds, subjects]
+    if task == "sex" and metric == "p(male)":
+        truth = _truth(rows, cohort).reindex(a.columns)
+        known = truth.notna().to_numpy()
+        other = None if reference is None else b.to_numpy()[:, known]
+        return bootstrap_auc(a.to_numpy()[:, known], truth.to_numpy()[known], reference=other)
+    if reference is not None:
+        return bootstrap_difference(a.to_numpy(), b.to_numpy())
+    return bootstrap_mean(a.to_numpy())
+
+
+def _cell(estimate, digits: int = 3, signed: bool = False) -> str:
+    if estimate is None or not np.isfinite(estimate.value):
+        return "-"
+    sign = "+" if signed else ""
+    return f"{estimate.value:{sign}.{digits}f} [{estimate.low:{sign}.{digits}f}, {estimate.high:{sign}.{digits}f}]"
+
+
+def _gate(rows: pd.DataFrame, task: str, sizes: list[int]) -> dict:
+    """Real-only at the largest n against the smallest n on the split's test part."""
+    metric = HEADLINE[task]
+    difference = _estimate(rows, task, REAL, sizes[-1], SPLIT_TEST, metric, reference=(REAL, sizes[0]))
+    if difference is None:
+        return {"passed": False, "text": "not run (real-only runs missing)"}
+    better = difference.low > 0 if HIGHER_IS_BETTER[task] else difference.high < 0
+    return {
+        "passed": bool(better),
+        "difference": difference.__dict__,
+        "text": f"n={sizes[-1]} minus n={sizes[0]}: {_cell(difference, signed=True)} ({'passes' if better else 'fails'})",
+    }
+
+
+def _verdict(task: str, difference) -> str:
+    if difference is None:
+        return "-"
+    good = difference.low > 0 if HIGHER_IS_BETTER[task] else difference.high < 0
+    bad = difference.high < 0 if HIGHER_IS_BETTER[task] else difference.low > 0
+    return "helps" if good else "hurts" if bad else "no clear difference"
+
+
+def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, seconds) -> dict:
+    cohorts = list(dict.fromkeys(rows["cohort"]))
+    tasks = [t for t in tasks if t in set(rows["task"])]
+    command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    sections, record = [], {"command": command, "settings": settings, "sizes": sizes, "tasks": {}}
+    gates = {task: _gate(rows, task, sizes) for task in tasks}
+    lines = [f"- **{task}** ({METRIC[task]}): {gates[task]['text']}" for task in tasks]
+    title = "# Downstream benchmark: real-only versus augmented training" + (" (quick mode: a check, not a result)" if args.quick else "")
+    head = [title]
+    if missing:
+        head.append(f"**Incomplete: {missing} of the {total} runs are not done yet.**")
+    head.append(
+        "**Validity gate** (real-only training must improve with real data, on the split's test part; "
+        "a task that fails gets no verdict):\n\n" + "\n".join(lines)
+    )
+    verdicts = []
+    for task in tasks:
+        metric = HEADLINE[task]
+        table, per_task = [], []
+        arms = [a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])]
+        for cohort in cohorts:
+            for arm in arms:
+                for n in sorted(set(rows[(rows["task"] == task) & (rows["arm"] == arm)]["n"])):
+                    value = _estimate(rows, task, arm, n, cohort, metric)
+                    if value is None:
+                        continue
+                    base_n = sizes[0] if n == 0 else n
+                    diff = None if arm == REAL else _estimate(rows, task, arm, n, cohort, metric, reference=(REAL, base_n))
+                    call = _verdict(task, diff) if arm != REAL else ""
+                    row = {"cohort": cohort, "arm": ARMS[arm][0], "real n": n, METRIC[task]: _cell(value)}
+                    row["vs real-only (same n)"] = _cell(diff, signed=True)
+                    row["verdict"] = call if gates[task]["passed"] else ("no verdict (gate failed)" if arm != REAL else "")
+                    table.append(row)
+                    per_task.append(
+                        {"cohort": cohort, "arm": arm, "n": int(n), "estimate": value.__dict__, "difference": diff and diff.__dict__}
+                    )
+                    if arm != REAL and gates[task]["passed"] and call in ("helps", "hurts"):
+                        verdicts.append(f"{task}, {cohort}, n={n}: {ARMS[arm][0]} {call} ({_cell(diff, signed=True)})")
+        record["tasks"][task] = {"gate": gates[task], "cells": per_task}
+        heading = f"## {task}: {METRIC[task]}, mean [95 % bootstrap interval over seeds and test subjects]"
+        sections.append(heading + "\n\n" + markdown_table(pd.DataFrame(table)))
+        if task == "segmentation":
+            sections += _segmentation_details(rows, arms, sizes, classes, cohorts, record)
+    head.append("**Verdict** (every difference whose interval excludes zero):\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "- none"))
+    figure = _plot(args.out.with_name(args.out.name + ".png"), rows, tasks, sizes, cohorts)
+    tail = [
+        f"![learning curves and arms]({figure.name})",
+        "## Settings\n\n"
+        + f"Command (finished runs of the same configuration are resumed from `{args.out.name}.subjects.tsv.gz`): `{command}`.\n\n"
+        + f"Steps per run (batch 4, the same in every arm): {settings['steps']}; peak learning rates {settings['lr']}; "
+        + f"{settings['seeds']} seeds; {settings['synthetic']} volumes per synthetic pool; sizes {sizes} "
+        + "(augmented arms at the smallest and largest). Wall time of this invocation: "
+        + f"{seconds / 60:.1f} min.",
+    ]
+    report = "\n\n".join(head + sections + tail) + "\n"
+    _io.write_text(args.out.with_suffix(".md"), report)
+    _io.write_json(args.out.with_suffix(".json"), record)
+    print(report)
+    return record
+
+
+def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[str]:
+    sections = []
+    for cohort in cohorts:
+        per_class, shifts = [], []
+        for arm in arms:
+            for n in sorted(set(rows[(rows["task"] == "segmentation") & (rows["arm"] == arm)]["n"])):
+                base = (REAL, sizes[0] if n == 0 else n)
+                row = {"arm": ARMS[arm][0], "real n": n}
+                metrics = [f"dice {c}" for c in classes[1:]] + ["ventricular volume error (mL)"]
+                for metric in metrics:
+                    value = _estimate(rows, "segmentation", arm, n, cohort, metric)
+                    if value is None:
+                        continue
+                    diff = None if arm == REAL else _estimate(rows, "segmentation", arm, n, cohort, metric, reference=base)
+                    row[metric.removeprefix("dice ")] = f"{value.value:.3f}" + ("" if diff is None else f" ({diff.value:+.3f})")
+                per_class.append(row)
+                shift_row = {"arm": ARMS[arm][0], "real n": n}
+                for shift in SHIFTS:
+                    value = _estimate(rows, "segmentation", arm, n, cohort, f"dice, {shift}")
+                    if value is None:
+                        continue
+                    diff = None if arm == REAL else _estimate(rows, "segmentation", arm, n, cohort, f"dice, {shift}", reference=base)
+                    shift_row[shift] = _cell(value) + ("" if diff is None else f"; {_cell(diff, signed=True)}")
+                shifts.append(shift_row)
+        sections.append(
+            f"### Segmentation per class, {cohort}\n\nMean Dice per class and the error of the measured ventricular volume (mL); "
+            "in brackets the paired difference against real-only at the same n.\n\n" + markdown_table(pd.DataFrame(per_class))
         )
-    return pd.DataFrame(rows)
+        sections.append(
+            f"### Shifted-domain test, {cohort}\n\nMean foreground Dice under each fixed appearance shift "
+            "(`synthbrain.evaluation.shifts`) [interval]; after the semicolon the paired difference against real-only.\n\n"
+            + markdown_table(pd.DataFrame(shifts))
+        )
+    return sections
 
 
-def _by_n(summary: pd.DataFrame, task: str) -> pd.DataFrame:
-    """One task's summary as a table of real training size by arm, each cell "mean [low, high] (seeds)"."""
-    part = summary[summary["task"] == task]
-    metric = part["metric"].iat[0]
-    cell = part.apply(lambda r: f"{r['mean']:.3f} [{r['ci95_low']:.2f}, {r['ci95_high']:.2f}] ({r['seeds']})", axis=1)
-    table = part.assign(cell=cell).pivot(index="n_real", columns="arm", values="cell")
-    table = table[[a for a in ARMS if a in table.columns]].fillna("")
-    table = table.rename(index=lambda n: "0 (synthetic only)" if n == 0 else str(n))
-    return table.reset_index().rename(columns={"n_real": f"real n ({metric})"})
-
-
-def _paired_tests(results: pd.DataFrame) -> pd.DataFrame:
-    """Each arm against real-only over the (n, seed) pairs they share (the same real subjects)."""
-    rows = []
-    for task, part in results.groupby("task", sort=False):
-        base = part[part["arm"] == REAL].set_index(["n_real", "seed"])["value"]
-        for arm in [a for a in ARMS if a not in (REAL, SYNTH_ONLY)]:
-            other = part[part["arm"] == arm].set_index(["n_real", "seed"])["value"]
-            joined = pd.concat([base, other], axis=1, keys=["real", "arm"]).dropna()
-            if len(joined) >= 2:
-                diff = joined["arm"] - joined["real"]
-                p = float(stats.ttest_rel(joined["arm"], joined["real"]).pvalue) if diff.std() > 0 else float("nan")
-                rows.append(
-                    {
-                        "task": task,
-                        "metric": part["metric"].iat[0],
-                        "arm": arm,
-                        "pairs": len(joined),
-                        "mean difference (arm - real)": float(diff.mean()),
-                        P: p,
-                    }
-                )
-    return pd.DataFrame(rows)
-
-
-def _dice_per_class(results: pd.DataFrame) -> pd.DataFrame:
-    """Segmentation Dice of each class by arm: the mean over every run, and the paired difference against real-only."""
-    seg = results[results["task"] == "segmentation"]
-    classes = [c for c in seg.columns if c.startswith("dice_")]
-    long = pd.concat([seg.assign(task=c.removeprefix("dice_"), value=seg[c]) for c in classes], ignore_index=True)
-    tests = _paired_tests(long).set_index(["task", "arm"])
-    rows = []
-    for arm in [a for a in ARMS if a in set(seg["arm"])]:
-        row = {"arm": arm, "runs": int((seg["arm"] == arm).sum())}
-        for cls, part in long[long["arm"] == arm].groupby("task", sort=False):
-            row[cls] = f"{part['value'].mean():.3f}"
-            if (cls, arm) in tests.index:
-                test = tests.loc[(cls, arm)]
-                row[cls] += f" ({test['mean difference (arm - real)']:+.3f}, p {test[P]:.2g})"
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def _plot(path: Path, summary: pd.DataFrame, sizes: list[int]) -> Path:
-    tasks = list(dict.fromkeys(summary["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4), dpi=100, squeeze=False)
+def _plot(path: Path, rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Path:
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=100, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        part = summary[summary["task"] == task]
-        for arm in ARMS:
-            rows = part[part["arm"] == arm].sort_values("n_real")
-            if arm == SYNTH_ONLY and len(rows):
-                ax.axhline(rows["mean"].iat[0], color="grey", ls=":", label=arm)
+        metric = HEADLINE[task]
+        for k, arm in enumerate([a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])]):
+            points = []
+            for n in sorted(set(rows[(rows["task"] == task) & (rows["arm"] == arm)]["n"])):
+                value = _estimate(rows, task, arm, n, SPLIT_TEST if arm != PRETRAINED else cohorts[-1], metric)
+                if value is not None and np.isfinite(value.value):
+                    points.append((max(n, 1) * (1 + 0.04 * k), value))
+            if not points:
                 continue
-            ax.errorbar(
-                rows["n_real"],
-                rows["mean"],
-                yerr=[rows["mean"] - rows["ci95_low"], rows["ci95_high"] - rows["mean"]],
-                marker="o",
-                capsize=3,
-                label=arm,
-            )
+            x = [p[0] for p in points]
+            y = [p[1].value for p in points]
+            err = [[p[1].value - p[1].low for p in points], [p[1].high - p[1].value for p in points]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=ARMS[arm][0], lw=2 if arm == REAL else 1)
         ax.set_xscale("log")
         ax.minorticks_off()
-        ax.set_xticks(sizes, [str(s) for s in sizes])
-        ax.set_xlabel("real training subjects (n)")
-        ax.set_ylabel(part["metric"].iat[0])
+        ax.set_xticks([1, *sizes], ["0", *map(str, sizes)])
+        ax.set_xlabel("real training subjects (n; 0 = synthetic only)")
+        ax.set_ylabel(METRIC[task])
         ax.set_title(task)
-    axes[0, 0].legend(fontsize=7)
+    axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
     _io.save_figure(path, fig)
     plt.close(fig)

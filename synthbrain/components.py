@@ -69,9 +69,9 @@ def load_component(model_class: type[nn.Module], config_class: Any, folder: str 
     """Build ``model_class(config)`` from ``folder/config.json`` and load ``folder/model.safetensors``
     strictly (missing, unexpected or mis-shaped weights are a ``ValueError`` naming the file)."""
     folder = Path(folder)
+    config = load_config(config_class, folder, model_class.__name__)
     if not (folder / WEIGHTS).is_file():
         raise ValueError(f"{folder}: missing {WEIGHTS}; a component folder holds {CONFIG} and {WEIGHTS}")
-    config = load_config(config_class, folder, model_class.__name__)
     try:
         model = model_class(config)
     except (TypeError, ValueError) as err:

@@ -23,7 +23,9 @@ def network_file() -> Path:
     try:
         path = Path(importlib.metadata.distribution("deepbet").locate_file("data/models/bbox_model.pt"))
     except importlib.metadata.PackageNotFoundError as err:
-        raise ValueError("deepbet network: the deepbet wheel is not installed (pip install deepbet)") from err
+        raise ValueError(
+            "deepbet network: the deepbet wheel is not installed; it comes with the evaluation extra: pip install 'synthbrain[evaluation]'"
+        ) from err
     if not path.is_file():
         raise ValueError(f"deepbet network: deepbet is installed but {path} is missing")
     return path

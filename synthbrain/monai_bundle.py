@@ -316,6 +316,7 @@ def unet_config(definition: Mapping[str, Any], *, where: str = "diffusion_def") 
         norm_num_groups=int(d.get("norm_num_groups", default=32, required=False)),
         resblock_updown=bool(d.get("resblock_updown", default=False, required=False)),
         concat_condition=True,
+        classifier_free_guidance=False,  # MONAI bundles are trained without condition dropout
     )
     d.finish("DiffusionModelUNet")
     return config

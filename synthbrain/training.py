@@ -173,6 +173,8 @@ def run(loop: Loop) -> list[dict[str, float]]:
     """Train from the run folder's checkpoint (or from the start) to ``loop.steps``; return the loss
     history (one entry per ``log_every`` steps: each term averaged over those steps)."""
     info, run_dir = loop.info, loop.run_dir
+    if info.is_main and run_dir.is_dir():
+        _io.remove_stale_temporaries(run_dir)  # a checkpoint half written by a killed run
     step, history = 0, []
     if (run_dir / CHECKPOINT).is_file():
         saved = load_checkpoint(run_dir / CHECKPOINT, info.device)

@@ -29,7 +29,7 @@ def test_embedded_model_is_small_documented_and_hash_checked(default):
 
 
 def test_default_model_generates_a_volume_with_its_label_map(default):
-    out = default.generate({"sex": "F", "age": 70.0}, n=1, seed=3, steps=5)
+    out = default.generate({"sex": "F", "age": 70.0}, n=1, seed=3, steps=5, timestep_spacing="trailing")
     grid = default.image_grid
     assert out.images.shape == (1, 1, *grid.shape) and out.labels.shape == (1, *grid.shape)
     assert 0.0 <= out.images.min() and out.images.max() <= 1.0
@@ -40,7 +40,8 @@ def test_default_model_generates_a_volume_with_its_label_map(default):
 
 
 def test_generate_command_uses_the_embedded_model(tmp_path):
-    assert main(["generate", "-n", "1", "--age", "70", "--sex", "F", "--steps", "3", "--out", str(tmp_path / "synth")]) == 0
+    argv = ["generate", "-n", "1", "--age", "70", "--sex", "F", "--steps", "3", "--timestep-spacing", "trailing"]
+    assert main([*argv, "--out", str(tmp_path / "synth")]) == 0
     assert len(list((tmp_path / "synth").glob("sub-*/anat/*_T1w.nii.gz"))) == 1
     provenance = json.loads((tmp_path / "synth" / "provenance.json").read_text())
     assert provenance["model"]["path"] == str(DEFAULT_MODEL.resolve())

@@ -156,7 +156,7 @@ def assert_same_weights(ours: torch.nn.Module, monai_net: torch.nn.Module) -> No
 
 def test_generate_equals_monai_core_networks_with_a_hand_written_ddim_loop(small):
     folder, autoencoder, unet = small
-    generator = load_bundle(folder, image_grid=SMALL_GRID)
+    generator = BrainGenerator.from_parts(load_bundle(folder, image_grid=SMALL_GRID))
     assert generator.schedule.timesteps(50, "leading") == RELEASED_TIMESTEPS and len(RELEASED_TIMESTEPS) == 50
     assert_same_weights(generator.autoencoder.net, autoencoder)
     assert_same_weights(generator.unet.net, unet)
@@ -270,10 +270,12 @@ def test_reference_conditioning_and_defaults(small):
         schema.normalize({"sex": "F", "age": 43.0, "ventricular_volume": 0.3, "brain_volume": 0.5})
     with pytest.raises(ValueError, match=r"'ventricular_volume': values \[30.0\] fraction are outside"):
         schema.normalize({"sex": "F", "age": 60.0, "ventricular_volume": 30.0, "brain_volume": 0.5})
-    generator = load_bundle(small[0])
+    generator = BrainGenerator.from_parts(load_bundle(small[0]))
     assert generator.image_grid == make_grid(1.0) and generator.image_grid.shape == (160, 224, 160)
     assert generator.latent_shape == (3, 20, 28, 20) and generator.latent_scale == 1.0
-    assert generator.defaults == {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0}
+    assert generator.defaults == {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, "timestep_spacing": "leading"}
+    with pytest.raises(ValueError, match="guidance_scale=3.*not trained with condition dropout"):  # no null condition
+        generator.generate({"sex": "F", "age": 60, "ventricular_volume": 0.3, "brain_volume": 0.5}, guidance_scale=3.0)
     with pytest.raises(ValueError, match="no covariate distribution"):
         generator.generate({"sex": "F", "age": 60})
 
@@ -282,7 +284,8 @@ def test_written_nifti_has_the_1mm_mni_affine(tmp_path):
     tiny_ae = {**SMALL_AUTOENCODER_DEF, "channels": [4, 4, 4, 4], "norm_num_groups": 4, "num_res_blocks": 1}
     tiny_unet = {**SMALL_UNET_DEF, "channels": [8, 8, 8], "num_head_channels": [0, 8, 8], "norm_num_groups": 4, "num_res_blocks": 1}
     folder = write_bundle(tmp_path / "bundle", *monai_networks(tiny_ae, tiny_unet), tiny_ae, tiny_unet)
-    out = BrainGenerator.from_pretrained(folder).generate({"sex": "M", "age": 70, "ventricular_volume": 0.3, "brain_volume": 0.5}, steps=2)
+    query = {"sex": "M", "age": 70, "ventricular_volume": 0.3, "brain_volume": 0.5}
+    out = BrainGenerator.from_pretrained(folder).generate(query, steps=2, timestep_spacing="trailing")
     written = out.save(tmp_path / "synth")
     t1 = nib.load(written / "sub-synth00000" / "anat" / "sub-synth00000_T1w.nii.gz")
     assert t1.shape == (160, 224, 160) and not (written / "sub-synth00000" / "anat" / "sub-synth00000_dseg.nii.gz").exists()
@@ -414,7 +417,7 @@ def test_convert_writes_a_synthbrain_folder_that_loads_the_same_model(small, tmp
     converted = BrainGenerator.from_pretrained(out)
     assert_same_weights(converted.autoencoder.net, autoencoder)
     assert_same_weights(converted.unet.net, unet)
-    original = load_bundle(folder)
+    original = BrainGenerator.from_parts(load_bundle(folder))
     assert converted.schema == original.schema and converted.schedule == original.schedule
     assert converted.image_grid == original.image_grid and converted.defaults == original.defaults
     assert converted.unet.config == original.unet.config and converted.unet.config.num_head_channels == (0, 32, 48)

@@ -3,7 +3,8 @@
 ``MixedDataset(real, synthetic)`` puts both behind one index (real first) and gives every item
 the same keys: ``image`` (1, D, H, W) float, ``labels`` (D, H, W) int64 class indices (when the
 synthetic dataset has labels), ``covariates`` (dict, the model's covariates; unknown real values
-as "n/a" / NaN), ``is_synthetic``, ``index``. The real dataset may be a prepared cohort
+as "n/a" / NaN), ``is_synthetic``, ``index``, ``appearance`` ("real", "generated" or "randomized").
+The real dataset may be a prepared cohort
 (``PreparedCohort``; class fractions become the most likely class), a torchio
 ``SubjectsDataset`` (images named ``image`` and ``labels``), any dataset of (image, labels)
 tensor pairs, or the tensors themselves (``(images, labels)``).
@@ -117,7 +118,7 @@ def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
     image = torch.as_tensor(image, dtype=torch.float32)
     if image.ndim == 3:
         image = image[None]
-    out = {"image": image, "covariates": covariates, "is_synthetic": False, "index": index}
+    out = {"image": image, "covariates": covariates, "is_synthetic": False, "index": index, "appearance": "real"}
     if labels is not None:
         out["labels"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index)
     return out
@@ -189,8 +190,7 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
     def synthetic_counts(self) -> list[int]:
         """How many synthetic subjects each batch of the current epoch holds: after every batch,
         the running total is the exact due count rounded (half up)."""
-        due, step = self._synthetic_before(self.epoch), self.fraction_at(self.epoch) * self.batch_size
-        return [_round(due + (b + 1) * step) - _round(due + b * step) for b in range(self.num_batches)]
+        return synthetic_counts(self.fraction_at(self.epoch), self.batch_size, self.num_batches, self._synthetic_before(self.epoch))
 
     def __len__(self) -> int:
         return self.num_batches
@@ -211,6 +211,19 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
             picks += [num_real + (synthetic_next + k) % n_synth for k in range(count)]
             real_next, synthetic_next = real_next + real, synthetic_next + count
             yield picks
+
+
+def synthetic_counts(fraction: float | Fraction, batch_size: int, num_batches: int, before: Fraction = Fraction(0)) -> list[int]:
+    """Synthetic subjects in each of ``num_batches`` batches of ``batch_size`` at ``fraction``, so
+    that after every batch the running total is ``before + fraction * batch_size * batches``
+    rounded half up: exact over a run, never more than half a subject off at any point (0.8 of 4
+    gives 3, 3, 4, 3, 3, 3, 3, 4, ...: 16 of every 20). Raises ``ValueError`` for a fraction
+    outside [0, 1]."""
+    fraction = fraction if isinstance(fraction, Fraction) else Fraction(float(fraction)).limit_denominator(10**9)
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction={float(fraction)}; allowed: a number in [0, 1]")
+    step = fraction * batch_size
+    return [_round(before + (b + 1) * step) - _round(before + b * step) for b in range(num_batches)]
 
 
 def _round(value: Fraction) -> int:

@@ -213,7 +213,10 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
 
     def _generate(self, indices: Sequence[int]) -> dict:
         seeds = [draws.volume_seed(self.seed, i) for i in indices]
-        out = self.generator.generate(cond_sampler=self.cond_sampler, seed=seeds, n=len(seeds), batch_size=len(seeds), **self.sampling)
+        try:
+            out = self.generator.generate(cond_sampler=self.cond_sampler, seed=seeds, n=len(seeds), batch_size=len(seeds), **self.sampling)
+        except ValueError as err:  # name the dataset's indices, not the positions in this call
+            raise ValueError(f"{err} (dataset indices {list(indices)}, volumes numbered from 0 in that order)") from None
         self.generated += len(indices)
         data = {"images": out.images.numpy(), "covariates": out.covariates}
         if out.labels is not None:

@@ -285,7 +285,7 @@ class BrainGenerator:
         left out are drawn from the training cohort's density, conditionally on those given.
 
         ``seed``: an int (volume i gets ``volume_seed(seed, i)``, see :mod:`synthbrain.generator.draws`)
-        or one volume seed per volume; the ``seed`` column of the result reproduces each volume alone.
+        or one volume seed per volume (a list alone sets ``n``); the ``seed`` column of the result reproduces each volume alone.
         ``steps``, ``sampler`` (``ddim``, ``dpm++2m``, ``ddpm``), ``guidance_scale`` (classifier-free
         guidance; 1 = none) and ``timestep_spacing`` (``leading``, ``trailing``, ``linspace``) default
         to the model's. ``raw=True`` keeps the decoder's output everywhere; by default voxels whose
@@ -307,6 +307,8 @@ class BrainGenerator:
             covariates = covariate_values
         if cond_sampler is not None and covariates is not None:
             raise ValueError("covariates and cond_sampler: give one or the other (a sampler can fix values, e.g. Fixed(sex='F'))")
+        if n is None and covariates is None and not draws.is_int(seed) and hasattr(seed, "__len__"):
+            n = len(seed)  # one volume per seed given
         given = None if cond_sampler is not None else draws.covariate_table(covariates if covariates is not None else {}, n)
         n = len(given) if given is not None else (n or 1)
         seeds = draws.volume_seeds(seed, n)

@@ -7,8 +7,9 @@ its label map (D, H, W) (0 = background):
 
 - ``qc_border_labelled``: labelled (non-background) voxels on the faces of the grid; a prepared
   brain lies well inside its grid (0 in every IXI-HH subject);
-- ``qc_dark_labelled``: labelled voxels whose intensity is below :data:`DARK` (brain tissue is
-  bright after the [0, 1] brain-percentile normalisation);
+- ``qc_dark_labelled``: voxels labelled with a bright class (one whose median intensity in this
+  subject is above :data:`BRIGHT`: tissue, not fluid, which is dark on T1) whose intensity is below
+  :data:`DARK`: labels where the image shows nothing;
 - ``qc_stray_fraction``: the share of labelled voxels outside the largest 6-connected component of
   the brain mask (scipy.ndimage.label); a brain is one piece.
 
@@ -24,6 +25,7 @@ import torch
 from scipy import ndimage
 
 DARK = 0.05
+BRIGHT = 0.3
 THRESHOLDS = {"qc_border_labelled": 0, "qc_dark_labelled": 200, "qc_stray_fraction": 0.01}
 COLUMNS = (*THRESHOLDS, "qc_pass")
 
@@ -41,10 +43,11 @@ def measure(images: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
         components, count = ndimage.label(brain)
         largest = np.bincount(components.ravel())[1:].max() if count else 0
         total = int(brain.sum())
+        bright = [c for c in np.unique(label[brain]) if np.median(image[label == c]) > BRIGHT]
         rows.append(
             {
                 "qc_border_labelled": int(border.sum()),
-                "qc_dark_labelled": int((brain & (image < DARK)).sum()),
+                "qc_dark_labelled": int((np.isin(label, bright) & (image < DARK)).sum()),
                 "qc_stray_fraction": float((total - largest) / total) if total else 1.0,
             }
         )

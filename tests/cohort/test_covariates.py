@@ -168,7 +168,7 @@ def test_fit_and_density_take_spelled_levels(table):
 
 def test_condition_samplers_take_spelled_levels(table):
     """The samplers check their values through the schema, so female/male need no code of their own."""
-    from synthbrain.datasets.conditions import Empirical, Fixed, Uniform, check_sampler
+    from synthbrain.generator.conditions import Empirical, Fixed, Uniform, check_sampler
 
     schema = default_schema().fit(table)
     check_sampler(Uniform(sex=["female", "male"], age=(30, 60)), schema)
@@ -184,5 +184,6 @@ def test_generate_takes_female_with_the_embedded_model():
 
     if not (DEFAULT_MODEL / INDEX).is_file():
         pytest.skip(f"no embedded model at {DEFAULT_MODEL}")
-    out = BrainGenerator.from_pretrained("default").generate({"sex": "female", "age": 70}, n=1, seed=3, steps=2)
+    model = BrainGenerator.from_pretrained("default")
+    out = model.generate({"sex": "female", "age": 70}, n=1, seed=3, steps=2, timestep_spacing="trailing")
     assert out.covariates.loc[0, "sex"] == "F" and out.covariates.loc[0, "age"] == 70.0

@@ -102,7 +102,7 @@ def test_real_data_as_prepared_cohort_torchio_or_tensors_gives_the_synthetic_key
     for real in (prepared, subjects, tensors):
         dataset = MixedDataset(real, synthetic)
         real_item, synthetic_item = dataset[1], dataset[len(dataset) - 1]
-        assert set(real_item) == set(synthetic_item) == {"image", "labels", "covariates", "is_synthetic", "index"}
+        assert set(real_item) == set(synthetic_item) == {"image", "labels", "covariates", "is_synthetic", "index", "appearance"}
         assert set(real_item["covariates"]) == set(synthetic_item["covariates"]) == set(generator.schema.names)
         assert real_item["image"].shape == synthetic_item["image"].shape and real_item["labels"].dtype == synthetic_item["labels"].dtype
         torch.utils.data.default_collate([real_item, synthetic_item])  # one batch

@@ -15,7 +15,7 @@ def test_schedule_matches_monai_tables():
 
 
 def test_reference_ddim_timesteps_are_980_to_0():
-    assert REFERENCE.timesteps(50, get_sampler("ddim").DEFAULT_SPACING) == list(range(980, -1, -20))
+    assert REFERENCE.timesteps(50, "leading") == list(range(980, -1, -20))
     assert REFERENCE.timesteps(50, "trailing")[:2] == [999, 979]
     assert REFERENCE.timesteps(50, "linspace")[0] == 999 and REFERENCE.timesteps(50, "linspace")[-1] == 0
     assert REFERENCE.timesteps(1000, get_sampler("ddpm").DEFAULT_SPACING) == list(range(999, -1, -1))
@@ -30,7 +30,7 @@ def test_ddim_loop_equals_monai_at_the_released_timesteps():
         return torch.einsum("ij,bj...->bi...", weight, x) * math.cos(t / 700)
 
     x_T = torch.randn(2, 3, 4, 5, 4)
-    ours = sample(model, x_T, REFERENCE, "ddim", 50)
+    ours = sample(model, x_T, REFERENCE, "ddim", 50, spacing="leading")
     monai = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0205, clip_sample=False)
     monai.set_timesteps(50)
     monai.timesteps = torch.arange(980, -1, -20)  # the released spacing; MONAI >= 1.6 would use linspace
