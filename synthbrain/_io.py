@@ -160,6 +160,19 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> int:
     return count
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as a report should name it: relative to the working directory when it lies below
+    it (reports never name a machine's absolute paths), else as given."""
+    text = str(path)
+    if os.path.isabs(text):
+        try:
+            relative = Path(text).resolve().relative_to(Path.cwd().resolve())
+        except ValueError:
+            return text
+        return str(relative)
+    return text
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

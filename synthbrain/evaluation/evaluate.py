@@ -217,7 +217,7 @@ def _model_name(model) -> str:
     from synthbrain.generator import DEFAULT_MODEL
 
     name = str(model.get("path") or model.get("repo_id") or "an unsaved model") if isinstance(model, dict) else str(model)
-    return "default" if Path(name) == DEFAULT_MODEL else name
+    return "default" if Path(name) == DEFAULT_MODEL else _io.shown_path(name)
 
 
 def _fingerprint(cohort: PreparedCohort, subjects, settings: EvaluatorSettings, feature_name: str) -> str:
