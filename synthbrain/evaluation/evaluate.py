@@ -16,9 +16,17 @@ covariates drawn from the model's training distribution and measured:
 - label faithfulness: Dice between the generated label map and the independent segmentation;
 - memorisation: each synthetic volume's distance to its nearest training subject against the
   distances real subjects keep from the training set (held-out subjects when given, otherwise
-  each training subject's nearest other training subject).
+  each training subject's nearest other training subject);
+- the autoencoder's reconstructions of B, scored like the samples (realism, spot the fake), so a
+  shortfall is pinned on the stage that causes it: a gap the reconstructions already show comes
+  from the autoencoder, the rest from the diffusion stage.
 
-Writes ``report.md``, ``report.json``, ``synthetic.tsv`` and PNG figures into the output folder.
+The covariates are the model's own (its schema): volumes the label scheme can measure, age and
+sex where the schema has them. A conditioning or faithfulness row whose evaluator is not accurate
+on real B (:data:`RELIABLE`) is marked unreliable, and the report says so at the top.
+
+Writes ``report.md`` (:mod:`synthbrain.evaluation.report`), ``report.json``, ``synthetic.tsv`` and
+PNG figures into the output folder.
 """
 
 from __future__ import annotations
@@ -28,16 +36,13 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
+from synthbrain.evaluation import report  # noqa: E402
 from synthbrain.evaluation.evaluators import Evaluators, EvaluatorSettings  # noqa: E402
 from synthbrain.evaluation.features import FeatureExtractor  # noqa: E402
 from synthbrain.evaluation.metrics import (  # noqa: E402
@@ -52,15 +57,10 @@ from synthbrain.evaluation.metrics import (  # noqa: E402
 )
 from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
 from synthbrain.preprocessing.prepared import PreparedCohort  # noqa: E402
-from synthbrain.preprocessing.qc import mid_slices, montage  # noqa: E402
 
-VOLUMES = ("ventricular_volume", "brain_volume")
-PAPER = {  # Pinaya et al. 2022 (../shared/reference/paper-model.md); other features and resolution, so for orientation only
-    "ventricular_volume r": 0.972,
-    "age r": 0.692,
-    "MS-SSIM synthetic / real": (0.6555, 0.6536),
-    "FID (MedicalNet) synthetic / real-vs-real": (0.0076, 0.0005),
-}
+# What an evaluator must reach on real B for the rows it measures to count (documented in docs/evaluation.md):
+# Pearson r for volumes and age, AUC for sex, median Dice for a class's label faithfulness.
+RELIABLE = {"volume r": 0.8, "age r": 0.6, "sex AUC": 0.75, "class Dice": 0.6}
 
 
 def load_cohort_on_grid(real: str | Path, grid) -> tuple[PreparedCohort, torch.Tensor, torch.Tensor]:
@@ -116,15 +116,20 @@ def evaluate(
     if list(scheme.class_names) != list(generator.label_classes or []):
         raise ValueError(f"real={str(real)!r}: classes {scheme.class_names}; allowed: the model's {generator.label_classes}")
     table = cohort.table.reset_index(drop=True)
-    complete = np.flatnonzero(table[["sex", "age", *VOLUMES]].notna().all(axis=1).to_numpy())
+    names = list(generator.schema.names)
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        raise ValueError(f"real={str(real)!r}: no column for the model's covariates {missing}; allowed: a cohort with {names}")
+    volumes = [name for name in names if name in scheme.coarse_volumes]
+    complete = np.flatnonzero(table[names].notna().all(axis=1).to_numpy())
     if len(complete) < 8:
-        raise ValueError(f"real={str(real)!r}: {len(complete)} subjects with sex, age and volumes; allowed: >= 8")
+        raise ValueError(f"real={str(real)!r}: {len(complete)} subjects with every covariate {names}; allowed: >= 8")
     order = np.random.default_rng(seed).permutation(complete)
     part_a, part_b = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2 :])
     extractor = FeatureExtractor(feature_network)
 
     evaluator_folder = Path(evaluators) if evaluators else out / "evaluators"
-    fingerprint = _fingerprint(cohort, table.loc[part_a, "subject_id"], settings, extractor.name)
+    fingerprint = _fingerprint(cohort, table.loc[part_a, "subject_id"], settings, extractor.name, names)
     saved = evaluator_folder / "evaluators.json"
     if saved.is_file() and json.loads(saved.read_text())["fingerprint"] == fingerprint:
         judges = Evaluators.load(evaluator_folder, extractor)
@@ -140,6 +145,7 @@ def evaluate(
             settings,
             fingerprint=fingerprint,
             progress=progress,
+            covariates=tuple(names),
         )
         judges.save(evaluator_folder)
     table_b = table.loc[part_b].reset_index(drop=True)
@@ -150,7 +156,7 @@ def evaluate(
     synthetic, own_labels, requested = generated.images.float(), generated.labels, generated.covariates.reset_index(drop=True)
     measured, segmentation = judges.measure(synthetic)
     own = pd.DataFrame([scheme.measure_coarse_volumes(lab.numpy(), grid.voxel_volume_mm3) for lab in own_labels])
-    per_volume = pd.concat([requested, measured.add_prefix("measured_"), own[list(VOLUMES)].add_prefix("own_labels_")], axis=1)
+    per_volume = pd.concat([requested, measured.add_prefix("measured_"), own[volumes].add_prefix("own_labels_")], axis=1)
     _io.write_table(out / "synthetic.tsv", per_volume)
 
     m = len(part_b)
@@ -158,9 +164,14 @@ def evaluate(
     subsets = [np.sort(rng.choice(n, size=min(m, n), replace=False)) for _ in range(5)]
     features = {"A": extractor(images[part_a], grid.spacing), "B": extractor(images[part_b], grid.spacing)}
     features["synthetic"] = extractor(synthetic, grid.spacing)
+    reconstructed = _reconstruct(generator, images[part_b], fractions[part_b])
+    features["reconstructions"] = extractor(reconstructed, grid.spacing)
     realism = _realism(features, subsets, seed)
     c2st = {
         "synthetic vs real": classifier_two_sample_test(images[complete], synthetic, seed=seed, epochs=c2st_epochs)._asdict(),
+        "autoencoder reconstructions of B vs real A": classifier_two_sample_test(
+            images[part_a], reconstructed, seed=seed, epochs=c2st_epochs
+        )._asdict(),
         "real vs real (B vs A)": classifier_two_sample_test(images[part_a], images[part_b], seed=seed, epochs=c2st_epochs)._asdict(),
     }
     scales = int(min(3, 1 + np.floor(np.log2(min(grid.shape) / 7))))  # 3 scales of a 7-voxel window where the grid allows
@@ -168,7 +179,7 @@ def evaluate(
         "synthetic": pairwise_ms_ssim(synthetic[subsets[0]], pairs=200, seed=seed, scales=scales),
         "real (B)": pairwise_ms_ssim(images[part_b], pairs=200, seed=seed, scales=scales),
     }
-    conditioning = _conditioning(requested, measured, own, table_b, real_measured)
+    conditioning = _conditioning(requested, measured, own, table_b, real_measured, volumes, accuracy)
     faithfulness = pd.DataFrame(
         {
             "class": scheme.class_names[1:],
@@ -181,17 +192,23 @@ def evaluate(
             )[1:],
         }
     )
+    faithfulness["reliable"] = faithfulness["real (B)"] >= RELIABLE["class Dice"]
     memorisation = _memorisation(synthetic, images, held_out, grid)
 
     figures = {
-        "montage": _montage(out / "montage.png", synthetic, own_labels, requested, scheme.num_classes),
-        "histograms": _histograms(out / "intensity-histograms.png", synthetic, own_labels, images[part_b], fractions[part_b]),
-        "conditioning": _scatter(out / "conditioning.png", requested, measured, own, table_b, real_measured),
-        "nearest": _nearest_pairs(out / "nearest-neighbours.png", synthetic, images, table, memorisation),
+        "montage": report.montage_figure(out / "montage.png", synthetic, own_labels, requested, scheme.num_classes),
+        "histograms": report.histograms(out / "intensity-histograms.png", synthetic, own_labels, images[part_b], fractions[part_b]),
+        "conditioning": report.scatter(out / "conditioning.png", requested, measured, own, table_b, real_measured, volumes),
+        "nearest": report.nearest_pairs(out / "nearest-neighbours.png", synthetic, images, table, memorisation),
     }
+    unreliable = [f"{r['covariate']} ({r['requested vs measured by']})" for r in conditioning.to_dict("records") if not r["reliable"]]
+    unreliable += [f"label faithfulness of {c}" for c, ok in zip(faithfulness["class"], faithfulness["reliable"]) if not ok]
     summary = {
         "model": _model_name(generated.provenance["model"]),
-        "sampling": {k: generated.provenance[k] for k in ("sampler", "steps", "guidance_scale")},
+        "sampling": {k: generated.provenance[k] for k in ("sampler", "steps", "guidance_scale", "timestep_spacing")},
+        "covariates": names,
+        "reliability_thresholds": RELIABLE,
+        "unreliable": unreliable,
         "n_synthetic": n,
         "seed": seed,
         "real": str(real),
@@ -205,11 +222,12 @@ def evaluate(
         "conditioning": conditioning.to_dict("records"),
         "label_faithfulness_median_dice": faithfulness.to_dict("records"),
         "memorisation": {k: v for k, v in memorisation.items() if k not in ("synthetic_distances", "real_distances", "nearest")},
-        "paper": PAPER,
+        "paper": report.PAPER,
         "figures": {k: v.name for k, v in figures.items()},
     }
     _io.write_json(out / "report.json", summary)
-    _io.write_text(out / "report.md", _markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accuracy, memorisation))
+    text = report.markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accuracy, memorisation)
+    _io.write_text(out / "report.md", text)
     return summary
 
 
@@ -220,16 +238,39 @@ def _model_name(model) -> str:
     return "default" if Path(name) == DEFAULT_MODEL else _io.shown_path(name)
 
 
-def _fingerprint(cohort: PreparedCohort, subjects, settings: EvaluatorSettings, feature_name: str) -> str:
+def _fingerprint(cohort: PreparedCohort, subjects, settings: EvaluatorSettings, feature_name: str, covariates: list[str]) -> str:
     manifest = json.loads((cohort.root / "manifest.json").read_text())
-    key = json.dumps([manifest.get("params_hash"), cohort.downsample, sorted(subjects), asdict(settings), feature_name])
+    key = json.dumps([manifest.get("params_hash"), cohort.downsample, sorted(subjects), asdict(settings), feature_name, covariates])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+@torch.no_grad()
+def _reconstruct(generator, images: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+    """The generator's autoencoder's reconstructions (posterior mean, decoded) of real images
+    (N, 1, ...) with their class fractions (N, C, ...), background set to 0 as generate does."""
+    autoencoder, out = generator.autoencoder, []
+    device = next(autoencoder.parameters()).device
+    for start in range(0, len(images), 4):
+        image = images[start : start + 4].to(device)
+        labels = fractions[start : start + 4].to(device) if autoencoder.config.num_classes else None
+        mu, _ = autoencoder.encode(image, labels)
+        decoded, logits = autoencoder.decode(mu)
+        decoded = decoded.float().clamp(0, 1)
+        if logits is not None:
+            decoded = decoded * (logits.argmax(1, keepdim=True) > 0)
+        out.append(decoded.cpu())
+    return torch.cat(out)
+
+
 def _realism(features: dict[str, np.ndarray], subsets: list[np.ndarray], seed: int) -> pd.DataFrame:
-    """Synthetic (subsets of B's size, averaged) and B, each against A, on the same features."""
+    """Synthetic (subsets of B's size, averaged), B's reconstructions and B itself, each against A,
+    on the same features."""
     rows = []
-    for name, sets in (("real (B) vs A", [features["B"]]), ("synthetic vs A", [features["synthetic"][s] for s in subsets])):
+    for name, sets in (
+        ("real (B) vs A", [features["B"]]),
+        ("autoencoder reconstructions of B vs A", [features["reconstructions"]]),
+        ("synthetic vs A", [features["synthetic"][s] for s in subsets]),
+    ):
         fd = [frechet_distance(features["A"], x) for x in sets]
         pr = [knn_precision_recall(features["A"], x, k=3) for x in sets]
         test = mmd_permutation_test(features["A"], sets[0], seed=seed)
@@ -247,12 +288,17 @@ def _realism(features: dict[str, np.ndarray], subsets: list[np.ndarray], seed: i
     return pd.DataFrame(rows)
 
 
-def _conditioning(requested, measured, own, real_table, real_measured) -> pd.DataFrame:
+def _conditioning(requested, measured, own, real_table, real_measured, volumes: list[str], accuracy: dict) -> pd.DataFrame:
+    """Requested against measured covariates, synthetic and real (B), with ``reliable``: whether the
+    evaluator reading them is accurate enough on real B (:data:`RELIABLE`)."""
     rows = []
-    for name in (*VOLUMES, "age"):
+    continuous = [*volumes, *(["age"] if "age" in measured else [])]
+    for name in continuous:
+        threshold = RELIABLE["age r"] if name == "age" else RELIABLE["volume r"]
+        reliable = bool(accuracy[name]["pearson_r"] >= threshold)
         for source, want, got in (
             ("synthetic, independent evaluator", requested[name], measured[name]),
-            *([("synthetic, own label map", requested[name], own[name])] if name in VOLUMES else []),
+            *([("synthetic, own label map", requested[name], own[name])] if name in volumes else []),
             ("real (B), independent evaluator", real_table[name], real_measured[name]),
         ):
             want, got = want.to_numpy(float), got.to_numpy(float)
@@ -261,6 +307,7 @@ def _conditioning(requested, measured, own, real_table, real_measured) -> pd.Dat
                 r, rho, mae, bias = acc.pearson_r, float(stats.spearmanr(want, got)[0]), acc.mae, acc.bias
             else:  # correlation is undefined for a constant; MAE and bias are not
                 r, rho, mae, bias = np.nan, np.nan, float(np.abs(got - want).mean()), float((got - want).mean())
+            own_labels = source == "synthetic, own label map"  # measured by the model's own label map, not an evaluator
             rows.append(
                 {
                     "covariate": name,
@@ -270,24 +317,28 @@ def _conditioning(requested, measured, own, real_table, real_measured) -> pd.Dat
                     "Spearman r": rho,
                     "MAE": mae,
                     "bias": bias,
+                    "reliable": True if own_labels else reliable,
                 }
             )
-    for source, want, p in (
-        ("synthetic, independent evaluator", requested["sex"], measured["p_male"]),
-        ("real (B), independent evaluator", real_table["sex"], real_measured["p_male"]),
-    ):
-        hits = (p.to_numpy() > 0.5) == (want.to_numpy() == "M")
-        rows.append(
-            {
-                "covariate": "sex",
-                "requested vs measured by": source,
-                "n": len(hits),
-                "Pearson r": np.nan,
-                "MAE": np.nan,
-                "bias": np.nan,
-                "accuracy": float(hits.mean()),
-            }
-        )
+    if "p_male" in measured:
+        reliable = bool(accuracy["sex"]["auc"] >= RELIABLE["sex AUC"])
+        for source, want, p in (
+            ("synthetic, independent evaluator", requested["sex"], measured["p_male"]),
+            ("real (B), independent evaluator", real_table["sex"], real_measured["p_male"]),
+        ):
+            hits = (p.to_numpy() > 0.5) == (want.to_numpy() == "M")
+            rows.append(
+                {
+                    "covariate": "sex",
+                    "requested vs measured by": source,
+                    "n": len(hits),
+                    "Pearson r": np.nan,
+                    "MAE": np.nan,
+                    "bias": np.nan,
+                    "accuracy": float(hits.mean()),
+                    "reliable": reliable,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -325,154 +376,3 @@ def _memorisation(synthetic: torch.Tensor, training: torch.Tensor, held_out, gri
         "ratio_real_min": float(their_ratio.min()),
         "ratio_flagged": np.flatnonzero(ratio < their_ratio.min()).tolist(),
     }
-
-
-def _markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accuracy, memorisation) -> str:
-    md = _io.markdown_table
-    s = summary
-    evaluator_rows = pd.DataFrame(
-        [
-            *(
-                {"measure": f"{k} (Pearson r / MAE)", "on real B": f"{accuracy[k]['pearson_r']:.3f} / {accuracy[k]['mae']:.2f}"}
-                for k in (*VOLUMES, "age")
-            ),
-            {"measure": "sex (accuracy / AUC)", "on real B": f"{accuracy['sex']['accuracy']:.3f} / {accuracy['sex']['auc']:.3f}"},
-            *({"measure": f"segmenter Dice, {c}", "on real B": f"{d:.3f}"} for c, d in list(accuracy["median_dice"].items())[1:]),
-        ]
-    )
-    c2st_rows = pd.DataFrame([{"comparison": k, **v} for k, v in c2st.items()])
-    flagged = memorisation["flagged"]
-    return (
-        "\n\n".join(
-            [
-                f"# Evaluation of `{s['model']}`",
-                f"{s['n_synthetic']} synthetic volumes ({s['sampling']['sampler']}, {s['sampling']['steps']} steps, guidance "
-                f"{s['sampling']['guidance_scale']}; covariates drawn from the model's training distribution, seed {s['seed']}) against "
-                f"`{s['real']}`: {s['real_subjects']['complete']} real subjects with complete covariates, split into A "
-                f"({s['real_subjects']['A (evaluators, reference)']}: trains the evaluators, reference set) and B "
-                f"({s['real_subjects']['B (baseline)']}: scores the evaluators, real-versus-real baseline). Every synthetic number "
-                "stands beside the same number for real subjects.",
-                "## Evaluators (trained on real A only), their accuracy on real B",
-                md(evaluator_rows),
-                f"## Realism on deep features ({s['feature_network']})",
-                md(realism),
-                f"Synthetic rows: mean over 5 random subsets of {realism['n'].iloc[1]} synthetic volumes (B's size), so the "
-                "sample-size bias of the Fréchet distance is the same in both rows. MMD: RBF kernel, median bandwidth, permutation "
-                "p-value (200 permutations; first subset).",
-                "## Spot the fake: classifier two-sample test (small 3D CNN, accuracy on held-apart volumes; 0.5 = indistinguishable)",
-                md(c2st_rows),
-                f"## Diversity: mean 3D MS-SSIM between random pairs, {s['ms_ssim_scales']} scales (lower = more varied)",
-                md(pd.DataFrame([{"set": k, "MS-SSIM": v} for k, v in diversity.items()])),
-                "## Conditioning: requested versus measured",
-                md(conditioning),
-                "Real rows: B's table values (volumes measured on 1 mm label maps) against the evaluators' reading of B's images, "
-                "which is the ceiling of what the evaluators can confirm.",
-                "![conditioning](conditioning.png)",
-                "## Label faithfulness: median Dice, generated label map vs independent segmentation of the generated image",
-                md(faithfulness),
-                "Real row: B's label maps against the independent segmentation of B's images.",
-                "## Memorisation: distance of each volume to its nearest training subject",
-                f"L2 distance (intensities in [0, 1]). Synthetic: median {memorisation['synthetic_median']:.2f}, minimum "
-                f"{memorisation['synthetic_min']:.2f}. Real baseline ({memorisation['baseline']}): median "
-                f"{memorisation['real_median']:.2f}, minimum {memorisation['real_min']:.2f}. Synthetic volumes closer to a training "
-                f"subject than any real subject is: {_listing(flagged)}. Smooth, average-looking volumes are near every subject, so "
-                "raw distance flags them without any copying; the ratio of the nearest to the second-nearest training subject's "
-                "distance does not (a copy gives 0, a volume no nearer to one subject than to the next gives about 1). Ratio: "
-                f"synthetic median {memorisation['ratio_synthetic_median']:.3f}, minimum {memorisation['ratio_synthetic_min']:.3f}; "
-                f"real median {memorisation['ratio_real_median']:.3f}, minimum {memorisation['ratio_real_min']:.3f}. Synthetic "
-                f"volumes with a ratio below every real subject's: {_listing(memorisation['ratio_flagged'])}.",
-                "![nearest neighbours](nearest-neighbours.png)",
-                "## Samples and intensities",
-                "![montage](montage.png)",
-                "![intensity histograms](intensity-histograms.png)",
-                "## The paper's numbers, for orientation",
-                "Pinaya et al. 2022 (1 mm, MedicalNet features, SynthSeg volumes, a brain-age network): ventricular volume r "
-                f"{PAPER['ventricular_volume r']}, age r {PAPER['age r']}, MS-SSIM synthetic / real "
-                + " / ".join(map(str, PAPER["MS-SSIM synthetic / real"]))
-                + ", FID synthetic / real-vs-real "
-                + " / ".join(map(str, PAPER["FID (MedicalNet) synthetic / real-vs-real"]))
-                + ". Different features, resolution and measuring networks: "
-                "compare ratios to the real baseline, not raw values.",
-            ]
-        )
-        + "\n"
-    )
-
-
-def _listing(indices: list[int]) -> str:
-    if not indices:
-        return "none"
-    return f"{len(indices)} ({', '.join(map(str, indices[:20]))}{', ...' if len(indices) > 20 else ''})"
-
-
-def _montage(path: Path, images, labels, covariates, num_classes: int, rows: int = 6) -> Path:
-    titles = [
-        f"synthetic {i}: {r.sex}, {r.age:.0f} y, ventricles {r.ventricular_volume:.0f} mL" for i, r in covariates.head(rows).iterrows()
-    ]
-    montage(path, [x[0].numpy() for x in images[:rows]], [lab.numpy() for lab in labels[:rows]], titles, num_classes=num_classes)
-    return path
-
-
-def _histograms(path: Path, synthetic, own_labels, real, real_fractions) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
-    bins = np.linspace(0, 1, 101)
-    for name, x, brain in (("real (B)", real, real_fractions.argmax(1) > 0), ("synthetic", synthetic, own_labels > 0)):
-        values = x[:, 0][brain].numpy()
-        ax.hist(values, bins=bins, density=True, histtype="step", lw=1.5, label=f"{name} ({len(x)} volumes)")
-    ax.set_xlabel("intensity inside the brain (own label map)")
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    _io.save_figure(path, fig)
-    plt.close(fig)
-    return path
-
-
-def _scatter(path: Path, requested, measured, own, real_table, real_measured) -> Path:
-    """Requested versus measured, as the paper's Figure 3: volumes, age, and p(male) by requested sex."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4), dpi=100)
-    for ax, name in zip(axes, (*VOLUMES, "age")):
-        ax.scatter(requested[name], measured[name], s=10, alpha=0.6, label="synthetic, independent evaluator")
-        if name in VOLUMES:
-            ax.scatter(requested[name], own[name], s=10, alpha=0.6, marker="^", label="synthetic, own label map")
-        ax.scatter(real_table[name], real_measured[name], s=14, alpha=0.8, marker="s", label="real (B), independent evaluator")
-        low, high = np.nanmin([requested[name].min(), real_table[name].min()]), np.nanmax([requested[name].max(), real_table[name].max()])
-        ax.plot([low, high], [low, high], "k--", lw=1)
-        ax.set_xlabel(f"requested / true {name}")
-        ax.set_ylabel("measured")
-    axes[0].legend(fontsize=7)
-    for offset, (name, want, p) in enumerate(
-        (("synthetic", requested["sex"], measured["p_male"]), ("real (B)", real_table["sex"], real_measured["p_male"]))
-    ):
-        for k, sex in enumerate(("F", "M")):
-            values = p[want.to_numpy() == sex].to_numpy()
-            axes[3].scatter(np.full(len(values), 2 * k + offset) + np.linspace(-0.2, 0.2, len(values)), values, s=8, alpha=0.6)
-    axes[3].set_xticks(range(4), ["F synth", "F real", "M synth", "M real"])
-    axes[3].axhline(0.5, color="k", lw=0.8, ls="--")
-    axes[3].set_ylabel("predicted p(male)")
-    fig.tight_layout()
-    _io.save_figure(path, fig)
-    plt.close(fig)
-    return path
-
-
-def _nearest_pairs(path: Path, synthetic, training, table, memorisation, pairs: int = 4) -> Path:
-    """The synthetic volumes closest to a training subject, each beside that subject (axial mid-slices)."""
-    closest = np.argsort(memorisation["synthetic_distances"])[:pairs]
-    fig, axes = plt.subplots(2, len(closest), figsize=(2.6 * len(closest), 5.6), dpi=100, squeeze=False)
-    for col, i in enumerate(closest):
-        j = int(memorisation["nearest"][i])
-        for row, (volume, title) in enumerate(
-            (
-                (synthetic[i, 0], f"synthetic {i}\nL2 {memorisation['synthetic_distances'][i]:.2f}"),
-                (training[j, 0], f"nearest: {table['subject_id'].iat[j]}"),
-            )
-        ):
-            axes[row, col].imshow(mid_slices(volume.numpy())[0], cmap="gray", vmin=0, vmax=1)
-            axes[row, col].set_title(title, fontsize=8)
-            axes[row, col].set_axis_off()
-    fig.suptitle(f"real baseline: min {memorisation['real_min']:.2f}, median {memorisation['real_median']:.2f}", fontsize=9)
-    fig.tight_layout()
-    _io.save_figure(path, fig)
-    plt.close(fig)
-    return path

@@ -90,9 +90,16 @@ def _sex_features(images: torch.Tensor, extractor, spacing_mm: float) -> np.ndar
 
 
 class Evaluators:
-    def __init__(self, segmenter: UNet3d, age: _Linear, sex: _Linear, scheme: LabelScheme, voxel_mm3: float, extractor, info: dict):
+    """The segmenter and, when the model's covariates include them, the age regressor and the sex
+    classifier, with what they were trained on (``info``: settings, fingerprint, grid spacing, and
+    ``volumes``: the volume covariates the segmenter measures). Build with :meth:`fit` or :meth:`load`."""
+
+    def __init__(
+        self, segmenter: UNet3d, age: _Linear | None, sex: _Linear | None, scheme: LabelScheme, voxel_mm3: float, extractor, info: dict
+    ):
         self.segmenter, self.age, self.sex, self.scheme, self.voxel_mm3 = segmenter, age, sex, scheme, voxel_mm3
         self.extractor, self.info = extractor, info
+        self.volumes = list(info.get("volumes", []))
 
     # -- reading volumes ---------------------------------------------------------------------
 
@@ -106,17 +113,15 @@ class Evaluators:
         return probabilities[:, members].sum((1, 2, 3, 4)).double().numpy() * self.voxel_mm3 / 1000.0
 
     def measure(self, images: torch.Tensor) -> tuple[pd.DataFrame, torch.Tensor]:
-        """Per volume: ventricular and brain volume (mL), predicted age (years) and probability of
-        male sex; and the segmenter's class map (N, D, H, W), uint8."""
+        """Per volume of ``images`` (N, 1, D, H, W): each volume covariate (mL), the predicted age
+        (years) and probability of male sex (``p_male``) where those evaluators exist; and the
+        segmenter's class map (N, D, H, W), uint8."""
         probabilities = self.segment(images)
-        table = pd.DataFrame(
-            {
-                "ventricular_volume": self.volume_of(probabilities, "ventricular_volume"),
-                "brain_volume": self.volume_of(probabilities, "brain_volume"),
-                "age": self.age(_age_features(probabilities, self.voxel_mm3)),
-                "p_male": 1.0 / (1.0 + np.exp(-self.sex(_sex_features(images, self.extractor, self.info["spacing_mm"])))),
-            }
-        )
+        table = pd.DataFrame({name: self.volume_of(probabilities, name) for name in self.volumes}, index=range(len(images)))
+        if self.age is not None:
+            table["age"] = self.age(_age_features(probabilities, self.voxel_mm3))
+        if self.sex is not None:
+            table["p_male"] = 1.0 / (1.0 + np.exp(-self.sex(_sex_features(images, self.extractor, self.info["spacing_mm"]))))
         return table, probabilities.argmax(1).to(torch.uint8)
 
     # -- training and scoring on real data ---------------------------------------------------
@@ -135,8 +140,12 @@ class Evaluators:
         *,
         fingerprint: str = "",
         progress: bool = True,
+        covariates: tuple[str, ...] = ("sex", "age", "ventricular_volume", "brain_volume"),
     ) -> Evaluators:
-        """Train on real images (N, 1, ...), their label fractions (N, C, ...) and table (sex, age)."""
+        """Train on real images (N, 1, ...), their label fractions (N, C, ...) and table: the segmenter
+        always; the age regressor if ``covariates`` (the model's) include ``age``, the sex classifier
+        if they include ``sex``; volume covariates are those of ``covariates`` the label scheme can
+        measure (its ``coarse_volumes``)."""
         if not len(images) == len(fractions) == len(table):
             raise ValueError(f"images, fractions, table: {len(images)}, {len(fractions)}, {len(table)} rows; allowed: the same number")
         segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
@@ -157,12 +166,16 @@ class Evaluators:
             "fingerprint": fingerprint,
             "spacing_mm": spacing_mm,
             "final_loss": float(np.mean(losses[-20:])),
+            "volumes": [name for name in covariates if name in scheme.coarse_volumes],
         }
         info["feature_network"] = extractor.name
         probabilities = torch.softmax(predict(segmenter, images), 1)
-        age = _Linear.fit(_age_features(probabilities, voxel_mm3), table["age"].to_numpy(float), classify=False)
-        male = (table["sex"].to_numpy() == "M").astype(int)
-        sex = _Linear.fit(_sex_features(images, extractor, spacing_mm), male, classify=True)
+        age = sex = None
+        if "age" in covariates:
+            age = _Linear.fit(_age_features(probabilities, voxel_mm3), table["age"].to_numpy(float), classify=False)
+        if "sex" in covariates:
+            male = (table["sex"].to_numpy() == "M").astype(int)
+            sex = _Linear.fit(_sex_features(images, extractor, spacing_mm), male, classify=True)
         return cls(segmenter, age, sex, scheme, voxel_mm3, extractor, info)
 
     def score(self, measured: pd.DataFrame, classes: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
@@ -172,12 +185,13 @@ class Evaluators:
         truth = fractions.argmax(1).numpy()
         dice = np.nanmedian([dice_per_class(t, c.numpy(), self.scheme.num_classes) for t, c in zip(truth, classes)], axis=0)
         out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}
-        for name in ("ventricular_volume", "brain_volume", "age"):
+        for name in [*self.volumes, *(["age"] if self.age is not None else [])]:
             true, got = table[name].to_numpy(float), measured[name].to_numpy()
             out[name] = {"pearson_r": float(np.corrcoef(true, got)[0, 1]), "mae": float(np.abs(true - got).mean())}
-        male = table["sex"].to_numpy() == "M"
-        p = measured["p_male"].to_numpy()
-        out["sex"] = {"accuracy": float(((p > 0.5) == male).mean()), "auc": float(roc_auc_score(male, p))}
+        if self.sex is not None:
+            male = table["sex"].to_numpy() == "M"
+            p = measured["p_male"].to_numpy()
+            out["sex"] = {"accuracy": float(((p > 0.5) == male).mean()), "auc": float(roc_auc_score(male, p))}
         return out
 
     # -- storage -------------------------------------------------------------------------------
@@ -185,7 +199,9 @@ class Evaluators:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         tensors = {f"segmenter.{k}": v.contiguous() for k, v in self.segmenter.state_dict().items()}
-        tensors |= self.age.tensors("age") | self.sex.tensors("sex")
+        for name, model in (("age", self.age), ("sex", self.sex)):
+            if model is not None:
+                tensors |= model.tensors(name)
         with _io.atomic_path(folder / "evaluators.safetensors") as tmp:
             save_file(tensors, str(tmp))
         _io.write_json(folder / "evaluators.json", {**self.info, "scheme": self.scheme.to_dict(), "voxel_mm3": self.voxel_mm3})
@@ -201,6 +217,10 @@ class Evaluators:
         segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
         segmenter.load_state_dict({k.removeprefix("segmenter."): v for k, v in tensors.items() if k.startswith("segmenter.")})
         linear = {
-            name: _Linear(*(tensors[f"{name}.{k}"].numpy() for k in ("mean", "scale", "coef", "intercept"))) for name in ("age", "sex")
+            name: _Linear(*(tensors[f"{name}.{k}"].numpy() for k in ("mean", "scale", "coef", "intercept")))
+            if f"{name}.coef" in tensors
+            else None
+            for name in ("age", "sex")
         }
+        info.setdefault("volumes", ["ventricular_volume", "brain_volume"])  # evaluators saved before the volumes were recorded
         return cls(segmenter.eval(), linear["age"], linear["sex"], scheme, info.pop("voxel_mm3"), extractor, info)

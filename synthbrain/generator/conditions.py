@@ -79,8 +79,11 @@ class Empirical:
     continuous column (``jitter`` times that column's standard deviation, redrawn until the value
     stays inside the column's observed range, so a table inside the model's range stays inside).
 
-    ``weights`` (one per row) re-weights the table, e.g. towards a target distribution: see
-    :meth:`balanced`. Rows with a missing value in ``columns`` are left out, and say so.
+    ``columns``: the covariates to draw (default: every column but identifiers, see
+    :func:`covariate_columns`). ``weights`` (one per row) re-weights the table, e.g. towards a
+    target distribution: see :meth:`balanced`. Rows with a missing value in ``columns`` are left
+    out, and say so (``dropped``). Raises ``ValueError`` for absent columns, a negative jitter, or
+    weights that are not one finite value >= 0 per row.
     """
 
     def __init__(
@@ -90,7 +93,7 @@ class Empirical:
         jitter: float = 0.0,
         weights: Sequence[float] | None = None,
     ):
-        columns = list(columns) if columns is not None else [c for c in ("sex", "age", "ventricular_volume", "brain_volume") if c in table]
+        columns = list(columns) if columns is not None else covariate_columns(table)
         absent = [c for c in columns if c not in table.columns]
         if absent or not columns:
             raise ValueError(f"columns={columns}: not in the table (absent {absent}); table columns: {list(table.columns)}")
@@ -224,7 +227,7 @@ class Density:
     ):
         from sklearn.neighbors import KernelDensity
 
-        columns = list(columns) if columns is not None else [c for c in ("sex", "age", "ventricular_volume", "brain_volume") if c in table]
+        columns = list(columns) if columns is not None else covariate_columns(table)
         absent = [c for c in columns if c not in table.columns]
         if absent or not columns:
             raise ValueError(f"columns={columns}: not in the table (absent {absent}); table columns: {list(table.columns)}")
@@ -306,6 +309,16 @@ class Density:
         values = {c: [low, high] for c, (low, high) in self.bounds.items()}
         values.update({c: sorted({level[c] for level in self.levels}) for c in self.categorical})
         check_values(schema, values, extrapolate)
+
+
+BOOKKEEPING = ("subject_id", "participant_id", "session_id", "seed", "index", "chunk")
+
+
+def covariate_columns(table: pd.DataFrame) -> list[str]:
+    """The columns of a cohort table that may be covariates: all but identifiers and bookkeeping
+    (:data:`BOOKKEEPING`, ``qc_*``). A sampler's columns are checked against a model's schema by
+    :func:`check_sampler`, which names any the model does not know (then pass ``columns=``)."""
+    return [c for c in table.columns if c not in BOOKKEEPING and not str(c).startswith("qc_")]
 
 
 def _shares(name: str, given: Sequence[float] | Mapping[str, float] | None, keys: list[str], by_position: bool) -> list[float]:

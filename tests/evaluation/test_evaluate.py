@@ -66,8 +66,19 @@ def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, 
     report = (out / "report.md").read_text()
     for section in ("Realism", "Spot the fake", "Diversity", "Conditioning", "Label faithfulness", "Memorisation", "paper"):
         assert section in report
-    assert [row["comparison"] for row in summary["realism"]] == ["real (B) vs A", "synthetic vs A"]
-    assert set(summary["c2st"]) == {"synthetic vs real", "real vs real (B vs A)"}
+    assert [row["comparison"] for row in summary["realism"]] == ["real (B) vs A", "autoencoder reconstructions of B vs A", "synthetic vs A"]
+    assert set(summary["c2st"]) == {"synthetic vs real", "autoencoder reconstructions of B vs real A", "real vs real (B vs A)"}
+    # a row is reliable exactly when its evaluator reaches the threshold on real B; the report names the others first
+    accuracy, thresholds = summary["evaluators"]["accuracy_on_B"], summary["reliability_thresholds"]
+    for row in summary["conditioning"]:
+        name = row["covariate"]
+        if row["requested vs measured by"] == "synthetic, own label map":
+            continue
+        expected = accuracy["sex"]["auc"] >= thresholds["sex AUC"] if name == "sex" else (
+            accuracy[name]["pearson_r"] >= thresholds["age r" if name == "age" else "volume r"]
+        )
+        assert row["reliable"] == expected, row
+    assert summary["unreliable"] and report.splitlines()[2].startswith("**Unreliable rows:")
     assert summary["memorisation"]["baseline"].startswith("each training subject")
     assert json.loads((out / "report.json").read_text())["n_synthetic"] == 8
 
