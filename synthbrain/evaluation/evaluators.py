@@ -6,7 +6,7 @@ the generator (and of its own label maps):
   without the partial-volume loss of an argmax at coarse resolution);
 - an age regressor: ridge regression on the segmenter's tissue fractions of the brain and its
   brain volume (tissue proportions change with age);
-- a sex classifier: logistic regression on the image averaged to 16 mm blocks and on deepbet
+- a sex classifier: logistic regression on the image averaged over 4x4x4-voxel blocks (16 mm at 4 mm) and on deepbet
   features (:class:`~synthbrain.evaluation.features.FeatureExtractor`).
 
 :meth:`Evaluators.fit` also scores every one on held-out real subjects (their own accuracy,
@@ -40,6 +40,12 @@ SEX_CODES = ("F", "M")
 
 @dataclass(frozen=True)
 class EvaluatorSettings:
+    """How the evaluators are trained (recorded with them). ``segmenter_channels``: :class:`UNet3d`
+    channels per level; ``segmenter_steps``, ``segmenter_batch_size``, ``segmenter_lr``: its
+    :func:`~synthbrain.evaluation.networks.train_network` run; ``segmenter_loss``: a label of the loss
+    used (:func:`~synthbrain.evaluation.networks.dice_cross_entropy`), recorded, not a choice;
+    ``seed``: initialisation and batch order."""
+
     segmenter_channels: tuple[int, ...] = (8, 16, 32)
     segmenter_steps: int = 800
     segmenter_loss: str = "cross-entropy + soft Dice"
@@ -90,6 +96,11 @@ def _sex_features(images: torch.Tensor, extractor, spacing_mm: float) -> np.ndar
 
 
 class Evaluators:
+    """The three evaluators of the module docstring, for volumes on one grid. Build with :meth:`fit` or
+    :meth:`load`. ``voxel_mm3``: the volume of a voxel of that grid in mm3; ``extractor``: a
+    :class:`~synthbrain.evaluation.features.FeatureExtractor` (for the sex classifier); ``info``: settings,
+    data fingerprint, grid spacing (``spacing_mm``), final training loss and feature network name."""
+
     def __init__(self, segmenter: UNet3d, age: _Linear, sex: _Linear, scheme: LabelScheme, voxel_mm3: float, extractor, info: dict):
         self.segmenter, self.age, self.sex, self.scheme, self.voxel_mm3 = segmenter, age, sex, scheme, voxel_mm3
         self.extractor, self.info = extractor, info
@@ -97,17 +108,19 @@ class Evaluators:
     # -- reading volumes ---------------------------------------------------------------------
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, C, D, H, W) of images (N, 1, D, H, W)."""
+        """Class probabilities (N, C, D, H, W), float32 on the CPU, of images (N, 1, D, H, W) in [0, 1]."""
         return torch.softmax(predict(self.segmenter, images), 1)
 
     def volume_of(self, probabilities: torch.Tensor, covariate: str) -> np.ndarray:
-        """mL of a coarse volume (e.g. ``ventricular_volume``): summed probabilities of its classes."""
+        """(N,) mL of a coarse volume (e.g. ``ventricular_volume``): summed probabilities of its classes times
+        the voxel volume. Raises ``KeyError`` for a name not in the scheme's ``coarse_volumes``."""
         members = [self.scheme.class_names.index(m) for m in self.scheme.coarse_volumes[covariate]]
         return probabilities[:, members].sum((1, 2, 3, 4)).double().numpy() * self.voxel_mm3 / 1000.0
 
     def measure(self, images: torch.Tensor) -> tuple[pd.DataFrame, torch.Tensor]:
-        """Per volume: ventricular and brain volume (mL), predicted age (years) and probability of
-        male sex; and the segmenter's class map (N, D, H, W), uint8."""
+        """Per volume of ``images`` (N, 1, D, H, W) in [0, 1]: ventricular and brain volume (mL), predicted age
+        (years) and probability of male sex, as a table of N rows; and the segmenter's class map
+        (N, D, H, W), uint8."""
         probabilities = self.segment(images)
         table = pd.DataFrame(
             {
@@ -136,7 +149,11 @@ class Evaluators:
         fingerprint: str = "",
         progress: bool = True,
     ) -> Evaluators:
-        """Train on real images (N, 1, ...), their label fractions (N, C, ...) and table (sex, age)."""
+        """Train on real images (N, 1, D, H, W) in [0, 1], their label fractions (N, C, D, H, W) and a table of
+        N rows with ``sex`` (``"F"``/``"M"``) and ``age`` (years); ``voxel_mm3`` and ``spacing_mm`` describe
+        the grid. The age regressor is scikit-learn's ``RidgeCV``, the sex classifier its
+        ``LogisticRegressionCV`` (up to 5 folds), both on standardised features. Raises ``ValueError`` for
+        different row counts or fewer than 2 subjects of each sex."""
         if not len(images) == len(fractions) == len(table):
             raise ValueError(f"images, fractions, table: {len(images)}, {len(fractions)}, {len(table)} rows; allowed: the same number")
         segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
@@ -168,7 +185,10 @@ class Evaluators:
     def score(self, measured: pd.DataFrame, classes: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
         """Accuracy on held-out real subjects, from :meth:`measure`'s reading of their images: Dice
         per class against their label maps, and Pearson r and MAE of volumes (against the table,
-        measured at full resolution) and of age; sex accuracy and AUC."""
+        measured at full resolution) and of age; sex accuracy and AUC (scikit-learn's ``roc_auc_score``,
+        which raises ``ValueError`` when the subjects are all of one sex). ``fractions`` (N, C, D, H, W)
+        and ``table`` (``sex``, ``age``, volumes in mL) describe the same N subjects as ``measured`` and
+        ``classes``."""
         truth = fractions.argmax(1).numpy()
         dice = np.nanmedian([dice_per_class(t, c.numpy(), self.scheme.num_classes) for t, c in zip(truth, classes)], axis=0)
         out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}
@@ -183,6 +203,8 @@ class Evaluators:
     # -- storage -------------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``evaluators.safetensors`` (segmenter weights, the linear models) and ``evaluators.json``
+        (``info``, label scheme, voxel volume) into ``folder``; returns ``folder``."""
         folder = Path(folder)
         tensors = {f"segmenter.{k}": v.contiguous() for k, v in self.segmenter.state_dict().items()}
         tensors |= self.age.tensors("age") | self.sex.tensors("sex")
@@ -193,6 +215,9 @@ class Evaluators:
 
     @classmethod
     def load(cls, folder: str | Path, extractor) -> Evaluators:
+        """The evaluators :meth:`save` wrote in ``folder``, with ``extractor`` for the sex features (it must be
+        the feature network they were trained with; ``info["feature_network"]`` names it). Raises
+        ``FileNotFoundError`` for missing files and ``RuntimeError`` for segmenter weights that do not fit."""
         folder = Path(folder)
         info = json.loads((folder / "evaluators.json").read_text())
         tensors = load_file(str(folder / "evaluators.safetensors"))
