@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from synthbrain import BrainGenerator, SyntheticBrainDataset, Uniform, _io  # noqa: E402
+from synthbrain.datasets.appearance import AppearanceRandomizer  # noqa: E402
 
 
 def main() -> None:
@@ -26,8 +27,9 @@ def main() -> None:
     generator = BrainGenerator.from_pretrained(args.model)
     sampler = Uniform(age=(70, 80), sex=["F"])
     generated = SyntheticBrainDataset(1, sampler, generator, seed=0, device="cpu")[0]
-    # the same index of datasets with other seeds would be other anatomies: keep the anatomy, vary only the appearance seed
-    renders = [generator_free_render(generated["labels"], generator, seed) for seed in range(args.renders)]
+    randomizer = AppearanceRandomizer()  # the defaults SyntheticBrainDataset(appearance="randomized") uses
+    classes, affine = len(generator.label_classes), generator.image_grid.affine
+    renders = [randomizer(generated["labels"], classes, affine, seed=seed)[0] for seed in range(args.renders)]
     columns = 2 + len(renders)
     fig, axes = plt.subplots(2, columns, figsize=(2.1 * columns, 4.6), dpi=110)
     z, x = generated["image"].shape[3] // 2, generated["image"].shape[1] // 2

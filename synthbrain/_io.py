@@ -46,6 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically (:func:`atomic_path`), creating missing parent folders."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
@@ -90,16 +91,19 @@ def claim_folder(folder: str | os.PathLike, record: str, config: dict[str, Any],
 
 
 def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:
-    """Write a table as TSV (``.tsv``) or CSV (any other suffix)."""
+    """Write a table as TSV (``.tsv``) or CSV (any other suffix), without the index, missing values as
+    ``n/a`` (as BIDS tables write them), atomically."""
     sep = "\t" if str(path).endswith(".tsv") else ","
     with atomic_path(path) as tmp:
         table.to_csv(tmp, sep=sep, index=False, na_rep="n/a")
 
 
 def save_nifti(path: str | os.PathLike, data: np.ndarray, affine: np.ndarray, *, mni: bool = True) -> None:
-    """Save a 3D array with its voxel-to-RAS-mm affine (qform and sform both set).
+    """Save a 3D array with its 4 x 4 voxel-to-RAS-mm affine as NIfTI-1 (nibabel), qform and sform both
+    set, spatial units mm; the dtype of ``data`` is kept. The format follows the suffix (``.nii.gz``: gzipped).
 
-    ``mni=True`` marks the space as MNI-152 (NIfTI xform code 4), else as scanner space (code 1).
+    ``mni=True`` marks the space as MNI-152 (NIfTI-1 xform code 4, ``NIFTI_XFORM_MNI_152``), else as
+    scanner space (code 1, ``NIFTI_XFORM_SCANNER_ANAT``).
     """
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
@@ -146,6 +150,7 @@ def staged_folder(target: str | os.PathLike) -> Iterator[Path]:
 
 
 def save_figure(path: str | os.PathLike, fig) -> None:
+    """Save a matplotlib figure as PNG at the figure's own dpi, atomically (:func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=fig.dpi)
 
@@ -174,6 +179,7 @@ def shown_path(path: str | os.PathLike) -> str:
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes as 64 lowercase hex digits, read ``chunk`` bytes at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):

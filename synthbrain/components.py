@@ -32,7 +32,8 @@ def save_config(obj: _Config, folder: str | Path, class_name: str | None = None)
 
 def load_config(config_class: Any, folder: str | Path, class_name: str | None = None) -> Any:
     """``config_class.from_dict`` of ``folder/config.json``, whose ``class`` must be ``class_name``
-    (default: the config class's name); the version is ignored. Errors name the file."""
+    (default: the config class's name); the version is ignored. Raises ``ValueError`` naming the file for a
+    missing or invalid ``config.json``, another class, or keys or values that ``from_dict`` refuses."""
     folder = Path(folder)
     if not (folder / CONFIG).is_file():
         raise ValueError(f"{folder / CONFIG}: missing config.json; a component folder holds {CONFIG} (and {WEIGHTS} for a network)")
@@ -67,7 +68,8 @@ def save_component(model: nn.Module, folder: str | Path) -> None:
 
 def load_component(model_class: type[nn.Module], config_class: Any, folder: str | Path) -> nn.Module:
     """Build ``model_class(config)`` from ``folder/config.json`` and load ``folder/model.safetensors``
-    strictly (missing, unexpected or mis-shaped weights are a ``ValueError`` naming the file)."""
+    strictly, on the CPU. Raises ``ValueError`` naming the file as :func:`load_config` does, and for a missing
+    or unreadable ``model.safetensors`` or missing, unexpected or mis-shaped weights."""
     folder = Path(folder)
     config = load_config(config_class, folder, model_class.__name__)
     if not (folder / WEIGHTS).is_file():

@@ -34,7 +34,8 @@ def network_file() -> Path:
 def stages(net: torch.jit.ScriptModule, x: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
     """Feature maps (N, C, d, h, w) of the encoder stages ``names`` of a deepbet LinkNet for
     ``x`` (N, 1, D, H, W), already scaled with :func:`normalise`. Stage names, in order: ``conv1``
-    (first convolution, 1/2 resolution), ``down0`` (1/4), ``down1`` (1/8), ``down2`` (1/16), ``down3`` (1/32)."""
+    (first convolution, 1/2 resolution), ``down0`` (1/4), ``down1`` (1/8), ``down2`` (1/16), ``down3`` (1/32);
+    stages after the last one asked for are not computed. Raises ``KeyError`` for another stage name."""
     relu = getattr(net.conv, "2")  # deepbet passes its ReLU to every stage
     h = relu(getattr(net.init, "1")(getattr(net.init, "0")(x)))
     out = {"conv1": h}
@@ -49,8 +50,9 @@ def stages(net: torch.jit.ScriptModule, x: torch.Tensor, names: tuple[str, ...])
 
 
 def normalise(x: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-    """deepbet's input scaling: z-score per volume, then mean :data:`MEAN` and std :data:`STD`. With
-    ``reference``, its statistics are used (the same affine map for a prediction and its target)."""
+    """deepbet's input scaling of ``x`` (N, 1, D, H, W), same shape back: z-score per volume (over all its
+    voxels, background included; std clamped to >= 1e-6), then mean :data:`MEAN` and std :data:`STD`. With
+    ``reference`` (same shape), its statistics are used (the same affine map for a prediction and its target)."""
     ref = x if reference is None else reference
     mean = ref.mean((1, 2, 3, 4), keepdim=True)
     std = ref.std((1, 2, 3, 4), keepdim=True).clamp_min(1e-6)

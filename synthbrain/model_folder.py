@@ -47,7 +47,16 @@ LEGACY_SPACING = {"ddim": "leading", "ddpm": "trailing", "dpm++2m": "trailing"}
 
 @dataclass
 class ModelParts:
-    """Everything a generator is made of (the arguments of ``BrainGenerator``), and where it came from."""
+    """Everything a generator is made of (the arguments of ``BrainGenerator``), and where it came from.
+
+    ``autoencoder`` and ``unet``: the networks; ``schedule``: the noise schedule the UNet was trained on;
+    ``schema``: the covariates and their normalisation; ``image_grid``: the MNI grid of decoded images;
+    ``latent_scale``: the factor latents were multiplied by in training (1/std of the cached latents);
+    ``label_classes``: the name of each label class by index, or None; ``defaults``: sampling defaults
+    (``sampler``, ``steps``, ``guidance_scale``, ``timestep_spacing``); ``distribution``: the training
+    covariates' density, or None; ``source``: ``{"path", "sha256"}``, the folder read from and the
+    sha256 of each component's weights (None for parts that were not read from a folder).
+    """
 
     autoencoder: BrainAutoencoder
     unet: ConditionalUNet
@@ -102,7 +111,9 @@ def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: d
 
 
 def read_model_folder(folder: str | os.PathLike) -> ModelParts:
-    """The parts of a model folder, checked as the module docstring says (``ValueError`` naming the file)."""
+    """The parts of a model folder, checked as the module docstring says; networks are loaded on the CPU.
+    A model written before the timestep spacing was recorded gets its sampler's spacing of that time
+    (:data:`LEGACY_SPACING`). Raises ``ValueError`` naming the file for any check that fails."""
     folder = Path(folder)
     if not (folder / INDEX).is_file():
         raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")
@@ -167,7 +178,8 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a model folder, or a clear error naming the file."""
+    """A JSON object from a model folder. Raises ``ValueError`` naming the file when it is missing, not
+    valid JSON, or not a JSON object."""
     if not path.is_file():
         raise ValueError(f"{path}: missing; a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/")
     try:
@@ -181,7 +193,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def about(path: Path):
-    """Errors from reading ``path``'s content, prefixed with the file, as ``ValueError``."""
+    """Context manager: a ``KeyError``, ``TypeError`` or ``ValueError`` raised in the block is raised again
+    as a ``ValueError`` prefixed with ``path`` (a ``KeyError`` as ``missing key ...``)."""
     try:
         yield
     except (KeyError, TypeError, ValueError) as err:

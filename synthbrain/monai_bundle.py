@@ -75,7 +75,8 @@ def reference_schema() -> CovariateSchema:
 
     Sex and age are scaled as published (F = 0, M = 1; age (years - 44) / 38). The two volume
     scalings were not published: those covariates are the model's own [0, 1] values ("fraction"),
-    passed through unchanged.
+    passed through unchanged. The schema is already fitted (``low``/``high`` set), so it is not fitted
+    on any cohort.
     """
     low, high = REFERENCE_AGE_YEARS
     return CovariateSchema(
@@ -132,7 +133,9 @@ def new_key(key: str) -> str:
 
 def map_old_keys(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], *, what: str) -> dict[str, torch.Tensor]:
     """Rename old ``generative`` keys to MONAI core names and check the result against ``expected``
-    (a model's ``state_dict()``): every key present once, none unknown, every shape equal."""
+    (a model's ``state_dict()``): every key present once, none unknown, every shape equal. Returns the
+    renamed state dict (the same tensors). Raises ``ValueError`` naming ``what`` when two keys map to one
+    name, keys are unknown or missing, or shapes differ."""
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         name = new_key(key)
@@ -153,7 +156,9 @@ def map_old_keys(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, 
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` state dict from a ``.pt``/``.pth`` file, read with ``weights_only=True``."""
+    """A flat ``{name: tensor}`` state dict from a ``.pt``/``.pth`` file, read onto the CPU with
+    ``torch.load(weights_only=True)``. Raises ``ValueError`` for a file that this cannot read (pickled
+    objects included), or that holds anything but a non-empty mapping of names to tensors."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -181,7 +186,8 @@ def is_bundle(folder: str | os.PathLike) -> bool:
 
 
 def weight_files(folder: str | os.PathLike) -> tuple[Path, Path]:
-    """(autoencoder, diffusion UNet) weight files of a bundle, current names first."""
+    """(autoencoder, diffusion UNet) weight files of a bundle, current names first (:data:`WEIGHT_FILES`).
+    Raises ``ValueError`` listing what ``models/`` holds when neither pair is there."""
     models = Path(folder) / "models"
     for autoencoder, unet in WEIGHT_FILES:
         if (models / autoencoder).is_file() and (models / unet).is_file():
@@ -193,7 +199,8 @@ def weight_files(folder: str | os.PathLike) -> tuple[Path, Path]:
 def network_configs(folder: str | os.PathLike) -> tuple[AutoencoderConfig, DiffusionConfig, str]:
     """The architecture from the bundle's ``configs/inference.{json,yaml}`` (``autoencoder_def`` and
     ``diffusion_def``), or the published one where the bundle has no such definitions. Also returns
-    where it came from. Settings synthbrain's models cannot reproduce exactly are errors."""
+    where it came from (the config's path, or a sentence). Settings synthbrain's models cannot reproduce
+    exactly are a ``ValueError``, as is an autoencoder latent width that differs from the UNet's."""
     configs = Path(folder) / "configs"
     for name in INFERENCE_CONFIGS:
         path = configs / name
@@ -265,7 +272,10 @@ def _levels(value: Any, n: int, name: str, where: str) -> int:
 
 
 def autoencoder_config(definition: Mapping[str, Any], *, where: str = "autoencoder_def") -> AutoencoderConfig:
-    """A bundle's ``AutoencoderKL`` definition -> :class:`AutoencoderConfig` (image only, no attention)."""
+    """A bundle's ``AutoencoderKL`` definition -> :class:`AutoencoderConfig` (image only, no attention). Raises
+    ``ValueError`` naming ``where`` for another ``_target_``, an expression instead of a literal, a missing
+    ``channels`` or ``latent_channels``, a setting that differs from what :class:`BrainAutoencoder` builds,
+    or an unknown setting."""
     d = _Definition(definition, where)
     channels = tuple(d.get("channels", "num_channels"))
     d.expect("spatial_dims", 3, 3)
@@ -289,7 +299,9 @@ def autoencoder_config(definition: Mapping[str, Any], *, where: str = "autoencod
 
 
 def unet_config(definition: Mapping[str, Any], *, where: str = "diffusion_def") -> DiffusionConfig:
-    """A bundle's ``DiffusionModelUNet`` definition -> :class:`DiffusionConfig` (conditions concatenated and cross-attended)."""
+    """A bundle's ``DiffusionModelUNet`` definition -> :class:`DiffusionConfig` (conditions concatenated and cross-attended).
+    Raises ``ValueError`` as :func:`autoencoder_config` does; ``in_channels`` must be ``out_channels +
+    cross_attention_dim`` (the concatenated condition)."""
     d = _Definition(definition, where)
     channels = tuple(d.get("channels", "num_channels"))
     condition_dim = int(d.get("cross_attention_dim"))
@@ -359,7 +371,10 @@ def convert_bundle(bundle: str | os.PathLike, out: str | os.PathLike, *, revisio
 
     The folder is written under a temporary name beside ``out`` and renamed when complete; an
     existing non-empty ``out`` is refused unless ``overwrite=True``. ``conversion.json`` records the
-    source and the sha256 of its weight files.
+    source and the sha256 of its weight files. ``revision``: the Hub revision (branch, tag or commit).
+    Returns ``out``. Raises ``ValueError`` for an ``out`` that is a file, not empty (without
+    ``overwrite``) or not a model folder (even with ``overwrite``), a bundle the Hub cannot give
+    (:func:`~synthbrain.hub.resolve_folder`), or as :func:`load_bundle`.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -19,6 +19,18 @@ from torch import nn
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
+    """Architecture of :class:`BrainAutoencoder` (MONAI's ``AutoencoderKL``, 3D, no attention).
+
+    ``num_classes``: label classes encoded beside the image (0: image only; otherwise >= 2, background
+    included); ``channels``: feature channels per resolution level (>= 2 levels, each divisible by
+    ``norm_num_groups``); the latent is ``2 ** (len(channels) - 1)`` times smaller per axis
+    (:attr:`downsample`); ``latent_channels``: channels of the latent; ``num_res_blocks``: residual
+    blocks per level; ``norm_num_groups``: groups of the group normalisation.
+
+    Raises ``ValueError`` for ``num_classes`` of 1 or below 0, fewer than 2 levels, a level not divisible
+    by ``norm_num_groups``, or ``latent_channels`` or ``num_res_blocks`` below 1.
+    """
+
     num_classes: int = 8
     channels: tuple[int, ...] = (32, 64, 64)
     latent_channels: int = 3
@@ -39,10 +51,13 @@ class AutoencoderConfig:
         return 2 ** (len(self.channels) - 1)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``channels`` as a list)."""
         return {**asdict(self), "channels": list(self.channels)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
+        """The config that :meth:`to_dict` wrote. ``data`` must hold ``channels``; other fields fall back to
+        their defaults. Raises ``ValueError`` for unknown keys or invalid values, ``KeyError`` without ``channels``."""
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"autoencoder config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
@@ -50,6 +65,13 @@ class AutoencoderConfig:
 
 
 class AutoencoderOutput(NamedTuple):
+    """What :meth:`BrainAutoencoder.forward` returns.
+
+    ``image``: reconstruction (N, 1, D, H, W), not clamped to [0, 1]; ``label_logits``: (N, C, D, H, W)
+    with C = ``num_classes``, or None for an image-only model; ``mu``, ``sigma``: posterior mean and
+    standard deviation of the latent, (N, latent_channels, D/f, H/f, W/f) with f = ``config.downsample``.
+    """
+
     image: torch.Tensor  # (B, 1, D, H, W), unclamped
     label_logits: torch.Tensor | None  # (B, C, D, H, W)
     mu: torch.Tensor
@@ -57,6 +79,12 @@ class AutoencoderOutput(NamedTuple):
 
 
 class BrainAutoencoder(nn.Module):
+    """3D KL autoencoder (MONAI's ``AutoencoderKL``; Rombach et al. 2022) of a T1 image and its label map.
+
+    Input and output channels are ``1 + config.num_classes``: the image in [0, 1] and the one-hot labels
+    (or class fractions). Spatial sizes must be divisible by ``config.downsample``.
+    """
+
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
         self.config = config
@@ -97,17 +125,27 @@ class BrainAutoencoder(nn.Module):
         return torch.cat([image, one_hot], dim=1)
 
     def encode(self, image: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and standard deviation of the latent."""
+        """Posterior mean and standard deviation of the latent, each (N, latent_channels, D/f, H/f, W/f)
+        with f = ``config.downsample`` (sigma from a log-variance clamped to [-30, 20], as MONAI does).
+
+        ``image``: (N, 1, D, H, W) float, in [0, 1]; ``labels``: integer class indices (N, D, H, W) in
+        [0, num_classes - 1], or float class fractions (N, num_classes, D, H, W); ignored when
+        ``num_classes`` is 0. Raises ``ValueError`` for another shape, a spatial size not divisible
+        by f, missing labels on a model with classes, or class indices out of range.
+        """
         return self.net.encode(self._inputs(image, labels))
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Latent → (image, label logits or None)."""
+        """Latent (N, latent_channels, d, h, w) → (image (N, 1, d*f, h*f, w*f), not clamped; label logits
+        (N, num_classes, d*f, h*f, w*f), or None for an image-only model), with f = ``config.downsample``."""
         out = self.net.decode(z)
         return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
 
     def forward(
         self, image: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> AutoencoderOutput:
+        """Encode, draw one latent ``mu + sigma * eps`` (eps ~ N(0, 1), from ``generator`` if given, which
+        must be on the device of the model), decode. Arguments and errors as :meth:`encode`."""
         mu, sigma = self.encode(image, labels)
         noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         recon, logits = self.decode(mu + sigma * noise)

@@ -64,6 +64,10 @@ class SubjectRecord:
 
 @dataclass(frozen=True)
 class Problem:
+    """One reason a subject or file cannot be used: ``subject_id`` (None for a file with no table row),
+    ``path`` (None when the problem is with the table row), and ``reason`` in words. ``str()`` gives
+    ``subject <id> (<path>): <reason>``."""
+
     subject_id: str | None
     path: str | None
     reason: str
@@ -111,6 +115,8 @@ class Cohort:
         return pd.DataFrame(rows)
 
     def write_skipped(self, path: str | Path) -> None:
+        """Write :attr:`skipped` as a table with columns ``subject_id``, ``path`` and ``reason`` (TSV for a
+        ``.tsv`` suffix, else CSV; empty strings where a problem has no subject or path), atomically."""
         table = pd.DataFrame(
             [{"subject_id": p.subject_id or "", "path": p.path or "", "reason": p.reason} for p in self.skipped],
             columns=["subject_id", "path", "reason"],

@@ -42,9 +42,13 @@ UNIT_FACTORS: dict[str, dict[str, float]] = {
 class Covariate:
     """One conditioning variable.
 
-    ``low``/``high`` are fitted on a training cohort (physical units) and map to 0 and 1. For a
+    ``name``: the column name in participant tables; ``unit``: the physical unit (``"years"``, ``"mL"``;
+    ``""`` for a categorical); ``kind``: :data:`CONTINUOUS` or :data:`CATEGORICAL`. ``low``/``high`` are
+    fitted on a training cohort (physical units) and map to 0 and 1 (None before fitting). For a
     categorical covariate, ``categories`` lists its levels; two levels encode as one channel
     (first level 0, second 1, e.g. sex F=0, M=1 as in the reference model), more levels one-hot.
+    ``description``: free text. Raises ``ValueError`` for an unknown kind, a categorical with fewer than
+    2 levels, a continuous one with levels, only one of ``low``/``high``, or not finite ``low <= high``.
     """
 
     name: str
@@ -69,6 +73,7 @@ class Covariate:
 
     @property
     def fitted(self) -> bool:
+        """Whether :meth:`normalize` can be used: always for a categorical, once ``low``/``high`` are set otherwise."""
         return self.kind == CATEGORICAL or self.low is not None
 
     @property
@@ -98,7 +103,9 @@ class Covariate:
         return len(self.categories)
 
     def convert(self, values: np.ndarray, from_unit: str) -> np.ndarray:
-        """Convert continuous values given in ``from_unit`` into this covariate's unit."""
+        """Convert continuous values given in ``from_unit`` into this covariate's unit, by the factors of
+        :data:`UNIT_FACTORS` (e.g. mm3, cm3 or L to mL; months or days to years, a year = 365.25 days).
+        Raises ``ValueError`` for a unit with no factor to this one."""
         if from_unit == self.unit:
             return values
         factors = UNIT_FACTORS.get(self.unit, {})
@@ -140,6 +147,9 @@ class Covariate:
         return np.asarray(out, dtype=np.float64)
 
     def check_range(self, parsed: np.ndarray, extrapolate: bool = False) -> None:
+        """Raise ``ValueError`` if a parsed value lies outside the fitted [low, high] (relative tolerance
+        1e-9), naming a unit in which the values would fit (e.g. mm3 given for mL). Categorical, unfitted
+        covariates and ``extrapolate=True`` are never checked; NaN values pass."""
         if self.kind == CATEGORICAL or extrapolate or self.low is None:
             return
         tol = 1e-9 * max(1.0, abs(self.high - self.low))
@@ -156,7 +166,10 @@ class Covariate:
             )
 
     def normalize(self, values: Iterable[Any], extrapolate: bool = False) -> np.ndarray:
-        """Physical values → (N, width) float32 array in [0, 1] (beyond it only when extrapolating)."""
+        """Physical values (N values, in :attr:`unit`) → (N, width) float32 array in [0, 1] (beyond it only
+        when extrapolating; all 0 when ``low == high``); a two-level categorical as 0/1, more levels
+        one-hot. Raises ``ValueError`` for an unfitted covariate, invalid or missing values, or values
+        outside the fitted range without ``extrapolate``."""
         if not self.fitted:
             raise ValueError(f"covariate {self.name!r} is not fitted; call CovariateSchema.fit on a training table first")
         parsed = self.parse(values)
@@ -175,7 +188,9 @@ class Covariate:
         return scaled[:, None].astype(np.float32)
 
     def denormalize(self, x: np.ndarray) -> np.ndarray:
-        """(N, width) normalised values → physical values (category labels for categoricals)."""
+        """(N, width) normalised values → (N,) physical values (float64 in :attr:`unit`, not clipped to the
+        fitted range; for categoricals an object array of level names: 1 channel thresholded at 0.5,
+        one-hot by argmax). Needs a fitted continuous covariate."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), self.width)
         if self.kind == CATEGORICAL:
             index = (x[:, 0] >= 0.5).astype(int) if self.width == 1 else x.argmax(axis=1)
@@ -184,7 +199,10 @@ class Covariate:
 
 
 class CovariateSchema:
-    """An ordered set of covariates; the order is the order of the conditioning vector."""
+    """An ordered set of covariates; the order is the order of the conditioning vector, which is
+    (N, :attr:`width`) float32, each covariate taking :attr:`Covariate.width` consecutive channels.
+    Raises ``ValueError`` for no covariates or duplicate names. ``schema["age"]`` is the covariate
+    called ``age`` (``KeyError`` for an unknown name)."""
 
     def __init__(self, covariates: Sequence[Covariate]):
         names = [c.name for c in covariates]
@@ -196,14 +214,17 @@ class CovariateSchema:
 
     @property
     def names(self) -> list[str]:
+        """The covariate names, in order."""
         return [c.name for c in self.covariates]
 
     @property
     def width(self) -> int:
+        """Channels of the conditioning vector: the sum of the covariates' widths."""
         return sum(c.width for c in self.covariates)
 
     @property
     def fitted(self) -> bool:
+        """Whether every covariate is fitted (see :attr:`Covariate.fitted`)."""
         return all(c.fitted for c in self.covariates)
 
     def __getitem__(self, name: str) -> Covariate:
@@ -219,7 +240,9 @@ class CovariateSchema:
         return f"CovariateSchema({list(self.covariates)!r})"
 
     def fit(self, table: pd.DataFrame) -> CovariateSchema:
-        """Return a copy whose continuous covariates are scaled to [0, 1] over ``table``'s values."""
+        """Return a copy whose continuous covariates are scaled to [0, 1] over ``table``'s values: ``low`` and
+        ``high`` the minimum and maximum of each column, missing values ignored (min-max scaling as Pinaya
+        et al. 2022). Raises ``ValueError`` for a missing column, a column with no values, or invalid values."""
         fitted = []
         for c in self.covariates:
             if c.name not in table.columns:
@@ -248,11 +271,15 @@ class CovariateSchema:
         return columns
 
     def normalize(self, covariates: pd.DataFrame | Mapping[str, Any], extrapolate: bool = False) -> np.ndarray:
-        """Physical covariates (a table, or a mapping of name to scalar or list) → (N, width) float32."""
+        """Physical covariates (a table, or a mapping of name to scalar or list; exactly the schema's names,
+        all of one length N) → (N, width) float32, as :meth:`Covariate.normalize`. Raises ``ValueError`` for
+        unknown or missing names, columns of different lengths, or what :meth:`Covariate.normalize` refuses."""
         columns = self._columns(covariates)
         return np.concatenate([c.normalize(columns[c.name], extrapolate) for c in self.covariates], axis=1)
 
     def denormalize(self, x: np.ndarray) -> pd.DataFrame:
+        """(N, width) conditioning vectors → a table of N rows of physical values, one column per covariate
+        (see :meth:`Covariate.denormalize`). Raises ``ValueError`` for another shape."""
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != self.width:
             raise ValueError(f"x: shape {x.shape}; expected (N, {self.width})")
@@ -263,10 +290,13 @@ class CovariateSchema:
         return pd.DataFrame(out)
 
     def to_dict(self) -> dict[str, Any]:
+        """``{"covariates": [each covariate's fields]}``, JSON-ready."""
         return {"covariates": [{**asdict(c), "categories": list(c.categories)} for c in self.covariates]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CovariateSchema:
+        """The schema that :meth:`to_dict` wrote. Raises ``ValueError`` for keys other than ``covariates``,
+        unknown covariate fields, or invalid covariates."""
         if set(data) != {"covariates"}:
             raise ValueError(f"covariate schema: keys {sorted(data)}; expected exactly ['covariates']")
         known = set(Covariate.__dataclass_fields__)
@@ -279,15 +309,19 @@ class CovariateSchema:
         return cls(covariates)
 
     def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON to ``path`` (atomically)."""
         _io.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> CovariateSchema:
+        """The schema saved at ``path`` by :meth:`save`. Raises ``ValueError`` as :meth:`from_dict` (and for
+        invalid JSON), ``FileNotFoundError`` when there is no file."""
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def default_schema() -> CovariateSchema:
-    """The reference model's four covariates, in its order: sex, age, ventricular and brain volume."""
+    """The reference model's four covariates, in its order, unfitted: sex (F/M), age (years), ventricular
+    volume (mL) and brain volume (mL)."""
     return CovariateSchema(
         [
             Covariate("sex", "", CATEGORICAL, categories=("F", "M"), description="biological sex; F=0, M=1"),

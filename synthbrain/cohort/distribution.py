@@ -25,6 +25,14 @@ from synthbrain.cohort.covariates import CATEGORICAL, CONTINUOUS, CovariateSchem
 
 @dataclass
 class CovariateDistribution:
+    """The density of a training cohort's covariates (see the module docstring).
+
+    ``schema``: the fitted schema (exactly one categorical covariate); ``group``: the categorical
+    covariate the mixtures are split by; ``group_probabilities``: each level's frequency among the
+    complete rows; ``mixtures``: per level, a Gaussian mixture over the normalised continuous
+    covariates in schema order (``weights`` [K], ``means`` [K][D], ``covariances`` [K][D][D], as lists).
+    """
+
     schema: CovariateSchema
     group: str  # the categorical covariate the mixtures are split by
     group_probabilities: dict[str, float]
@@ -32,10 +40,15 @@ class CovariateDistribution:
 
     @property
     def continuous(self) -> list[str]:
+        """The continuous covariates, in schema order: the mixtures' dimensions."""
         return [c.name for c in self.schema.covariates if c.kind == CONTINUOUS]
 
     @classmethod
     def fit(cls, table: pd.DataFrame, schema: CovariateSchema, components: int = 2, seed: int = 0) -> CovariateDistribution:
+        """Fit one ``components``-component mixture per level on the rows of ``table`` with every covariate
+        of the fitted ``schema`` present (:func:`fit_mixture`, deterministic for ``seed``). Raises
+        ``ValueError`` unless the schema has exactly one categorical covariate, or when a level has fewer
+        than ``2 * components`` complete rows."""
         groups = [c for c in schema.covariates if c.kind == CATEGORICAL]
         if len(groups) != 1:
             raise ValueError(f"schema: needs exactly one categorical covariate to split by, has {[c.name for c in groups]}")
@@ -54,10 +67,13 @@ class CovariateDistribution:
         return cls(schema, group.name, probabilities, mixtures)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``group``, ``group_probabilities``, ``mixtures``), without the schema."""
         return {"group": self.group, "group_probabilities": self.group_probabilities, "mixtures": self.mixtures}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], schema: CovariateSchema) -> CovariateDistribution:
+        """The distribution that :meth:`to_dict` wrote, for ``schema``. Raises ``ValueError`` unless ``data``
+        has exactly the keys ``group``, ``group_probabilities`` and ``mixtures`` (their content is not checked)."""
         expected = {"group", "group_probabilities", "mixtures"}
         if set(data) != expected:
             raise ValueError(
@@ -67,7 +83,10 @@ class CovariateDistribution:
         return cls(schema, data["group"], data["group_probabilities"], data["mixtures"])
 
     def sample(self, n: int, given: dict[str, Any] | None = None, seed: int = 0, max_tries: int = 1000) -> pd.DataFrame:
-        """``n`` rows of physical covariates; those in ``given`` (scalars) are fixed, the rest drawn."""
+        """A table of ``n`` rows of physical covariates (schema columns and units); those in ``given``
+        (scalars, physical units, any range) are fixed in every row, the rest drawn from the conditional
+        density, inside the fitted range, with ``np.random.default_rng(seed)``. Raises ``ValueError`` for
+        ``n`` < 1, unknown names in ``given``, or no draw inside the range in ``max_tries``."""
         if not (isinstance(n, int) and n >= 1):
             raise ValueError(f"n={n!r}; allowed: an integer >= 1")
         given = dict(given or {})

@@ -58,8 +58,9 @@ class HeaderGeometry:
     """The transform chosen for one file.
 
     ``affine`` is the (4, 4) voxel-index (i, j, k) to world-mm (RAS+) matrix; ``source`` is
-    ``"sform"`` or ``"qform"``; ``notes`` say what was decided and why (for example that a singular
-    sform was passed over for the valid qform).
+    ``"sform"`` or ``"qform"``; ``qform_code`` and ``sform_code`` are the header's codes (NIfTI-1 xform
+    codes 0-5); ``pixdim`` is the header's ``pixdim[1:4]`` in mm; ``notes`` say what was decided and why
+    (for example that a singular sform was passed over for the valid qform).
     """
 
     source: str
@@ -71,14 +72,17 @@ class HeaderGeometry:
 
     @property
     def axcodes(self) -> tuple[str, str, str]:
+        """The direction each voxel axis points to, as nibabel's ``aff2axcodes`` gives it (e.g. ``("R", "A", "S")``)."""
         return tuple(nib.aff2axcodes(self.affine))
 
     @property
     def voxel_size_mm(self) -> tuple[float, float, float]:
+        """The voxel size along each voxel axis in mm: the column norms of the affine's 3 x 3 part."""
         return tuple(float(x) for x in np.linalg.norm(self.affine[:3, :3], axis=0))
 
     @property
     def voxel_volume_mm3(self) -> float:
+        """The volume of one voxel in mm3: the absolute determinant of the affine's 3 x 3 part (exact for sheared grids)."""
         return float(abs(np.linalg.det(self.affine[:3, :3])))
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +100,7 @@ class HeaderGeometry:
 
 
 def check_trust(trust: str | None) -> None:
+    """Raise ``ValueError`` unless ``trust`` is None, ``"sform"`` or ``"qform"``."""
     if trust is not None and trust not in TRUST:
         raise ValueError(f"trust_header={trust!r}; allowed: None (use them when they agree), {list(TRUST)}")
 
@@ -213,7 +218,8 @@ def read_geometry(path: str | Path, trust: str | None = None) -> HeaderGeometry:
 
 def load_oriented(path: str | Path, trust: str | None = None) -> tuple[nib.Nifti1Image, HeaderGeometry]:
     """The image of ``path`` with its checked transform as its affine (voxels in memory, scaled by
-    the header's ``scl_slope``/``scl_inter``), and the :class:`HeaderGeometry` that chose it."""
+    the header's ``scl_slope``/``scl_inter``; the dtype nibabel gives, float for scaled data), and the
+    :class:`HeaderGeometry` that chose it. Raises as :func:`read_geometry`."""
     geometry = read_geometry(path, trust)
     data = np.asanyarray(nib.load(path).dataobj)
     return nib.Nifti1Image(data, geometry.affine), geometry

@@ -25,6 +25,13 @@ BUILTIN_SCHEMES = ("muse-coarse",)
 
 @dataclass(frozen=True)
 class LabelScheme:
+    """A label scheme read from its JSON form (see the module docstring).
+
+    ``class_names``: the coarse classes by index (0 is background); ``class_labels``: the fine source
+    labels of each class; ``volumes``: covariate name → ``{"labels": [fine labels] or "nonzero"}``;
+    ``coarse_volumes``: covariate name → the class names it sums; ``description``: free text.
+    """
+
     name: str
     class_names: tuple[str, ...]
     class_labels: tuple[tuple[int, ...], ...]
@@ -34,6 +41,9 @@ class LabelScheme:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LabelScheme:
+        """The scheme from its JSON form. Raises ``ValueError`` when the class indices are not 0..C-1, a
+        fine label is in two classes, or ``coarse_volumes`` names an unknown class; ``KeyError`` for a
+        missing ``name``, ``classes`` or class field."""
         classes = sorted(data["classes"], key=lambda c: c["index"])
         indices = [c["index"] for c in classes]
         if indices != list(range(len(classes))):
@@ -63,7 +73,8 @@ class LabelScheme:
 
     @classmethod
     def load(cls, name_or_path: str | Path) -> LabelScheme:
-        """Load a built-in scheme by name (``"muse-coarse"``) or a scheme JSON file by path."""
+        """Load a built-in scheme by name (``"muse-coarse"``) or a scheme JSON file by path. Raises
+        ``ValueError`` when it is neither, or as :meth:`from_dict`."""
         if str(name_or_path) in BUILTIN_SCHEMES:
             text = resources.files("synthbrain.cohort").joinpath("label_schemes").joinpath(f"{name_or_path}.json").read_text("utf-8")
         else:
@@ -74,6 +85,7 @@ class LabelScheme:
         return cls.from_dict(json.loads(text))
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form that :meth:`from_dict` reads."""
         return {
             "name": self.name,
             "description": self.description,
@@ -87,10 +99,12 @@ class LabelScheme:
 
     @property
     def num_classes(self) -> int:
+        """Number of coarse classes, background included."""
         return len(self.class_names)
 
     def remap(self, labels: np.ndarray) -> np.ndarray:
-        """Fine labels → coarse class indices (uint8). Raises if a label has no class."""
+        """Fine integer labels (any shape) → coarse class indices, uint8 of the same shape. Raises
+        ``ValueError`` naming the labels that no class maps."""
         present = np.unique(labels)
         mapped = {label for group in self.class_labels for label in group}
         unmapped = sorted(int(x) for x in present if int(x) not in mapped)
@@ -104,7 +118,8 @@ class LabelScheme:
         return lut[labels.astype(np.int64)]
 
     def measure_volumes(self, labels: np.ndarray, voxel_volume_mm3: float) -> dict[str, float]:
-        """Volumes in mL of each entry of ``volumes``, measured on fine source labels."""
+        """Volumes in mL of each entry of ``volumes``, measured on fine source labels (a 3D integer map) with
+        voxels of ``voxel_volume_mm3`` mm3 (1 mL = 1000 mm3)."""
         out = {}
         for key, spec in self.volumes.items():
             members = spec["labels"]
@@ -113,7 +128,8 @@ class LabelScheme:
         return out
 
     def measure_coarse_volumes(self, classes: np.ndarray, voxel_volume_mm3: float) -> dict[str, float]:
-        """Volumes in mL of each entry of ``coarse_volumes``, measured on a coarse class map."""
+        """Volumes in mL of each entry of ``coarse_volumes``, measured on a coarse class-index map with
+        voxels of ``voxel_volume_mm3`` mm3."""
         out = {}
         for key, members in self.coarse_volumes.items():
             mask = np.isin(classes, [self.class_names.index(m) for m in members])

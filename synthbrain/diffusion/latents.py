@@ -31,6 +31,16 @@ from synthbrain.preprocessing.prepared import PreparedCohort
 
 @dataclass
 class LatentCache:
+    """A latent cache folder written by :func:`cache_latents`, in memory.
+
+    ``latents``: float32 posterior means (N, C, d, h, w), unscaled (diffusion training multiplies them by
+    ``scale``); ``conditions``: float32 normalised covariates (N, schema.width), a NaN row where a subject
+    lacks a covariate; ``subject_ids``: N ids in row order (mirrored copies as ``<id>:mirrored``);
+    ``scale``: 1 / standard deviation of all latent elements; ``schema``: the covariate schema;
+    ``meta``: the whole ``latents.json`` (autoencoder path and sha256, prepared cohort, image grid,
+    downsampling, mirroring, latent shape).
+    """
+
     latents: torch.Tensor  # (N, C, d, h, w), unscaled
     conditions: torch.Tensor  # (N, width); NaN rows where covariates are missing
     subject_ids: list[str]
@@ -40,6 +50,8 @@ class LatentCache:
 
     @classmethod
     def load(cls, folder: str | Path) -> LatentCache:
+        """Read ``latents.json`` and ``latents.safetensors`` from ``folder``. Raises ``ValueError`` when
+        ``folder`` has no ``latents.json``."""
         folder = Path(folder)
         if not (folder / "latents.json").is_file():
             raise ValueError(f"latents={str(folder)!r}: no latents.json (run the latent caching step first)")
@@ -49,7 +61,7 @@ class LatentCache:
         return cls(tensors["latents"], tensors["conditions"], meta["subject_ids"], meta["scale"], schema, meta)
 
     def complete(self) -> torch.Tensor:
-        """Indices of the subjects with every covariate present."""
+        """Row indices (K,) int64 of the subjects with every covariate present (no NaN in ``conditions``)."""
         return torch.nonzero(~torch.isnan(self.conditions).any(dim=1)).flatten()
 
 
@@ -65,8 +77,15 @@ def cache_latents(
     mirror: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Encode every subject (averaged by ``downsample`` as in autoencoder training), and with
-    ``mirror`` its left-right mirror image too."""
+    """Encode every subject of the prepared cohort ``prepared`` with the autoencoder model folder
+    ``autoencoder`` and write the cache (see the module docstring) to the folder ``out``; returns ``out``.
+
+    Images are averaged over ``downsample``-voxel blocks as in autoencoder training (labels become class
+    fractions); with ``mirror`` each subject's left-right mirror image is encoded too and appended after
+    all the originals. The latents kept are the posterior means, not samples. Raises ``ValueError`` as
+    :meth:`PreparedCohort.load <synthbrain.preprocessing.prepared.PreparedCohort.load>` and
+    :func:`~synthbrain.components.load_component` do (no prepared cohort or model folder, bad ``downsample``).
+    """
     model = load_component(BrainAutoencoder, AutoencoderConfig, autoencoder).to(device).eval()
     cohort = PreparedCohort.load(prepared, downsample)
     loader = torch.utils.data.DataLoader(cohort, batch_size=batch_size)

@@ -32,7 +32,10 @@ class DiffusionConfig:
     model does), ``embed_condition`` also adds it to the timestep embedding through an MLP, and
     ``classifier_free_guidance`` records whether the weights were trained with condition dropout
     (False for the released reference model: guidance scales other than 1 are refused for it).
-    Raises ``ValueError`` for inconsistent levels, group counts or head sizes."""
+    ``latent_channels`` is the autoencoder's latent width; ``num_res_blocks`` residual blocks per level;
+    ``resblock_updown`` resamples with residual blocks rather than plain convolutions (MONAI's option).
+    Raises ``ValueError`` for inconsistent levels, group counts or head sizes, or a ``condition_dim`` or
+    ``latent_channels`` below 1."""
 
     latent_channels: int = 3
     condition_dim: int = 4
@@ -71,15 +74,21 @@ class DiffusionConfig:
 
     @property
     def downsample(self) -> int:
+        """The factor each latent spatial size must be divisible by: ``2 ** (len(channels) - 1)``."""
         return 2 ** (len(self.channels) - 1)
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (tuples as lists)."""
         levels = {"channels": list(self.channels), "attention_levels": list(self.attention_levels)}
         heads = self.num_head_channels if isinstance(self.num_head_channels, int) else list(self.num_head_channels)
         return {**asdict(self), **levels, "num_head_channels": heads}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DiffusionConfig:
+        """The config that :meth:`to_dict` wrote. ``data`` must hold ``channels`` and ``attention_levels``;
+        other fields fall back to their defaults (so a config written before a field existed keeps the
+        default, e.g. ``classifier_free_guidance=True``). Raises ``ValueError`` for unknown keys or invalid
+        values, ``KeyError`` without ``channels`` or ``attention_levels``."""
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"diffusion config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
@@ -87,6 +96,15 @@ class DiffusionConfig:
 
 
 class ConditionalUNet(nn.Module):
+    """The noise-predicting 3D UNet of the latent diffusion model (MONAI's ``DiffusionModelUNet``;
+    conditioning as Pinaya et al. 2022), configured by a :class:`DiffusionConfig`.
+
+    The covariate vector (N, condition_dim), normalised to [0, 1] or :data:`NULL_CONDITION`, is the
+    single cross-attention token, and with ``concat_condition`` also ``condition_dim`` constant input
+    channels; with ``embed_condition`` an MLP (condition_dim → 4 * channels[0] → 4 * channels[0]) adds
+    it to the timestep embedding in place of MONAI's class embedding.
+    """
+
     def __init__(self, config: DiffusionConfig):
         super().__init__()
         self.config = config
@@ -112,7 +130,13 @@ class ConditionalUNet(nn.Module):
             self.net.class_embedding = nn.Sequential(nn.Linear(config.condition_dim, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        """x: (B, latent, d, h, w) noisy latents; t: (B,) timesteps; condition: (B, condition_dim)."""
+        """Predicted noise (N, latent_channels, d, h, w) (the standard normal noise added to the scaled latents).
+
+        ``x``: noisy latents (N, latent_channels, d, h, w), each of d, h, w divisible by
+        ``config.downsample``; ``t``: (N,) integer timesteps in [0, num_train_timesteps); ``condition``:
+        (N, condition_dim), cast to the dtype of ``x``. Raises ``ValueError`` for a condition of another
+        shape or spatial sizes not divisible by ``config.downsample``.
+        """
         if condition.ndim != 2 or condition.shape != (x.shape[0], self.config.condition_dim):
             raise ValueError(f"condition: shape {tuple(condition.shape)}; expected ({x.shape[0]}, {self.config.condition_dim})")
         if any(n % self.config.downsample for n in x.shape[2:]):
@@ -127,7 +151,10 @@ class ConditionalUNet(nn.Module):
         return self.net(x, timesteps=t, context=condition[:, None, :], class_labels=class_labels)
 
     def guided(self, x: torch.Tensor, t: int, condition: torch.Tensor, guidance_scale: float = 1.0) -> torch.Tensor:
-        """Noise prediction with classifier-free guidance, both branches in one batched call."""
+        """Noise prediction (N, latent_channels, d, h, w) at the single timestep ``t`` for every item, with
+        classifier-free guidance (Ho and Salimans 2022): ``eps_null + guidance_scale * (eps_cond - eps_null)``,
+        both branches in one batch of 2N. ``guidance_scale=1`` is the plain conditional prediction (one
+        batch of N). Arguments and errors as :meth:`forward`."""
         timesteps = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         if guidance_scale == 1.0:
             return self(x, timesteps, condition)
@@ -138,7 +165,9 @@ class ConditionalUNet(nn.Module):
 
 
 def drop_conditions(condition: torch.Tensor, probability: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Replace each row by the null condition with ``probability`` (classifier-free guidance training)."""
+    """``condition`` (N, condition_dim) with each row replaced by :data:`NULL_CONDITION` with ``probability``
+    (classifier-free guidance training, Ho and Salimans 2022); the draws come from ``generator``, a CPU
+    generator if given. Raises ``ValueError`` for a probability outside [0, 1]."""
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability={probability}; allowed: [0, 1]")
     drop = torch.rand(condition.shape[0], generator=generator, device="cpu").to(condition.device) < probability

@@ -6,7 +6,7 @@ the generator (and of its own label maps):
   without the partial-volume loss of an argmax at coarse resolution);
 - an age regressor: ridge regression on the segmenter's tissue fractions of the brain and its
   brain volume (tissue proportions change with age);
-- a sex classifier: logistic regression on the image averaged to 16 mm blocks and on deepbet
+- a sex classifier: logistic regression on the image averaged over 4x4x4-voxel blocks (16 mm at 4 mm) and on deepbet
   features (:class:`~synthbrain.evaluation.features.FeatureExtractor`).
 
 :meth:`Evaluators.fit` also scores every one on held-out real subjects (their own accuracy,
@@ -40,6 +40,12 @@ SEX_CODES = ("F", "M")
 
 @dataclass(frozen=True)
 class EvaluatorSettings:
+    """How the evaluators are trained (recorded with them). ``segmenter_channels``: :class:`UNet3d`
+    channels per level; ``segmenter_steps``, ``segmenter_batch_size``, ``segmenter_lr``: its
+    :func:`~synthbrain.evaluation.networks.train_network` run; ``segmenter_loss``: a label of the loss
+    used (:func:`~synthbrain.evaluation.networks.dice_cross_entropy`), recorded, not a choice;
+    ``seed``: initialisation and batch order."""
+
     segmenter_channels: tuple[int, ...] = (8, 16, 32)
     segmenter_steps: int = 800
     segmenter_loss: str = "cross-entropy + soft Dice"
@@ -90,9 +96,12 @@ def _sex_features(images: torch.Tensor, extractor, spacing_mm: float) -> np.ndar
 
 
 class Evaluators:
-    """The segmenter and, when the model's covariates include them, the age regressor and the sex
-    classifier, with what they were trained on (``info``: settings, fingerprint, grid spacing, and
-    ``volumes``: the volume covariates the segmenter measures). Build with :meth:`fit` or :meth:`load`."""
+    """The evaluators of the module docstring, for volumes on one grid: the segmenter and, when the
+    model's covariates include them, the age regressor and the sex classifier (else None). Build with
+    :meth:`fit` or :meth:`load`. ``voxel_mm3``: the volume of a voxel of that grid in mm3;
+    ``extractor``: a :class:`~synthbrain.evaluation.features.FeatureExtractor` (for the sex
+    classifier); ``info``: settings, data fingerprint, grid spacing (``spacing_mm``), final training
+    loss, feature network name and ``volumes``, the volume covariates the segmenter measures."""
 
     def __init__(
         self, segmenter: UNet3d, age: _Linear | None, sex: _Linear | None, scheme: LabelScheme, voxel_mm3: float, extractor, info: dict
@@ -104,18 +113,19 @@ class Evaluators:
     # -- reading volumes ---------------------------------------------------------------------
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities (N, C, D, H, W) of images (N, 1, D, H, W)."""
+        """Class probabilities (N, C, D, H, W), float32 on the CPU, of images (N, 1, D, H, W) in [0, 1]."""
         return torch.softmax(predict(self.segmenter, images), 1)
 
     def volume_of(self, probabilities: torch.Tensor, covariate: str) -> np.ndarray:
-        """mL of a coarse volume (e.g. ``ventricular_volume``): summed probabilities of its classes."""
+        """(N,) mL of a coarse volume (e.g. ``ventricular_volume``): summed probabilities of its classes times
+        the voxel volume. Raises ``KeyError`` for a name not in the scheme's ``coarse_volumes``."""
         members = [self.scheme.class_names.index(m) for m in self.scheme.coarse_volumes[covariate]]
         return probabilities[:, members].sum((1, 2, 3, 4)).double().numpy() * self.voxel_mm3 / 1000.0
 
     def measure(self, images: torch.Tensor) -> tuple[pd.DataFrame, torch.Tensor]:
-        """Per volume of ``images`` (N, 1, D, H, W): each volume covariate (mL), the predicted age
-        (years) and probability of male sex (``p_male``) where those evaluators exist; and the
-        segmenter's class map (N, D, H, W), uint8."""
+        """Per volume of ``images`` (N, 1, D, H, W) in [0, 1], a table of N rows: each volume covariate
+        (mL), the predicted age (years) and probability of male sex (``p_male``) where those
+        evaluators exist; and the segmenter's class map (N, D, H, W), uint8."""
         probabilities = self.segment(images)
         table = pd.DataFrame({name: self.volume_of(probabilities, name) for name in self.volumes}, index=range(len(images)))
         if self.age is not None:
@@ -142,10 +152,13 @@ class Evaluators:
         progress: bool = True,
         covariates: tuple[str, ...] = ("sex", "age", "ventricular_volume", "brain_volume"),
     ) -> Evaluators:
-        """Train on real images (N, 1, ...), their label fractions (N, C, ...) and table: the segmenter
-        always; the age regressor if ``covariates`` (the model's) include ``age``, the sex classifier
-        if they include ``sex``; volume covariates are those of ``covariates`` the label scheme can
-        measure (its ``coarse_volumes``)."""
+        """Train on real images (N, 1, D, H, W) in [0, 1], their label fractions (N, C, D, H, W) and a
+        table of N rows; ``voxel_mm3`` and ``spacing_mm`` describe the grid. The segmenter always; the
+        age regressor (scikit-learn's ``RidgeCV``, on ``age`` in years) if ``covariates`` (the
+        model's) include ``age``; the sex classifier (``LogisticRegressionCV``, up to 5 folds, on
+        ``sex`` "F"/"M") if they include ``sex``; volume covariates are those of ``covariates`` the
+        label scheme can measure (its ``coarse_volumes``). Raises ``ValueError`` for different row
+        counts or fewer than 2 subjects of each sex."""
         if not len(images) == len(fractions) == len(table):
             raise ValueError(f"images, fractions, table: {len(images)}, {len(fractions)}, {len(table)} rows; allowed: the same number")
         segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
@@ -181,7 +194,10 @@ class Evaluators:
     def score(self, measured: pd.DataFrame, classes: torch.Tensor, fractions: torch.Tensor, table: pd.DataFrame) -> dict:
         """Accuracy on held-out real subjects, from :meth:`measure`'s reading of their images: Dice
         per class against their label maps, and Pearson r and MAE of volumes (against the table,
-        measured at full resolution) and of age; sex accuracy and AUC."""
+        measured at full resolution) and of age; sex accuracy and AUC (scikit-learn's ``roc_auc_score``,
+        which raises ``ValueError`` when the subjects are all of one sex). ``fractions`` (N, C, D, H, W)
+        and ``table`` (``sex``, ``age``, volumes in mL) describe the same N subjects as ``measured`` and
+        ``classes``."""
         truth = fractions.argmax(1).numpy()
         dice = np.nanmedian([dice_per_class(t, c.numpy(), self.scheme.num_classes) for t, c in zip(truth, classes)], axis=0)
         out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}
@@ -197,6 +213,8 @@ class Evaluators:
     # -- storage -------------------------------------------------------------------------------
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``evaluators.safetensors`` (segmenter weights, the linear models) and ``evaluators.json``
+        (``info``, label scheme, voxel volume) into ``folder``; returns ``folder``."""
         folder = Path(folder)
         tensors = {f"segmenter.{k}": v.contiguous() for k, v in self.segmenter.state_dict().items()}
         for name, model in (("age", self.age), ("sex", self.sex)):
@@ -209,6 +227,9 @@ class Evaluators:
 
     @classmethod
     def load(cls, folder: str | Path, extractor) -> Evaluators:
+        """The evaluators :meth:`save` wrote in ``folder``, with ``extractor`` for the sex features (it must be
+        the feature network they were trained with; ``info["feature_network"]`` names it). Raises
+        ``FileNotFoundError`` for missing files and ``RuntimeError`` for segmenter weights that do not fit."""
         folder = Path(folder)
         info = json.loads((folder / "evaluators.json").read_text())
         tensors = load_file(str(folder / "evaluators.safetensors"))

@@ -27,7 +27,15 @@ from synthbrain import deepbet
 
 class FeatureExtractor:
     """``extractor(volumes, spacing_mm)`` -> (N, F) float64 numpy features of volumes (N, 1, D, H, W)
-    in [0, 1] on an RAS grid of ``spacing_mm`` voxels."""
+    in [0, 1] on an RAS grid of ``spacing_mm`` voxels (F = 224 for the default deepbet encoder).
+
+    ``path``: a TorchScript network mapping (N, 1, D, H, W) to (N, F), or None for deepbet's;
+    ``spacing_mm``: the spacing volumes are resampled to (trilinear) before the network; ``batch_size``
+    volumes per forward pass, on ``device``. The default network applies deepbet's input scaling
+    (0.5 and 99.5 percentiles to [0, 1], then :func:`synthbrain.deepbet.normalise`) first; another
+    network gets the volumes as they are. Calling raises ``ValueError`` for another shape or a
+    ``spacing_mm`` <= 0; building one raises ``ValueError`` when deepbet is not installed.
+    """
 
     def __init__(self, path: str | Path | None = None, *, spacing_mm: float = 2.0, batch_size: int = 4, device: str = "cpu"):
         self.path = Path(path) if path is not None else deepbet.network_file()

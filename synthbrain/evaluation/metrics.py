@@ -28,17 +28,25 @@ MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. (2003)
 
 
 class PrecisionRecall(NamedTuple):
+    """What :func:`knn_precision_recall` returns: two fractions in [0, 1]."""
+
     precision: float
     recall: float
 
 
 class MMDTest(NamedTuple):
+    """What :func:`mmd_permutation_test` returns: the observed unbiased MMD^2 (squared kernel units,
+    may be slightly negative), its permutation p-value in (0, 1], and the number of permutations."""
+
     mmd2: float
     p_value: float
     permutations: int
 
 
 class TwoSampleTest(NamedTuple):
+    """What :func:`classifier_two_sample_test` returns: test accuracy in [0, 1] (chance 0.5), its Wilson
+    95 % interval ``[ci_low, ci_high]``, and the number of test and training volumes (both classes)."""
+
     accuracy: float
     ci_low: float
     ci_high: float
@@ -47,11 +55,17 @@ class TwoSampleTest(NamedTuple):
 
 
 class Neighbours(NamedTuple):
+    """What :func:`nearest_neighbour_distances` returns: ``distances`` (Q,) float64, the L2 distance of each
+    query sample to its nearest reference sample (in the units of the values compared), and ``indices``
+    (Q,) int, that reference sample's row."""
+
     distances: np.ndarray
     indices: np.ndarray
 
 
 class MemorisationReport(NamedTuple):
+    """What :func:`memorisation_report` returns (distances in the units of the values compared)."""
+
     synthetic_distances: np.ndarray  # (S,) L2 distance of each synthetic sample to its nearest training sample
     synthetic_nearest: np.ndarray  # (S,) index of that training sample
     held_out_distances: np.ndarray  # (H,) the same for each held-out real sample
@@ -60,6 +74,9 @@ class MemorisationReport(NamedTuple):
 
 
 class ConditioningAccuracy(NamedTuple):
+    """What :func:`conditioning_accuracy` returns: Pearson r in [-1, 1]; MAE and bias (mean of measured -
+    requested) in the covariate's units; ``n`` the number of samples."""
+
     pearson_r: float
     mae: float
     bias: float  # mean of measured - requested
@@ -317,7 +334,9 @@ def pairwise_ms_ssim(volumes, *, pairs: int = 100, seed: int, batch_size: int = 
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95 % for the default z)."""
+    """Wilson score interval (Wilson 1927) ``(low, high)`` in [0, 1] of a binomial proportion ``successes / n``
+    (95 % for the default z); exactly 0 or 1 at the ends. Raises ``ValueError`` unless ``n >= 1`` and
+    ``0 <= successes <= n``."""
     if n < 1 or not 0 <= successes <= n:
         raise ValueError(f"successes={successes}, n={n}; allowed: n >= 1 and 0 <= successes <= n")
     p, z2 = successes / n, z * z

@@ -6,7 +6,7 @@ classifier) and as the downstream benchmark's task networks (segmentation, sex, 
 - :class:`UNet3d`: a two-level U-Net; logits per class.
 - :class:`Encoder3d`: convolution blocks, global average pooling and a linear head (one output
   for a binary logit or a regression, more for classes).
-- :func:`train_network`: Adam on mini-batches drawn from in-memory tensors, a fixed number of
+- :func:`train_network`: AdamW on mini-batches drawn from in-memory tensors, a fixed number of
   steps; every draw (initialisation, batch order, augmentation) comes from ``seed``, and the global
   random state is left as it was.
 """
@@ -35,7 +35,9 @@ def _block(cin: int, cout: int) -> nn.Sequential:
 
 class UNet3d(nn.Module):
     """Encoder of ``len(channels)`` levels (max pooling between), decoder with trilinear upsampling
-    and skip concatenation; any input size (skips are matched by interpolation)."""
+    and skip concatenation; any input size (skips are matched by interpolation). Each block is two
+    3x3x3 convolutions with instance normalisation and LeakyReLU(0.1). Raises ``ValueError`` for fewer
+    than 2 classes or 2 levels."""
 
     def __init__(self, num_classes: int, channels: tuple[int, ...] = (16, 32, 64), in_channels: int = 1):
         super().__init__()
@@ -46,6 +48,7 @@ class UNet3d(nn.Module):
         self.head = nn.Conv3d(channels[0], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (N, num_classes, D, H, W) of ``x`` (N, in_channels, D, H, W)."""
         skips = []
         for i, block in enumerate(self.down):
             x = block(x if i == 0 else F.max_pool3d(x, 2, ceil_mode=True))
@@ -58,7 +61,8 @@ class UNet3d(nn.Module):
 
 
 class Encoder3d(nn.Module):
-    """Convolution blocks with max pooling between, global average pooling, dropout, a linear head."""
+    """Convolution blocks (as :class:`UNet3d`'s) with max pooling between, global average pooling, dropout,
+    a linear head. Raises ``ValueError`` for ``outputs`` < 1 or no levels."""
 
     def __init__(self, outputs: int = 1, channels: tuple[int, ...] = (8, 16, 32), in_channels: int = 1, dropout: float = 0.2):
         super().__init__()
@@ -71,13 +75,17 @@ class Encoder3d(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels[-1], outputs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Outputs (N, outputs) of ``x`` (N, in_channels, D, H, W), any spatial size."""
         return self.head(self.features(x))
 
 
 def dice_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Segmentation loss: cross-entropy against class fractions (or indices) plus one minus the
     mean soft Dice over classes present in the batch (as nnU-Net), which keeps small classes such
-    as the ventricles from being traded for the large ones."""
+    as the ventricles from being traded for the large ones.
+
+    ``logits``: (N, C, D, H, W); ``target``: class fractions (N, C, D, H, W) or class indices (N, D, H, W).
+    Returns a scalar tensor."""
     if target.ndim == logits.ndim - 1:  # class indices (any dtype: augmentation may return floats)
         target = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
     probabilities = torch.softmax(logits, 1)
@@ -106,13 +114,15 @@ def train_network(
     reset: bool = True,
     batches: Iterator[list[int]] | None = None,
 ) -> list[float]:
-    """Train ``model`` in place for ``steps`` Adam steps on (inputs[i], targets[i]) pairs, batches
+    """Train ``model`` in place for ``steps`` AdamW steps on (inputs[i], targets[i]) pairs, batches
     drawn without replacement epoch by epoch. ``augment(input, target)`` transforms one pair (for
     example a torchio pipeline); it may draw from torch's global generator, which is seeded here.
     The weights are re-initialised from ``seed`` first, so the same call gives the same network
     (``reset=False`` continues from the current weights: fine-tuning). ``batches`` yields the
     indices of each batch instead of the epoch-by-epoch shuffle (for example a fixed share of
-    synthetic subjects per batch). Returns the loss of each step. The model is left in eval mode."""
+    synthetic subjects per batch). Returns the loss of each step. The model is left in eval mode, on
+    ``device``. Raises ``ValueError`` for inputs and targets of different or zero length, ``steps`` or
+    ``batch_size`` below 1, or ``lr`` <= 0."""
     if len(inputs) != len(targets) or len(inputs) < 1:
         raise ValueError(f"inputs, targets: {len(inputs)} and {len(targets)} samples; allowed: the same number, >= 1")
     if steps < 1 or batch_size < 1 or lr <= 0:
@@ -150,6 +160,7 @@ def train_network(
 
 @torch.no_grad()
 def predict(model: nn.Module, inputs: torch.Tensor, *, batch_size: int = 8, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Model outputs for every input, in batches, on the CPU."""
+    """Model outputs for every input (N, ...), in batches of ``batch_size`` on ``device`` (the model is moved
+    there), concatenated as float32 on the CPU."""
     model.eval().to(device)
     return torch.cat([model(inputs[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(inputs), batch_size)])

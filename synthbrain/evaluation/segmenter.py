@@ -21,7 +21,10 @@ SCALES = (3, 5, 9)
 
 
 def voxel_features(image: np.ndarray) -> np.ndarray:
-    """(D*H*W, F) float32 features of a 3D image in [0, 1] on the model grid."""
+    """(D*H*W, 10) float32 features of a 3D image (D, H, W) in [0, 1] on the model grid, voxels in C order:
+    the intensity, the mean and standard deviation over each cube of :data:`SCALES` voxels (zero padding
+    at the border), and the voxel's index along each axis scaled to [0, 1]. Raises ``ValueError`` for
+    an image that is not 3D."""
     if image.ndim != 3:
         raise ValueError(f"image: expected a 3D array, got shape {image.shape}")
     image = image.astype(np.float32)
@@ -35,7 +38,8 @@ def voxel_features(image: np.ndarray) -> np.ndarray:
 
 
 def dice_per_class(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of each class 0..num_classes-1 between two class maps (NaN where both lack the class)."""
+    """Dice of each class 0..num_classes-1 between two non-negative integer class maps of one shape:
+    (num_classes,) float64, NaN where both lack the class."""
     a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
     both = np.bincount(a[a == b], minlength=num_classes)[:num_classes]
     total = np.bincount(a, minlength=num_classes)[:num_classes] + np.bincount(b, minlength=num_classes)[:num_classes]
@@ -44,6 +48,11 @@ def dice_per_class(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray
 
 
 class VoxelSegmenter:
+    """The independent segmenter of the module docstring: scikit-learn's ``HistGradientBoostingClassifier``
+    (``max_iter`` trees, learning rate 0.1, no early stopping, ``random_state=seed``) on
+    :func:`voxel_features`, trained on ``voxels_per_subject`` random voxels of each subject. Raises
+    ``ValueError`` for ``num_classes`` < 2 or ``voxels_per_subject`` < 1."""
+
     def __init__(self, num_classes: int, *, voxels_per_subject: int = 4000, max_iter: int = 150, seed: int = 0):
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}; allowed: >= 2")
@@ -54,7 +63,9 @@ class VoxelSegmenter:
         self.fitted = False
 
     def fit(self, images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> VoxelSegmenter:
-        """Train on real (image, class map) pairs; a random subset of voxels per subject, seeded."""
+        """Train on real (image, class map) pairs, each a 3D image in [0, 1] and an integer class map of its
+        shape; a random subset of voxels per subject, seeded. Returns ``self``. Raises ``ValueError`` for
+        different counts or none, shapes that differ, or classes outside 0..num_classes-1."""
         if len(images) != len(labels) or not len(images):
             raise ValueError(f"images, labels: need the same number (>= 1) of each, got {len(images)} and {len(labels)}")
         rng = np.random.default_rng(self.seed)
@@ -74,7 +85,7 @@ class VoxelSegmenter:
         return self
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        """Class map (uint8, the image's shape) of one 3D image."""
+        """Class map (uint8, the image's shape) of one 3D image in [0, 1]. Raises ``RuntimeError`` before :meth:`fit`."""
         if not self.fitted:
             raise RuntimeError("VoxelSegmenter.predict before fit")
         scores = self.model.predict_proba(voxel_features(image))

@@ -11,7 +11,10 @@ def robust_normalize(
     """Map the ``percentiles`` of the intensities inside ``mask`` to 0 and 1 and saturate beyond them;
     voxels outside ``mask`` are set to 0 when ``zero_outside`` (skull stripping).
 
-    Returns the normalised float32 image and the two intensities that were mapped to 0 and 1.
+    ``image`` and ``mask``: arrays of one shape (``mask`` any dtype, read as bool); ``percentiles`` in
+    [0, 100]. Returns the normalised float32 image (same shape, in [0, 1]) and the two intensities (in
+    the input's units) that were mapped to 0 and 1. Raises ``ValueError`` for percentiles not
+    ``0 <= low < high <= 100``, shapes that differ, an empty mask, or constant intensities inside it.
     """
     lo_p, hi_p = percentiles
     if not (0.0 <= lo_p < hi_p <= 100.0):

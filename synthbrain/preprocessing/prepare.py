@@ -59,6 +59,17 @@ OUTPUT_FILES = ("params.json", "manifest.json", "participants.tsv", "covariates.
 
 @dataclass(frozen=True)
 class PrepareParams:
+    """How a cohort is prepared; a resumed run must use the same.
+
+    ``spacing``: output grid spacing in mm (:func:`~synthbrain.preprocessing.template.make_grid`);
+    ``field_of_view_mm``: the grid's minimum extent (x, y, z) in mm; ``registration``: ``"rigid"`` (keeps
+    head size) or ``"affine"``; ``skull_strip``: set voxels outside the brain mask to 0; ``percentiles``:
+    the intensity percentiles inside the brain mapped to 0 and 1; ``seed``: the registration's metric
+    sampling seed; ``registration_spacing``: mm, the template's spacing for registration. Raises
+    ``ValueError`` for an unknown registration, a spacing or field of view ``make_grid`` refuses, a
+    registration spacing outside [1, 8] mm, or percentiles not ``0 <= low < high <= 100``.
+    """
+
     spacing: float = 2.0
     field_of_view_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM
     registration: str = "rigid"
@@ -78,6 +89,7 @@ class PrepareParams:
             raise ValueError(f"percentiles={self.percentiles!r}; allowed: 0 <= low < high <= 100")
 
     def to_dict(self, scheme: LabelScheme | None) -> dict[str, Any]:
+        """The parameters as written to ``params.json``, with the label scheme ``scheme`` (or None) as its JSON form."""
         return {
             "spacing": self.spacing,
             "field_of_view_mm": list(self.field_of_view_mm),
@@ -91,6 +103,8 @@ class PrepareParams:
 
 
 class PrepareError(RuntimeError):
+    """Subjects failed to prepare (with ``on_error="raise"``); ``failures`` lists a :class:`Problem` per subject."""
+
     def __init__(self, failures: list[Problem]):
         self.failures = failures
         lines = "\n".join(f"  - {p}" for p in failures)
@@ -114,6 +128,11 @@ def prepare_cohort(
 
     ``workers`` processes run in parallel (default: one per available CPU core). A folder prepared
     with other parameters is refused unless ``overwrite=True``, which deletes its previous outputs.
+    ``label_scheme``: a :class:`LabelScheme`, a built-in name or a JSON path, or None to keep the fine
+    labels. Returns ``out``. Raises ``ValueError`` for a bad ``on_error`` or ``workers``, or an ``out``
+    that is not empty and not a prepared cohort or was prepared with other parameters;
+    :class:`PrepareError` when subjects fail and ``on_error="raise"`` (``"skip"`` lists them in
+    ``skipped.tsv``).
     """
     params = params or PrepareParams()
     if on_error not in ("raise", "skip"):
@@ -157,6 +176,15 @@ def prepare_cohort(
 
 def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, scheme: LabelScheme | None) -> dict[str, Any]:
     """Preprocess one subject in memory; returns arrays (``image``, ``labels``) and measurements.
+
+    ``image``: float32 ``grid.shape`` in [0, 1]; ``labels``: uint8 coarse classes (int16 fine labels
+    when ``scheme`` is None), or None without a label map; ``volumes_on_grid_ml``: the scheme's
+    ``coarse_volumes`` in mL, measured on the grid and scaled by the registration's Jacobian
+    determinant back to the subject's native size; ``dice_template`` and ``dice_template_size_bound``:
+    the brain mask's Dice with the template mask and the most its volume allows (NaN without labels);
+    ``brain_outside_fraction``: the fraction of native brain voxels that land outside the grid;
+    ``intensity_low``/``intensity_high``: the source intensities mapped to 0 and 1; ``registration``
+    and ``header``: how the subject was aligned and read.
 
     Each file is read with the header transform :func:`synthbrain.cohort.geometry.load_oriented`
     checks and chooses (``record.trust_header``); an untrustworthy header raises ``ValueError``.

@@ -37,6 +37,9 @@ class PreparedCohort(torch.utils.data.Dataset):
 
     @classmethod
     def load(cls, root: str | Path, downsample: int = 1) -> PreparedCohort:
+        """Read the folder ``root`` (its manifest, ``participants.tsv``, covariate schema and label scheme;
+        volumes are read per item). Raises ``ValueError`` when ``root`` has no ``manifest.json`` or
+        ``downsample`` is not a positive integer dividing every axis of the grid."""
         root = Path(root)
         manifest_path = root / "manifest.json"
         if not manifest_path.is_file():
@@ -65,10 +68,12 @@ class PreparedCohort(torch.utils.data.Dataset):
 
     @property
     def subject_ids(self) -> list[str]:
+        """The ``subject_id`` column of :attr:`table`, in row (= item) order."""
         return self.table["subject_id"].tolist()
 
     def load_subject(self, subject_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """The image (float32 in [0, 1]) and label map (or None) of one subject, on :attr:`grid`."""
+        """The image (float32 (D, H, W) in [0, 1]) and coarse class map (integer (D, H, W), or None) of one
+        subject, on :attr:`grid` (not downsampled). Raises ``KeyError`` for an unknown subject."""
         if subject_id not in set(self.subject_ids):
             raise KeyError(f"subject_id={subject_id!r} is not in {self.root}")
         return self._read(subject_id)

@@ -17,7 +17,7 @@ from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema  # noqa: E
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap of two boolean masks (1.0 when both are empty)."""
+    """Dice overlap ``2 |A ∩ B| / (|A| + |B|)`` of two boolean masks of one shape (1.0 when both are empty)."""
     total = a.sum() + b.sum()
     return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
 
@@ -32,7 +32,8 @@ def size_bound_dice(volume_a: float, volume_b: float) -> float:
 
 
 def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
-    """Axial, coronal and sagittal mid-slices of a RAS volume, oriented for display (superior/anterior up)."""
+    """Axial, coronal and sagittal mid-slices (2D arrays) of a 3D volume indexed along RAS, oriented for
+    display (anterior up in the axial slice, superior up in the others)."""
     i, j, k = (n // 2 for n in volume.shape)
     return [np.rot90(volume[:, :, k]), np.rot90(volume[:, j, :]), np.rot90(volume[i, :, :])]
 
@@ -45,8 +46,10 @@ def montage(
     num_classes: int | None = None,
     outline: np.ndarray | None = None,
 ) -> None:
-    """One row per subject: three mid-slices, label map overlaid in colour where given, and the
-    ``outline`` mask (e.g. the template brain) drawn as a yellow contour."""
+    """Write a PNG with one row per subject: three mid-slices of the image (3D, shown in [0, 1]), label map
+    (class indices, same shape) overlaid in colour where given, and the ``outline`` mask (e.g. the
+    template brain, same shape) drawn as a yellow contour. ``images``, ``labels`` and ``titles`` are one
+    per row; ``num_classes`` fixes the colour scale (default: from each label map's maximum)."""
     rows = len(images)
     fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), dpi=100, squeeze=False)
     cmap = plt.get_cmap("tab10")
@@ -71,7 +74,9 @@ def montage(
 
 
 def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSchema, extra: Sequence[str] = ()) -> None:
-    """Histograms of continuous covariates (and ``extra`` columns), bar charts of categorical ones."""
+    """Write a PNG of histograms of continuous covariates (and the ``extra`` columns of ``table``), bar charts
+    of categorical ones, each titled with its unit and counts of present and missing values. Columns
+    ``table`` lacks are left out."""
     names = [n for n in [*schema.names, *extra] if n in table.columns]
     cols = min(3, len(names))
     rows = -(-len(names) // cols)

@@ -38,7 +38,13 @@ def stratified_parts(table: pd.DataFrame, fractions: dict[str, float], *, seed: 
     the given fractions, stratified by sex x age quantile bin; the others go to the first part.
 
     With a ``participant_id`` column (several rows, e.g. sessions, per subject) the subjects are
-    split instead, and every row goes to its subject's part."""
+    split instead, and every row goes to its subject's part.
+
+    ``fractions``: part name → share; the first part also gets the rows without sex or age. Uses
+    scikit-learn's ``train_test_split``, deterministic for ``seed``; ages are cut into up to ``age_bins``
+    quantile bins (fewer for small cohorts). Raises ``ValueError`` for fewer than two fractions, one
+    outside (0, 1), fractions not summing to 1, a missing ``sex`` or ``age`` column, or a part that would
+    get fewer than 2 of the subjects with sex and age."""
     if len(fractions) < 2 or any(not 0 < f < 1 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-6:
         raise ValueError(f"fractions={fractions}; allowed: two or more parts, each in (0, 1), summing to 1")
     missing = [c for c in STRATA if c not in table.columns]
@@ -75,7 +81,9 @@ def _split_rows(table: pd.DataFrame, fractions: dict[str, float], *, seed: int, 
 def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, float], *, seed: int = 0) -> dict[str, Path]:
     """Write one prepared-cohort folder per part under ``out`` (``out/<part>``) and ``out/split.tsv``.
     Re-running with the same arguments rewrites the same split; an ``out`` holding another split
-    is refused rather than mixed."""
+    is refused rather than mixed. Returns part name → folder. Each part folder is deleted and written
+    again. Raises ``ValueError`` as :func:`stratified_parts` and :meth:`PreparedCohort.load
+    <synthbrain.preprocessing.prepared.PreparedCohort.load>` do, and when ``out/split.tsv`` holds another split."""
     cohort = PreparedCohort.load(prepared)
     out = Path(out)
     parts = stratified_parts(cohort.table, fractions, seed=seed)

@@ -27,7 +27,8 @@ SPACING_RANGE_MM = (0.5, 8.0)
 
 @dataclass(frozen=True)
 class Grid:
-    """A voxel grid in MNI space: ``shape`` voxels of ``spacing`` mm, voxel (0,0,0) at ``origin`` mm."""
+    """A voxel grid in MNI space: ``shape`` voxels of ``spacing`` mm (isotropic), axes along RAS+, voxel
+    (0, 0, 0) at ``origin`` mm."""
 
     shape: tuple[int, int, int]
     spacing: float
@@ -35,24 +36,32 @@ class Grid:
 
     @property
     def affine(self) -> np.ndarray:
+        """The (4, 4) float64 voxel-index → MNI RAS+ mm matrix: ``diag(spacing)`` plus ``origin``."""
         affine = np.diag([self.spacing] * 3 + [1.0])
         affine[:3, 3] = self.origin
         return affine
 
     @property
     def voxel_volume_mm3(self) -> float:
+        """The volume of one voxel in mm3 (``spacing ** 3``)."""
         return self.spacing**3
 
     def to_dict(self) -> dict:
+        """JSON-ready: ``shape``, ``spacing`` (mm), ``origin`` (mm) and ``space`` (``"MNI152NLin2009aSym"``)."""
         return {"shape": list(self.shape), "spacing": self.spacing, "origin": list(self.origin), "space": "MNI152NLin2009aSym"}
 
     @classmethod
     def from_dict(cls, data: dict) -> Grid:
+        """The grid that :meth:`to_dict` wrote (``space`` is not read). Raises ``KeyError`` for a missing
+        ``shape``, ``spacing`` or ``origin``."""
         return cls(tuple(int(x) for x in data["shape"]), float(data["spacing"]), tuple(float(x) for x in data["origin"]))
 
 
 def make_grid(spacing: float, field_of_view_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM, multiple: int = 8) -> Grid:
-    """The grid of ``spacing`` mm covering at least ``field_of_view_mm`` around the template brain."""
+    """The grid of ``spacing`` mm covering at least ``field_of_view_mm`` (x, y, z in mm) around the template
+    brain (centred on :data:`BRAIN_CENTRE_MM`), each axis rounded up to a multiple of ``multiple`` voxels:
+    at 2 mm the default is 80 x 112 x 80. Raises ``ValueError`` for a spacing outside
+    :data:`SPACING_RANGE_MM` or a field of view that is not three positive sizes."""
     low, high = SPACING_RANGE_MM
     if not (isinstance(spacing, (int, float)) and low <= spacing <= high):
         raise ValueError(f"spacing={spacing!r}; allowed: a number of mm in [{low}, {high}] (1, 2, 3 and 4 are usual)")
@@ -72,7 +81,8 @@ def load_template() -> nib.Nifti1Image:
 
 
 def template_brain_mask() -> nib.Nifti1Image:
-    """The template's brain mask at 1 mm: its non-zero support with holes filled (CSF included)."""
+    """The template's brain mask at 1 mm (uint8 0/1, the template's grid): its non-zero support with holes
+    filled (CSF included)."""
     template = load_template()
     mask = ndimage.binary_fill_holes(np.asarray(template.dataobj) > 0)
     return nib.Nifti1Image(mask.astype(np.uint8), template.affine)
@@ -80,8 +90,9 @@ def template_brain_mask() -> nib.Nifti1Image:
 
 @lru_cache(maxsize=2)
 def registration_template(spacing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The template resampled to ``spacing`` mm, its affine, and where registration samples its metric:
-    the brain dilated by 3 voxels, so that the brain's outline is inside."""
+    """The template resampled to ``spacing`` mm (float32 3D array), its (4, 4) voxel-to-RAS affine, and where
+    registration samples its metric (bool, same shape): the brain dilated by 3 voxels, so that the
+    brain's outline is inside. Cached; treat the arrays as read-only."""
     template = nibabel.processing.resample_to_output(load_template(), voxel_sizes=spacing, order=1)
     data = np.asarray(template.dataobj, dtype=np.float32)
     return data, template.affine, ndimage.binary_dilation(data > 0, iterations=3)
@@ -89,7 +100,8 @@ def registration_template(spacing: float) -> tuple[np.ndarray, np.ndarray, np.nd
 
 @lru_cache(maxsize=4)
 def template_mask_on_grid(grid: Grid) -> np.ndarray:
-    """The template brain mask resampled onto ``grid`` (linear, then thresholded at 0.5)."""
+    """The template brain mask resampled onto ``grid`` (nibabel, linear, then thresholded at 0.5): bool
+    ``grid.shape``. Cached; treat the array as read-only."""
     mask = template_brain_mask()
     resampled = nibabel.processing.resample_from_to(
         nib.Nifti1Image(np.asarray(mask.dataobj, dtype=np.float32), mask.affine), (grid.shape, grid.affine), order=1

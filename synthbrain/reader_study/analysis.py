@@ -104,8 +104,10 @@ def load_answers(folder: str | Path) -> tuple[pd.DataFrame, dict[str, dict], Any
 
 
 def reader_metrics(answers: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per reader (and pooled, last): answers, accuracy, sensitivity, specificity, unsure share,
-    accuracy of decided answers with the binomial p against 0.5, median seconds per case."""
+    """Per reader (and, with more than one reader, pooled, last): answers, accuracy, sensitivity,
+    specificity, unsure share (each a :func:`proportion`), accuracy of decided answers with the exact
+    two-sided binomial p against 0.5 (``scipy.stats.binomtest``), median seconds per case. ``answers``
+    is :func:`load_answers`'s table."""
     rows = []
     groups = [(name, group) for name, group in answers.groupby("reader", sort=False)]
     if len(groups) > 1:
@@ -182,6 +184,9 @@ def case_table(answers: pd.DataFrame, key: dict[str, dict]) -> pd.DataFrame:
 
 
 def describe_source(source: dict[str, Any]) -> str:
+    """A key entry's ``source`` in a few words: ``subject <id>`` (a real subject of a prepared cohort), the
+    file name (a real or synthetic volume given as a file), ``model <path>, seed <seed>`` (generated for
+    the study), or ``?``."""
     if "subject_id" in source:
         return f"subject {source['subject_id']}"
     if "file" in source:

@@ -85,6 +85,10 @@ class AnswerRefused(Exception):
 
 @dataclass(frozen=True)
 class Reader:
+    """A reader as the database holds them: ``reader_id``, the ``name`` as shown, the reader's
+    ``case_order`` (every case id of the study, shuffled for this reader) and how many cases they
+    have ``answered`` (always the first ones of ``case_order``)."""
+
     reader_id: int
     name: str
     case_order: tuple[str, ...]
@@ -92,10 +96,12 @@ class Reader:
 
     @property
     def next_position(self) -> int | None:
+        """The 0-based position in ``case_order`` of the case to answer next, or None when all are answered."""
         return self.answered if self.answered < len(self.case_order) else None
 
 
 def now() -> str:
+    """The current UTC time as ISO 8601 with milliseconds and offset (``2024-05-01T12:00:00.000+00:00``)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -150,6 +156,8 @@ class AnswerStore:
     # ------------------------------------------------------------------ connections
 
     def connect(self) -> sqlite3.Connection:
+        """A new autocommit connection (``isolation_level=None``) to the database with the module's settings:
+        WAL journal, ``synchronous=FULL``, foreign keys on, ``busy_timeout`` of ``timeout_s``. The caller closes it."""
         db = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
         if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -209,6 +217,7 @@ class AnswerStore:
             db.close()
 
     def end_session(self, token: object) -> None:
+        """Forget a session token (log out); an unknown, empty or non-string token is ignored."""
         if isinstance(token, str) and token:
             with self._transaction() as db:
                 db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_digest(token),))
@@ -261,6 +270,7 @@ class AnswerStore:
     # ------------------------------------------------------------------ study state
 
     def is_closed(self) -> bool:
+        """Whether :meth:`close` has been called (the study takes no more answers)."""
         db = self.connect()
         try:
             return db.execute("SELECT closed_at FROM study WHERE id = 1").fetchone()[0] is not None
@@ -287,6 +297,7 @@ class AnswerStore:
             db.close()
 
     def readers(self) -> list[Reader]:
+        """Every reader, in the order they first started."""
         db = self.connect()
         try:
             return [self._reader(db, rid) for (rid,) in db.execute("SELECT reader_id FROM readers ORDER BY reader_id").fetchall()]

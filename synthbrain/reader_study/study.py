@@ -79,7 +79,9 @@ def read_case(path: Path) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study folder (see the module docstring); ``cases`` maps case id -> sha256."""
+    """A validated study folder (see the module docstring); ``cases`` maps case id -> sha256 (64 hex
+    digits). ``grid``: the cases' grid as ``study.json`` records it; ``order_seed``: the seed of each
+    reader's case order."""
 
     folder: Path
     study_id: str
@@ -90,13 +92,16 @@ class Study:
 
     @property
     def case_ids(self) -> list[str]:
+        """The case ids, sorted."""
         return sorted(self.cases)
 
     @property
     def database(self) -> Path:
+        """The answers database, ``folder/answers.sqlite`` (it may not exist yet)."""
         return self.folder / DATABASE
 
     def case_file(self, case_id: str) -> Path:
+        """``folder/cases/<case_id>.nii``, as :func:`case_path` (``ValueError`` for a malformed id)."""
         return case_path(self.folder, case_id)
 
 
@@ -104,7 +109,8 @@ def load_study(folder: str | Path, *, key: str = "optional", verify: bool = True
     """Read and check a study folder.
 
     ``key``: ``"required"`` (analysis), ``"optional"`` (serving: checked when present) or
-    ``"ignore"``. ``verify``: compare every case file's sha256 with ``study.json``.
+    ``"ignore"`` (any other value is treated as ``"ignore"``). ``verify``: compare every case file's
+    sha256 with ``study.json``.
 
     Raises ValueError naming what is missing or wrong: no folder, no or malformed ``study.json``,
     missing case files, a case whose content differs from its recorded sha256, stray files in

@@ -22,6 +22,8 @@ __all__ = ["SAMPLERS", "NoiseSchedule", "StepOutput", "get_sampler", "sample"]
 
 
 def get_sampler(name: str) -> ModuleType:
+    """The sampler module called ``name`` (a key of :data:`SAMPLERS`: ``"ddpm"``, ``"ddim"``, ``"dpm++2m"``).
+    Raises ``ValueError`` for another name."""
     if name not in SAMPLERS:
         raise ValueError(f"sampler={name!r}; allowed: {list(SAMPLERS)}")
     return SAMPLERS[name]
@@ -42,7 +44,14 @@ def sample(
 ) -> torch.Tensor:
     """Integrate from ``noise`` (at the first timestep) to a clean sample in ``num_steps`` model calls.
 
-    ``spacing`` defaults to the sampler's own (``DEFAULT_SPACING``); see :meth:`NoiseSchedule.timesteps`.
+    ``noise``: the starting sample, any shape with the batch first (here latents (N, C, d, h, w)); the
+    result has its shape and dtype. ``model_fn(x, t)`` returns the network's output for ``x`` at the
+    integer timestep ``t`` (noise, sample or v, as ``schedule.prediction_type`` says). ``spacing``
+    defaults to the sampler's own (``DEFAULT_SPACING``); see :meth:`NoiseSchedule.timesteps`.
+    ``generator`` (one generator on the device of ``noise``, or a list of CPU generators, one per batch
+    element) drives the noise of stochastic steps; ``step_kwargs`` go to the sampler's ``step`` (e.g.
+    ``eta`` for DDIM). Raises ``ValueError`` for an unknown sampler, a step count or spacing that
+    :meth:`NoiseSchedule.timesteps` refuses, or what the step refuses.
     """
     module = get_sampler(sampler)
     steps = schedule.timesteps(num_steps, spacing or module.DEFAULT_SPACING)

@@ -27,7 +27,14 @@ def step(
     generator: torch.Generator | list[torch.Generator] | None = None,
     state: object = None,
 ) -> StepOutput:
-    """One DDIM step from ``t`` to ``t_prev`` (``-1`` = the clean end, cumulative alpha 1)."""
+    """One DDIM step from ``t`` to ``t_prev`` (``-1`` = the clean end, cumulative alpha 1), Song et al. 2021 eq. 12,
+    with ``sigma = eta * sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))``.
+
+    ``model_output`` and ``sample``: same shape (N, ...); the returned ``prev_sample`` and ``pred_x0`` have it
+    too, and ``state`` is None (``state`` in is ignored). ``generator``: one generator on the sample's
+    device, or a list of CPU generators, one per batch element; used only when ``eta > 0``.
+    Raises ``ValueError`` for ``eta < 0`` or a timestep outside the schedule.
+    """
     if eta < 0:
         raise ValueError(f"eta={eta}; allowed: >= 0")
     x0, eps = schedule.split(model_output, sample, t)

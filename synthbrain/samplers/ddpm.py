@@ -24,7 +24,14 @@ def step(
     generator: torch.Generator | list[torch.Generator] | None = None,
     state: object = None,
 ) -> StepOutput:
-    """One ancestral step from ``t`` to ``t_prev`` (``-1`` = the end)."""
+    """One ancestral step from ``t`` to ``t_prev`` (``-1`` = the clean end): a draw from the posterior
+    q(x_{t_prev} | x_t, x0) with x0 predicted (Ho et al. 2020 eq. 6-7); the step to the clean end returns
+    the posterior mean, without noise.
+
+    ``model_output`` and ``sample``: same shape (N, ...), kept in the result; ``state`` is ignored and
+    returned as None. ``generator``: one generator on the sample's device, or a list of CPU generators,
+    one per batch element. Raises ``ValueError`` for a timestep outside the schedule.
+    """
     x0, _ = schedule.split(model_output, sample, t)
     abar_t, abar_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
     alpha = abar_t / abar_prev  # product of (1 - beta) from t_prev + 1 to t

@@ -33,6 +33,14 @@ def step(
     state: tuple[torch.Tensor, float] | None = None,
     generator: torch.Generator | None = None,
 ) -> StepOutput:
+    """One DPM-Solver++(2M) step from ``t`` to ``t_prev`` (``-1`` = the clean end: returns the x0 estimate),
+    Lu et al. 2022, Algorithm 2, in half log-SNR ``lambda``.
+
+    ``model_output`` and ``sample``: same shape (N, ...), kept in the result. ``state``: the ``state`` the
+    previous step returned, ``(x0 estimate, lambda)``, or None for the first step (first order);
+    ``generator`` is accepted for a common signature and unused (the solver is deterministic).
+    Raises ``ValueError`` for a timestep outside the schedule.
+    """
     x0, _ = schedule.split(model_output, sample, t)
     if t_prev < 0:
         return StepOutput(x0, x0, None)

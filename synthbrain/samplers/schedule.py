@@ -25,7 +25,15 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 @dataclass(frozen=True)
 class NoiseSchedule:
     """A discrete diffusion schedule. The defaults are the reference model's (Pinaya et al. 2022):
-    1000 steps, ``scaled_linear`` betas from 0.0015 to 0.0205, epsilon prediction."""
+    1000 steps, ``scaled_linear`` betas from 0.0015 to 0.0205, epsilon prediction.
+
+    ``num_train_timesteps``: T, timesteps 0 to T - 1; ``beta_schedule``: ``"linear"`` (Ho et al. 2020),
+    ``"scaled_linear"`` (linear in sqrt(beta), as Stable Diffusion and diffusers) or ``"cosine"`` (Nichol
+    and Dhariwal 2021; ``beta_start`` and ``beta_end`` then unused); ``prediction_type``: what the network
+    outputs, ``"epsilon"`` (the noise), ``"sample"`` (x0) or ``"v_prediction"`` (v = sqrt(abar) noise -
+    sqrt(1 - abar) x0, Salimans and Ho 2022). Raises ``ValueError`` for T < 2, an unknown schedule or
+    prediction type, or betas outside 0 < beta_start < beta_end < 1.
+    """
 
     num_train_timesteps: int = 1000
     beta_schedule: str = "scaled_linear"
@@ -45,6 +53,7 @@ class NoiseSchedule:
 
     @cached_property
     def betas(self) -> torch.Tensor:
+        """Noise variance per step, float64 (T,) in (0, 1) (the cosine schedule's clamped to <= 0.999)."""
         n = self.num_train_timesteps
         if self.beta_schedule == "linear":
             return torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float64)
@@ -57,10 +66,11 @@ class NoiseSchedule:
 
     @cached_property
     def alphas_cumprod(self) -> torch.Tensor:
+        """Cumulative products ``abar_t`` of (1 - beta) up to each step, float64 (T,), decreasing in (0, 1)."""
         return torch.cumprod(1.0 - self.betas, dim=0)
 
     def alpha_bar(self, t: int) -> float:
-        """Cumulative alpha at step ``t``; 1.0 for ``t < 0`` (the clean data)."""
+        """Cumulative alpha at step ``t``; 1.0 for ``t < 0`` (the clean data). Raises ``ValueError`` for ``t >= T``."""
         if t >= self.num_train_timesteps:
             raise ValueError(f"timestep {t} >= num_train_timesteps={self.num_train_timesteps}")
         return 1.0 if t < 0 else float(self.alphas_cumprod[t])
@@ -74,6 +84,9 @@ class NoiseSchedule:
         * ``"linspace"``: ``round(linspace(T-1, 0, n))``, what MONAI >= 1.6 uses.
         * ``"trailing"``: ``round(T - T/n * [0, ..., n-1]) - 1``, i.e. 999, 979, ..., 19; starts from
           the noisiest step, which few-step solvers need. With n = T it is every step, 999 to 0.
+
+        Raises ``ValueError`` for ``num_steps`` outside [1, T], an unknown spacing, or a spacing whose first
+        step lies more than :data:`MAX_START_GAP` of the schedule below T - 1.
         """
         total = self.num_train_timesteps
         if not (isinstance(num_steps, int) and 1 <= num_steps <= total):
@@ -97,12 +110,14 @@ class NoiseSchedule:
         return steps
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for a batch of timesteps ``t``."""
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, for ``x0`` and ``noise`` (N, ...) and integer
+        timesteps ``t`` (N,) on their device; result in the dtype of ``x0``."""
         abar = self._per_sample(t, x0)
         return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """What the network learns to output under :attr:`prediction_type`."""
+        """What the network learns to output under :attr:`prediction_type`: ``noise``, ``x0``, or
+        v = sqrt(abar_t) noise - sqrt(1 - abar_t) x0; shapes as :meth:`add_noise`."""
         if self.prediction_type == "epsilon":
             return noise
         if self.prediction_type == "sample":
@@ -111,7 +126,8 @@ class NoiseSchedule:
         return abar.sqrt() * noise - (1 - abar).sqrt() * x0
 
     def split(self, model_output: torch.Tensor, sample: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network's output at step ``t`` → (predicted x0, predicted noise)."""
+        """The network's output at step ``t`` for ``sample`` (same shape) → (predicted x0, predicted noise),
+        under :attr:`prediction_type`. Raises ``ValueError`` for ``t >= T``."""
         abar = self.alpha_bar(t)
         a, s = abar**0.5, (1 - abar) ** 0.5
         if self.prediction_type == "epsilon":
@@ -125,10 +141,13 @@ class NoiseSchedule:
         return abar.reshape(-1, *([1] * (like.ndim - 1)))
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NoiseSchedule:
+        """The schedule that :meth:`to_dict` wrote; missing fields take their defaults. Raises ``ValueError``
+        for unknown keys or invalid values."""
         unknown = sorted(set(data) - set(cls.__dataclass_fields__))
         if unknown:
             raise ValueError(f"noise schedule: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
