@@ -336,7 +336,7 @@ def is_missing(value: Any) -> bool:
     """None, NaN, pandas NA, or an empty / "n/a" / "na" / "nan" string."""
     if value is None or value is pd.NA:
         return True
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
         return True
     return isinstance(value, str) and value.strip().lower() in ("", "n/a", "na", "nan")
 

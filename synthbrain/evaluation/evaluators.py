@@ -207,7 +207,8 @@ class Evaluators:
         if self.sex is not None:
             male = table["sex"].to_numpy() == "M"
             p = measured["p_male"].to_numpy()
-            out["sex"] = {"accuracy": float(((p > 0.5) == male).mean()), "auc": float(roc_auc_score(male, p))}
+            auc = float(roc_auc_score(male, p)) if 0 < male.sum() < len(male) else float("nan")  # undefined with one sex
+            out["sex"] = {"accuracy": float(((p > 0.5) == male).mean()), "auc": auc}
         return out
 
     # -- storage -------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def prepare_cohort(
         raise ValueError(f"on_error={on_error!r}; allowed: ['raise', 'skip']")
     if isinstance(label_scheme, str):
         label_scheme = LabelScheme.load(label_scheme)
-    workers = workers or len(os.sched_getaffinity(0))
+    workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     if workers < 1:
         raise ValueError(f"workers={workers}; allowed: >= 1")
     out = Path(out)

@@ -99,6 +99,8 @@ def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, f
     for name in fractions:
         folder = out / name
         if folder.exists():
+            if not split_file.is_file():  # only a part this split wrote (split.tsv present) is ever replaced
+                raise ValueError(f"out={str(out)!r}: {folder} exists but no split.tsv says this split wrote it; choose another folder")
             shutil.rmtree(folder)
         (folder / "subjects").mkdir(parents=True)
         for meta in ("manifest.json", "params.json", "covariates.json", "label_scheme.json"):

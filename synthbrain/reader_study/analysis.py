@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import warnings
 from itertools import combinations
 from pathlib import Path
@@ -212,7 +211,7 @@ def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]
     cue_path = study.folder / KEY_DIR / "cue_check.json"
     cue = _read_cues(cue_path)
     report = {
-        "study": _shown(study.folder),
+        "study": _io.shown_path(study.folder),
         "title": study.title,
         "cases": {
             "total": len(key),
@@ -228,7 +227,7 @@ def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]
         "real_called_synthetic_most": real.to_dict("records"),
         "cue_check": cue,
     }
-    report = _strict(report)
+    report = _io.strict_json(report)
     out.mkdir(parents=True, exist_ok=True)
     _io.write_table(out / "answers.tsv", table.drop(columns=["correct"]))
     _io.write_json(out / "report.json", report)
@@ -242,24 +241,6 @@ def _read_cues(path: Path) -> dict[str, Any] | None:
         return None
     data = json.loads(path.read_text(encoding="utf-8"))
     return {"cues": data.get("cues", []), "content_differences": data.get("content_differences", [])}
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory (reports never name absolute machine paths)."""
-    return Path(os.path.relpath(Path(path).resolve(), Path.cwd())).as_posix()
-
-
-def _strict(value: Any) -> Any:
-    """Numpy scalars to Python, NaN / inf to None, recursively (strict JSON)."""
-    if isinstance(value, dict):
-        return {str(k): _strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _ci(p: dict[str, Any]) -> str:
@@ -357,7 +338,8 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
     else:
         lines += [f"- cue: {c}" for c in cue["cues"]] or ["- no cue found in the case files (see key/cue_check.md)"]
         lines += [f"- content difference: {c}" for c in cue["content_differences"]]
-    lines += ["", f"Every answer with its truth: `{_shown(out / 'answers.tsv')}`; every number: `{_shown(out / 'report.json')}`.", ""]
+    answers, numbers = _io.shown_path(out / "answers.tsv"), _io.shown_path(out / "report.json")
+    lines += ["", f"Every answer with its truth: `{answers}`; every number: `{numbers}`.", ""]
     return "\n".join(lines)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
+
+from synthbrain import _io
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,10 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=_run_analyse)
 
 
-def _shown(path: Path) -> str:
-    return os.path.relpath(Path(path).resolve(), Path.cwd())
-
-
 def _run_create(args: argparse.Namespace) -> int:
     from synthbrain.reader_study.create import create_study
 
@@ -98,10 +95,10 @@ def _run_create(args: argparse.Namespace) -> int:
         title=args.title,
         sampling=sampling,
     )
-    print(f"study {_shown(args.out)}: {summary['n_real']} real + {summary['n_synthetic']} synthetic cases on {summary['grid']}")
+    print(f"study {_io.shown_path(args.out)}: {summary['n_real']} real + {summary['n_synthetic']} synthetic cases on {summary['grid']}")
     _print_cues(summary["cues"])
-    print(f"key and cue check: {_shown(args.out / 'key')} (keep it from readers)")
-    print(f"next: synthbrain reader-study serve {_shown(args.out)}")
+    print(f"key and cue check: {_io.shown_path(args.out / 'key')} (keep it from readers)")
+    print(f"next: synthbrain reader-study serve {_io.shown_path(args.out)}")
     return 0
 
 
@@ -120,7 +117,7 @@ def _run_check(args: argparse.Namespace) -> int:
     result = check_cues(args.study)
     path = write_cue_report(args.study, result)
     _print_cues(result)
-    print(f"report: {_shown(path)}")
+    print(f"report: {_io.shown_path(path)}")
     return 1 if result["cues"] else 0
 
 
@@ -138,7 +135,7 @@ def _run_close(args: argparse.Namespace) -> int:
     from synthbrain.reader_study.study import load_study
 
     closed_at = open_store(load_study(args.study, key="ignore", verify=False)).close()
-    print(f"study {_shown(args.study)} closed at {closed_at}; no more answers are taken")
+    print(f"study {_io.shown_path(args.study)} closed at {closed_at}; no more answers are taken")
     return 0
 
 
@@ -150,5 +147,5 @@ def _run_analyse(args: argparse.Namespace) -> int:
     for row in report["per_reader"]:
         acc = row["accuracy"]
         print(f"{row['reader']}: accuracy {acc['value']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}] over {acc['n']} answers")
-    print(f"report: {_shown(out / 'report.md')}")
+    print(f"report: {_io.shown_path(out / 'report.md')}")
     return 0

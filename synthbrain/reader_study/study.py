@@ -109,13 +109,15 @@ def load_study(folder: str | Path, *, key: str = "optional", verify: bool = True
     """Read and check a study folder.
 
     ``key``: ``"required"`` (analysis), ``"optional"`` (serving: checked when present) or
-    ``"ignore"`` (any other value is treated as ``"ignore"``). ``verify``: compare every case file's
+    ``"ignore"``. ``verify``: compare every case file's
     sha256 with ``study.json``.
 
     Raises ValueError naming what is missing or wrong: no folder, no or malformed ``study.json``,
     missing case files, a case whose content differs from its recorded sha256, stray files in
     ``cases/``, no key (when required), or a key whose study id, case ids or hashes do not match.
     """
+    if key not in ("required", "optional", "ignore"):
+        raise ValueError(f"key={key!r}; allowed: 'required', 'optional' or 'ignore'")
     folder = Path(folder)
     shown = str(folder)
     if not folder.is_dir():
