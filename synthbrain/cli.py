@@ -204,6 +204,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.add_argument("--default-steps", type=int, default=None, help="the model's default number of sampling steps (default 50)")
     df.add_argument("--default-guidance-scale", type=float, default=None, help="the model's default guidance scale (default 1)")
     df.add_argument("--default-spacing", default=None, help="the model's default timestep spacing: leading, trailing or linspace")
+    df.add_argument("--default-qc", default=None, choices=["measure", "reject"], help="the model's default quality control (measure)")
     df.set_defaults(func=_run_train_diffusion)
 
 
@@ -281,6 +282,7 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         "steps": args.default_steps,
         "guidance_scale": args.default_guidance_scale,
         "timestep_spacing": args.default_spacing,
+        "qc": args.default_qc,
     }
     defaults = {k: v for k, v in chosen.items() if v is not None}
     if "sampler" in defaults and "timestep_spacing" not in defaults:
@@ -322,7 +324,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="volumes sampled together (memory, not results)")
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
-    p.add_argument("--qc", default="measure", choices=["measure", "reject"], help="reject: draw subjects failing quality control again")
+    p.add_argument(
+        "--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)"
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")

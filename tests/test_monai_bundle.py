@@ -273,7 +273,7 @@ def test_reference_conditioning_and_defaults(small):
     generator = BrainGenerator.from_parts(load_bundle(small[0]))
     assert generator.image_grid == make_grid(1.0) and generator.image_grid.shape == (160, 224, 160)
     assert generator.latent_shape == (3, 20, 28, 20) and generator.latent_scale == 1.0
-    assert generator.defaults == {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, "timestep_spacing": "leading"}
+    assert generator.defaults == {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, "timestep_spacing": "leading", "qc": "measure"}
     with pytest.raises(ValueError, match="guidance_scale=3.*not trained with condition dropout"):  # no null condition
         generator.generate({"sex": "F", "age": 60, "ventricular_volume": 0.3, "brain_volume": 0.5}, guidance_scale=3.0)
     with pytest.raises(ValueError, match="no covariate distribution"):

@@ -36,7 +36,17 @@ from synthbrain.datasets.synthetic import SyntheticBrainDataset
 
 
 class MixedDataset(torch.utils.data.Dataset):
-    def __init__(self, real: Any, synthetic: SyntheticBrainDataset):
+    """Real and synthetic subjects behind one index (see the module docstring).
+
+    Real subjects must lie on the synthetic subjects' grid: a torchio ``Subject`` or a prepared
+    cohort item whose affine differs from the generator's (by more than ``atol_mm`` in any entry:
+    another orientation such as LPS, another voxel size or origin) is a ``ValueError`` naming the
+    subject and both affines, unless ``resample=True``, which resamples it onto the grid (torchio
+    ``Resample``: linear for the image, nearest neighbour for the labels). Tensors carry no
+    geometry and are taken to lie on the grid.
+    """
+
+    def __init__(self, real: Any, synthetic: SyntheticBrainDataset, *, resample: bool = False, atol_mm: float = 1e-3):
         if not isinstance(synthetic, SyntheticBrainDataset):
             raise ValueError(f"synthetic: {type(synthetic).__name__}; allowed: a SyntheticBrainDataset")
         if synthetic.as_subject:
@@ -50,8 +60,9 @@ class MixedDataset(torch.utils.data.Dataset):
         if len(real) == 0:
             raise ValueError("real: an empty dataset; to train on synthetic subjects only, use the SyntheticBrainDataset itself")
         self.real, self.synthetic = real, synthetic
+        self.resample, self.atol_mm = bool(resample), float(atol_mm)
         self.num_real = len(real)
-        first = _real_item(real[0], 0, real)
+        first = self._real_item(0)
         shape = tuple(synthetic.generator.image_grid.shape)
         if tuple(first["image"].shape) != (1, *shape):
             raise ValueError(f"real: images of shape {tuple(first['image'].shape)}; the synthetic ones are (1, {shape}); resample first")
@@ -86,8 +97,23 @@ class MixedDataset(torch.utils.data.Dataset):
                 items.append({**next(generated), "index": index})
         return items
 
-    def _real(self, index: int) -> dict[str, Any]:
+    def _real_item(self, index: int) -> dict[str, Any]:
+        """A real item on the generator's grid (checked, or resampled with ``resample=True``)."""
+        grid = self.synthetic.generator.image_grid
         item = _real_item(self.real[index], index, self.real)
+        affine, name = item.pop("affine", None), item.pop("subject_id", index)
+        if affine is not None and not np.allclose(affine, grid.affine, atol=self.atol_mm):
+            if not self.resample:
+                raise ValueError(
+                    f"real[{index}] ({name}): affine\n{np.round(affine, 3)}\ndiffers from the synthetic subjects' grid\n"
+                    f"{np.round(grid.affine, 3)}\n(another orientation, voxel size or origin); resample it onto the grid "
+                    "(torchio.Resample with the generator's image_grid) or pass resample=True"
+                )
+            item = _resampled(item, affine, grid)
+        return item
+
+    def _real(self, index: int) -> dict[str, Any]:
+        item = self._real_item(index)
         schema = self.synthetic.generator.schema
         item["covariates"] = {  # the synthetic items' keys, so batches collate; unknown values as n/a / NaN
             c.name: item["covariates"].get(c.name, "n/a" if c.kind == CATEGORICAL else float("nan")) for c in schema.covariates
@@ -99,11 +125,13 @@ class MixedDataset(torch.utils.data.Dataset):
 
 def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
     covariates: dict[str, Any] = {}
+    affine = None
     if hasattr(item, "get_images_dict"):  # a torchio Subject
         if "image" not in item:
             raise ValueError(f"real[{index}]: a torchio Subject without an 'image' entry (has {sorted(item.keys())}); name the T1 'image'")
         image, labels = item["image"].data, item["labels"].data if "labels" in item else None
         covariates = {k: v for k, v in item.items() if not hasattr(v, "data")}
+        affine = np.asarray(item["image"].affine)
     elif isinstance(item, dict):  # a PreparedCohort item
         if "image" not in item:
             raise ValueError(f"real[{index}]: a dict without an 'image' key (has {sorted(item)})")
@@ -111,6 +139,8 @@ def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
         if hasattr(dataset, "table") and "subject_id" in item:
             row = dataset.table.set_index("subject_id").loc[item["subject_id"]]
             covariates = {k: row[k] for k in dataset.schema.names}
+        if hasattr(dataset, "output_grid"):  # a prepared cohort: its items lie on its (averaged) grid
+            affine = np.asarray(dataset.output_grid.affine)
     elif isinstance(item, (tuple, list)) and item:
         image, labels = item[0], item[1] if len(item) > 1 else None
     else:
@@ -119,8 +149,27 @@ def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
     if image.ndim == 3:
         image = image[None]
     out = {"image": image, "covariates": covariates, "is_synthetic": False, "index": index, "appearance": "real"}
+    if affine is not None:
+        out["affine"] = affine
+    if isinstance(item, dict) and "subject_id" in item:
+        out["subject_id"] = item["subject_id"]
     if labels is not None:
         out["labels"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index)
+    return out
+
+
+def _resampled(item: dict[str, Any], affine: np.ndarray, grid) -> dict[str, Any]:
+    """``item`` resampled from ``affine`` onto ``grid`` with torchio (linear image, nearest labels)."""
+    import torchio as tio
+
+    target = (tuple(grid.shape), np.asarray(grid.affine))
+    parts = {"image": tio.ScalarImage(tensor=item["image"], affine=affine)}
+    if "labels" in item:
+        parts["labels"] = tio.LabelMap(tensor=item["labels"][None], affine=affine)
+    moved = tio.Resample(target)(tio.Subject(**parts))
+    out = {**item, "image": moved["image"].data.float()}
+    if "labels" in item:
+        out["labels"] = moved["labels"].data[0].long()
     return out
 
 

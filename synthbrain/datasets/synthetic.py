@@ -123,7 +123,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         guidance_scale: float | None = None,
         timestep_spacing: str | None = None,
         extrapolate: bool = False,
-        qc: str = "measure",
+        qc: str | None = None,
         appearance: str | float = "generated",
         randomizer: AppearanceRandomizer | None = None,
         chunk_size: int = 8,
@@ -142,6 +142,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         if not isinstance(generator, BrainGenerator):
             generator = BrainGenerator.from_pretrained(generator)
         self.generator = generator.to(resolve_device(device))
+        qc = generator.defaults["qc"] if qc is None else qc
         if qc not in QC_MODES:
             raise ValueError(f"qc={qc!r}; allowed: {list(QC_MODES)}")
         self.sampling = generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)

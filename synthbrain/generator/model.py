@@ -39,7 +39,7 @@ from synthbrain.preprocessing.template import Grid
 from synthbrain.samplers import SAMPLERS, sample
 from synthbrain.samplers.schedule import NoiseSchedule
 
-DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing")
+DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing", "qc")
 QC_MODES = ("measure", "reject")
 # Precisions ``BrainGenerator.to`` takes: float32 and float64 cast the weights; bfloat16 and float16 keep float32 weights and
 # run under torch.autocast (MONAI's networks upcast attention and normalisation to float32, which only autocast reconciles).
@@ -107,13 +107,15 @@ class BrainGenerator:
         self.label_classes = tuple(label_classes) if label_classes else None
         factor = autoencoder.config.downsample
         self.latent_shape = (autoencoder.config.latent_channels, *(n // factor for n in image_grid.shape))
-        defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, **(defaults or {})}
+        defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, "qc": "measure", **(defaults or {})}
         if "timestep_spacing" not in defaults and defaults["sampler"] in SAMPLERS:
             defaults["timestep_spacing"] = SAMPLERS[defaults["sampler"]].DEFAULT_SPACING
         self.defaults = defaults
         self.source: dict[str, Any] = {"path": None, "sha256": None}  # set when loaded from disk
         draws.check_sampling(defaults["sampler"], defaults["steps"], defaults["guidance_scale"], defaults["timestep_spacing"], "defaults: ")
         self._check_guidance(defaults["guidance_scale"], "defaults: ")
+        if defaults["qc"] not in QC_MODES or (defaults["qc"] == "reject" and not self.label_classes):
+            raise ValueError(f"defaults: qc={defaults['qc']!r}; allowed: {list(QC_MODES)} ('reject' only for a model with label maps)")
         schedule.timesteps(defaults["steps"], defaults["timestep_spacing"])  # a count the spacing cannot start right is refused
         self.distribution = distribution
         self._autocast: torch.dtype | None = None  # bfloat16 / float16 after .to(dtype=...): autocast over float32 weights
@@ -271,7 +273,7 @@ class BrainGenerator:
         batch_size: int = 4,
         extrapolate: bool = False,
         raw: bool = False,
-        qc: str = "measure",
+        qc: str | None = None,
         max_redraws: int = 10,
         progress: bool = False,
         **covariate_values: Any,
@@ -291,7 +293,9 @@ class BrainGenerator:
         to the model's. ``raw=True`` keeps the decoder's output everywhere; by default voxels whose
         label is background are set to exactly 0, as in skull-stripped prepared images. ``qc="measure"``
         adds the quality-control columns; ``qc="reject"`` also draws a failing subject again, with
-        the seed ``volume_seed(its seed, attempt)``, up to ``max_redraws`` times (then an error).
+        the seed ``volume_seed(its seed, attempt)``, up to ``max_redraws`` times (then an error);
+        the default is the model's (``defaults["qc"]``: ``reject`` for a model whose measured broken
+        rate is above 0, as the embedded default model's card records).
 
         Raises ``ValueError`` naming the argument for a missing, mistyped or out-of-range covariate
         (unless ``extrapolate=True``), unknown covariates, or sampling settings the model cannot take.
@@ -315,6 +319,7 @@ class BrainGenerator:
         settings = self.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)
         if not (draws.is_int(batch_size) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r}; allowed: an integer >= 1")
+        qc = self.defaults["qc"] if qc is None else qc
         if qc not in QC_MODES:
             raise ValueError(f"qc={qc!r}; allowed: {list(QC_MODES)}")
         if qc == "reject" and not self.label_classes:

@@ -93,7 +93,9 @@ def test_real_data_as_prepared_cohort_torchio_or_tensors_gives_the_synthetic_key
     subjects = tio.SubjectsDataset(
         [
             tio.Subject(
-                image=tio.ScalarImage(tensor=torch.rand(1, 16, 16, 16)), labels=tio.LabelMap(tensor=torch.ones(1, 16, 16, 16)), age=40.0
+                image=tio.ScalarImage(tensor=torch.rand(1, 16, 16, 16), affine=generator.image_grid.affine),
+                labels=tio.LabelMap(tensor=torch.ones(1, 16, 16, 16), affine=generator.image_grid.affine),
+                age=40.0,
             )
             for _ in range(2)
         ]
@@ -132,3 +134,30 @@ def test_a_batch_generates_its_synthetic_subjects_together(generator, monkeypatc
     monkeypatch.undo()
     clone = pickle.loads(pickle.dumps(dataset))
     torch.testing.assert_close(clone[9]["image"], batches[2]["image"][3], atol=1e-5, rtol=0)
+
+
+def test_real_subjects_on_another_grid_are_refused_or_resampled():
+    """A real subject in LPS orientation, or with 2 mm voxels, beside synthetic volumes on the 4 mm RAS grid."""
+    import numpy as np
+    import torchio as tio
+
+    generator = tiny_generator(distribution=True, steps=2)
+    synthetic = SyntheticBrainDataset(4, None, generator, device="cpu")
+    grid = generator.image_grid
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ grid.affine
+    image = torch.rand(1, *grid.shape)
+    labels = torch.randint(0, 8, (1, *grid.shape))
+    subjects = tio.SubjectsDataset(
+        [tio.Subject(image=tio.ScalarImage(tensor=image, affine=lps), labels=tio.LabelMap(tensor=labels, affine=lps))]
+    )
+    with pytest.raises(ValueError, match=r"(?s)real\[0\] \(0\): affine\n.*differs from the synthetic subjects' grid.*resample=True"):
+        MixedDataset(subjects, synthetic)
+    mixed = MixedDataset(subjects, synthetic, resample=True)
+    item = mixed[0]
+    # LPS is RAS mirrored in x and y: resampled onto the RAS grid, the volume comes out flipped in both axes
+    torch.testing.assert_close(item["image"], image.flip(1).flip(2), atol=1e-5, rtol=0)
+    assert torch.equal(item["labels"], labels[0].flip(0).flip(1))
+    on_grid = tio.SubjectsDataset(
+        [tio.Subject(image=tio.ScalarImage(tensor=image, affine=grid.affine), labels=tio.LabelMap(tensor=labels, affine=grid.affine))]
+    )
+    torch.testing.assert_close(MixedDataset(on_grid, synthetic)[0]["image"], image)
