@@ -93,6 +93,7 @@ def train_autoencoder(
     progress: bool = True,
 ) -> Path:
     """Train (or resume training) and write ``run_dir/autoencoder/{config.json, model.safetensors}``.
+    Run again with a larger ``steps`` (and every other setting equal) to train further.
 
     ``downsample=k`` trains on the prepared cohort averaged over k x k x k blocks, with class
     fractions as label targets (see :class:`PreparedCohort`). Raises ``ValueError`` before any
@@ -120,7 +121,7 @@ def train_autoencoder(
         {
             "stage": "autoencoder",
             "model": model_config.to_dict(),
-            "training": settings.to_dict(),
+            "training": {k: v for k, v in settings.to_dict().items() if k != "steps"},  # more steps continue the run
             "prepared": str(Path(prepared).resolve()),
             "downsample": downsample,
             "grid": cohort.output_grid.to_dict(),

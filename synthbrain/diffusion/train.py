@@ -84,6 +84,7 @@ def train_diffusion(
     progress: bool = True,
 ) -> Path:
     """Train (or resume) and write ``run_dir/unet`` (EMA weights) and ``run_dir/scheduler/config.json``.
+    Run again with a larger ``steps`` (and every other setting equal) to train further.
 
     Raises ``ValueError`` before training for a model whose latent channels, condition width or
     downsampling do not fit the latents, too few subjects with every covariate for one batch per
@@ -112,7 +113,7 @@ def train_diffusion(
         {
             "stage": "diffusion",
             "model": model_config.to_dict(),
-            "training": asdict(settings),
+            "training": {k: v for k, v in asdict(settings).items() if k != "steps"},  # more steps continue the run
             "schedule": schedule.to_dict(),
             "latents": str(Path(latents).resolve()),
         },

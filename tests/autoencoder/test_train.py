@@ -55,10 +55,14 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(prepared, tmp_
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0)
 
 
-def test_other_configuration_in_the_same_run_folder_is_refused(prepared, tmp_path):
+def test_other_configuration_in_the_same_run_folder_is_refused_but_more_steps_continue(prepared, tmp_path):
     train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=1, batch_size=2), device="cpu", progress=False)
     with pytest.raises(ValueError, match=r"run_dir=.* another configuration \(differing: \['training'\]\)"):
-        train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=2, batch_size=2), device="cpu", progress=False)
+        train_autoencoder(
+            prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=2, batch_size=2, learning_rate=1e-3), device="cpu", progress=False
+        )
+    train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=3, batch_size=2), device="cpu", progress=False)
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3  # continued from step 1
 
 
 def test_bad_arguments_are_named(prepared, tmp_path):
