@@ -38,3 +38,39 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     assert _io.remove_stale_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["keep.txt"]
+
+
+def _strict_loads(text: str):
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_every_json_written_is_strict_with_missing_values_as_null(tmp_path):
+    target = tmp_path / "report.json"
+    _io.write_json(target, {"r": float("nan"), "values": [1.0, np.float64("inf"), np.array([np.nan, 2.0])], "n": np.int64(3)})
+    assert _strict_loads(target.read_text()) == {"r": None, "values": [1.0, None, [None, 2.0]], "n": 3}
+
+
+def test_the_reports_and_model_files_in_the_repository_are_strict_json():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [*root.joinpath("docs").rglob("*.json"), *root.joinpath("synthbrain").rglob("*.json")]
+    assert files
+    for path in files:
+        _strict_loads(path.read_text())  # jq, JavaScript and most JSON libraries refuse NaN and Infinity
+
+
+def test_markdown_tables_show_a_dash_for_missing_values():
+    import pandas as pd
+
+    table = _io.markdown_table(pd.DataFrame({"a": [1.0, float("nan")], "b": ["x", None]}))
+    assert "nan" not in table.lower() and table.splitlines()[3] == "| - | - |"
+
+
+def test_shown_paths_are_relative_below_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _io.shown_path(tmp_path / "runs" / "model") == "runs/model"
+    assert _io.shown_path("/elsewhere/model") == "/elsewhere/model" and _io.shown_path("rel/x") == "rel/x"
