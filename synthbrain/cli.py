@@ -349,7 +349,7 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
         name, sep, value = item[2:].partition("=")
         if not sep:
             if i + 1 >= len(extra) or extra[i + 1].startswith("--"):
-                raise ValueError(f"--{name}: needs a value (--{name} VALUE)")
+                raise ValueError(f"--{name}: not an option of this command (see --help), and no value for a covariate --{name} VALUE")
             value, i = extra[i + 1], i + 1
         out[name.replace("-", "_")] = value
         i += 1

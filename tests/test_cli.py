@@ -194,3 +194,39 @@ def test_cli_prepare_reads_one_bids_session_and_the_chosen_header_transform(temp
         main(["prepare", "--help"])
     help_text = capsys.readouterr().out
     assert "--session" in help_text and "--trust-header {sform,qform}" in help_text
+
+
+def test_no_arguments_print_the_help_and_help_loads_no_heavy_library(capsys):
+    import subprocess
+    import sys
+
+    assert main([]) == 0 and "usage: synthbrain" in capsys.readouterr().out
+    code = (
+        "import sys; from synthbrain.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'monai', 'torchio') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_help_shows_defaults_and_errors_speak_the_flags(capsys, tmp_path):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = capsys.readouterr().out
+    assert "-n N                  number of volumes (default: 1)" in text and "--batch-size BATCH_SIZE" in text
+    assert "(default: 4)" in text and "--timestep-spacing" in text
+    assert main(["generate", "--age", "200", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "pass --extrapolate to allow them" in err and "extrapolate=True" not in err
+
+
+def test_ctrl_c_prints_one_line(monkeypatch, capsys, tmp_path):
+    import synthbrain.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run_generate", interrupted)
+    assert main(["generate", "--out", str(tmp_path / "x")]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("synthbrain generate: interrupted; outputs are written atomically")
