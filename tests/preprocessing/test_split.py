@@ -114,3 +114,13 @@ def test_split_of_a_session_cohort_keeps_subjects_whole(tmp_path, capsys):
     assert (listing.groupby("participant_id")["part"].nunique() == 1).all()
     assert main(["split", "--prepared", str(root), "--out", str(tmp_path / "s2"), "--parts", "x=0.5,y=0.5"]) == 0
     assert "x: 6 samples of 3 subjects" in capsys.readouterr().out
+
+
+def test_a_part_folder_the_split_did_not_write_is_never_deleted(tmp_path):
+    prepared = make_prepared(tmp_path / "cohort", n=8)
+    out = tmp_path / "out"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "precious.txt").write_text("not from a split")
+    with pytest.raises(ValueError, match="exists but no split.tsv says this split wrote it"):
+        split_prepared(prepared, out, {"train": 0.5, "test": 0.5}, seed=0)
+    assert (out / "train" / "precious.txt").read_text() == "not from a split"
