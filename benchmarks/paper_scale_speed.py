@@ -29,7 +29,14 @@ then the median of ``--repeats`` calls, with ``torch.cuda.synchronize`` around e
 are copied to the host in every route. Peak memory: ``torch.cuda.max_memory_allocated`` over the timed
 calls on CUDA (only the route's own networks are on the GPU), the process's peak resident set size
 (VmHWM, reset before each row) on CPU. TFLOP per volume are counted with torch's FLOP counter on the
-meta device (UNet step x steps + decoder).
+meta device (UNet step x steps + decoder). Ceiling: the TFLOP/s of a square matrix product (random data, 8192 on
+CUDA, 256 on CPU) in bf16, float32 and, on CUDA, TF32, measured at the start of the same run; each row's TFLOP/s is
+also given as a fraction of the ceiling of its precision (bf16 rows: bf16; float32 rows: TF32 on CUDA when cuDNN may
+use it, the convolutions being most of the work, plain float32 otherwise). The FLOP floor uses ``--peak-tflops``, by
+default the measured bf16 ceiling.
+
+The report (OUT.md, OUT.json) is written again after every row, marked partial until the last one, so a run
+stopped by a time limit keeps the rows it finished.
 
 ``--tiny`` shrinks channels and grid (the reference structure at the sizes of tests/test_monai_bundle.py)
 so the script runs on a CPU in seconds; its numbers say nothing about the paper-size model, and it must
@@ -128,6 +135,44 @@ def count_tflop(generator: BrainGenerator) -> tuple[float, float]:
         with FlopCounterMode(display=False) as decoder_count:
             autoencoder.decode(latent)
     return unet_count.get_total_flops() / 1e12, decoder_count.get_total_flops() / 1e12
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype, *, n: int, inner: int, repeats: int, tf32: bool = False) -> float:
+    """TFLOP/s of an ``n`` x ``n`` x ``n`` matrix product of random ``dtype`` matrices on ``device``: the median over
+    ``repeats`` timings of ``inner`` products each, after 2 warm-up products. ``tf32``: float32 products may use TF32
+    (CUDA); the previous setting is restored."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=generator).to(device, dtype)
+    b = torch.randn(n, n, generator=generator).to(device, dtype)
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        for _ in range(2):
+            a @ b
+        times = []
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(inner):
+                a @ b
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = allowed
+    return 2 * n**3 * inner / statistics.median(times) / 1e12
+
+
+def matmul_ceilings(device: torch.device) -> dict[str, float]:
+    """The measured matrix-product ceilings (TFLOP/s) by precision: bf16, fp32 and, on CUDA, tf32."""
+    size = {"n": 8192, "inner": 10, "repeats": 5} if device.type == "cuda" else {"n": 256, "inner": 2, "repeats": 3}
+    ceilings = {
+        "bf16": matmul_ceiling(device, torch.bfloat16, **size),
+        "fp32": matmul_ceiling(device, torch.float32, **size),
+    }
+    if device.type == "cuda":
+        ceilings["tf32"] = matmul_ceiling(device, torch.float32, tf32=True, **size)
+        torch.cuda.empty_cache()
+    return ceilings
 
 
 def synchronize(device: torch.device) -> None:
@@ -239,7 +284,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before each row (compilation happens there)")
     parser.add_argument("--repeats", type=int, default=3, help="timed calls per row; the median is reported")
     parser.add_argument("--seed", type=int, default=0, help="weights and noise seed")
-    parser.add_argument("--peak-tflops", type=float, default=800.0, help="the accelerator's peak, for the FLOP floor in the report")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help="the accelerator's peak, for the FLOP floor (default: the measured bf16 ceiling)"
+    )
     parser.add_argument("--out", type=Path, default=None, help=f"write OUT.md and OUT.json (default {DEFAULT_OUT.relative_to(ROOT)})")
     args = parser.parse_args(argv)
     if args.tiny and args.out is None:
@@ -249,7 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"{flag} {value}: allowed: an integer >= {low}")
     if args.seed < 0:
         parser.error(f"--seed {args.seed}: allowed: an integer >= 0")
-    if not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
+    if args.peak_tflops is not None and not (math.isfinite(args.peak_tflops) and args.peak_tflops > 0):
         parser.error(f"--peak-tflops {args.peak_tflops}: allowed: a positive number")
     if args.fast_sampler not in SAMPLERS:
         parser.error(f"--fast-sampler {args.fast_sampler!r}: allowed: {list(SAMPLERS)}")
@@ -279,6 +326,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = args.device
     out = args.out if args.out is not None else DEFAULT_OUT
+    ceilings = matmul_ceilings(device)
+    print("matrix-product ceilings (TFLOP/s): " + ", ".join(f"{k} {v:.4g}" for k, v in ceilings.items()), flush=True)
+    peak_tflops = args.peak_tflops if args.peak_tflops is not None else ceilings["bf16"]
+    # fp32 rows: cuDNN convolutions (most of the work) run in TF32 on CUDA when allowed, so TF32 is their ceiling there.
+    fp32_ceiling = "tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"
     generator = build_generator(args.tiny, args.seed)
     unet_tflop, decoder_tflop = count_tflop(generator)
 
@@ -286,10 +338,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
     rows: list[dict[str, Any]] = []
+    planned = 3 + (args.precision != "fp32") + len(args.fast_steps)
 
     def record(route: str, sampler: str, steps: int, batch: int, precision: str, channels_last: bool, compiled: bool, m: dict) -> None:
         per_volume = m["seconds"] / batch
         tflop = steps * unet_tflop + decoder_tflop
+        ceiling = ceilings["bf16" if precision == "bf16" else fp32_ceiling]
         rows.append(
             {
                 "route": route,
@@ -305,11 +359,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "UNet evaluations per volume": steps,
                 "TFLOP per volume": tflop,
                 "TFLOP/s": tflop / per_volume,
+                "of matmul ceiling": tflop / per_volume / ceiling,
                 "max abs diff vs reference": float((m["result"][0].clamp(0, 1) - reference_image.clamp(0, 1)).abs().max()),
                 "warm-up (s)": m["warmup_s"],
             }
         )
         print(f"{route}: {per_volume:.4g} s per volume", flush=True)
+        write_report(args, out, rows, planned, generator, ceilings, peak_tflops, fp32_ceiling, unet_tflop, decoder_tflop)
 
     # 1. The reference route, on copies of the same weights (freed when it returns: only the route being timed is on the device).
     m = time_reference_route(generator, device=device, seed=args.seed, warmup=args.warmup, repeats=args.repeats)
@@ -356,7 +412,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             record("ours: " + " + ".join(features), sampler, steps, args.batch_size, args.precision, channels_last, compiled, m)
     finally:
         torch.backends.cudnn.benchmark = cudnn_benchmark
+    summary = write_report(args, out, rows, planned, generator, ceilings, peak_tflops, fp32_ceiling, unet_tflop, decoder_tflop)
+    print(out.with_suffix(".md").read_text())
+    return summary
 
+
+def write_report(
+    args: argparse.Namespace,
+    out: Path,
+    rows: list[dict[str, Any]],
+    planned: int,
+    generator: BrainGenerator,
+    ceilings: dict[str, float],
+    peak_tflops: float,
+    fp32_ceiling: str,
+    unet_tflop: float,
+    decoder_tflop: float,
+) -> dict[str, Any]:
+    """Write OUT.json and OUT.md from the rows measured so far (marked partial while fewer than ``planned``); the summary."""
+    device = args.device
+    complete = len(rows) >= planned
     table = pd.DataFrame(rows)
     memory = (
         "peak GPU memory allocated (torch.cuda.max_memory_allocated)" if device.type == "cuda" else "peak resident set size of the process"
@@ -373,11 +448,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         + (["--no-channels-last"] if args.no_channels_last else [])
         + (["--no-compile"] if args.no_compile else [f"--compile-mode {args.compile_mode}"])
         + [f"--warmup {args.warmup}", f"--repeats {args.repeats}", f"--seed {args.seed}"]
+        + ([f"--peak-tflops {args.peak_tflops:g}"] if args.peak_tflops is not None else [])
         + ([f"--out {args.out}"] if args.out is not None else [])
     )
-    floor = {f"{r['sampler']}-{r['steps']}": r["TFLOP per volume"] / args.peak_tflops for r in rows}
+    floor = {f"{r['sampler']}-{r['steps']}": r["TFLOP per volume"] / peak_tflops for r in rows}
+    floor_source = "given" if args.peak_tflops is not None else "the measured bf16 matrix-product ceiling"
     summary = {
         "command": command,
+        "complete": complete,
+        "rows_planned": planned,
         "model": "tiny reference structure (random weights)" if args.tiny else "paper-size reference architecture (random weights)",
         "machine": machine,
         "versions": {"torch": torch.__version__, "monai": monai.__version__},
@@ -389,14 +468,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "autoencoder": sum(p.numel() for p in generator.autoencoder.parameters()) / 1e6,
         },
         "tflop": {"unet_step": unet_tflop, "decoder": decoder_tflop},
-        "peak_tflops_for_floor": args.peak_tflops,
+        "matmul_ceiling_tflops": ceilings,
+        "fp32_rows_ceiling": fp32_ceiling,
+        "peak_tflops_for_floor": peak_tflops,
+        "peak_tflops_source": floor_source,
         "flop_floor_seconds_per_volume": floor,
         "memory": memory,
         "rows": table.astype(object).where(table.notna(), None).to_dict("records"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     shown = table.copy()  # small and large values in significant digits
-    for column in ("TFLOP per volume", "TFLOP/s", "max abs diff vs reference"):
+    for column in ("TFLOP per volume", "TFLOP/s", "of matmul ceiling", "max abs diff vs reference"):
         shown[column] = [f"{v:.3g}" for v in table[column]]
     tf32 = (
         f"TF32 allowed for cuDNN convolutions {summary['tf32']['cudnn']}, for matmuls {summary['tf32']['matmul']} (the defaults "
@@ -404,14 +486,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if device.type == "cuda"
         else ""
     )
-    fastest = min(rows[1:], key=lambda r: r["seconds per volume"])
-    summary["fastest"] = {k: fastest[k] for k in ("route", "sampler", "steps", "batch", "seconds per volume", "speed-up vs reference")}
+    if len(rows) > 1:
+        fastest = min(rows[1:], key=lambda r: r["seconds per volume"])
+        summary["fastest"] = {k: fastest[k] for k in ("route", "sampler", "steps", "batch", "seconds per volume", "speed-up vs reference")}
+        fastest_line = (
+            f"Fastest of ours: {fastest['route']}, {fastest['sampler']}-{fastest['steps']}: {fastest['seconds per volume']:.3g} s per "
+            f"volume, {fastest['speed-up vs reference']:.3g} x the reference route. "
+        )
+    else:
+        summary["fastest"] = None
+        fastest_line = "No row of ours was measured. "
     _io.write_json(out.with_suffix(".json"), summary)
     notes = []
+    if not complete:
+        notes.append(f"**Partial:** {len(rows)} of {planned} rows; the run stopped (or was stopped) before the others.")
     if args.tiny:
         notes.append("**Tiny run:** small channels and grid; these numbers say nothing about the paper-size model.")
     elif device.type == "cpu":
         notes.append("**CPU run:** the target (at most 0.3 s per volume on an H100) is for a GPU; these are CPU times.")
+    ceiling_text = ", ".join(f"{k} {v:.4g}" for k, v in ceilings.items())
     report = "\n\n".join(
         [
             f"# Speed at paper scale: {summary['model']} on {machine}",
@@ -422,20 +515,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{decoder_tflop:.4g} TFLOP per volume. Median of {args.repeats} calls after {args.warmup} warm-up calls "
             f"(warm-up time, with compilation, in its column); memory: {memory}.",
             markdown_table(shown),
-            f"Fastest of ours: {fastest['route']}, {fastest['sampler']}-{fastest['steps']}: {fastest['seconds per volume']:.3g} s per "
-            f"volume, {fastest['speed-up vs reference']:.3g} x the reference route. Target (on an H100): at most 0.3 s per volume "
+            fastest_line + "Target (on an H100): at most 0.3 s per volume "
             "at DDIM-50 quality and at least 10 x the reference route; whether a few-step row has DDIM-50 quality is measured "
             "by `benchmarks/sampler_quality.py`.",
+            f"Matrix-product ceilings measured in this run (TFLOP/s, square products of random matrices): {ceiling_text}. "
+            f"`of matmul ceiling`: a row's TFLOP/s over the ceiling of its precision (bf16 rows: bf16; float32 rows: "
+            f"{fp32_ceiling}).",
             "Reference: MONAI's `LatentDiffusionInferer` with its `DDIMScheduler` at the released timesteps 980, ..., 0, the "
             "condition as cross-attention context and concatenated channels, float32, one volume per call. `max abs diff vs "
             "reference`: the first volume against the reference's, both clamped to [0, 1]; a parity check for the DDIM rows "
             "(float32: rounding only; bf16: the precision's error), informative only for other samplers (another integration "
-            "of the same ODE, random weights). FLOP floor at "
-            f"{args.peak_tflops:g} TFLOP/s: " + ", ".join(f"{k} {v:.3g} s" for k, v in floor.items()) + " per volume.",
+            f"of the same ODE, random weights). FLOP floor at {peak_tflops:.4g} TFLOP/s ({floor_source}): "
+            + ", ".join(f"{k} {v:.3g} s" for k, v in floor.items())
+            + " per volume.",
         ]
     )
     _io.write_text(out.with_suffix(".md"), report + "\n")
-    print(report)
     return summary
 
 

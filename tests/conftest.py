@@ -14,6 +14,15 @@ from tests.helpers import SHARED_IXI, tiny_labels, write_nifti
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked ``gpu`` skip cleanly where there is no CUDA device (CI, the CPU machines)."""
+    if item.get_closest_marker("gpu") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("needs a CUDA device (marked gpu)")
+
+
 @pytest.fixture
 def tiny_folder(tmp_path: Path) -> dict[str, Path]:
     """Three valid subjects: images/, labels/ and participants.csv."""

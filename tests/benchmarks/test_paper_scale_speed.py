@@ -33,6 +33,12 @@ def test_paper_scale_speed_runs_in_tiny_mode_and_writes_its_table(script, tmp_pa
     # Timings are the benchmark's output, not something a test can judge: only that their columns are there.
     assert all({"seconds per volume", "speed-up vs reference", "TFLOP/s"} <= set(r) for r in rows)
     assert all(math.isfinite(r["max abs diff vs reference"]) and r["peak memory (GB)"] > 0 for r in rows)
+    ceilings = written["matmul_ceiling_tflops"]  # measured in the same run
+    assert set(ceilings) == {"bf16", "fp32"} and all(v > 0 for v in ceilings.values()) and written["complete"]
+    assert written["fp32_rows_ceiling"] == "fp32" and written["peak_tflops_for_floor"] == ceilings["bf16"]
+    for r in rows:
+        ceiling = ceilings["bf16" if r["precision"] == "bf16" else "fp32"]
+        assert r["of matmul ceiling"] == pytest.approx(r["TFLOP/s"] / ceiling)
     for r in rows:
         assert r["UNet evaluations per volume"] == r["steps"]
         assert r["TFLOP per volume"] == pytest.approx(r["steps"] * written["tflop"]["unet_step"] + written["tflop"]["decoder"])
@@ -60,3 +66,22 @@ def test_paper_scale_speed_options_are_checked(script, tmp_path, capsys):
         with pytest.raises(SystemExit):
             script.main(argv)
         assert message in capsys.readouterr().err, argv
+
+
+def test_paper_scale_speed_keeps_the_rows_it_finished_when_stopped(script, tmp_path, monkeypatch):
+    """The report is written after every row, so a run killed by a time limit (the GPU run's) keeps what it measured."""
+    out = tmp_path / "speed"
+    real_measure, calls = script.measure, []
+
+    def stopping(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # our first row: as if the time limit struck here
+            raise KeyboardInterrupt
+        return real_measure(*args, **kwargs)
+
+    monkeypatch.setattr(script, "measure", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(["--tiny", "--device", "cpu", "--no-compile", "--warmup", "0", "--repeats", "1", "--out", str(out)])
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert not written["complete"] and len(written["rows"]) == 1 and written["rows"][0]["route"].startswith("reference")
+    assert written["fastest"] is None and "**Partial:** 1 of 5 rows" in out.with_suffix(".md").read_text()

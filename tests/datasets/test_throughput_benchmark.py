@@ -28,6 +28,11 @@ def test_throughput_benchmark_runs_in_tiny_mode_and_writes_its_report(tmp_path, 
     assert report.startswith("# SyntheticBrainDataset throughput") and all(s in report for s in settings)
     with pytest.raises(SystemExit):  # a tiny run never replaces the real results under docs/benchmarks/
         benchmark.main(["--tiny"])
+    small = ["--tiny", "--n", "2", "--size", "50", "--batch-size", "2", "--chunk-size", "2", "--workers", "0"]
+    lean = benchmark.main([*small, "--no-randomized", "--out", str(tmp_path / "lean")])  # the GPU run's: torchio is not there
+    assert not any("randomized" in row["setting"] for row in lean["rows"])
+    assert lean["randomized vs generated (shuffled, no workers)"] is None
+    assert "--no-randomized" in lean["command"] and "left out (--no-randomized)" in (tmp_path / "lean.md").read_text()
 
 
 @pytest.mark.parametrize("workers", [0, 2])
