@@ -157,10 +157,13 @@ def test_killed_process_resumes_without_corrupt_files(template_folder, tmp_path)
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "subjects" / "a01" / "record.json").exists() and time.time() < deadline:
+    while not (out / "subjects" / "a01" / "record.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, f"prepare exited with {proc.returncode} before it could be killed"
+    assert (out / "subjects" / "a01" / "record.json").exists(), "no subject finished within 120 s"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # died by the signal, not by finishing first
+    assert not (out / "manifest.json").exists()  # killed mid-run: the resume below has work left
     for nii in out.rglob("*.nii.gz"):
         if not nii.name.startswith(".tmp-"):
             np.asarray(nib.load(nii).dataobj)  # every visible output is complete
