@@ -2,6 +2,7 @@
 scikit-learn, the bootstrap against scipy where the two-level bootstrap reduces to one level, and
 hand-built matrices whose right interval is obvious (constant, a clear paired shift, none)."""
 
+import warnings
 from dataclasses import astuple
 
 import numpy as np
@@ -36,6 +37,8 @@ def test_auc_equals_sklearn_with_and_without_ties():
     assert auc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0  # reversed
     assert auc([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5]) == 0.5  # all tied: ties count half
     assert auc([0, 0, 1], [0.3, 0.7, 0.5]) == pytest.approx(0.5)  # by hand: 1 of 2 pairs ordered
+    assert auc([0, 1, 1], [0.6, 0.5, 0.9]) == pytest.approx(0.5)  # one negative: 1 of 2 pairs ordered
+    assert auc([0, 0, 1], [1, 3, 2]) == pytest.approx(0.5)  # integer scores
 
 
 def test_auc_broadcasts_truth_over_rows_and_is_nan_with_one_class():
@@ -44,8 +47,11 @@ def test_auc_broadcasts_truth_over_rows_and_is_nan_with_one_class():
     truth[:2] = [0, 1]
     scores = np.round(rng.normal(size=(4, 15)), 1)
     np.testing.assert_allclose(auc(truth, scores), [roc_auc_score(truth, row) for row in scores], atol=1e-12)
-    both = auc(np.stack([np.zeros(4), [0, 1, 0, 1]]), np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]]))
-    assert np.isnan(both[0]) and both[1] == 0.75
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one class: NaN, quietly (no division warnings)
+        both = auc(np.stack([np.zeros(4), [0, 1, 0, 1]]), np.array([[0.1, 0.2, 0.3, 0.4], [0.1, 0.2, 0.3, 0.4]]))
+        assert np.isnan(both[0]) and both[1] == 0.75
+        assert np.isnan(auc([1, 1, 1], [0.1, 0.2, 0.3]))
 
 
 # ---- bootstrap_mean ----------------------------------------------------------------------------
@@ -114,8 +120,13 @@ def test_nans_are_ignored():
     estimate = bootstrap_mean(values)
     assert estimate.value == pytest.approx(np.mean([0.2, 0.4, 0.3, 0.5]))
     assert 0.2 <= estimate.low <= estimate.high <= 0.5
+    assert bootstrap_mean([[0.2, None, 0.4]]).value == pytest.approx(0.3)  # None (a missing value in a table) is NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # resamples with no value at all are dropped quietly
+        assert astuple(bootstrap_mean([[0.2, np.nan]]))[:3] == (0.2, 0.2, 0.2)
     with pytest.warns(RuntimeWarning):  # numpy's "Mean of empty slice"
-        assert np.isnan(bootstrap_mean(np.full((2, 2), np.nan)).low)
+        nothing = bootstrap_mean(np.full((2, 2), np.nan))
+    assert np.isnan([nothing.value, nothing.low, nothing.high, nothing.p]).all()
 
 
 def test_fixed_seed_is_reproducible_and_another_seed_differs():
@@ -123,6 +134,9 @@ def test_fixed_seed_is_reproducible_and_another_seed_differs():
     np.testing.assert_equal(astuple(bootstrap_mean(values, seed=5)), astuple(bootstrap_mean(values, seed=5)))  # NaN p equals NaN
     assert bootstrap_difference(values, values[::-1], seed=5) == bootstrap_difference(values, values[::-1], seed=5)
     assert bootstrap_mean(values, seed=5).low != bootstrap_mean(values, seed=6).low
+    truth = [0, 1] * 5
+    np.testing.assert_equal(astuple(bootstrap_auc(values, truth, seed=5)), astuple(bootstrap_auc(values, truth, seed=5)))
+    assert bootstrap_auc(values, truth, seed=5).low != bootstrap_auc(values, truth, seed=6).low
 
 
 # ---- bootstrap_difference ------------------------------------------------------------------------
@@ -157,6 +171,14 @@ def test_paired_difference_without_a_shift_includes_zero():
     assert estimate.value == pytest.approx(0.0, abs=1e-12)
     assert estimate.low < 0 < estimate.high and not estimate.excludes_zero
     assert estimate.p > 0.5
+
+
+def test_p_value_is_twice_the_smaller_tail_of_the_bootstrap_differences():
+    """Differences (-1, 1, 1) of one seed: a resample of the three has a mean <= 0 when it holds -1
+    at least twice, with probability 7/27 (and >= 0 with 20/27), so p = 2 * 7/27."""
+    estimate = bootstrap_mean([[-1.0, 1.0, 1.0]], difference=True, resamples=20000)
+    assert estimate.p == pytest.approx(14 / 27, abs=0.02)
+    assert bootstrap_difference([[1.0, 1.0, 1.0]], [[2.0, 0.0, 0.0]], resamples=20000).p == pytest.approx(14 / 27, abs=0.02)
 
 
 def test_difference_of_identical_arms_is_exactly_zero():
@@ -207,6 +229,11 @@ def test_bootstrap_auc_with_a_reference_is_the_paired_auc_difference():
     assert (perfect.value, perfect.low, perfect.high) == (1.0, 1.0, 1.0)
 
 
+def test_bootstrap_auc_is_nan_when_truth_has_one_class():
+    estimate = bootstrap_auc(np.array([[0.1, 0.5, 0.9]]), [0, 0, 0])
+    assert np.isnan([estimate.value, estimate.low, estimate.high]).all()
+
+
 def test_bootstrap_auc_drops_resamples_with_one_class():
     truth = np.array([0, 0, 0, 0, 0, 1])  # a third of the resamples have no positive subject
     scores = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.9]])
@@ -242,5 +269,7 @@ def test_bad_shapes_and_levels_raise_value_errors_naming_the_argument():
         bootstrap_auc(good, [0, 1])
     with pytest.raises(ValueError, match=r"truth: shape \(3,\)"):
         bootstrap_auc(good, [0, 1, 2])  # not binary
+    with pytest.raises(ValueError, match=r"^reference: shape \(3,\)"):
+        bootstrap_auc(good, [0, 1, 0], reference=np.ones(3))
     with pytest.raises(ValueError, match=r"reference \(1, 3\), scores \(2, 3\)"):
         bootstrap_auc(good, [0, 1, 0], reference=np.ones((1, 3)))
