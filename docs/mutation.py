@@ -4,6 +4,7 @@ selection. Not part of the test suite and never run in CI; see docs/testing.md.
     pip install "mutmut>=3.8,<4"                 # not a dependency of synthbrain, not in any extra
     python docs/mutation.py statistics           # one module (names in MODULES), tests as they are
     python docs/mutation.py metrics --tests-at 0226bc6   # the test files as they were at a commit
+    python docs/mutation.py metrics --only 'synthbrain.evaluation.metrics.x_frechet_distance*'   # some functions only
 
 Each run copies the checkout (without .git) to a temporary folder, appends a ``[tool.mutmut]``
 section to the copy's pyproject.toml (only the module's files mutated, only its tests run, one
@@ -47,6 +48,7 @@ def main() -> int:
     parser.add_argument("module", choices=sorted(MODULES))
     parser.add_argument("--tests-at", help="a commit: use the module's test files as they were there")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    parser.add_argument("--only", nargs="+", default=[], metavar="GLOB", help="only these mutants (mutmut names, e.g. 'm.x_f__mutmut_*')")
     args = parser.parse_args()
     files, tests = MODULES[args.module]
     copy = Path(tempfile.mkdtemp(prefix=f"synthbrain-mutation-{args.module}-")) / "repo"
@@ -82,14 +84,16 @@ def main() -> int:
             )
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         mutmut = [sys.executable, "-m", "mutmut"]
-        run = subprocess.run(["nice", "-n", "19", *mutmut, "run", "--max-children", "1"], cwd=copy, env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            ["nice", "-n", "19", *mutmut, "run", "--max-children", "1", *args.only], cwd=copy, env=env, capture_output=True, text=True
+        )
         print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
         results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=copy, env=env, capture_output=True, text=True).stdout
         counts: dict[str, int] = {}
         survivors = []
         for line in results.splitlines():
             match = re.match(r"\s*(\S+): (.+)$", line)
-            if match:
+            if match and match.group(2) != "not checked":
                 counts[match.group(2)] = counts.get(match.group(2), 0) + 1
                 if match.group(2) in ("survived", "no tests"):
                     survivors.append(match.group(1))

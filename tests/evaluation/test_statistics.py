@@ -129,6 +129,14 @@ def test_nans_are_ignored():
     assert np.isnan([nothing.value, nothing.low, nothing.high, nothing.p]).all()
 
 
+def test_a_resample_is_the_mean_of_its_finite_values_however_few():
+    """(0, 1, NaN), one seed, enumerated: of the 27 resamples of the three, 26 hold a value; 7 of
+    them have the mean 0 (3 of those hold a single finite value), 7 the mean 1, the others 1/3, 1/2
+    or 2/3. So the 50 % interval's ends are 0 and 1 (7/26 > 25 % in each tail)."""
+    estimate = bootstrap_mean([[0.0, 1.0, np.nan]], level=0.5, resamples=20000)
+    assert (estimate.value, estimate.low, estimate.high) == (0.5, 0.0, 1.0)
+
+
 def test_fixed_seed_is_reproducible_and_another_seed_differs():
     values = np.random.default_rng(3).uniform(size=(3, 10))
     np.testing.assert_equal(astuple(bootstrap_mean(values, seed=5)), astuple(bootstrap_mean(values, seed=5)))  # NaN p equals NaN
@@ -230,7 +238,9 @@ def test_bootstrap_auc_with_a_reference_is_the_paired_auc_difference():
 
 
 def test_bootstrap_auc_is_nan_when_truth_has_one_class():
-    estimate = bootstrap_auc(np.array([[0.1, 0.5, 0.9]]), [0, 0, 0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # quietly
+        estimate = bootstrap_auc(np.array([[0.1, 0.5, 0.9]]), [0, 0, 0])
     assert np.isnan([estimate.value, estimate.low, estimate.high]).all()
 
 
