@@ -1,8 +1,8 @@
 """Deliberate breaks of core behaviours (issue 22), each applied to a throwaway copy of the checkout
 and checked against the narrow test selection that should catch it. See docs/testing.md.
 
-    python docs/breaks.py            # every break, one after the other
-    python docs/breaks.py guidance   # breaks whose name contains "guidance"
+    python tools/breaks.py            # every break, one after the other
+    python tools/breaks.py guidance   # breaks whose name contains "guidance"
 
 Each break is a literal replacement in one file (it must match exactly once, so a break that no
 longer applies is reported rather than silently skipped). The copy is made with ``cp -r``, the

@@ -2,9 +2,9 @@
 selection. Not part of the test suite and never run in CI; see docs/testing.md.
 
     pip install "mutmut>=3.8,<4"                 # not a dependency of synthbrain, not in any extra
-    python docs/mutation.py statistics           # one module (names in MODULES), tests as they are
-    python docs/mutation.py metrics --tests-at 0226bc6   # the test files as they were at a commit
-    python docs/mutation.py metrics --only 'synthbrain.evaluation.metrics.x_frechet_distance*'   # some functions only
+    python tools/mutation.py statistics           # one module (names in MODULES), tests as they are
+    python tools/mutation.py metrics --tests-at 0226bc6   # the test files as they were at a commit
+    python tools/mutation.py metrics --only 'synthbrain.evaluation.metrics.x_frechet_distance*'   # some functions only
 
 Each run copies the checkout (without .git) to a temporary folder, appends a ``[tool.mutmut]``
 section to the copy's pyproject.toml (only the module's files mutated, only its tests run, one
