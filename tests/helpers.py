@@ -221,6 +221,18 @@ def tiny_generator(*, distribution: bool = False, steps: int = 4):
     )
 
 
+def subprocess_env() -> dict[str, str]:
+    """The environment for a Python subprocess that must import the ``synthbrain`` under test (the
+    one this process imported), not the installed copy: a script's own folder, not the working
+    directory, heads its ``sys.path``, and an editable install may point at another checkout."""
+    import os
+
+    import synthbrain
+
+    root = str(Path(synthbrain.__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+
+
 def load_benchmark(name: str, monkeypatch):
     """Import ``benchmarks/<name>.py`` as a module (it imports its sibling ``_report``)."""
     import importlib

@@ -1,7 +1,6 @@
 """The perceptual and patch-adversarial terms of autoencoder training (issue 15)."""
 
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from synthbrain.autoencoder import train as train_module
 from synthbrain.autoencoder.losses import AdversarialLoss, AutoencoderLossWeights, PerceptualLoss, autoencoder_loss, make_discriminator
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
-from tests.helpers import make_prepared
+from tests.helpers import make_prepared, subprocess_env
 
 TINY = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
 GAN = AutoencoderTraining(
@@ -130,7 +129,7 @@ def test_a_kill_during_the_checkpoint_write_leaves_the_previous_checkpoint_and_a
                           device="cpu", progress=False)
         """)
     )
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env={**os.environ})
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=subprocess_env())
     assert result.returncode == -signal.SIGKILL, (result.returncode, result.stderr[-2000:])  # it died by the signal
     assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 2  # the previous one, intact
     resumed = load_file(train_autoencoder(prepared, tmp_path / "b", TINY, steps, device="cpu", progress=False) / "model.safetensors")

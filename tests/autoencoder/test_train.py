@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from synthbrain.autoencoder import train as train_module
 from synthbrain.autoencoder.model import AutoencoderConfig
 from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
-from tests.helpers import make_prepared
+from tests.helpers import make_prepared, subprocess_env
 
 TINY = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
 STEPS = AutoencoderTraining(steps=6, batch_size=2, checkpoint_every=2, log_every=1, learning_rate=1e-3)
@@ -97,6 +97,7 @@ def test_two_processes_with_torchrun_and_gloo(prepared, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 3

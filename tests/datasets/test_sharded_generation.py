@@ -8,7 +8,7 @@ import torch
 
 from synthbrain.cli import main
 from synthbrain.datasets import Fixed, SyntheticBrainDataset
-from tests.helpers import tiny_generator
+from tests.helpers import subprocess_env, tiny_generator
 
 
 def test_generate_shards_over_two_gloo_processes_then_resume(tmp_path):
@@ -22,6 +22,7 @@ def test_generate_shards_over_two_gloo_processes_then_resume(tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        env=subprocess_env(),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())

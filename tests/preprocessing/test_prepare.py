@@ -18,7 +18,7 @@ from synthbrain.preprocessing import prepare as prepare_module
 from synthbrain.preprocessing.prepare import PrepareError, PrepareParams, prepare_cohort
 from synthbrain.preprocessing.prepared import PreparedCohort
 from synthbrain.preprocessing.template import BRAIN_CENTRE_MM, make_grid
-from tests.helpers import MUSE, TEMPLATE_SUBJECT_INTENSITY, rigid_matrix, template_subject
+from tests.helpers import MUSE, TEMPLATE_SUBJECT_INTENSITY, rigid_matrix, subprocess_env, template_subject
 
 FAST = PrepareParams(spacing=4.0, registration_spacing=4.0)
 MOTIONS = {
@@ -155,16 +155,19 @@ def test_killed_process_resumes_without_corrupt_files(template_folder, tmp_path)
         "--workers",
         "1",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env())
     deadline = time.time() + 120
-    while not (out / "subjects" / "a01" / "record.json").exists() and time.time() < deadline:
+    while not (out / "subjects" / "a01" / "record.json").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
+    assert proc.poll() is None, f"prepare exited with {proc.returncode} before it could be killed"
+    assert (out / "subjects" / "a01" / "record.json").exists(), "no subject finished within 120 s"
     os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL  # died by the signal, not by finishing first
+    assert not (out / "manifest.json").exists()  # killed mid-run: the resume below has work left
     for nii in out.rglob("*.nii.gz"):
         if not nii.name.startswith(".tmp-"):
             np.asarray(nib.load(nii).dataobj)  # every visible output is complete
-    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert subprocess.run(cmd, capture_output=True, env=subprocess_env()).returncode == 0
     assert len(json.loads((out / "manifest.json").read_text())["records"]) == 3
     assert not list(out.rglob(".tmp-*"))
 
