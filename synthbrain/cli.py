@@ -324,9 +324,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="volumes sampled together (memory, not results)")
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
-    p.add_argument(
-        "--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)"
-    )
+    p.add_argument("--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")
@@ -540,6 +538,7 @@ def _run_convert_monai(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``synthbrain`` command line: one sub-command per job (``synthbrain --help`` lists them)."""
     parser = argparse.ArgumentParser(
         prog="synthbrain",
         description="Synthetic 3D brain MRI with label maps from latent diffusion models. Run 'synthbrain COMMAND --help' "

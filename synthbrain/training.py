@@ -44,6 +44,7 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0 (the process that writes files and shows progress)."""
         return self.rank == 0
 
 

@@ -99,17 +99,22 @@ class PerceptualLoss(nn.Module):
             )
 
     def train(self, mode: bool = True) -> PerceptualLoss:  # the feature network stays in eval mode (batch norm statistics)
+        """Switch this module's mode (``torch.nn.Module.train``); the feature network stays in eval mode."""
         super().train(mode)
         self.net.eval()
         return self
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps (N, C, d, h, w) of ``x`` (N, 1, D, H, W): deepbet's conv1, down0 and down1 stages, or
+        whatever a user-supplied network returns (one tensor or a list)."""
         if not self.is_deepbet:
             out = self.net(x)
             return list(out) if isinstance(out, (list, tuple)) else [out]
         return deepbet.stages(self.net, x, ("conv1", "down0", "down1"))
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean L1 distance between the feature maps of ``prediction`` and ``target`` (both (N, 1, D, H, W)),
+        summed over stages; a scalar. Raises ``ValueError`` for other shapes."""
         if prediction.shape != target.shape or prediction.ndim != 5 or prediction.shape[1] != 1:
             raise ValueError(f"prediction {tuple(prediction.shape)}, target {tuple(target.shape)}; allowed: equal shapes (N, 1, D, H, W)")
         prediction, target = prediction.float(), target.float()

@@ -79,6 +79,7 @@ class AutoencoderTraining:
             raise ValueError(f"weights={self.weights!r}; allowed: an AutoencoderLossWeights")
 
     def to_dict(self) -> dict:
+        """The settings as plain JSON values (recorded in the run's ``run.json``)."""
         return {**asdict(self), "weights": asdict(self.weights)}
 
 

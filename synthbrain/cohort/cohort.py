@@ -291,8 +291,7 @@ def _assemble(
         hint = " or give label maps and a label scheme to measure it" if name in measurable else ""
         shown = [c for c in frame.columns if c != _SAMPLE_ID]
         raise ValueError(
-            f"table: no column {column!r} for covariate {name!r}; columns: {shown}; "
-            f"map one with columns={{{name!r}: ...}}{hint}"
+            f"table: no column {column!r} for covariate {name!r}; columns: {shown}; map one with columns={{{name!r}: ...}}{hint}"
         )
 
     ids = frame[id_column].tolist()
@@ -678,6 +677,8 @@ def _match_by_prefix(files: list[Path], ids: list[str]) -> tuple[dict[str, list[
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 def _check_dir(name: str, path: Path) -> None:
     if not path.is_dir():
         raise ValueError(f"{name}={str(path)!r}: no such folder")

@@ -199,8 +199,7 @@ def resolve_geometry(header: nib.Nifti1Header, path: str | Path, trust: str | No
         sizes = np.linalg.norm(affine[:3, :3], axis=0)
         if not np.allclose(sizes, np.abs(pixdim), rtol=PIXDIM_RTOL, atol=1e-6):
             message = (
-                f"voxel size from the sform {_mm(sizes)} differs from the header's pixdim[1:4] {_mm(pixdim)} "
-                f"(sform {_matrix(affine)})"
+                f"voxel size from the sform {_mm(sizes)} differs from the header's pixdim[1:4] {_mm(pixdim)} (sform {_matrix(affine)})"
             )
             if trust == "sform":
                 notes.append(f"{message}; the sform is used as asked")

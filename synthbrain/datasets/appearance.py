@@ -103,6 +103,7 @@ class AppearanceRandomizer:
             raise ValueError(f"spatial={self.spatial!r}; allowed: True or False")
 
     def to_dict(self) -> dict[str, Any]:
+        """The ranges as plain JSON values (recorded with a dataset's settings)."""
         return asdict(self)
 
     def check(self, num_classes: int) -> None:

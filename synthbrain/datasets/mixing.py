@@ -190,6 +190,15 @@ def _label_map(labels: torch.Tensor, shape: tuple[int, ...], index: int) -> torc
 
 
 class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Batches of indices (a list of ``batch_size`` ints per batch) into a :class:`MixedDataset`,
+    ``synthetic_fraction`` of them synthetic: exact over training, never more than half a subject
+    off at any batch (see the module docstring and :func:`synthetic_counts`).
+
+    ``synthetic_fraction`` is a number in [0, 1] or a function of the epoch; real subjects come in
+    an order drawn from ``numpy.random.default_rng([seed, epoch])``; call :meth:`set_epoch` before
+    each epoch. Raises ``ValueError`` naming a bad argument and its value.
+    """
+
     def __init__(
         self,
         dataset: MixedDataset,
@@ -220,6 +229,7 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.num_batches = int(num_batches)
 
     def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch``'s fraction and draws for the next iteration (like ``DistributedSampler.set_epoch``)."""
         if isinstance(epoch, bool) or not (isinstance(epoch, numbers.Integral) and epoch >= 0):
             raise ValueError(f"epoch={epoch!r}; allowed: an integer >= 0")
         self.fraction_at(int(epoch))  # a schedule's bad value is reported here, not mid-epoch

@@ -188,6 +188,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
 
     @property
     def num_chunks(self) -> int:
+        """Number of chunks of ``chunk_size`` volumes generated together (the last may be shorter)."""
         return -(-self.n // self.chunk_size)
 
     @property

@@ -32,6 +32,7 @@ class Estimate:
 
     @property
     def excludes_zero(self) -> bool:
+        """Whether the confidence interval lies wholly above or below 0."""
         return bool(self.low > 0 or self.high < 0)
 
 

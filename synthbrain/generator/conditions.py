@@ -70,6 +70,7 @@ class Uniform:
         return out
 
     def check(self, schema: CovariateSchema, extrapolate: bool = False) -> None:
+        """Raise ``ValueError`` when a value this sampler can draw lies outside ``schema``'s range (unless ``extrapolate``)."""
         for name, spec in self.ranges.items():
             check_values(schema, {name: list(spec)}, extrapolate)
 
@@ -201,6 +202,7 @@ class Empirical:
         return row
 
     def check(self, schema: CovariateSchema, extrapolate: bool = False) -> None:
+        """Raise ``ValueError`` when a value this sampler can draw lies outside ``schema``'s range (unless ``extrapolate``)."""
         check_values(schema, {c: self.table[c].tolist() for c in self.columns}, extrapolate)
 
 
@@ -306,6 +308,7 @@ class Density:
         return row
 
     def check(self, schema: CovariateSchema, extrapolate: bool = False) -> None:
+        """Raise ``ValueError`` when a value this sampler can draw lies outside ``schema``'s range (unless ``extrapolate``)."""
         values = {c: [low, high] for c, (low, high) in self.bounds.items()}
         values.update({c: sorted({level[c] for level in self.levels}) for c in self.categorical})
         check_values(schema, values, extrapolate)

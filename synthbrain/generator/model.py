@@ -124,11 +124,13 @@ class BrainGenerator:
 
     @classmethod
     def from_parts(cls, parts: ModelParts) -> BrainGenerator:
+        """A generator from the parts :func:`synthbrain.model_folder.read` returns (weights already loaded)."""
         generator = cls(**parts.arguments())
         generator.source = dict(parts.source)
         return generator
 
     def parts(self) -> ModelParts:
+        """This generator's networks, schedule and settings, as :func:`synthbrain.model_folder.write` saves them."""
         return ModelParts(
             self.autoencoder,
             self.unet,
@@ -218,6 +220,7 @@ class BrainGenerator:
 
     @property
     def device(self) -> torch.device:
+        """The device the networks are on."""
         return next(self.unet.parameters()).device
 
     @property
@@ -425,4 +428,3 @@ def _describe(cond_sampler: Any) -> str | None:
     from synthbrain.generator.conditions import describe
 
     return describe(cond_sampler)
-
