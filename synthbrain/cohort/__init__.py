@@ -1,6 +1,7 @@
 """Stage 1, the real cohort: ingestion, covariates and label schemes."""
 
-from synthbrain.cohort.cohort import Cohort, CohortError, Problem, SubjectRecord, read_bids, read_folder
+from synthbrain.cohort.bids import read_bids
+from synthbrain.cohort.cohort import Cohort, CohortError, Problem, SubjectRecord, read_folder
 from synthbrain.cohort.covariates import Covariate, CovariateSchema, default_schema
 from synthbrain.cohort.labels import LabelScheme
 
