@@ -5,10 +5,11 @@ and checked against the narrow test selection that should catch it. See docs/tes
     python tools/breaks.py guidance   # breaks whose name contains "guidance"
 
 Each break is a literal replacement in one file (it must match exactly once, so a break that no
-longer applies is reported rather than silently skipped). The copy is made with ``cp -r``, the
-tests run with ``python -m pytest`` from the copy's root (so the copy's ``synthbrain`` is the one
-imported) under ``OMP_NUM_THREADS=1 nice -n 19``, and the copy is deleted afterwards. A break is
-caught when pytest exits with failures (exit status 1); the failing tests are printed.
+longer applies is reported rather than silently skipped). The copy holds the files git tracks or
+does not ignore (``tools/_checkout.py``); the tests run with ``python -m pytest`` from the copy's
+root (so the copy's ``synthbrain`` is the one imported) under ``OMP_NUM_THREADS=1 nice -n 19``, and
+the copy is deleted afterwards. A break is caught when pytest exits with failures (exit status 1);
+the failing tests are printed.
 Not part of the test suite and never run in CI.
 """
 
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _checkout import copy_checkout
 
 # name: (file, old text, new text, test selection)
 BREAKS = {
@@ -119,7 +120,7 @@ def run(name: str) -> tuple[str, list[str]]:
     scratch = Path(tempfile.mkdtemp(prefix="synthbrain-break-"))
     copy = scratch / "repo"
     try:
-        shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "mutants", ".git"))
+        copy_checkout(copy)
         text = (copy / path).read_text()
         if text.count(old) != 1:
             return "NOT APPLIED (the text to replace is not there exactly once)", []

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _checkout import ROOT, copy_checkout
 
 MODULES = {
     "draws": (["synthbrain/generator/draws.py"], ["tests/generator"]),
@@ -52,7 +52,7 @@ def main() -> int:
     args = parser.parse_args()
     files, tests = MODULES[args.module]
     copy = Path(tempfile.mkdtemp(prefix=f"synthbrain-mutation-{args.module}-")) / "repo"
-    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns("__pycache__", ".pytest_cache", "mutants", ".git"))
+    copy_checkout(copy)
     try:
         if args.tests_at:
             for folder in tests:
