@@ -176,6 +176,14 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         self._executor: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
 
+    def close(self) -> None:
+        """Wait for a chunk being prefetched and stop the prefetch thread; the cache is kept and a
+        later access starts another thread. Call it before timing something else on the machine."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock", "_pending", "_executor", "_pid")}
 

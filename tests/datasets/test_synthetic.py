@@ -1,3 +1,4 @@
+import math
 import pickle
 
 import numpy as np
@@ -223,3 +224,15 @@ def test_embedded_default_model_works_as_written():
     assert 60 <= dataset.covariates(9999)["age"] <= 80
     item = SyntheticBrainDataset(2, Uniform(age=(60, 80)), seed=1, steps=2, timestep_spacing="trailing", device="cpu")[1]
     assert item["image"].shape == (1, *dataset.generator.image_grid.shape) and 60 <= item["covariates"]["age"] <= 80
+
+
+def test_close_waits_for_the_prefetched_chunk_and_a_later_access_prefetches_again(generator):
+    dataset = SyntheticBrainDataset(8, None, generator, seed=7, chunk_size=2, device="cpu", cache_mb=math.inf)
+    dataset[0]
+    pending = dataset._pending.get(1)
+    dataset.close()
+    assert dataset._executor is None and (pending is None or pending.done())
+    dataset[2]  # chunk 1 (made before close) is served; chunk 2 is prefetched by a new thread
+    assert dataset._executor is not None
+    dataset.close()
+    torch.testing.assert_close(dataset[3]["image"], SyntheticBrainDataset(8, None, generator, seed=7, device="cpu")[3]["image"])
