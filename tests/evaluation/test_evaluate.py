@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from synthbrain.cli import main
-from synthbrain.evaluation.evaluate import VOLUMES, evaluate, load_cohort_on_grid
+from synthbrain.evaluation.evaluate import evaluate, load_cohort_on_grid
 from synthbrain.evaluation.evaluators import Evaluators, EvaluatorSettings
 from synthbrain.evaluation.features import FeatureExtractor
 from synthbrain.evaluation.metrics import frechet_distance
 from tests.helpers import make_prepared, tiny_generator
+
+VOLUMES = ("ventricular_volume", "brain_volume")  # the volume covariates of the default schema
 
 TINY = EvaluatorSettings(segmenter_channels=(4, 8), segmenter_steps=3)
 
@@ -121,17 +123,21 @@ def test_cli_evaluate(cohort, tmp_path, capsys):
 
 class StandInGenerator:
     """In place of a BrainGenerator: ``generate`` returns the given volumes, label maps and
-    covariates whatever it is asked (the grid and classes are those of ``like``)."""
+    covariates whatever it is asked; everything else (grid, classes, schema, autoencoder) is that
+    of ``like``."""
 
     def __init__(self, like, images, labels, covariates):
-        self.image_grid, self.label_classes = like.image_grid, like.label_classes
+        self.like = like
         self.images, self.labels, self.covariates = images, labels, covariates.reset_index(drop=True)
+
+    def __getattr__(self, name):
+        return getattr(self.like, name)
 
     def generate(self, *, n, seed, progress, **sampling):
         from synthbrain.generator.output import GeneratedBrains
 
         assert n == len(self.images)
-        provenance = {"model": "stand-in", "sampler": "none", "steps": 0, "guidance_scale": 1.0}
+        provenance = {"model": "stand-in", "sampler": "none", "steps": 0, "guidance_scale": 1.0, "timestep_spacing": "none"}
         return GeneratedBrains(self.images, self.labels, self.covariates, self.image_grid.affine, self.label_classes, provenance)
 
 
