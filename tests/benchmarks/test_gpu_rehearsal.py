@@ -28,6 +28,7 @@ FILES = {
 }
 
 
+@pytest.mark.timeout(2400)  # about 3 min on an idle 2-core CPU; the steps' own limits are 4x the GPU run's in --tiny
 def test_rehearsal_runs_every_step_and_writes_the_eight_result_files(tmp_path):
     results, copies = tmp_path / "results", tmp_path / "out"
     command = ["bash", str(ROOT / "benchmarks" / "gpu" / "run.sh"), "--tiny", "--results", str(results), "--copy-to", str(copies)]
