@@ -145,9 +145,10 @@ def main() -> None:
         "sweep": _sweep(args.out.with_name(args.out.name + "-sweep.png"), generator, table, scheme, voxel_mm3, sampling),
     }
     provenance = out.provenance
+    model = provenance["model"] if isinstance(provenance["model"], dict) else {"path": provenance["model"]}
     summary = {
         "command": "python benchmarks/generator_quality.py " + " ".join(_argv(args)),
-        "model": provenance["model"],
+        "model": {**model, "path": _io.shown_path(model["path"]) if model.get("path") else model.get("path")},  # no machine paths
         "sampler": provenance["sampler"],
         "steps": provenance["steps"],
         "guidance_scale": provenance["guidance_scale"],
