@@ -145,10 +145,10 @@ def main() -> None:
         "sweep": _sweep(args.out.with_name(args.out.name + "-sweep.png"), generator, table, scheme, voxel_mm3, sampling),
     }
     provenance = out.provenance
-    model = provenance["model"] if isinstance(provenance["model"], dict) else {"path": provenance["model"]}
+    model = provenance["model"]  # BrainGenerator.source: path (None when built in memory) and sha256
     summary = {
         "command": "python benchmarks/generator_quality.py " + " ".join(_argv(args)),
-        "model": {**model, "path": _io.shown_path(model["path"]) if model.get("path") else model.get("path")},  # no machine paths
+        "model": {**model, "path": model["path"] and _io.shown_path(model["path"])},  # no machine paths in reports
         "sampler": provenance["sampler"],
         "steps": provenance["steps"],
         "guidance_scale": provenance["guidance_scale"],
