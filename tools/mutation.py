@@ -6,7 +6,7 @@ selection. Not part of the test suite and never run in CI; see docs/testing.md.
     python tools/mutation.py metrics --tests-at 0226bc6   # the test files as they were at a commit
     python tools/mutation.py metrics --only 'synthbrain.evaluation.metrics.x_frechet_distance*'   # some functions only
 
-Each run copies the checkout (without .git) to a temporary folder, appends a ``[tool.mutmut]``
+Each run copies the checkout (the files git tracks or does not ignore) to a temporary folder, appends a ``[tool.mutmut]``
 section to the copy's pyproject.toml (only the module's files mutated, only its tests run, one
 worker), runs ``mutmut run --max-children 1`` there under ``OMP_NUM_THREADS=1 nice -n 19``, prints
 the counts (killed, survived, no covering test, timeout, ...) and the surviving mutants with their
