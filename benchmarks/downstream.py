@@ -571,6 +571,11 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         if task == "segmentation":
             sections += _segmentation_details(rows, arms, sizes, classes, cohorts, record)
     head.append("**Verdict** (every difference whose interval excludes zero):\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "- none"))
+    not_run = [f"task {t}" for t in TASKS if t not in tasks] + [
+        f"{t}: {ARMS[a][0]}" for t in tasks for a in TASK_ARMS[t] if a not in set(rows[rows["task"] == t]["arm"])
+    ]
+    if not_run:
+        head.append("**Not in this report** (not run, or not chosen with `--tasks` / `--arms`): " + "; ".join(not_run) + ".")
     figure = _plot(args.out.with_name(args.out.name + ".png"), rows, tasks, sizes, cohorts)
     tail = [
         f"![learning curves and arms]({figure.name})",

@@ -53,6 +53,11 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     report = out.with_suffix(".md").read_text()
     assert "quick mode" in report and "Validity gate" in report and "Shifted-domain test" in report
     assert "](downstream.png)" in report and out.with_suffix(".png").stat().st_size > 0
+    # what was cut is named in the report itself: the age task and the arms not chosen
+    line = next(line for line in report.splitlines() if line.startswith("**Not in this report**"))
+    not_run = set(line.split(": ", 1)[1].rstrip(".").split("; "))
+    assert {"task age", "segmentation: + randomized generated anatomy", "sex: + more real (upper reference)"} <= not_run
+    assert not {"segmentation: real only", "sex: + generated", "sex: + pretrained model"} & not_run
     written = json.loads(out.with_suffix(".json").read_text())
     assert set(written["tasks"]) == {"segmentation", "sex"} and "gate" in written["tasks"]["segmentation"]
     for cell in written["tasks"]["segmentation"]["cells"]:  # bootstrap intervals stay inside Dice's range
