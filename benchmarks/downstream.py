@@ -583,8 +583,12 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         + f"Command (finished runs of the same configuration are resumed from `{args.out.name}.subjects.tsv.gz`): `{command}`.\n\n"
         + f"Steps per run (batch 4, the same in every arm): {settings['steps']}; peak learning rates {settings['lr']}; "
         + f"{settings['seeds']} seeds; {settings['synthetic']} volumes per synthetic pool; sizes {sizes} "
-        + "(augmented arms at the smallest and largest). Wall time of this invocation: "
-        + f"{seconds / 60:.1f} min.",
+        + "(augmented arms at the smallest and largest). "
+        + (
+            "Written with `--report-only` from the finished runs (nothing trained by this invocation)."
+            if args.report_only
+            else f"Wall time of this invocation: {seconds / 60:.1f} min."
+        ),
     ]
     report = "\n\n".join(head + sections + tail) + "\n"
     _io.write_text(args.out.with_suffix(".md"), report)
