@@ -55,6 +55,7 @@ def main() -> int:
     copy_checkout(copy)
     try:
         if args.tests_at:
+            present = []
             for folder in tests:
                 listed = subprocess.run(
                     ["git", "ls-tree", "-r", "--name-only", args.tests_at, "--", folder],
@@ -65,13 +66,18 @@ def main() -> int:
                 ).stdout.split()
                 shutil.rmtree(copy / folder) if (copy / folder).is_dir() else (copy / folder).unlink(missing_ok=True)
                 if not listed:
-                    print(f"{folder}: no tests at {args.tests_at}: every mutant survives")
-                    return 0
+                    print(f"{folder}: absent at {args.tests_at}; left out of the test selection")
+                    continue
+                present.append(folder)
                 for path in listed:
                     (copy / path).parent.mkdir(parents=True, exist_ok=True)
                     (copy / path).write_bytes(
                         subprocess.run(["git", "show", f"{args.tests_at}:{path}"], cwd=ROOT, capture_output=True, check=True).stdout
                     )
+            if not present:
+                print(f"no tests of {args.module} at {args.tests_at}: every mutant survives")
+                return 0
+            tests = present
         with open(copy / "pyproject.toml", "a") as handle:
             handle.write(
                 "\n[tool.mutmut]\n"
