@@ -4,6 +4,7 @@ selection. Not part of the test suite and never run in CI; see docs/testing.md.
     pip install "mutmut>=3.8,<4"                 # not a dependency of synthbrain, not in any extra
     python tools/mutation.py statistics           # one module (names in MODULES), tests as they are
     python tools/mutation.py metrics --tests-at 0226bc6   # the test files as they were at a commit
+    python tools/mutation.py samplers --tests tests/samplers   # another test selection (here: without the generator's)
     python tools/mutation.py metrics --only 'synthbrain.evaluation.metrics.x_frechet_distance*'   # some functions only
 
 Each run copies the checkout (the files git tracks or does not ignore) to a temporary folder, appends a ``[tool.mutmut]``
@@ -47,10 +48,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", choices=sorted(MODULES))
     parser.add_argument("--tests-at", help="a commit: use the module's test files as they were there")
+    parser.add_argument("--tests", nargs="+", metavar="PATH", help="run these tests instead of the module's own selection")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy")
     parser.add_argument("--only", nargs="+", default=[], metavar="GLOB", help="only these mutants (mutmut names, e.g. 'm.x_f__mutmut_*')")
     args = parser.parse_args()
     files, tests = MODULES[args.module]
+    tests = args.tests or tests
     copy = Path(tempfile.mkdtemp(prefix=f"synthbrain-mutation-{args.module}-")) / "repo"
     copy_checkout(copy)
     try:
