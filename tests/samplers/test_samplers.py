@@ -41,6 +41,24 @@ def test_ddim_loop_equals_monai_at_the_released_timesteps():
     torch.testing.assert_close(ours, x, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("eta", [0.5, 1.0])
+def test_stochastic_ddim_step_equals_monai_with_the_same_noise(eta):
+    """eta > 0 (the noise term and its scale sigma, Song et al. 2021 eq. 16) against MONAI's DDIMScheduler:
+    the same generator seed gives the same step, and the predicted clean sample is returned too."""
+    from synthbrain.samplers import ddim
+
+    monai = DDIMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0205, clip_sample=False)
+    monai.set_timesteps(50)  # steps of 20
+    x, eps = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)
+    for t in (980, 500, 40):
+        ours = ddim.step(REFERENCE, eps, t, t - 20, x, eta=eta, generator=torch.Generator().manual_seed(t))
+        prev, x0 = monai.step(eps, t, x, eta=eta, generator=torch.Generator().manual_seed(t))
+        torch.testing.assert_close(ours.prev_sample, prev, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours.pred_x0, x0, rtol=1e-4, atol=1e-5)
+        deterministic = ddim.step(REFERENCE, eps, t, t - 20, x, eta=0.0).prev_sample
+        assert (ours.prev_sample - deterministic).abs().max() > 1e-3  # the noise is really added
+
+
 def test_ddpm_step_equals_monai_with_the_same_noise():
     monai = DDPMScheduler(num_train_timesteps=1000, schedule="scaled_linear_beta", beta_start=0.0015, beta_end=0.0205, clip_sample=False)
     x, eps = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)
