@@ -140,21 +140,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         cases = [c for c in cases if "workers" not in c[0]]
     if args.no_randomized:
         cases = [c for c in cases if "randomized" not in c[0]]
+
+    def fresh_pass(kwargs: dict, indices: list[int], count: int, consume) -> tuple[float, int]:
+        """Seconds per sample of one pass on a fresh dataset (no chunk cached by another pass), and the
+        volumes generated in this process (workers count in theirs)."""
+        Counting.generated = 0
+        data = dataset(**kwargs)
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, indices), batch_size=args.batch_size, num_workers=count)
+        seconds = timed(lambda: consume(loader))
+        data.close()  # wait for a chunk still being prefetched, so that it runs in no other setting's time
+        return seconds, Counting.generated
+
     for name, kwargs, indices, count in cases:
-        measured = {}
-        for what in ("alone", "fed"):  # each on a fresh dataset: no chunk cached by the other pass
-            Counting.generated = 0
-            data = dataset(**kwargs)
-            loader = torch.utils.data.DataLoader(torch.utils.data.Subset(data, indices), batch_size=args.batch_size, num_workers=count)
-            measured[what] = timed(lambda: list(loader)) if what == "alone" else timed(lambda: [train_step(b) for b in loader])
-            measured[f"generated {what}"] = Counting.generated  # in this process only: workers count in theirs
-            data.close()  # wait for a chunk still being prefetched, so that it runs in no other setting's time
+        alone, generated = fresh_pass(kwargs, indices, count, list)
+        fed, _ = fresh_pass(kwargs, indices, count, lambda loader: [train_step(b) for b in loader])
         rows.append(
             {
                 "setting": name,
-                "seconds per sample": measured["alone"],
-                "with the training loop": measured["fed"],
-                "generated per returned": measured["generated alone"] / args.n if count == 0 else None,
+                "seconds per sample": alone,
+                "with the training loop": fed,
+                "generated per returned": generated / args.n if count == 0 else None,
             }
         )
     with tempfile.TemporaryDirectory() as tmp:

@@ -543,10 +543,11 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         "a task that fails gets no verdict):\n\n" + "\n".join(lines)
     )
     verdicts = []
+    present = {task: set(rows[rows["task"] == task]["arm"]) for task in tasks}  # the arms with finished runs
     for task in tasks:
         metric = HEADLINE[task]
         table, per_task = [], []
-        arms = [a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])]
+        arms = [a for a in TASK_ARMS[task] if a in present[task]]
         for cohort in cohorts:
             for arm in arms:
                 for n in sorted(set(rows[(rows["task"] == task) & (rows["arm"] == arm)]["n"])):
@@ -572,7 +573,7 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
             sections += _segmentation_details(rows, arms, sizes, classes, cohorts, record)
     head.append("**Verdict** (every difference whose interval excludes zero):\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "- none"))
     not_run = [f"task {t}" for t in TASKS if t not in tasks] + [
-        f"{t}: {ARMS[a][0]}" for t in tasks for a in TASK_ARMS[t] if a not in set(rows[rows["task"] == t]["arm"])
+        f"{t}: {ARMS[a][0]}" for t in tasks for a in TASK_ARMS[t] if a not in present[t]
     ]
     if not_run:
         head.append("**Not in this report** (not run, or not chosen with `--tasks` / `--arms`): " + "; ".join(not_run) + ".")
