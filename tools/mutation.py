@@ -30,7 +30,7 @@ from _checkout import ROOT, copy_checkout
 
 MODULES = {
     "draws": (["synthbrain/generator/draws.py"], ["tests/generator", "tests/test_generator.py", "tests/datasets/test_synthetic.py"]),
-    "mixing": (["synthbrain/datasets/mixing.py"], ["tests/datasets/test_mixing.py"]),
+    "mixing": (["synthbrain/datasets/mixing.py"], ["tests/datasets/test_mixing.py", "tests/datasets/test_mixing_contracts.py"]),
     "samplers": (
         ["synthbrain/samplers/ddim.py", "synthbrain/samplers/dpm_solver.py", "synthbrain/samplers/schedule.py"],
         ["tests/samplers", "tests/generator/test_generate.py"],
