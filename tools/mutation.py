@@ -29,7 +29,7 @@ from pathlib import Path
 from _checkout import ROOT, copy_checkout
 
 MODULES = {
-    "draws": (["synthbrain/generator/draws.py"], ["tests/generator", "tests/test_generator.py", "tests/datasets/test_synthetic.py"]),
+    "draws": (["synthbrain/generator/draws.py"], ["tests/generator", "tests/datasets/test_synthetic.py"]),
     "mixing": (["synthbrain/datasets/mixing.py"], ["tests/datasets/test_mixing.py", "tests/datasets/test_mixing_contracts.py"]),
     "samplers": (
         ["synthbrain/samplers/ddim.py", "synthbrain/samplers/dpm_solver.py", "synthbrain/samplers/schedule.py"],
