@@ -240,7 +240,7 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
         fraction = self.fraction(epoch) if callable(self.fraction) else self.fraction
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction <= 1.0:
             raise ValueError(f"synthetic_fraction={fraction!r} (epoch {epoch}); allowed: a number in [0, 1]")
-        return Fraction(float(fraction))
+        return _decimal(fraction)
 
     def _synthetic_before(self, epoch: int) -> Fraction:
         """Synthetic subjects due before the first batch of ``epoch`` (exact, not rounded)."""
@@ -278,11 +278,17 @@ def synthetic_counts(fraction: float | Fraction, batch_size: int, num_batches: i
     rounded half up: exact over a run, never more than half a subject off at any point (0.8 of 4
     gives 3, 3, 4, 3, 3, 3, 3, 4, ...: 16 of every 20). Raises ``ValueError`` for a fraction
     outside [0, 1]."""
-    fraction = fraction if isinstance(fraction, Fraction) else Fraction(float(fraction)).limit_denominator(10**9)
+    fraction = fraction if isinstance(fraction, Fraction) else _decimal(fraction)
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction={float(fraction)}; allowed: a number in [0, 1]")
     step = fraction * batch_size
     return [_round(before + (b + 1) * step) - _round(before + b * step) for b in range(num_batches)]
+
+
+def _decimal(fraction: float) -> Fraction:
+    """The fraction a person meant by a float: 0.7 is 7/10, not the binary 0.69999999999999995559
+    (whose 0.7 * 5 = 3.4999... would round the due 3.5 subjects down)."""
+    return Fraction(float(fraction)).limit_denominator(10**9)
 
 
 def _round(value: Fraction) -> int:

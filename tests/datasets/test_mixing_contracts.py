@@ -127,7 +127,7 @@ def test_affines_within_atol_mm_pass_and_others_are_refused_with_both_affines(ge
     nearly[0, 1] = 5e-4  # within the default 0.001 mm (numpy's default tolerance would refuse it)
     assert torch.equal(MixedDataset(subjects(nearly), synthetic)[0]["image"], image)
     off = grid.copy()
-    off[0, 3] += 0.01
+    off[0, 3] += 0.01234  # shown to 3 decimals
     with pytest.raises(ValueError) as refused:
         MixedDataset(subjects(off), synthetic)
     assert str(refused.value) == (
@@ -194,12 +194,19 @@ def test_the_fraction_is_exact_across_epochs_and_the_synthetic_set_continues(mix
             synthetic += [i - 10 for i in batch if i >= 10]
     assert counts == synthetic_counts(0.3, 4, 6)  # one run of 6 batches: 7 of 24 (0.3 of 24 = 7.2), not 4 + 4
     assert sum(counts) == 7 and synthetic == list(range(7))
+    for fraction, batch_size in ((0.7, 5), (0.35, 2)):  # the sampler rounds what is due as the function does: 3.5 of 5 is 4
+        sampler = MixedBatchSampler(mixed, batch_size=batch_size, synthetic_fraction=fraction, num_batches=10)
+        assert [sum(i >= 10 for i in b) for b in sampler] == synthetic_counts(fraction, batch_size, 10)
+    assert synthetic_counts(0.7, 5, 2) == [4, 3]
     halves = MixedBatchSampler(mixed, batch_size=4, synthetic_fraction=0.5, num_batches=2)
     assert [i - 10 for b in halves for i in b if i >= 10] == [0, 1, 2, 3]  # epoch 0 starts at the first synthetic subject
 
 
 def test_synthetic_counts_known_answers_and_bounds():
     assert synthetic_counts(0.8, 4, 8) == [3, 3, 4, 3, 3, 3, 3, 4]  # 0.8 as a float
+    # due 0.7, 1.4, 2.1, 2.8, 3.5 (rounded up, though 0.35 * 2 * 5 is 3.4999... in floats), 4.2, ...
+    assert synthetic_counts(0.35, 2, 10) == [1, 0, 1, 1, 1, 0, 1, 1, 0, 1]
+    assert sum(synthetic_counts(0.123, 4, 1000)) == 492  # 0.123 of 4000, not 10/81 of it (494)
     assert synthetic_counts(0.25, 4, 3) == [1, 1, 1]
     assert synthetic_counts(1.0, 4, 2) == [4, 4]
     with pytest.raises(ValueError, match=r"^fraction=1.5; allowed: a number in \[0, 1\]$"):
