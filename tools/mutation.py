@@ -36,7 +36,7 @@ MODULES = {
         ["tests/samplers", "tests/generator/test_generate.py"],
     ),
     "statistics": (["synthbrain/evaluation/statistics.py"], ["tests/evaluation/test_statistics.py"]),
-    "metrics": (["synthbrain/evaluation/metrics.py"], ["tests/evaluation/test_metrics.py"]),
+    "metrics": (["synthbrain/evaluation/metrics.py"], ["tests/evaluation/test_metrics.py", "tests/evaluation/test_metrics_contracts.py"]),
 }
 
 
