@@ -206,6 +206,7 @@ def test_synthetic_counts_known_answers_and_bounds():
     assert synthetic_counts(0.8, 4, 8) == [3, 3, 4, 3, 3, 3, 3, 4]  # 0.8 as a float
     # due 0.7, 1.4, 2.1, 2.8, 3.5 (rounded up, though 0.35 * 2 * 5 is 3.4999... in floats), 4.2, ...
     assert synthetic_counts(0.35, 2, 10) == [1, 0, 1, 1, 1, 0, 1, 1, 0, 1]
+    assert synthetic_counts(0.7, 3, 6) == [2, 2, 2, 2, 3, 2]  # due 10.5 after 5 batches (5 * 2.1 is 10.4999... in floats)
     assert sum(synthetic_counts(0.123, 4, 1000)) == 492  # 0.123 of 4000, not 10/81 of it (494)
     assert synthetic_counts(0.25, 4, 3) == [1, 1, 1]
     assert synthetic_counts(1.0, 4, 2) == [4, 4]
