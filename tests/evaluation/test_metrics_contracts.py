@@ -53,6 +53,7 @@ def test_memorisation_report_names_the_held_out_set_and_flags_only_what_is_neare
     report = memorisation_report(np.array([[1.0], [0.5], [8.0]]), training, np.array([[9.0], [3.0]]))
     assert report.held_out_min == 1.0
     assert report.flagged.tolist() == [1]  # 0.5 from training is flagged; 1.0, exactly as near as held-out real, is not
+    assert memorisation_report(GOOD, GOOD, GOOD[:1]).held_out_min == 0.0  # one held-out sample is enough
 
 
 def test_sizes_at_their_bounds():
@@ -126,6 +127,10 @@ def test_ms_ssim_bounds_are_inclusive():
 
 def test_ms_ssim_checks_b_against_the_data_range_too():
     a = _volumes(0)
+    with pytest.raises(ValueError, match=r"^a: shape \(1, 2, 16, 16, 16\); allowed: \(N, 1, D, H, W\)$"):
+        ms_ssim_3d(a.reshape(1, 2, 16, 16, 16), a.reshape(1, 2, 16, 16, 16), kernel_size=3)
+    with pytest.raises(ValueError, match=r"^a: shape \(2, 1, 16, 16\); allowed"):
+        ms_ssim_3d(a[..., 0], a[..., 0], kernel_size=3)
     with pytest.raises(ValueError, match=r"^b: values 0..2; allowed: 0..1.0 \(data_range\)$"):
         ms_ssim_3d(a, a * 2, kernel_size=3)
 
@@ -189,6 +194,8 @@ def test_classifier_two_sample_test_checks_names_and_bounds_and_is_seeded():
     assert classifier_two_sample_test(real, fake, seed=3, epochs=1, batch_size=1, channels=(2,)) == once
     with pytest.raises(ValueError, match=r"^real, fake: 4 and 4 volumes with test_fraction=0.1 leave 0 of 4 per class for testing"):
         classifier_two_sample_test(real, fake, seed=0, test_fraction=0.1)
+    with pytest.raises(ValueError, match=r"^real, fake: 4 and 4 volumes with test_fraction=0.9 leave 4 of 4 per class for testing"):
+        classifier_two_sample_test(real, fake, seed=0, test_fraction=0.9)
     assert classifier_two_sample_test(real, fake, seed=0, test_fraction=0.25, epochs=1, channels=(2,)).n_test == 2  # one per class
 
 
