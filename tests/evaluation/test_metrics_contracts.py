@@ -127,6 +127,7 @@ def test_ms_ssim_bounds_are_inclusive():
 
 def test_ms_ssim_checks_b_against_the_data_range_too():
     a = _volumes(0)
+    torch.testing.assert_close(ms_ssim_3d(a.numpy(), a.numpy() * 0.5, kernel_size=3), ms_ssim_3d(a, a * 0.5, kernel_size=3))  # numpy too
     with pytest.raises(ValueError, match=r"^a: shape \(1, 2, 16, 16, 16\); allowed: \(N, 1, D, H, W\)$"):
         ms_ssim_3d(a.reshape(1, 2, 16, 16, 16), a.reshape(1, 2, 16, 16, 16), kernel_size=3)
     with pytest.raises(ValueError, match=r"^a: shape \(2, 1, 16, 16\); allowed"):
