@@ -272,23 +272,24 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield picks
 
 
-def synthetic_counts(fraction: float | Fraction, batch_size: int, num_batches: int, before: Fraction = Fraction(0)) -> list[int]:
+def synthetic_counts(fraction: numbers.Real, batch_size: int, num_batches: int, before: Fraction = Fraction(0)) -> list[int]:
     """Synthetic subjects in each of ``num_batches`` batches of ``batch_size`` at ``fraction``, so
     that after every batch the running total is ``before + fraction * batch_size * batches``
     rounded half up: exact over a run, never more than half a subject off at any point (0.8 of 4
     gives 3, 3, 4, 3, 3, 3, 3, 4, ...: 16 of every 20). Raises ``ValueError`` for a fraction
     outside [0, 1]."""
-    fraction = fraction if isinstance(fraction, Fraction) else _decimal(fraction)
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction={float(fraction)}; allowed: a number in [0, 1]")
+    fraction = _decimal(fraction)
     step = fraction * batch_size
     return [_round(before + (b + 1) * step) - _round(before + b * step) for b in range(num_batches)]
 
 
-def _decimal(fraction: float) -> Fraction:
-    """The fraction a person meant by a float: 0.7 is 7/10, not the binary 0.69999999999999995559
-    (whose 0.7 * 5 = 3.4999... would round the due 3.5 subjects down)."""
-    return Fraction(float(fraction)).limit_denominator(10**9)
+def _decimal(fraction: numbers.Real) -> Fraction:
+    """The fraction a person meant: a rational number (``Fraction``, int) as it is, a float (Python
+    or numpy, any width) as the decimal it prints as: 0.7 is 7/10, not the binary
+    0.69999999999999995559 (whose 0.7 * 5 = 3.4999... would round the due 3.5 subjects down)."""
+    return Fraction(fraction) if isinstance(fraction, numbers.Rational) else Fraction(str(fraction))
 
 
 def _round(value: Fraction) -> int:

@@ -4,6 +4,7 @@ and the exact fraction across epochs. Written for the mutants that survived (doc
 
 import json
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -177,6 +178,7 @@ def test_the_default_seed_is_zero(mixed):
         (4, 0.5, 5),  # 2 real per batch: one pass over the 10 real subjects
         (4, 0.9, 25),  # 0.4 real per batch
         (32, 0.0, 1),  # more real per batch than there are: still one batch
+        (5, 0.6, 5),  # 2 real per batch exactly (the binary 0.6 would give 2.0000000000000004 and 4 batches)
         (5, 1.0, 3),  # synthetic only: one pass over the 12 synthetic subjects, the last batch partly repeating
     ],
 )
@@ -194,10 +196,14 @@ def test_the_fraction_is_exact_across_epochs_and_the_synthetic_set_continues(mix
             synthetic += [i - 10 for i in batch if i >= 10]
     assert counts == synthetic_counts(0.3, 4, 6)  # one run of 6 batches: 7 of 24 (0.3 of 24 = 7.2), not 4 + 4
     assert sum(counts) == 7 and synthetic == list(range(7))
-    for fraction, batch_size in ((0.7, 5), (0.35, 2)):  # the sampler rounds what is due as the function does: 3.5 of 5 is 4
-        sampler = MixedBatchSampler(mixed, batch_size=batch_size, synthetic_fraction=fraction, num_batches=10)
-        assert [sum(i >= 10 for i in b) for b in sampler] == synthetic_counts(fraction, batch_size, 10)
-    assert synthetic_counts(0.7, 5, 2) == [4, 3]
+    for fraction, batch_size, expected in (
+        (0.7, 5, [4, 3, 4, 3, 4, 3]),  # due 3.5, 7, 10.5, ...: rounded half up, as synthetic_counts does
+        (np.float32(0.7), 5, [4, 3, 4, 3, 4, 3]),  # the decimal a float32 prints as, not its binary value
+        (Fraction(7, 10), 5, [4, 3, 4, 3, 4, 3]),
+        (0.35, 2, [1, 0, 1, 1, 1, 0]),
+    ):
+        sampler = MixedBatchSampler(mixed, batch_size=batch_size, synthetic_fraction=fraction, num_batches=6)
+        assert [sum(i >= 10 for i in b) for b in sampler] == expected == synthetic_counts(fraction, batch_size, 6)
     halves = MixedBatchSampler(mixed, batch_size=4, synthetic_fraction=0.5, num_batches=2)
     assert [i - 10 for b in halves for i in b if i >= 10] == [0, 1, 2, 3]  # epoch 0 starts at the first synthetic subject
 
