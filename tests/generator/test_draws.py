@@ -19,6 +19,9 @@ def test_each_purpose_of_a_volume_seed_has_its_own_pinned_stream():
     assert len(firsts) == 4  # never one stream shared by two purposes
     seed = int(np.random.default_rng(np.random.SeedSequence(123, spawn_key=(draws.SAMPLER,))).integers(2**63))
     assert draws.torch_stream(123, draws.SAMPLER).initial_seed() == seed
+    # literal values, so that a change in how the streams are derived (or in numpy's seeding) is seen
+    assert draws.stream(123, draws.CONDITION).integers(1000, size=3).tolist() == [739, 552, 43]
+    assert draws.torch_stream(123, draws.SAMPLER).initial_seed() == 2434382007749116978
 
 
 def test_volume_seed_refuses_a_bad_index_by_name():
