@@ -10,6 +10,7 @@ from scipy.spatial.distance import pdist
 
 from synthbrain.evaluation import (
     classifier_two_sample_test,
+    frechet_distance,
     knn_precision_recall,
     memorisation_report,
     mmd,
@@ -20,7 +21,7 @@ from synthbrain.evaluation import (
     pairwise_ms_ssim,
     wilson_interval,
 )
-from synthbrain.evaluation.metrics import MS_SSIM_WEIGHTS, frechet_distance
+from synthbrain.evaluation.metrics import MS_SSIM_WEIGHTS
 from tests.evaluation.test_metrics import blobs, exact_moments
 
 GOOD = np.arange(12.0).reshape(4, 3)
