@@ -425,8 +425,8 @@ def _validation_score(task: str, model, x_val: torch.Tensor, val: dict, num_clas
     known = val["table"][["sex", "age"]].notna().all(axis=1).to_numpy()
     if task == "sex":
         male = val["table"]["sex"].to_numpy()[known] == "M"
-        return float(roc_auc_score(male, out[known, 0].numpy())) if 0 < male.sum() < len(male) else 0.0
-    age = out[known, 0].numpy() * AGE_SCALE + AGE_CENTRE
+        return float(roc_auc_score(male, out[:, 0].numpy()[known])) if 0 < male.sum() < len(male) else 0.0
+    age = out[:, 0].numpy()[known] * AGE_SCALE + AGE_CENTRE
     return -float(np.abs(age - val["table"]["age"].to_numpy(float)[known]).mean())
 
 
