@@ -132,5 +132,10 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
     other_grid = make_prepared(tmp_path / "other-grid", n=4, shape=(24, 24, 24))
     with pytest.raises(SystemExit, match="other-grid"):
         script.main([*common, "--test", str(other_grid)])
+    other_scheme = make_prepared(tmp_path / "other-scheme", n=4)
+    scheme = (other_scheme / "label_scheme.json").read_text()
+    (other_scheme / "label_scheme.json").write_text(scheme.replace('"brainstem"', '"brain_stem"'))  # another class name
+    with pytest.raises(SystemExit, match=r"other-scheme: label classes \[.*'brain_stem'\]; allowed: the model's \[.*'brainstem'\]"):
+        script.main([*common, "--test", str(other_scheme)])
     with pytest.raises(SystemExit, match="--pretrained: its arm is reported only on --test cohorts"):
         script.main([*common, "--pretrained", str(setup["model"])])
