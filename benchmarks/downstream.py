@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> dict:
     if settings["seeds"] < 2 or settings["synthetic"] < 2:
         raise SystemExit(f"--seeds {settings['seeds']}, --synthetic {settings['synthetic']}: allowed >= 2 each")
     started = time.perf_counter()
+    device = _device(args.device)
 
-    generator = BrainGenerator.from_pretrained(args.model)
+    generator = BrainGenerator.from_pretrained(args.model).to(device)
     grid, classes = generator.image_grid, list(generator.label_classes or [])
     if not classes:
         raise SystemExit(f"--model {args.model}: a generator without label maps; the segmentation task needs them")
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
         for n in (sizes if arm == REAL else [sizes[0], sizes[-1]])
         if not (ARMS[arm][2] == "only" and n != sizes[0])
     ]
-    configs = {task: _config(task, settings, args) for task in TASKS}
+    configs = {task: _config(task, settings, args, device) for task in TASKS}
     table_file = args.out.with_name(args.out.name + ".subjects.tsv.gz")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = pd.DataFrame()
@@ -195,8 +196,8 @@ def main(argv: list[str] | None = None) -> dict:
         shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
         for task, arm, n, seed in tqdm(todo, desc="downstream", unit="run"):
             chosen = _subset(pool, max(n, sizes[0]), seed)
-            network = _train(task, arm, chosen, parts, pools, settings, seed, len(classes))
-            scored = _score(task, arm, network, cohorts, shifted, classes, grid)
+            network = _train(task, arm, chosen, parts, pools, settings, seed, len(classes), device)
+            scored = _score(task, arm, network, cohorts, shifted, classes, grid, device)
             scored.insert(0, "config", configs[task])
             scored[["task", "arm", "n", "seed"]] = [task, arm, n, seed]
             rows = pd.concat([rows, scored], ignore_index=True)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not len(rows):
         raise SystemExit(f"no finished runs of this configuration in {table_file}")
     missing = len([c for c in cells if c not in set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist()))])
-    report = _report(rows, tasks, sizes, classes, settings, args, argv, missing, len(cells), time.perf_counter() - started)
+    report = _report(rows, tasks, sizes, classes, settings, args, argv, missing, len(cells), time.perf_counter() - started, device)
     return report
 
 
@@ -223,6 +224,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny networks, few steps: a check that everything runs, not a result")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/downstream"))
     parser.add_argument("--report-only", action="store_true", help="write the report from the finished runs; train nothing")
+    parser.add_argument("--device", default=None, help="where networks train and generate: cpu, cuda, cuda:1 (default: cuda if available)")
     return parser.parse_args(argv)
 
 
@@ -234,10 +236,28 @@ def _choice(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
     return chosen
 
 
-def _config(task: str, settings: dict, args: argparse.Namespace) -> str:
-    """Hash of what a task's runs depend on (resumed runs must match it)."""
+def _device(name: str | None) -> torch.device:
+    """``--device``, by default CUDA where there is a GPU; an unknown or absent device is an error."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name!r}: unknown; allowed: cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise SystemExit(f"--device {name!r}: no such CUDA device here ({torch.cuda.device_count()} found)")
+    if device.type not in ("cpu", "cuda"):
+        raise SystemExit(f"--device {name!r}: allowed: cpu, cuda, cuda:N")
+    return device
+
+
+def _config(task: str, settings: dict, args: argparse.Namespace, device: torch.device) -> str:
+    """Hash of what a task's runs depend on (resumed runs must match it). Runs on a GPU differ from
+    CPU runs in the last digits, so a GPU's runs are kept apart (the CPU key is the key of before)."""
     own = {k: v[task] if isinstance(v, dict) else v for k, v in settings.items()}
     key = [task, own, str(args.model), str(args.split), sorted(map(str, args.test or [])), str(args.pretrained), FRACTION]
+    if device.type != "cpu":
+        key.append(device.type)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -297,7 +317,7 @@ def _synthetic_pools(generator: BrainGenerator, args, settings: dict, classes: l
         sampler = Uniform(**ranges, **({"sex": list(schema["sex"].categories)} if "sex" in schema.names else {}))
         pools["spread"] = as_pool(generator.generate(cond_sampler=sampler, n=count, seed=30_000, batch_size=8, progress=True))
     if "pretrained" in needed:
-        other = BrainGenerator.from_pretrained(args.pretrained)
+        other = BrainGenerator.from_pretrained(args.pretrained).to(generator.device)
         if other.image_grid.shape != generator.image_grid.shape or list(other.label_classes or []) != classes:
             raise SystemExit(f"--pretrained {args.pretrained}: another grid or label scheme than --model's")
         pools["pretrained"] = as_pool(other.generate(n=count, seed=40_000, batch_size=8, progress=True))
@@ -360,7 +380,7 @@ def _augment(image: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torc
     return out, (subject["target"].data[0] if task == "segmentation" else target)
 
 
-def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, settings: dict, seed: int, num_classes: int):
+def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, settings: dict, seed: int, num_classes: int, device):
     """One network trained as the arm says, for the task's number of steps; the checkpoint with the
     best validation score of four evaluations is returned (model selection on the val part)."""
     _, source, use = ARMS[arm]
@@ -390,7 +410,7 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
     loss_fn = _loss(task, num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
-        model = _network(task, settings, num_classes)
+        model = _network(task, settings, num_classes).to(device)
         optimiser = torch.optim.Adam(model.parameters(), lr=lr / 25)
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
         orders = {"real": [], "extra": []}
@@ -403,22 +423,23 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
             orders["real"], orders["extra"] = orders["real"][4 - k :], orders["extra"][k:]
             pairs = [_augment(x[i], y[i], task) for x, y, i in picks]
             model.train()
-            loss = loss_fn(model(torch.stack([p[0] for p in pairs])), torch.stack([p[1] for p in pairs]))
+            inputs, targets = torch.stack([p[0] for p in pairs]).to(device), torch.stack([p[1] for p in pairs]).to(device)
+            loss = loss_fn(model(inputs), targets)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
-                score = _validation_score(task, model, x_val, val, num_classes)
+                score = _validation_score(task, model, x_val, val, num_classes, device)
                 if score > best:
                     best, best_state = score, copy.deepcopy(model.state_dict())
         model.load_state_dict(best_state)
     return model.eval()
 
 
-def _validation_score(task: str, model, x_val: torch.Tensor, val: dict, num_classes: int) -> float:
+def _validation_score(task: str, model, x_val: torch.Tensor, val: dict, num_classes: int, device) -> float:
     """Higher is better: mean foreground Dice, AUC, or minus the MAE on the validation part."""
-    out = predict(model, x_val)
+    out = predict(model, x_val, device=device)
     if task == "segmentation":
         dice = [dice_per_class(t, p, num_classes)[1:] for t, p in zip(val["labels"].numpy(), out.argmax(1).numpy())]
         return float(np.nanmean(dice))
@@ -430,7 +451,7 @@ def _validation_score(task: str, model, x_val: torch.Tensor, val: dict, num_clas
     return -float(np.abs(age - val["table"]["age"].to_numpy(float)[known]).mean())
 
 
-def _score(task: str, arm: str, model, cohorts: dict, shifted: dict, classes: list[str], grid) -> pd.DataFrame:
+def _score(task: str, arm: str, model, cohorts: dict, shifted: dict, classes: list[str], grid, device) -> pd.DataFrame:
     """Per test subject scores of one network on every test cohort (the pretrained-model arm on the
     --test cohorts only), and for segmentation under every shift too."""
     rows = []
@@ -438,19 +459,19 @@ def _score(task: str, arm: str, model, cohorts: dict, shifted: dict, classes: li
         if arm == PRETRAINED and name == SPLIT_TEST:
             continue
         if task == "segmentation":
-            labels = predict(model, cohort["images"]).argmax(1)
+            labels = predict(model, cohort["images"], device=device).argmax(1)
             dice = np.array([dice_per_class(t, p, len(classes)) for t, p in zip(cohort["labels"].numpy(), labels.numpy())])
             measures = {"dice": np.nanmean(dice[:, 1:], 1), **{f"dice {c}": dice[:, k] for k, c in enumerate(classes) if k}}
             if cohort["ventricles_ml"] is not None:
                 found = (labels == classes.index("ventricles")).flatten(1).sum(1).numpy() * grid.voxel_volume_mm3 / 1000
                 measures["ventricular volume error (mL)"] = np.abs(found - cohort["ventricles_ml"].numpy())
             for shift in SHIFTS:
-                out = predict(model, shifted[(name, shift)]).argmax(1).numpy()
+                out = predict(model, shifted[(name, shift)], device=device).argmax(1).numpy()
                 per = np.array([dice_per_class(t, p, len(classes)) for t, p in zip(cohort["labels"].numpy(), out)])
                 measures[f"dice, {shift}"] = np.nanmean(per[:, 1:], 1)
         else:
             known = cohort["table"][["sex", "age"]].notna().all(axis=1).to_numpy()
-            out = predict(model, _inputs(task, cohort))[:, 0].numpy()
+            out = predict(model, _inputs(task, cohort), device=device)[:, 0].numpy()
             if task == "sex":
                 male = (cohort["table"]["sex"].to_numpy() == "M").astype(float)
                 measures = {"p(male)": np.where(known, 1 / (1 + np.exp(-out)), np.nan), "male": np.where(known, male, np.nan)}
@@ -527,7 +548,7 @@ def _verdict(task: str, difference) -> str:
     return "helps" if good else "hurts" if bad else "no clear difference"
 
 
-def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, seconds) -> dict:
+def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, seconds, device) -> dict:
     cohorts = list(dict.fromkeys(rows["cohort"]))
     tasks = [t for t in tasks if t in set(rows["task"])]
     command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -588,7 +609,7 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         + (
             "Written with `--report-only` from the finished runs (nothing trained by this invocation)."
             if args.report_only
-            else f"Wall time of this invocation: {seconds / 60:.1f} min."
+            else f"Wall time of this invocation: {seconds / 60:.1f} min on {device}."
         ),
     ]
     report = "\n\n".join(head + sections + tail) + "\n"

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from synthbrain.preprocessing.split import split_prepared
 from tests.helpers import load_benchmark, make_prepared, tiny_generator
@@ -139,3 +140,16 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
         script.main([*common, "--test", str(other_scheme)])
     with pytest.raises(SystemExit, match="--pretrained: its arm is reported only on --test cohorts"):
         script.main([*common, "--pretrained", str(setup["model"])])
+    with pytest.raises(SystemExit, match="--device 'tpu0': unknown; allowed: cpu, cuda, cuda:N"):
+        script.main([*common, "--device", "tpu0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device 'cuda': no such CUDA device here \\(0 found\\)"):
+            script.main([*common, "--device", "cuda"])
+
+
+def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
+    args = script._parse(["--model", "m", "--split", "s"])
+    cpu = script._config("segmentation", script.FULL, args, torch.device("cpu"))
+    assert cpu == script._config("segmentation", script.FULL, args, torch.device("cpu"))
+    assert cpu != script._config("segmentation", script.FULL, args, torch.device("cuda"))
+    assert cpu != script._config("age", script.FULL, args, torch.device("cpu"))
