@@ -150,6 +150,6 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
 def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
     args = script._parse(["--model", "m", "--split", "s"])
     cpu = script._config("segmentation", script.FULL, args, torch.device("cpu"))
-    assert cpu == "e0fce61b7b6a"  # the key of every committed CPU run: a change would orphan the report's runs
+    assert cpu == "e0fce61b7b6a"  # as before --device existed: a change would orphan the committed CPU runs
     assert cpu != script._config("segmentation", script.FULL, args, torch.device("cuda"))
     assert cpu != script._config("age", script.FULL, args, torch.device("cpu"))
