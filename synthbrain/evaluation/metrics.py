@@ -6,7 +6,12 @@ raw volumes (N, 1, D, H, W) and network features are taken alike. Every number h
 be read beside the same number for real versus real data (two disjoint real sets), never alone.
 
 - Realism: ``frechet_distance``, ``knn_precision_recall``, ``classifier_two_sample_test``.
-- Diversity: ``ms_ssim_3d`` / ``pairwise_ms_ssim`` (mean over pairs within one set), ``mmd``.
+- Diversity: ``ms_ssim_3d`` / ``pairwise_ms_ssim`` (mean over pairs within one set), ``mmd``,
+  ``pairwise_distances`` (L2 between every pair of volumes of one set).
+- Detail: ``high_frequency_share`` (share of spectral power above 0.25 cycles/voxel) and
+  ``mean_gradient_magnitude``, per volume inside the brain; ``blurred_copy`` makes the positive
+  control that ``classifier_positive_control`` checks the classifier two-sample test against, and
+  ``feature_two_sample_test`` is the simple baseline classifier on such per-volume statistics.
 - Conditioning: ``conditioning_accuracy`` (requested versus measured covariates).
 - Memorisation: ``nearest_neighbour_distances``, ``memorisation_report``.
 
@@ -21,7 +26,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg
+from scipy import linalg, ndimage
+from scipy.spatial.distance import pdist
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. (2003), finest scale first
@@ -44,14 +55,27 @@ class MMDTest(NamedTuple):
 
 
 class TwoSampleTest(NamedTuple):
-    """What :func:`classifier_two_sample_test` returns: test accuracy in [0, 1] (chance 0.5), its Wilson
-    95 % interval ``[ci_low, ci_high]``, and the number of test and training volumes (both classes)."""
+    """What :func:`classifier_two_sample_test` and :func:`feature_two_sample_test` return: test accuracy
+    in [0, 1] (chance 0.5), its Wilson 95 % interval ``[ci_low, ci_high]``, the number of test and
+    training samples (both classes), and the AUC of the classifier's scores on the test samples (0.5 for
+    a classifier that gives every sample the same score; 1 when it ranks every fake above every real)."""
 
     accuracy: float
     ci_low: float
     ci_high: float
     n_test: int
     n_train: int
+    auc: float
+
+
+class PositiveControl(NamedTuple):
+    """What :func:`classifier_positive_control` returns: the two-sample test of real volumes against
+    their blurred copy, whether it told them apart (``passed``: the accuracy's Wilson 95 % interval
+    lies above 0.5), and ``reason``, one sentence saying why (for the report)."""
+
+    result: TwoSampleTest
+    passed: bool
+    reason: str
 
 
 class Neighbours(NamedTuple):
@@ -374,9 +398,12 @@ def classifier_two_sample_test(
 
     Both sets are cut to the smaller one's size (seeded), so that chance is exactly 0.5, and each is
     split by ``test_fraction`` (seeded), so the test set is balanced. Returns the test accuracy, its
-    Wilson 95 % interval, n_test and n_train. Accuracy near 0.5 (interval including 0.5): the
-    classifier found no difference, which is evidence of realism only as strong as n_test and the
-    network allow; near 1: the synthetic volumes are easy to tell apart. Use real volumes that the
+    Wilson 95 % interval, n_test, n_train and the AUC of the network's logits on the test volumes.
+    Accuracy near 0.5 (interval including 0.5): the classifier found no difference, which is evidence
+    of realism only as strong as n_test and the network allow, and none at all when the network
+    cannot see: an untrained or collapsed network answers one class for every volume, exactly 0.5.
+    Check it with :func:`classifier_positive_control` at the same settings. Near 1: the synthetic
+    volumes are easy to tell apart. Use real volumes that the
     generator was not trained on where possible. Weight initialisation and batch order come from
     ``seed``; the global random state is left as it was.
     """
@@ -418,9 +445,154 @@ def classifier_two_sample_test(
             optimiser.step()
     model.eval()
     with torch.no_grad():
-        correct = int(((model(x_test)[:, 0] > 0).float() == y_test).sum())
+        scores = model(x_test)[:, 0]
+    correct = int(((scores > 0).float() == y_test).sum())
     low, high = wilson_interval(correct, len(y_test))
-    return TwoSampleTest(correct / len(y_test), low, high, len(y_test), len(y_train))
+    auc = float(roc_auc_score(y_test.cpu().numpy(), scores.cpu().numpy()))
+    return TwoSampleTest(correct / len(y_test), low, high, len(y_test), len(y_train), auc)
+
+
+def blurred_copy(volumes, sigma: float = 1.0, brain=None) -> torch.Tensor:
+    """The volumes (N, 1, D, H, W) blurred by a Gaussian of ``sigma`` voxels along the three spatial
+    axes (``scipy.ndimage.gaussian_filter``, truncated at 4 sigma, zero beyond the array's edges), with
+    every voxel outside ``brain`` (bool, same shape; None: nowhere) set back to 0, so the copy keeps
+    the original's outline and differs only in detail inside it. Returns a float32 tensor."""
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma={sigma}; allowed: a finite number of voxels > 0")
+    x, mask = _masked(volumes, brain)
+    smooth = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma, sigma), mode="constant")
+    return torch.from_numpy(np.where(mask, smooth, 0.0)[:, None].astype(np.float32))
+
+
+def classifier_positive_control(real, brain=None, *, seed: int, sigma: float = 1.0, **settings) -> PositiveControl:
+    """Can the classifier two-sample test see at all? It is run, with the same ``settings`` (keywords of
+    :func:`classifier_two_sample_test`) and ``seed``, on real volumes (N, 1, D, H, W) against their
+    :func:`blurred_copy` (Gaussian of ``sigma`` voxels, re-masked to ``brain``), which differ in fine
+    detail only. It passes when the accuracy's Wilson 95 % interval lies above 0.5. A classifier that
+    fails it cannot tell a blurred brain from a real one, so its verdict on other sets (a result near
+    0.5 in particular) says nothing about them. Same-subject pairs may fall into training and test
+    (one as real, one blurred); that makes the control easier, never harder, so a failure is telling.
+    """
+    result = classifier_two_sample_test(real, blurred_copy(real, sigma, brain), seed=seed, **settings)
+    passed = result.ci_low > 0.5
+    told = (
+        f"accuracy {result.accuracy:.3f} (95 % interval {result.ci_low:.3f}-{result.ci_high:.3f}, AUC {result.auc:.3f}) "
+        f"on {result.n_test} test volumes telling real volumes from their copy blurred with a Gaussian of sigma {sigma:g} voxel"
+    )
+    if passed:
+        return PositiveControl(result, True, f"positive control passed: {told}, interval above 0.5")
+    return PositiveControl(result, False, f"positive control failed: {told}; the interval includes or lies below 0.5")
+
+
+def feature_two_sample_test(real, fake, *, seed: int, folds: int = 5) -> TwoSampleTest:
+    """The baseline classifier beside :func:`classifier_two_sample_test`: logistic regression
+    (scikit-learn, standardised features, L2 penalty C=1) on a few per-volume statistics (N, F) and
+    (M, F), e.g. :func:`high_frequency_share` and :func:`mean_gradient_magnitude` as columns.
+
+    Both sets are cut to the smaller one's size (seeded), so chance is exactly 0.5; every sample is
+    scored once by a model fitted on the other folds (stratified ``folds``-fold cross-validation,
+    seeded; fewer folds when a class has fewer samples). Returns the cross-validated accuracy, its
+    Wilson 95 % interval, ``n_test`` (every sample), ``n_train`` (the training samples of the largest
+    fold) and the AUC of the out-of-fold probabilities. Needs >= 2 samples per set and ``folds >= 2``.
+    """
+    real, fake = _pair(real, fake, ("real", "fake"), min_rows=2)
+    if folds < 2:
+        raise ValueError(f"folds={folds}; allowed: >= 2")
+    rng = np.random.default_rng(seed)
+    n = min(len(real), len(fake))
+    x = np.concatenate([real[rng.permutation(len(real))[:n]], fake[rng.permutation(len(fake))[:n]]])
+    y = np.repeat([0, 1], n)
+    splits = StratifiedKFold(min(folds, n), shuffle=True, random_state=seed)
+    model = make_pipeline(StandardScaler(), LogisticRegression())
+    p = cross_val_predict(model, x, y, cv=splits, method="predict_proba")[:, 1]
+    correct = int(((p > 0.5) == y).sum())
+    low, high = wilson_interval(correct, len(y))
+    n_train = max(len(train) for train, _ in splits.split(x, y))
+    return TwoSampleTest(correct / len(y), low, high, len(y), n_train, float(roc_auc_score(y, p)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Detail and variety of volumes, inside the brain
+
+HIGH_FREQUENCY_CUTOFF = 0.25  # cycles/voxel: half the Nyquist frequency
+
+
+def _masked(volumes, brain, name: str = "volumes") -> tuple[np.ndarray, np.ndarray]:
+    """(N, D, H, W) float64 volumes with every voxel outside ``brain`` set to 0, and the (N, D, H, W)
+    bool brain (all True where ``brain`` is None)."""
+    x = _volumes(volumes, name)[:, 0].double().cpu().numpy()
+    if brain is None:
+        return x, np.ones(x.shape, dtype=bool)
+    mask = brain.detach().cpu().numpy() if isinstance(brain, torch.Tensor) else np.asarray(brain)
+    if mask.shape != (len(x), 1, *x.shape[1:]) or mask.dtype != bool:
+        raise ValueError(f"brain: shape {mask.shape}, dtype {mask.dtype}; allowed: bool of the volumes' shape {(len(x), 1, *x.shape[1:])}")
+    empty = np.flatnonzero(~mask.reshape(len(x), -1).any(1))
+    if len(empty):
+        raise ValueError(f"brain: no brain voxel in volumes {empty.tolist()}; allowed: at least one per volume")
+    return np.where(mask[:, 0], x, 0.0), mask[:, 0]
+
+
+def high_frequency_share(volumes, brain=None, *, cutoff: float = HIGH_FREQUENCY_CUTOFF) -> np.ndarray:
+    """Per volume (N, 1, D, H, W): the share of its spectral power above ``cutoff`` cycles/voxel; (N,)
+    float64 in [0, 1]. Lower means smoother: a blurred copy scores lower, the "average brain" too.
+
+    The volume is masked first: every voxel outside ``brain`` (bool, same shape; None: the whole
+    volume) set to 0. Power is ``|X(f)|^2`` of its 3D discrete Fourier transform (``numpy.fft.fftn``
+    over the volume's own grid, periodic). A coefficient's frequency is radial,
+    ``|f| = sqrt(f_d^2 + f_h^2 + f_w^2)``, each ``f`` from ``numpy.fft.fftfreq`` in cycles/voxel (at
+    most 0.5 per axis, 0.87 in a corner). Share = power at ``|f| > cutoff`` / power at ``|f| > 0``: the
+    zero-frequency term (the mean brightness) is left out of both, so a brighter copy scores the same.
+    Known answers: a sinusoid with a whole number of cycles across the grid gives 1 when its frequency
+    is above ``cutoff`` and 0 below, whatever the axis (radially, so (3/16, 3/16) cycles/voxel, 0.265,
+    counts as above 0.25). Values compare only at one voxel size: 0.25 cycles/voxel is 1/16 mm at
+    4 mm and 1/8 mm at 2 mm. Raises ``ValueError`` for bad shapes, an empty brain or a volume with no
+    power at any non-zero frequency (constant inside the whole grid).
+    """
+    if not 0 < cutoff < np.sqrt(3) / 2:
+        raise ValueError(f"cutoff={cutoff}; allowed: 0 < cutoff < 0.866 cycles/voxel (the highest radial frequency)")
+    x, _ = _masked(volumes, brain)
+    axes = np.meshgrid(*(np.fft.fftfreq(n) for n in x.shape[1:]), indexing="ij")
+    radial = np.sqrt(sum(f * f for f in axes))
+    high, nonzero = radial > cutoff, radial > 0
+    shares = np.empty(len(x))
+    for i, volume in enumerate(x):
+        power = np.abs(np.fft.fftn(volume)) ** 2
+        total = power[nonzero].sum()
+        if not total > 0:
+            raise ValueError(f"volumes: volume {i} has no power at a non-zero frequency (constant); allowed: volumes that vary")
+        shares[i] = power[high].sum() / total
+    return shares
+
+
+def mean_gradient_magnitude(volumes, brain=None) -> np.ndarray:
+    """Per volume (N, 1, D, H, W): the mean over brain voxels of the intensity gradient's magnitude,
+    ``sqrt(g_d^2 + g_h^2 + g_w^2)`` in intensity units per voxel; (N,) float64 >= 0. Lower means
+    smoother (a blurred copy scores lower).
+
+    The volume is masked first (every voxel outside ``brain``, bool of the same shape, set to 0; None:
+    the whole volume is brain), so a brain voxel next to the background sees the step down to 0, as
+    it does in every set compared. Gradients are ``numpy.gradient``'s: central differences inside the
+    grid, one-sided at its edges. Known answer: a linear ramp ``a i + b j`` gives ``sqrt(a^2 + b^2)``
+    at every voxel. Raises ``ValueError`` for bad shapes or an empty brain.
+    """
+    x, mask = _masked(volumes, brain)
+    values = np.empty(len(x))
+    for i, (volume, inside) in enumerate(zip(x, mask)):
+        magnitude = np.sqrt(sum(g * g for g in np.gradient(volume)))
+        values[i] = magnitude[inside].mean()
+    return values
+
+
+def pairwise_distances(volumes, brain=None) -> np.ndarray:
+    """L2 distance between every pair of different volumes of one set (N, 1, D, H, W), each masked
+    first (voxels outside ``brain``, bool of the same shape, set to 0; None: unmasked), in intensity
+    units; (N (N - 1) / 2,) float64 in the order of ``scipy.spatial.distance.pdist`` (which computes
+    them exactly: identical volumes are at 0). Variety: a set of near-copies of one volume has small
+    distances; compare its median with a real set's at the same grid. Needs >= 2 volumes."""
+    x, _ = _masked(volumes, brain)
+    if len(x) < 2:
+        raise ValueError(f"volumes: {len(x)} volumes; allowed: >= 2")
+    return pdist(x.reshape(len(x), -1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,19 +1,17 @@
 """The evaluation report: its Markdown (:func:`markdown`) and PNG figures, from the numbers
-:func:`synthbrain.evaluation.evaluate.evaluate` computed."""
+:func:`synthbrain.evaluation.evaluate.evaluate` computed. Figures are ``matplotlib.figure.Figure``
+objects (no pyplot state, no backend switch)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from synthbrain import _io  # noqa: E402
-from synthbrain.preprocessing.qc import mid_slices, montage  # noqa: E402
+from synthbrain import _io
+from synthbrain.preprocessing.qc import mid_slices, montage
 
 PAPER = {  # Pinaya et al. 2022 (../shared/reference/paper-model.md); other features and resolution, so for orientation only
     "ventricular_volume r": 0.972,
@@ -52,6 +50,16 @@ def markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accu
     else:
         warning = "Every evaluator reaches its reliability threshold on real B (docs/evaluation.md)."
     c2st_rows = pd.DataFrame([{"comparison": k, **v} for k, v in c2st.items()])
+    control = s["c2st_control"]
+    if control["passed"]:
+        control_text = f"Real B against B blurred, in this run: {control['reason']}."
+    else:
+        control_text = (
+            f"**Unreliable: the classifier cannot see ({control['reason']}).** A classifier that cannot tell a blurred brain "
+            "from a real one says nothing about the sets below, least of all with an accuracy near 0.5; they are marked "
+            "`reliable: False`. The baseline classifier underneath shows what the detail statistics alone tell apart."
+        )
+    baseline_rows = pd.DataFrame([{"comparison": k, **v} for k, v in s["c2st_baseline"].items()])
     flagged = memorisation["flagged"]
     return (
         "\n\n".join(
@@ -65,6 +73,15 @@ def markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accu
                 f"({s['real_subjects']['A (evaluators, reference)']}: trains the evaluators, reference set) and B "
                 f"({s['real_subjects']['B (baseline)']}: scores the evaluators, real-versus-real baseline). Every synthetic number "
                 "stands beside the same number for real subjects.",
+                "## Detail and variety: sharp and varied subjects, or one average brain?",
+                md(detail_headline(s["detail_variety"])),
+                "Ratios to real B in brackets (below 1: less fine detail, less variety than real subjects). The reconstructions "
+                "are the autoencoder's of B, what the diffusion stage could reach at best; B blurred is the spot-the-fake test's "
+                "positive control. High-frequency share: spectral power above 0.25 cycles/voxel over the power at every non-zero "
+                "frequency, mean over volumes; gradient: mean gradient magnitude inside the brain (intensity per voxel); pairwise "
+                "L2: distance between every two volumes of a set, median [quartiles]. All inside each set's own brain mask; "
+                "definitions in report.json (`detail_variety_definitions`).",
+                "![raw mid-slices, samples above real subjects](raw-slices.png)",
                 "## Evaluators (trained on real A only), their accuracy on real B",
                 md(evaluator_rows),
                 f"## Realism on deep features ({s['feature_network']})",
@@ -75,7 +92,12 @@ def markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accu
                 "sample-size bias of the Fréchet distance is the same in both rows. MMD: RBF kernel, median bandwidth, permutation "
                 "p-value (200 permutations; first subset).",
                 "## Spot the fake: classifier two-sample test (small 3D CNN, accuracy on held-apart volumes; 0.5 = indistinguishable)",
+                control_text,
                 md(c2st_rows),
+                "AUC: of the network's scores on the test volumes. Baseline classifier: logistic regression on two numbers per volume, "
+                "high-frequency share and mean gradient (5-fold cross-validated; both sets cut to the same size), and the AUC of "
+                "each number alone (lower = fake; 1: every fake has less detail than every real volume, 0.5: no difference):",
+                md(baseline_rows),
                 f"## Diversity: mean 3D MS-SSIM between random pairs, {s['ms_ssim_scales']} scales (lower = more varied)",
                 md(pd.DataFrame([{"set": k, "MS-SSIM": v} for k, v in diversity.items()])),
                 "## Conditioning: requested versus measured",
@@ -114,6 +136,25 @@ def markdown(summary, realism, c2st, diversity, conditioning, faithfulness, accu
     )
 
 
+def detail_headline(rows: list[dict]) -> pd.DataFrame:
+    """The headline table of detail and variety: one row per measure, one column per set (records of
+    ``report.json``'s ``detail_variety``), ratios to real B in brackets for the sets other than real."""
+    columns = {}
+    for row in rows:
+        ratio = not row["set"].startswith("real (") or "blurred" in row["set"]
+
+        def cell(value: float, key: str, row=row, ratio=ratio) -> str:
+            return f"{value:.4g} ({row[key + ' / real (B)']:.2f})" if ratio else f"{value:.4g}"
+
+        columns[f"{row['set']} (n {row['n']})"] = [
+            cell(row["high-frequency share"], "high-frequency share"),
+            cell(row["mean gradient"], "mean gradient"),
+            cell(row["pairwise L2 median"], "pairwise L2 median") + f" [{row['pairwise L2 q1']:.3g}, {row['pairwise L2 q3']:.3g}]",
+        ]
+    measures = ["high-frequency share (> 0.25 cycles/voxel)", "mean gradient magnitude in the brain", "pairwise L2, median [quartiles]"]
+    return pd.DataFrame({"measure": measures, **columns})
+
+
 def _listing(indices: list[int]) -> str:
     if not indices:
         return "none"
@@ -131,7 +172,8 @@ def montage_figure(path: Path, images, labels, covariates, num_classes: int, row
 
 
 def histograms(path: Path, synthetic, own_labels, real, real_fractions) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    fig = Figure(figsize=(5, 3.5), dpi=100)
+    ax = fig.subplots()
     bins = np.linspace(0, 1, 101)
     for name, x, brain in (("real (B)", real, real_fractions.argmax(1) > 0), ("synthetic", synthetic, own_labels > 0)):
         values = x[:, 0][brain].numpy()
@@ -141,7 +183,6 @@ def histograms(path: Path, synthetic, own_labels, real, real_fractions) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
     return path
 
 
@@ -150,7 +191,8 @@ def scatter(path: Path, requested, measured, own, real_table, real_measured, vol
     (those the model's covariates include)."""
     continuous = [*volumes, *(["age"] if "age" in measured else [])]
     sex = "p_male" in measured
-    fig, axes = plt.subplots(1, len(continuous) + sex, figsize=(4 * (len(continuous) + sex), 4), dpi=100, squeeze=False)
+    fig = Figure(figsize=(4 * (len(continuous) + sex), 4), dpi=100)
+    axes = fig.subplots(1, len(continuous) + sex, squeeze=False)
     axes = axes[0]
     for ax, name in zip(axes, continuous):
         ax.scatter(requested[name], measured[name], s=10, alpha=0.6, label="synthetic, independent evaluator")
@@ -174,14 +216,14 @@ def scatter(path: Path, requested, measured, own, real_table, real_measured, vol
         axes[-1].set_ylabel("predicted p(male)")
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
     return path
 
 
 def nearest_pairs(path: Path, synthetic, training, table, memorisation, pairs: int = 4) -> Path:
     """The synthetic volumes closest to a training subject, each beside that subject (axial mid-slices)."""
     closest = np.argsort(memorisation["synthetic_distances"])[:pairs]
-    fig, axes = plt.subplots(2, len(closest), figsize=(2.6 * len(closest), 5.6), dpi=100, squeeze=False)
+    fig = Figure(figsize=(2.6 * len(closest), 5.6), dpi=100)
+    axes = fig.subplots(2, len(closest), squeeze=False)
     for col, i in enumerate(closest):
         j = int(memorisation["nearest"][i])
         for row, (volume, title) in enumerate(
@@ -196,5 +238,33 @@ def nearest_pairs(path: Path, synthetic, training, table, memorisation, pairs: i
     fig.suptitle(f"real baseline: min {memorisation['real_min']:.2f}, median {memorisation['real_median']:.2f}", fontsize=9)
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
+    return path
+
+
+def raw_slices(path: Path, synthetic, real, real_names, columns: int = 6) -> Path:
+    """Raw mid-slices, no label overlay: the first ``columns`` synthetic volumes (N, 1, D, H, W) above the
+    first ``columns`` real ones (M, 1, D, H, W; ``real_names`` their subject ids), axial then coronal,
+    all in one grey window, intensities 0 to 1, so smooth, look-alike samples stand out."""
+    shown = min(columns, len(synthetic), len(real))
+    rows = [
+        (f"{kind} {view}", volumes, names, v)
+        for v, view in ((0, "axial"), (1, "coronal"))
+        for kind, volumes, names in (
+            ("synthetic", synthetic, [f"synthetic {i}" for i in range(shown)]),
+            ("real", real, [str(x) for x in list(real_names)[:shown]]),
+        )
+    ]
+    fig = Figure(figsize=(1.9 * shown, 2.3 * len(rows)), dpi=100)
+    axes = fig.subplots(len(rows), shown, squeeze=False)
+    for r, (label, volumes, names, view) in enumerate(rows):
+        for c in range(shown):
+            ax = axes[r, c]
+            ax.imshow(mid_slices(np.asarray(volumes[c, 0], dtype=np.float32))[view], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(names[c], fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle("raw mid-slices, no overlay, one window (0 to 1): synthetic rows above real rows", fontsize=9)
+    fig.tight_layout()
+    _io.save_figure(path, fig)
     return path
