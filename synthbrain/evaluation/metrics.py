@@ -474,7 +474,7 @@ def classifier_positive_control(real, brain=None, *, seed: int, sigma: float = 1
     (one as real, one blurred); that makes the control easier, never harder, so a failure is telling.
     """
     result = classifier_two_sample_test(real, blurred_copy(real, sigma, brain), seed=seed, **settings)
-    passed = result.ci_low > 0.5
+    passed = bool(result.ci_low > 0.5)
     told = (
         f"accuracy {result.accuracy:.3f} (95 % interval {result.ci_low:.3f}-{result.ci_high:.3f}, AUC {result.auc:.3f}) "
         f"on {result.n_test} test volumes telling real volumes from their copy blurred with a Gaussian of sigma {sigma:g} voxel"
