@@ -520,7 +520,7 @@ HIGH_FREQUENCY_CUTOFF = 0.25  # cycles/voxel: half the Nyquist frequency
 def _masked(volumes, brain, name: str = "volumes") -> tuple[np.ndarray, np.ndarray]:
     """(N, D, H, W) float64 volumes with every voxel outside ``brain`` set to 0, and the (N, D, H, W)
     bool brain (all True where ``brain`` is None)."""
-    x = _volumes(volumes, name)[:, 0].double().cpu().numpy()
+    x = _volumes(volumes, name)[:, 0].detach().cpu().numpy().astype(np.float64)  # a copy, masked in place below
     if brain is None:
         return x, np.ones(x.shape, dtype=bool)
     mask = brain.detach().cpu().numpy() if isinstance(brain, torch.Tensor) else np.asarray(brain)
@@ -529,7 +529,8 @@ def _masked(volumes, brain, name: str = "volumes") -> tuple[np.ndarray, np.ndarr
     empty = np.flatnonzero(~mask.reshape(len(x), -1).any(1))
     if len(empty):
         raise ValueError(f"brain: no brain voxel in volumes {empty.tolist()}; allowed: at least one per volume")
-    return np.where(mask[:, 0], x, 0.0), mask[:, 0]
+    x[~mask[:, 0]] = 0.0
+    return x, mask[:, 0]
 
 
 def high_frequency_share(volumes, brain=None, *, cutoff: float = HIGH_FREQUENCY_CUTOFF) -> np.ndarray:
