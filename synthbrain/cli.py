@@ -169,6 +169,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae.add_argument("--adversarial-weight", type=float, default=0.0, help="weight of the patch-adversarial term (0: off)")
     ae.add_argument("--adversarial-warmup", type=int, default=0, help="steps before the discriminator and the adversarial term start")
     ae.add_argument("--adversarial-criterion", default="least_squares", choices=["least_squares", "hinge"], help="adversarial loss")
+    ae.add_argument(
+        "--adaptive-adversarial-weight", action="store_true", help="scale the adversarial term by Esser et al.'s adaptive weight"
+    )
+    ae.add_argument("--discriminator-channels", type=int, default=32, help="first-layer channels of the patch discriminator")
+    ae.add_argument("--discriminator-layers", type=int, default=3, help="stride-2 layers of the patch discriminator")
+    ae.add_argument("--patch-size", type=_ints, default=None, help="train on random crops D,H,W (or one edge N) in voxels; default whole")
     ae.add_argument("--init", default=None, help="an autoencoder component folder to start from (fine-tuning)")
     ae.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     ae.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and posterior noise")
@@ -234,6 +240,10 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
         weights=weights,
         adversarial_warmup=args.adversarial_warmup,
         adversarial_criterion=args.adversarial_criterion,
+        adaptive_adversarial_weight=args.adaptive_adversarial_weight,
+        discriminator_channels=args.discriminator_channels,
+        discriminator_layers=args.discriminator_layers,
+        patch_size=None if args.patch_size is None else (args.patch_size * 3 if len(args.patch_size) == 1 else args.patch_size),
         perceptual_network=args.perceptual_network,
         init=args.init,
     )

@@ -141,6 +141,11 @@ class BrainAutoencoder(nn.Module):
         out = self.net.decode(z)
         return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
 
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last convolution (for the adaptive adversarial weight)."""
+        return self.net.decoder.blocks[-1].conv.weight
+
     def forward(
         self, image: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None
     ) -> AutoencoderOutput:
