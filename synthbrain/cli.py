@@ -197,6 +197,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.add_argument("--embed-condition", action="store_true", help="also add the covariates to the timestep embedding (every block)")
     df.add_argument("--groups", type=int, default=32, help="GroupNorm groups")
     df.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction", "sample"], help="what the UNet predicts")
+    df.add_argument(
+        "--zero-terminal-snr", action="store_true", help="rescale the noise schedule so its last step is pure noise (Lin et al. 2024)"
+    )
     df.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting with this gamma (default: plain MSE)")
     df.add_argument("--steps", type=int, default=3000, help="optimisation steps")
     df.add_argument("--batch-size", type=int, default=8, help="latents per step and process")
@@ -299,7 +302,8 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         from synthbrain.samplers import get_sampler
 
         defaults["timestep_spacing"] = get_sampler(defaults["sampler"]).DEFAULT_SPACING
-    train_diffusion(args.latents, args.run, config, training, NoiseSchedule(prediction_type=args.prediction), device=args.device)
+    schedule = NoiseSchedule(prediction_type=args.prediction, zero_terminal_snr=args.zero_terminal_snr)
+    train_diffusion(args.latents, args.run, config, training, schedule, device=args.device)
     if setup_distributed(args.device).is_main:
         folder = BrainGenerator.from_training(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")
         print(f"generator: {folder}  (load with BrainGenerator.from_pretrained or synthbrain generate --model)")
