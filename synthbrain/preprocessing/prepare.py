@@ -113,6 +113,7 @@ class PrepareError(RuntimeError):
         )
 
 
+@_io.writes_folder("out")
 def prepare_cohort(
     cohort: Cohort,
     out: str | Path,
@@ -128,6 +129,8 @@ def prepare_cohort(
 
     ``workers`` processes run in parallel (default: one per available CPU core). A folder prepared
     with other parameters is refused unless ``overwrite=True``, which deletes its previous outputs.
+    One ``prepare`` writes ``out`` at a time (:func:`synthbrain._io.writes_folder`; another is a
+    :class:`~synthbrain._io.FolderInUseError`).
     ``label_scheme``: a :class:`LabelScheme`, a built-in name or a JSON path, or None to keep the fine
     labels. Returns ``out``. Raises ``ValueError`` for a bad ``on_error`` or ``workers``, or an ``out``
     that is not empty and not a prepared cohort or was prepared with other parameters;
@@ -145,7 +148,15 @@ def prepare_cohort(
     out = Path(out)
     param_dict = params.to_dict(label_scheme)
     params_hash = hashlib.sha256(json.dumps(param_dict, sort_keys=True).encode()).hexdigest()[:16]
-    _claim_folder(out, param_dict, overwrite)
+    _clear_or_refuse(out, overwrite)
+    _io.claim_folder(
+        out,
+        "params.json",
+        param_dict,
+        argument="out",
+        what="a cohort prepared with other parameters",
+        hint="pass overwrite=True to start again, or choose another folder",
+    )
     _io.remove_stale_temporaries(out)
     grid = make_grid(params.spacing, params.field_of_view_mm)
 
@@ -311,27 +322,19 @@ def _same_source(recorded: str | None, digest: str | None, path: Path | None) ->
     return digest is not None and Path(path).is_file() and _io.sha256_file(path) == digest
 
 
-def _claim_folder(out: Path, param_dict: dict[str, Any], overwrite: bool) -> None:
-    params_file = out / "params.json"
+def _clear_or_refuse(out: Path, overwrite: bool) -> None:
+    """Before a non-empty ``out`` is claimed: ``overwrite`` deletes a previous preparation's outputs (and
+    only those); without it, a folder that is not a prepared cohort is refused."""
     if out.exists() and any(out.iterdir()):
         if overwrite:
             for name in OUTPUT_FILES:
                 (out / name).unlink(missing_ok=True)
             for name in ("subjects", "qc"):
                 shutil.rmtree(out / name, ignore_errors=True)
-        elif not params_file.is_file():
+        elif not (out / "params.json").is_file():
             raise ValueError(
                 f"out={str(out)!r} exists, is not empty and is not a prepared cohort; choose another folder or pass overwrite=True"
             )
-        else:
-            previous = json.loads(params_file.read_text())
-            if previous != json.loads(json.dumps(param_dict)):
-                changed = sorted(k for k in set(previous) | set(param_dict) if previous.get(k) != json.loads(json.dumps(param_dict)).get(k))
-                raise ValueError(
-                    f"out={str(out)!r} was prepared with other parameters (differing: {changed}); "
-                    "pass overwrite=True to start again, or choose another folder"
-                )
-    _io.write_json(params_file, param_dict)
 
 
 def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid, scheme) -> None:
