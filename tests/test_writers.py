@@ -166,12 +166,17 @@ def test_another_thread_is_refused_or_waits(tmp_path):
         worker.start()
         worker.join()
         assert isinstance(refused[0], _io.FolderInUseError)
-        waiter = threading.Thread(target=lambda: (_io.folder_lock(folder, wait=True).__enter__(), order.append("waiter")))
+        waiter = threading.Thread(target=_wait_then_note, args=(folder, order))
         waiter.start()
         time.sleep(0.3)
         order.append("holder")
     waiter.join(timeout=10)
-    assert order == ["holder", "waiter"]
+    assert order == ["holder", "waiter"] and not _io.lock_path(folder).exists()
+
+
+def _wait_then_note(folder, order):
+    with _io.folder_lock(folder, wait=True):
+        order.append("waiter")
 
 
 def _attempt(folder):

@@ -116,9 +116,10 @@ def create_study(
     own non-determinism).
 
     Raises ValueError for a bad argument (naming it, its value and what is allowed), an ``out``
-    that exists and is not empty, too few subjects or files, volumes without label maps, real and
-    synthetic volumes that cannot be brought onto the same grid (naming both grids), or a file
-    cue found by the check (then nothing is written).
+    that exists and is not empty or that another process is writing
+    (:class:`synthbrain._io.FolderInUseError`), too few subjects or files, volumes without label
+    maps, real and synthetic volumes that cannot be brought onto the same grid (naming both
+    grids), or a file cue found by the check (then nothing is written).
     """
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 2):
         raise ValueError(f"n={n!r}; allowed: an integer >= 2 (at least one real and one synthetic case)")
