@@ -369,14 +369,24 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    from synthbrain import _io
     from synthbrain.datasets.synthetic import resolve_device
-    from synthbrain.generator import BrainGenerator, check_output_folder
+    from synthbrain.generator import check_output_folder
 
     if args.n < 1:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
     device = resolve_device(args.device)
-    if not args.shards:  # refused before the model is loaded and the volumes generated, not after
+    if args.shards:  # a shard store takes many writers (ranks, reruns): each chunk is locked while it is written
+        return _generate(args, device)
+    check_output_folder(args.out, args.overwrite)  # refused before the model is loaded and the volumes generated, not after
+    with _io.folder_lock(args.out, argument="out"):  # one writer from here to the saved dataset
         check_output_folder(args.out, args.overwrite)
+        return _generate(args, device)
+
+
+def _generate(args: argparse.Namespace, device) -> int:
+    from synthbrain.generator import BrainGenerator
+
     generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)
     covariates = {}
     for name, text in args.covariates.items():

@@ -74,11 +74,13 @@ class ModelParts:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "source"}
 
 
+@_io.writes_folder("folder")
 def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``parts`` as a model folder (replacing a previous one only once the new one is complete;
     its ``README.md`` model card is kept). ``extra`` maps further file names to JSON content written
     beside the index (e.g. a conversion record). A non-empty folder that is not a model folder is
-    refused (``ValueError``), so a mistyped path never deletes other files."""
+    refused (``ValueError``), so a mistyped path never deletes other files. One writer at a time
+    (:func:`synthbrain._io.writes_folder`; another is a :class:`~synthbrain._io.FolderInUseError`)."""
     target = Path(folder)
     if target.is_dir() and any(target.iterdir()) and not (target / INDEX).is_file():
         raise ValueError(f"folder={str(folder)!r} holds files but no {INDEX}; a model is written only into a new, empty or model folder")

@@ -366,6 +366,7 @@ def load_bundle(folder: str | os.PathLike, *, image_grid: Grid | None = None) ->
     )
 
 
+@_io.writes_folder("out")  # checked and written by one process: a model finished meanwhile is not replaced
 def convert_bundle(bundle: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None, overwrite: bool = False) -> Path:
     """Write a bundle (a folder, or a Hub id) as a synthbrain model folder (safetensors + configs).
 

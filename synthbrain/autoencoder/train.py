@@ -108,6 +108,7 @@ class AutoencoderTraining:
         return data
 
 
+@_io.writes_folder("run_dir")  # one training per run folder (rank 0 holds the lock)
 def train_autoencoder(
     prepared: str | Path,
     run_dir: str | Path,

@@ -66,6 +66,7 @@ class LatentCache:
 
 
 @torch.no_grad()
+@_io.writes_folder("out")
 def cache_latents(
     autoencoder: str | Path,
     prepared: str | Path,

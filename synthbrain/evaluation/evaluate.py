@@ -82,6 +82,7 @@ def load_cohort_on_grid(real: str | Path, grid) -> tuple[PreparedCohort, torch.T
     return cohort, torch.stack([it["image"] for it in items]), labels
 
 
+@_io.writes_folder("out")  # one evaluation per report folder
 def evaluate(
     generator,
     real: str | Path,

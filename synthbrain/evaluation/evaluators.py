@@ -213,6 +213,7 @@ class Evaluators:
 
     # -- storage -------------------------------------------------------------------------------
 
+    @_io.writes_folder("folder")  # evaluators shared by several evaluations are written by one at a time
     def save(self, folder: str | Path) -> Path:
         """Write ``evaluators.safetensors`` (segmenter weights, the linear models) and ``evaluators.json``
         (``info``, label scheme, voxel volume) into ``folder``; returns ``folder``."""

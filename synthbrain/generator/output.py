@@ -47,12 +47,17 @@ class GeneratedBrains:
         it holds a previous synthbrain dataset (so a mistyped path never deletes other files). The
         dataset is written into a hidden folder beside ``folder`` and moved into place when complete
         (:func:`synthbrain._io.staged_folder`): an interrupted or failed save leaves the previous
-        state. Raises ``ValueError`` for a bad ``prefix`` or an output folder that cannot be used."""
+        state. The folder is checked again and written under its writer lock (:func:`synthbrain._io.folder_lock`),
+        so a dataset another process finished meanwhile is not replaced without ``overwrite``. Raises
+        ``ValueError`` for a bad ``prefix`` or an output folder that cannot be used, and
+        :class:`~synthbrain._io.FolderInUseError` (a ``ValueError``) while another process writes it."""
         if not (isinstance(prefix, str) and prefix.isalnum()):
             raise ValueError(f"prefix={prefix!r}; allowed: letters and digits only (it becomes part of BIDS subject labels)")
-        check_output_folder(folder, overwrite)
-        with _io.staged_folder(folder) as staging:
-            self._write(staging, prefix)
+        check_output_folder(folder, overwrite)  # before the lock, which creates the parent folder
+        with _io.folder_lock(folder):
+            check_output_folder(folder, overwrite)
+            with _io.staged_folder(folder) as staging:
+                self._write(staging, prefix)
         return Path(folder)
 
     def _write(self, folder: Path, prefix: str) -> None:

@@ -31,6 +31,47 @@ def size_bound_dice(volume_a: float, volume_b: float) -> float:
     return 2.0 * min(volume_a, volume_b) / (volume_a + volume_b) if volume_a + volume_b else 1.0
 
 
+# What a registration to the template may plausibly do to a brain (:func:`registration_flags`).
+REGISTRATION_LIMITS = {
+    # Dice with the template brain over the most the two brain volumes allow (size_bound_dice): IXI-HH's
+    # worst subject reached 0.955 with its label-map brain (docs/benchmarks/prepare-ixi-hh-2mm-rigid.md)
+    "min_dice_over_size_bound": 0.90,
+    # rotation of the head in the scanner frame: heads lie within about 20 degrees of the scanner axes
+    "max_rotation_deg": 30.0,
+    # scaling of an affine registration (1 for rigid): IXI-HH brains were scaled 1.17-1.59x (docs/preprocessing.md)
+    "scale_range": (0.5, 2.0),
+}
+
+
+def registration_flags(template_to_subject_ras: np.ndarray, dice: float, size_bound: float) -> list[str]:
+    """Why a registration to the template looks wrong: a list of reasons, empty when it looks right.
+
+    ``template_to_subject_ras``: the (4, 4) RAS mm matrix found; ``dice`` and ``size_bound``: the brain
+    mask's Dice with the template brain and :func:`size_bound_dice` (NaN without a brain mask: that
+    check is left out). Flagged (:data:`REGISTRATION_LIMITS`): Dice / size bound below
+    ``min_dice_over_size_bound`` (the brain lands beside the template's), a rotation beyond
+    ``max_rotation_deg`` (the rotation of the matrix's polar decomposition), or a scaling (its
+    singular values) outside ``scale_range``. An outlying voxel that moved the registration by a
+    millimetre or two is prevented by :func:`~synthbrain.preprocessing.registration.registration_intensities`,
+    not caught here; this catches registrations gone wrong."""
+    flags = []
+    ratio = dice / size_bound if np.isfinite(dice) and np.isfinite(size_bound) and size_bound > 0 else float("nan")
+    least = REGISTRATION_LIMITS["min_dice_over_size_bound"]
+    if np.isfinite(ratio) and ratio < least:
+        flags.append(f"Dice / size bound {ratio:.3f} < {least:g}: the brain is misaligned with the template's")
+    u, scales, vt = np.linalg.svd(np.asarray(template_to_subject_ras, dtype=float)[:3, :3])
+    rotation = u @ vt
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
+    if np.linalg.det(rotation) < 0:
+        flags.append("the transform mirrors the brain (negative determinant)")
+    elif angle > REGISTRATION_LIMITS["max_rotation_deg"]:
+        flags.append(f"rotation {angle:.1f} deg > {REGISTRATION_LIMITS['max_rotation_deg']:g} deg")
+    low, high = REGISTRATION_LIMITS["scale_range"]
+    if scales.min() < low or scales.max() > high:
+        flags.append(f"scaling {scales.min():.2f}-{scales.max():.2f} outside [{low:g}, {high:g}]")
+    return flags
+
+
 def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
     """Axial, coronal and sagittal mid-slices (2D arrays) of a 3D volume indexed along RAS, oriented for
     display (anterior up in the axial slice, superior up in the others)."""

@@ -78,6 +78,7 @@ def _split_rows(table: pd.DataFrame, fractions: dict[str, float], *, seed: int, 
     return parts
 
 
+@_io.writes_folder("out")
 def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, float], *, seed: int = 0) -> dict[str, Path]:
     """Write one prepared-cohort folder per part under ``out`` (``out/<part>``) and ``out/split.tsv``.
     Re-running with the same arguments rewrites the same split; an ``out`` holding another split

@@ -66,8 +66,7 @@ def write_case(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
     image.header["aux_file"] = b""
     image.header["cal_min"], image.header["cal_max"] = 0.0, 255.0
     image.header.set_slope_inter(1.0, 0.0)
-    with _io.atomic_path(path) as tmp:
-        nib.save(image, tmp)
+    _io.save_image(path, image)
 
 
 def read_case(path: Path) -> np.ndarray:

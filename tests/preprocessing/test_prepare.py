@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -275,3 +276,38 @@ def test_longitudinal_bids_with_mirrored_sforms_prepared_by_the_qform(template_f
         assert error.max() < 4.0, (sid, error.max())
     loaded = PreparedCohort.load(out)
     assert loaded.table["participant_id"].tolist() == ["sub-01", "sub-01"]
+
+
+def test_one_hot_voxel_in_a_t1_file_does_not_move_its_preparation(template_folder, tmp_path):
+    """Issue 32, fault 2, as reported: a T1 with one voxel set to 30000 is aligned as without it."""
+    from synthbrain.preprocessing.prepare import prepare_subject
+
+    record = cohort_of(template_folder).subjects[0]
+    img = nib.load(record.image)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    hot = data.copy()
+    hot[tuple(np.argwhere(data > 0)[len(np.argwhere(data > 0)) // 3])] = 30000.0
+    path = tmp_path / "hot_T1.nii.gz"
+    nib.save(nib.Nifti1Image(hot, img.affine), path)
+    grid = make_grid(4.0)
+    plain = prepare_subject(record, grid, FAST, None)
+    outlier = prepare_subject(dataclasses.replace(record, image=path), grid, FAST, None)
+    points = np.argwhere(np.ones((8, 8, 8))) * 15.0 - [52, 70, 40]  # spread over the brain, mm
+    moved = [nib.affines.apply_affine(np.asarray(r["registration"]["template_to_subject_ras"]), points) for r in (plain, outlier)]
+    assert np.linalg.norm(moved[0] - moved[1], axis=1).max() < 0.5
+    assert outlier["registration"]["flags"] == [] and outlier["registration"]["intensities_clipped_to"] == [20.0, 100.0]
+
+
+def test_a_registration_that_went_wrong_is_flagged(template_folder, prepared, monkeypatch):
+    import SimpleITK as sitk
+
+    from synthbrain.preprocessing import prepare as module
+    from synthbrain.preprocessing.registration import RegistrationResult
+
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["summary"]["registration_flagged"] == {}  # the good registrations pass
+    assert all(r["registration"]["flags"] == [] for r in manifest["records"])
+    turned = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.0, 0.0, np.radians(50.0), (0.0, 0.0, 0.0))
+    monkeypatch.setattr(module, "register", lambda *args, **kwargs: RegistrationResult(turned, -0.1, "rigid"))
+    flags = module.prepare_subject(cohort_of(template_folder).subjects[0], make_grid(4.0), FAST, None)["registration"]["flags"]
+    assert len(flags) == 2 and flags[0].startswith("Dice / size bound") and flags[1] == "rotation 50.0 deg > 30 deg"
