@@ -215,6 +215,7 @@ class _Found:
     bad: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # problems found while matching
     hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "no image file"
     duplicate_hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "N image files match"
+    label_hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "N label maps match"
     warnings: list[str] = field(default_factory=list)
     refused: list[tuple[Path, str]] = field(default_factory=list)  # image files in a form that is not read, and why
 
@@ -278,6 +279,15 @@ def _assemble(
     counts = frame[id_column].value_counts()
     for sid in counts.index[counts > 1]:
         bad[sid].append(f"subject id appears in {counts[sid]} table rows")
+    by_case: dict[str, list[str]] = defaultdict(list)
+    for sid in dict.fromkeys(frame[id_column]):
+        by_case[sid.lower()].append(sid)
+    for same in (group for group in by_case.values() if len(group) > 1):
+        for sid in same:
+            bad[sid].append(
+                f"subject id differs only in case from {[other for other in same if other != sid]}: their output folders would be "
+                "one folder on a case-insensitive file system (macOS, Windows), and BIDS forbids such ids; rename one of them"
+            )
 
     covariates: dict[str, dict[str, Any]] = defaultdict(dict)
     for c in schema.covariates:
@@ -304,7 +314,7 @@ def _assemble(
             bad[sid].append(f"{len(image_files)} image files match this id: {names}{found.duplicate_hints.get(sid, '')}")
         lab = found.labels.get(sid, [])
         if len(lab) > 1:
-            bad[sid].append(f"{len(lab)} label maps match this id: {[p.name for p in lab]}")
+            bad[sid].append(f"{len(lab)} label maps match this id: {[p.name for p in lab]}{found.label_hints.get(sid, '')}")
         elif not lab and expect_labels:
             warnings.append(f"subject {sid}: no label map; it is prepared without labels")
         if len(image_files) == 1 and len(lab) <= 1:
@@ -429,7 +439,7 @@ def _load_checked(path: Path, what: str, reasons: list[str]):
     try:
         data = voxels(img, path)  # what prepare reads (load_oriented), so what passes here passes there
     except VoxelError as err:
-        reasons.append(f"{what} is not one 3D volume of real values: {err}")
+        reasons.append(f"{what} {err}")
         return None, None
     except (EOFError, OSError, ValueError, zlib.error) as err:
         reasons.append(f"{what} is unreadable or truncated: {path.name} ({type(err).__name__}: {err})")

@@ -270,13 +270,13 @@ def voxels(img: nib.spatialimages.SpatialImage, path: str | Path) -> np.ndarray:
     name = Path(path).name
     dtype = img.get_data_dtype()
     if dtype.kind not in "iuf" or dtype.fields is not None:
-        raise VoxelError(f"{name}: voxel data type {dtype}; allowed: real-valued scalars (an integer or floating-point type)")
+        raise VoxelError(f"{name}: voxel data type {dtype} is not real-valued; allowed: real-valued scalars (an integer or floating type)")
     data = np.asanyarray(img.dataobj)
     shape = data.shape
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise VoxelError(f"{name}: shape {shape}; allowed: one 3D volume (trailing axes of length 1 are dropped)")
+        raise VoxelError(f"{name}: not 3D: shape {shape}; allowed: one 3D volume (trailing axes of length 1 are dropped)")
     return data.astype(data.dtype.newbyteorder("="), copy=False)
 
 
