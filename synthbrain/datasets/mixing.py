@@ -64,9 +64,12 @@ class MixedDataset(torch.utils.data.Dataset):
     When: at construction, every item of real data held in memory (tensors, a ``TensorDataset``, a
     list or tuple of items), the first item of any other dataset, and what a dataset says about all
     its items without reading images (a prepared cohort's label scheme and table, a torchio
-    ``SubjectsDataset``'s covariates); every other item when it is first served, with the same error
-    (reading every file at construction would cost a pass over the data). :meth:`check_all` reads
-    and checks every item now.
+    ``SubjectsDataset``'s covariates); every item again each time it is served (a few reductions
+    over a volume already read), so an item read lazily is refused with the same error before it
+    reaches a batch (reading every file at construction would cost a pass over the data).
+    :meth:`check_all` reads and checks every item now. ``resample=True`` resamples, it does not
+    register: a subject in native space whose intensities and labels were already brought into
+    these ranges is not recognised as unregistered (``synthbrain prepare`` registers).
     """
 
     def __init__(self, real: Any, synthetic: SyntheticBrainDataset, *, resample: bool = False, atol_mm: float = 1e-3):
