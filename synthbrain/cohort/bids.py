@@ -235,12 +235,13 @@ def _choice_hint(files: list[Path], label_suffix_query: str = "t1w") -> str:
 
 
 def _closest(image: Path, labels: list[Path]) -> list[Path]:
-    """The label maps made from ``image``: none of their :data:`FILTER_ENTITIES` contradicts the
-    image's (a label map without ``run`` fits any run), and of those the ones sharing most of them."""
+    """The label maps made from ``image``: none of their :data:`FILTER_ENTITIES` (or session)
+    contradicts the image's (a label map without ``run`` fits any run), and of those the ones
+    sharing most of them."""
     wanted = file_entities(image)
     scored = []
     for path in labels:
-        have = {k: v for k, v in file_entities(path).items() if k in FILTER_ENTITIES}
+        have = {k: v for k, v in file_entities(path).items() if k in FILTER_ENTITIES or k == "ses"}
         if all(_same(k, v, wanted.get(k)) for k, v in have.items()):
             scored.append((len(have), path))
     best = max((n for n, _ in scored), default=0)

@@ -34,7 +34,17 @@ import pandas as pd
 
 from synthbrain import _io
 from synthbrain.cohort.covariates import CovariateSchema, default_schema, is_missing
-from synthbrain.cohort.geometry import HeaderError, HeaderGeometry, VoxelError, check_trust, load_image, read_geometry, voxels
+from synthbrain.cohort.geometry import (
+    HeaderError,
+    HeaderGeometry,
+    VoxelError,
+    check_trust,
+    check_voxel_form,
+    load_image,
+    read_geometry,
+    read_header,
+    voxels,
+)
 from synthbrain.cohort.labels import LabelScheme
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -326,8 +336,11 @@ def _assemble(
         reasons: list[str] = []
         notes: list[str] = []
         for path, what in ((pair[1], "image"), (pair[2], "label map")):
-            if path is not None:
-                _geometry(path, what, trust_header, reasons, notes)  # headers only: cheap, and checked either way
+            if path is not None and _geometry(path, what, trust_header, reasons, notes) is not None:  # headers only: cheap
+                try:
+                    check_voxel_form(read_header(path), path)  # what prepare will read, from the header
+                except VoxelError as err:
+                    reasons.append(f"{what} {err}")
         return pair[0], (reasons, {}, notes)
 
     if pairs:

@@ -267,17 +267,22 @@ def voxels(img: nib.spatialimages.SpatialImage, path: str | Path) -> np.ndarray:
     (``(D, H, W, 1)``, ``(D, H, W, 1, 1)``) are dropped. Raises :class:`VoxelError` (a ``ValueError``)
     naming the file for other data types (complex, RGB) and for more than one volume or fewer than 3
     axes; what nibabel raises for a truncated or unreadable file."""
+    check_voxel_form(img.header, path)
+    data = np.asanyarray(img.dataobj)
+    return data.reshape(data.shape[:3]).astype(data.dtype.newbyteorder("="), copy=False)
+
+
+def check_voxel_form(header: nib.Nifti1Header, path: str | Path) -> None:
+    """Raise :class:`VoxelError` naming ``path`` unless its header (:func:`read_header`, or an
+    image's) describes one 3D volume (trailing axes of length 1 allowed) of integer or floating-point
+    voxels; what :func:`voxels` reads, checked without reading the voxels."""
     name = Path(path).name
-    dtype = img.get_data_dtype()
+    dtype = header.get_data_dtype()
     if dtype.kind not in "iuf" or dtype.fields is not None:
         raise VoxelError(f"{name}: voxel data type {dtype} is not real-valued; allowed: real-valued scalars (an integer or floating type)")
-    data = np.asanyarray(img.dataobj)
-    shape = data.shape
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if len(shape) < 3 or any(n != 1 for n in shape[3:]):
         raise VoxelError(f"{name}: not 3D: shape {shape}; allowed: one 3D volume (trailing axes of length 1 are dropped)")
-    return data.astype(data.dtype.newbyteorder("="), copy=False)
 
 
 # --------------------------------------------------------------------------------------------------

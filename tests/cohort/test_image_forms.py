@@ -100,7 +100,7 @@ def test_forms_that_cannot_be_used_are_refused_naming_the_file_and_the_rule(tmp_
     dtype = options.pop("dtype", np.float32)
     _write(tmp_path / "images" / f"s01{suffix}", image if dtype is None else image.astype(dtype), **options)
     pd.DataFrame(TABLE).to_csv(tmp_path / "participants.csv", index=False)
-    for check_images in (True, False) if form == "Analyze 7.5" else (True,):
+    for check_images in (True, False):  # the header says it either way
         with pytest.raises(CohortError) as refused:
             read_folder(tmp_path / "images", tmp_path / "participants.csv", check_images=check_images)
         assert f"s01{suffix}" in str(refused.value) and rule in str(refused.value)
