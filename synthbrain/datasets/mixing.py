@@ -157,7 +157,7 @@ class MixedDataset(torch.utils.data.Dataset):
                     f"{np.round(grid.affine, 3)}\n(another orientation, voxel size or origin); resample it onto the grid "
                     "(torchio.Resample with the generator's image_grid) or pass resample=True"
                 )
-            _check_values(item, index, name, self._classes, resampled=False)  # raw data is named before it is resampled
+            _check_values(item, index, name, self._classes, resample=True)  # raw data is named before it is resampled
             item = _resampled(item, affine, grid)
         return item, name
 
@@ -178,7 +178,7 @@ class MixedDataset(torch.utils.data.Dataset):
             )
         if not self._classes:
             item.pop("labels", None)
-        _check_values(item, index, name, self._classes, resampled=self.resample)
+        _check_values(item, index, name, self._classes, resample=self.resample)
         item["covariates"] = self._covariates(item["covariates"], index, name)
         return item
 
@@ -252,7 +252,7 @@ _PREPARE = (
 )
 
 
-def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[str, ...] | None, resampled: bool) -> None:
+def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[str, ...] | None, resample: bool) -> None:
     """Raise ``ValueError`` naming the item unless its image is finite and in :data:`IMAGE_RANGE`
     and its label map (when the model has classes) holds only class indices 0..C-1."""
     image = item["image"]
@@ -261,7 +261,7 @@ def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[st
         raise ValueError(f"real[{index}] ({name}): image has {int((~finite).sum())} NaN/Inf voxels; allowed: finite intensities in [0, 1]")
     low, high = float(image.min()), float(image.max())
     if low < IMAGE_RANGE[0] - _RANGE_TOL or high > IMAGE_RANGE[1] + _RANGE_TOL:
-        how = " (MixedDataset resamples with resample=True, it does not register or normalise)" if resampled else ""
+        how = " (resample=True resamples onto the grid; it does not register or normalise)" if resample else ""
         raise ValueError(
             f"real[{index}] ({name}): image intensities in [{low:.4g}, {high:.4g}]; allowed: [0, 1], the range of the synthetic "
             f"images{how}; scale each image to [0, 1] as prepare does (robust percentiles inside the brain), or prepare the raw "
@@ -270,6 +270,7 @@ def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[st
     labels = item.get("labels")
     if classes is None or labels is None:
         return
+    how = " (resample=True does not map labels)" if resample else ""
     outside = labels[(labels < 0) | (labels >= len(classes))]
     if outside.numel():
         values = torch.unique(outside).tolist()
@@ -277,7 +278,7 @@ def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[st
         more = f" ({len(values)} values outside)" if len(values) > 10 else ""
         raise ValueError(
             f"real[{index}] ({name}): label values {shown} are not classes of the model{more}; allowed: 0..{len(classes) - 1} "
-            f"({', '.join(classes)}); a fine parcellation (FreeSurfer, DLMUSE, ...) must be mapped to these classes: {_PREPARE}"
+            f"({', '.join(classes)}); a fine parcellation (FreeSurfer, DLMUSE, ...) must be mapped to these classes{how}: {_PREPARE}"
         )
 
 

@@ -105,6 +105,7 @@ def test_a_raw_native_space_subject_with_resample_is_refused_pointing_to_prepare
     native = np.diag([1.0, 1.0, 1.0, 1.0])
     native[:3, 3] = [-20.0, -30.0, -20.0]
     image = torch.from_numpy(rng.uniform(0, 2966, (1, *shape)).astype(np.float32))
+    image[0, 0, 0, 0] = 2966.0
     values = np.array([0, *range(4, 300, 2)][:149])
     labels = torch.from_numpy(values[rng.integers(0, 149, (1, *shape))])
     subject = tio.Subject(image=tio.ScalarImage(tensor=image, affine=native), labels=tio.LabelMap(tensor=labels, affine=native))
@@ -112,7 +113,15 @@ def test_a_raw_native_space_subject_with_resample_is_refused_pointing_to_prepare
     with pytest.raises(ValueError) as refused:
         MixedDataset(raw, synthetic, resample=True)
     message = str(refused.value)
-    assert message.startswith("real[0] (0): ") and "synthbrain prepare" in message
+    assert message.startswith("real[0] (0): image intensities in [") and ", 2966]; allowed: [0, 1], the range of the synthetic" in message
+    assert "(resample=True resamples onto the grid; it does not register or normalise)" in message and "synthbrain prepare" in message
+    scaled = tio.Subject(image=tio.ScalarImage(tensor=image / 2966, affine=native), labels=tio.LabelMap(tensor=labels, affine=native))
+    with pytest.raises(ValueError) as refused:
+        MixedDataset(tio.SubjectsDataset([scaled]), synthetic, resample=True)  # intensities scaled, labels still DLMUSE's
+    message = str(refused.value)
+    assert message.startswith("real[0] (0): label values [8, 10, 12, 14, 16, 18, 20, 22, 24, 26] ... are not classes of the model")
+    assert "(146 values outside); allowed: 0..7" in message  # 0, 4 and 6 of the 149 are indices, but not these classes
+    assert "(resample=True does not map labels)" in message and "synthbrain prepare" in message
 
 
 def test_real_covariates_go_through_the_models_schema(generator, synthetic):
