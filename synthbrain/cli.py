@@ -57,6 +57,20 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         "sample (age from sub-*_sessions.tsv when given; split keeps a subject's sessions together). Default: one T1w per subject",
     )
     src.add_argument(
+        "--bids-filter",
+        action="append",
+        metavar="ENTITY=VALUE",
+        help="BIDS with several T1w images per subject (T1w and rec-norm_T1w, two runs): keep those whose entity has this value, "
+        "e.g. rec=norm, run=1, acq=mprage; 'rec=' keeps those without a rec entity (repeatable; the choice is recorded per subject)",
+    )
+    src.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        metavar="FILE.json",
+        help='the same as a JSON file in fMRIPrep\'s --bids-filter-file form, e.g. {"t1w": {"rec": "norm", "run": 1}} '
+        '(null: without that entity); a "dseg" query filters the label maps',
+    )
+    src.add_argument(
         "--trust-header",
         choices=["sform", "qform"],
         default=None,
@@ -89,29 +103,58 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_prepare)
 
 
-def _run_prepare(args: argparse.Namespace) -> int:
-    from synthbrain.cohort import read_bids, read_folder
-    from synthbrain.preprocessing.prepare import PrepareParams, prepare_cohort
+def _bids_filter(args: argparse.Namespace) -> dict | None:
+    """The BIDS filter of ``--bids-filter ENTITY=VALUE`` flags or ``--bids-filter-file`` (not both)."""
+    import json
 
-    scheme = None if args.label_scheme == "none" else args.label_scheme
-    on_error = "skip" if args.skip_bad else "raise"
+    if args.bids_filter and args.bids_filter_file:
+        raise SystemExit("--bids-filter and --bids-filter-file: give one of them (put every entity in the file)")
+    if args.bids_filter_file is not None:
+        try:
+            return json.loads(args.bids_filter_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"--bids-filter-file {args.bids_filter_file}: not a readable JSON file ({err})") from None
+    if not args.bids_filter:
+        return None
+    entities = {}
+    for item in args.bids_filter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--bids-filter {item!r}: expected ENTITY=VALUE, e.g. rec=norm or run=1 ('rec=' for none)")
+        entities[key] = value or None
+    return {"t1w": entities}
+
+
+def _read_cohort(args: argparse.Namespace, on_error: str):
+    """The cohort that ``prepare``'s input flags name (a folder with a table, or BIDS)."""
+    from synthbrain.cohort import read_bids, read_folder
+
     common = dict(
         columns=_key_values(args.column, "--column"),
         units=_key_values(args.unit, "--unit"),
-        label_scheme=scheme,
+        label_scheme=None if args.label_scheme == "none" else args.label_scheme,
         on_error=on_error,
         trust_header=args.trust_header,
     )
     if args.bids is not None:
         if args.images or args.table or args.labels:
             raise SystemExit("--bids excludes --images, --labels and --table")
-        cohort = read_bids(args.bids, derivatives=args.derivatives, session=args.session, **common)
-    else:
-        if args.images is None or args.table is None:
-            raise SystemExit("give --images and --table (and optionally --labels), or --bids")
-        if args.session is not None:
-            raise SystemExit(f"--session {args.session}: sessions are read from a BIDS dataset; give --bids")
-        cohort = read_folder(args.images, args.table, labels=args.labels, id_column=args.id_column, **common)
+        return read_bids(args.bids, derivatives=args.derivatives, session=args.session, bids_filter=_bids_filter(args), **common)
+    if args.images is None or args.table is None:
+        raise SystemExit("give --images and --table (and optionally --labels), or --bids")
+    if args.session is not None:
+        raise SystemExit(f"--session {args.session}: sessions are read from a BIDS dataset; give --bids")
+    if args.bids_filter or args.bids_filter_file:
+        raise SystemExit("--bids-filter/--bids-filter-file: entities are read from a BIDS dataset; give --bids")
+    return read_folder(args.images, args.table, labels=args.labels, id_column=args.id_column, **common)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from synthbrain.preprocessing.prepare import PrepareParams, prepare_cohort
+
+    scheme = None if args.label_scheme == "none" else args.label_scheme
+    on_error = "skip" if args.skip_bad else "raise"
+    cohort = _read_cohort(args, on_error)
     if args.limit is not None:
         if args.limit < 1:
             raise SystemExit(f"--limit {args.limit}: must be >= 1")

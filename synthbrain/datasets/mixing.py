@@ -1,9 +1,12 @@
 """Real and synthetic subjects in one training loop, at an exact fraction per batch.
 
 ``MixedDataset(real, synthetic)`` puts both behind one index (real first) and gives every item
-the same keys: ``image`` (1, D, H, W) float, ``labels`` (D, H, W) int64 class indices (when the
-synthetic dataset has labels), ``covariates`` (dict, the model's covariates; unknown real values
-as "n/a" / NaN), ``is_synthetic``, ``index``, ``appearance`` ("real", "generated" or "randomized").
+the same keys: ``image`` (1, D, H, W) float in [0, 1], ``labels`` (D, H, W) int64 class indices
+(when the synthetic dataset has labels), ``covariates`` (dict, the model's covariates in the
+synthetic items' representation: categorical levels as the schema's level names, continuous values
+as floats; unknown real values as "n/a" / NaN), ``is_synthetic``, ``index``, ``appearance``
+("real", "generated" or "randomized"). Real items that do not fit are refused, not converted (see
+:class:`MixedDataset`).
 The real dataset may be a prepared cohort
 (``PreparedCohort``; class fractions become the most likely class), a torchio
 ``SubjectsDataset`` (images named ``image`` and ``labels``), any dataset of (image, labels)
@@ -43,7 +46,30 @@ class MixedDataset(torch.utils.data.Dataset):
     another orientation such as LPS, another voxel size or origin) is a ``ValueError`` naming the
     subject and both affines, unless ``resample=True``, which resamples it onto the grid (torchio
     ``Resample``: linear for the image, nearest neighbour for the labels). Tensors carry no
-    geometry and are taken to lie on the grid.
+    geometry and are taken to lie on the grid. Resampling does not register or normalise: a raw
+    native-space subject is refused by the checks below, which point to ``synthbrain prepare``.
+
+    Every real item is checked before it is served, and refused with a ``ValueError`` that names it
+    (``real[index] (subject id)``), what was found and what is allowed:
+
+    * its image must be (1, D, H, W) on the grid, finite, with intensities in :data:`IMAGE_RANGE`
+      ([0, 1], the synthetic images' range; nothing is rescaled);
+    * its label map (when the synthetic items have one) must hold class indices 0..C-1 of the
+      model's ``label_classes`` (a fine parcellation such as FreeSurfer's 2, 41, ... is refused), or
+      C class-fraction channels; a prepared cohort whose label scheme names other classes is refused;
+    * its covariates go through the model's covariate schema (:meth:`Covariate.parse
+      <synthbrain.cohort.covariates.Covariate.parse>`: the spellings ``prepare`` accepts, e.g. sex
+      ``"female"`` is ``"F"``, age ``"70"`` is 70.0); a value it refuses names the covariate and value.
+
+    When: at construction, every item of real data held in memory (tensors, a ``TensorDataset``, a
+    list or tuple of items), the first item of any other dataset, and what a dataset says about all
+    its items without reading images (a prepared cohort's label scheme and table, a torchio
+    ``SubjectsDataset``'s covariates); every item again each time it is served (a few reductions
+    over a volume already read), so an item read lazily is refused with the same error before it
+    reaches a batch (reading every file at construction would cost a pass over the data).
+    :meth:`check_all` reads and checks every item now. ``resample=True`` resamples, it does not
+    register: a subject in native space whose intensities and labels were already brought into
+    these ranges is not recognised as unregistered (``synthbrain prepare`` registers).
     """
 
     def __init__(self, real: Any, synthetic: SyntheticBrainDataset, *, resample: bool = False, atol_mm: float = 1e-3):
@@ -62,15 +88,37 @@ class MixedDataset(torch.utils.data.Dataset):
         self.real, self.synthetic = real, synthetic
         self.resample, self.atol_mm = bool(resample), float(atol_mm)
         self.num_real = len(real)
-        first = self._real_item(0)
-        shape = tuple(synthetic.generator.image_grid.shape)
-        if tuple(first["image"].shape) != (1, *shape):
-            raise ValueError(f"real: images of shape {tuple(first['image'].shape)}; the synthetic ones are (1, {shape}); resample first")
-        if synthetic.with_labels and synthetic.generator.label_classes and "labels" not in first:
+        generator = synthetic.generator
+        self._classes = generator.label_classes if synthetic.with_labels and generator.label_classes else None
+        self._real(0)  # the first item, whatever the dataset
+        self._check_source()
+        if isinstance(real, (torch.utils.data.TensorDataset, list, tuple)):  # in memory: every item is checked now
+            for index in range(1, self.num_real):
+                self._real(index)
+
+    def check_all(self) -> None:
+        """Read and check every real item now (each is checked before it is served anyway); raises
+        the ``ValueError`` that serving the first bad one would raise."""
+        for index in range(self.num_real):
+            self._real(index)
+
+    def _check_source(self) -> None:
+        """What a real dataset says about all its items without reading their images: a prepared
+        cohort's label classes and table covariates, a torchio dataset's covariates."""
+        scheme = getattr(self.real, "label_scheme", None)
+        if self._classes and scheme is not None and tuple(scheme.class_names) != tuple(self._classes):
             raise ValueError(
-                "real: items without a label map, while the synthetic ones have one; "
-                "give labels, or build the synthetic dataset with with_labels=False"
+                f"real: a prepared cohort whose label classes {list(scheme.class_names)} differ from the model's "
+                f"{list(self._classes)}; the same index would mean another class: prepare it with the model's label scheme "
+                "(synthbrain prepare --label-scheme)"
             )
+        table, schema = getattr(self.real, "table", None), getattr(self.real, "schema", None)
+        if table is not None and schema is not None and "subject_id" in table:
+            for index, row in enumerate(table.to_dict("records")):
+                self._covariates({k: row[k] for k in schema.names if k in row}, index, row["subject_id"])
+        elif hasattr(self.real, "dry_iter"):  # a torchio SubjectsDataset: subjects without loading their images
+            for index, subject in enumerate(self.real.dry_iter()):
+                self._covariates(_subject_covariates(subject), index, index)
 
     def __len__(self) -> int:
         return self.num_real + len(self.synthetic)
@@ -97,10 +145,10 @@ class MixedDataset(torch.utils.data.Dataset):
                 items.append({**next(generated), "index": index})
         return items
 
-    def _real_item(self, index: int) -> dict[str, Any]:
-        """A real item on the generator's grid (checked, or resampled with ``resample=True``)."""
+    def _real_item(self, index: int) -> tuple[dict[str, Any], Any]:
+        """A real item on the generator's grid (checked, or resampled with ``resample=True``), and its name."""
         grid = self.synthetic.generator.image_grid
-        item = _real_item(self.real[index], index, self.real)
+        item = _real_item(self.real[index], index, self.real, len(self._classes) if self._classes else None)
         affine, name = item.pop("affine", None), item.pop("subject_id", index)
         if affine is not None and not np.allclose(affine, grid.affine, atol=self.atol_mm):
             if not self.resample:
@@ -109,28 +157,60 @@ class MixedDataset(torch.utils.data.Dataset):
                     f"{np.round(grid.affine, 3)}\n(another orientation, voxel size or origin); resample it onto the grid "
                     "(torchio.Resample with the generator's image_grid) or pass resample=True"
                 )
+            _check_values(item, index, name, self._classes, resample=True)  # raw data is named before it is resampled
             item = _resampled(item, affine, grid)
-        return item
+        return item, name
 
     def _real(self, index: int) -> dict[str, Any]:
-        item = self._real_item(index)
-        schema = self.synthetic.generator.schema
-        item["covariates"] = {  # the synthetic items' keys, so batches collate; unknown values as n/a / NaN
-            c.name: item["covariates"].get(c.name, "n/a" if c.kind == CATEGORICAL else float("nan")) for c in schema.covariates
-        }
-        if not (self.synthetic.with_labels and self.synthetic.generator.label_classes):
+        """A real item as served: on the grid, its values in the synthetic items' ranges and its
+        covariates in their representation; raises ``ValueError`` naming it otherwise."""
+        item, name = self._real_item(index)
+        shape = tuple(self.synthetic.generator.image_grid.shape)
+        if tuple(item["image"].shape) != (1, *shape):
+            raise ValueError(
+                f"real[{index}] ({name}): an image of shape {tuple(item['image'].shape)}; the synthetic ones are (1, {shape}); "
+                "resample first"
+            )
+        if self._classes and "labels" not in item:
+            raise ValueError(
+                "real: items without a label map, while the synthetic ones have one; "
+                "give labels, or build the synthetic dataset with with_labels=False"
+            )
+        if not self._classes:
             item.pop("labels", None)
+        _check_values(item, index, name, self._classes, resample=self.resample)
+        item["covariates"] = self._covariates(item["covariates"], index, name)
         return item
 
+    def _covariates(self, raw: dict[str, Any], index: int, name: Any) -> dict[str, Any]:
+        """The model's covariates of a real item, parsed by its schema into the synthetic items'
+        representation: a categorical as its level (``"female"`` becomes ``"F"``), a continuous one as
+        a float (``"70"`` becomes 70.0); missing values as ``"n/a"`` / NaN, other keys left out.
+        Raises ``ValueError`` naming the item, covariate and value that the schema does not accept."""
+        out: dict[str, Any] = {}
+        for c in self.synthetic.generator.schema.covariates:
+            value = raw.get(c.name)
+            if isinstance(value, torch.Tensor) and value.numel() == 1:
+                value = value.item()
+            try:
+                parsed = float(c.parse([value])[0])
+            except ValueError as err:
+                raise ValueError(f"real[{index}] ({name}): {err}") from None
+            if c.kind == CATEGORICAL:
+                out[c.name] = "n/a" if np.isnan(parsed) else c.categories[int(parsed)]
+            else:
+                out[c.name] = parsed
+        return out
 
-def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
+
+def _real_item(item: Any, index: int, dataset: Any, num_classes: int | None) -> dict[str, Any]:
     covariates: dict[str, Any] = {}
     affine = None
     if hasattr(item, "get_images_dict"):  # a torchio Subject
         if "image" not in item:
             raise ValueError(f"real[{index}]: a torchio Subject without an 'image' entry (has {sorted(item.keys())}); name the T1 'image'")
         image, labels = item["image"].data, item["labels"].data if "labels" in item else None
-        covariates = {k: v for k, v in item.items() if not hasattr(v, "data")}
+        covariates = _subject_covariates(item)
         affine = np.asarray(item["image"].affine)
     elif isinstance(item, dict):  # a PreparedCohort item
         if "image" not in item:
@@ -154,8 +234,52 @@ def _real_item(item: Any, index: int, dataset: Any) -> dict[str, Any]:
     if isinstance(item, dict) and "subject_id" in item:
         out["subject_id"] = item["subject_id"]
     if labels is not None:
-        out["labels"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index)
+        out["labels"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index, num_classes)
     return out
+
+
+def _subject_covariates(subject: Any) -> dict[str, Any]:
+    """The entries of a torchio Subject that are not images (its covariates, as given)."""
+    images = subject.get_images_dict(intensity_only=False)
+    return {k: v for k, v in subject.items() if k not in images}
+
+
+IMAGE_RANGE = (0.0, 1.0)  # the synthetic images' intensities (and a prepared cohort's)
+_RANGE_TOL = 1e-5  # float32 rounding of a rescaled or resampled image
+_PREPARE = (
+    "synthbrain prepare registers a raw cohort to MNI space, removes the skull, scales intensities to [0, 1] and maps "
+    "labels to the model's classes with a label scheme (synthbrain prepare --label-scheme)"
+)
+
+
+def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[str, ...] | None, resample: bool) -> None:
+    """Raise ``ValueError`` naming the item unless its image is finite and in :data:`IMAGE_RANGE`
+    and its label map (when the model has classes) holds only class indices 0..C-1."""
+    image = item["image"]
+    finite = torch.isfinite(image)
+    if not bool(finite.all()):
+        raise ValueError(f"real[{index}] ({name}): image has {int((~finite).sum())} NaN/Inf voxels; allowed: finite intensities in [0, 1]")
+    low, high = float(image.min()), float(image.max())
+    if low < IMAGE_RANGE[0] - _RANGE_TOL or high > IMAGE_RANGE[1] + _RANGE_TOL:
+        how = " (resample=True resamples onto the grid; it does not register or normalise)" if resample else ""
+        raise ValueError(
+            f"real[{index}] ({name}): image intensities in [{low:.4g}, {high:.4g}]; allowed: [0, 1], the range of the synthetic "
+            f"images{how}; scale each image to [0, 1] as prepare does (robust percentiles inside the brain), or prepare the raw "
+            f"cohort: {_PREPARE}"
+        )
+    labels = item.get("labels")
+    if classes is None or labels is None:
+        return
+    how = " (resample=True does not map labels)" if resample else ""
+    outside = labels[(labels < 0) | (labels >= len(classes))]
+    if outside.numel():
+        values = torch.unique(outside).tolist()
+        shown = f"{values[:10]}{' ...' if len(values) > 10 else ''}"
+        more = f" ({len(values)} values outside)" if len(values) > 10 else ""
+        raise ValueError(
+            f"real[{index}] ({name}): label values {shown} are not classes of the model{more}; allowed: 0..{len(classes) - 1} "
+            f"({', '.join(classes)}); a fine parcellation (FreeSurfer, DLMUSE, ...) must be mapped to these classes{how}: {_PREPARE}"
+        )
 
 
 def _resampled(item: dict[str, Any], affine: np.ndarray, grid) -> dict[str, Any]:
@@ -173,10 +297,16 @@ def _resampled(item: dict[str, Any], affine: np.ndarray, grid) -> dict[str, Any]
     return out
 
 
-def _label_map(labels: torch.Tensor, shape: tuple[int, ...], index: int) -> torch.Tensor:
+def _label_map(labels: torch.Tensor, shape: tuple[int, ...], index: int, num_classes: int | None) -> torch.Tensor:
     """Class indices (D, H, W) int64 from a label map (D, H, W) or (1, D, H, W), or from class
-    fractions / one-hot channels (C, D, H, W), whose most likely class is taken."""
+    fractions / one-hot channels (C, D, H, W), whose most likely class is taken (C must be the
+    model's number of classes, ``num_classes``, when it has classes)."""
     if labels.ndim == 4 and labels.shape[0] > 1:
+        if num_classes is not None and labels.shape[0] != num_classes:
+            raise ValueError(
+                f"real[{index}]: a label map of {labels.shape[0]} class channels (class fractions); the model has {num_classes} classes, "
+                f"so which channel is which class is unknown; give {num_classes} channels in the model's class order, or class indices"
+            )
         labels = labels.argmax(0)
     elif labels.ndim == 4:
         labels = labels[0]
