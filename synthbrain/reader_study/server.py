@@ -24,7 +24,9 @@ Answers are refused with 400 (malformed), 401 (no session), 403 (study closed, f
 404 (unknown case), 409 (already answered, not the next case, or ``reader`` is not the session's
 reader: another tab logged in someone else), 413 (body over 4 KiB) or 415 (not JSON); the body's
 ``error`` says why, and the page shows it. The case a progress answer names is marked served
-(:meth:`AnswerStore.mark_served`): the server's own time per case runs from there. A POST must be JSON with no foreign ``Origin``, which, with the SameSite cookie, keeps other
+(:meth:`AnswerStore.mark_served`): the server's own time per case runs from there.
+
+A POST must be JSON with no foreign ``Origin``, which, with the SameSite cookie, keeps other
 web pages from answering in a reader's name. Bound to localhost, the server also refuses any
 ``Host`` but ``localhost`` / ``127.0.0.1`` (DNS rebinding).
 """
@@ -118,7 +120,7 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
         """The reader's state; the case it returns is marked served (the server's time on it starts)."""
         position = reader.next_position
         case = None
-        if position is not None and not store.is_closed():
+        if position is not None:
             case = {"id": reader.case_order[position], "position": position + 1, "views": sizes}
             store.mark_served(token, case["id"])
         return {

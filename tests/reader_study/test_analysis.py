@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import json
 import math
-
-import pytest
-
 import sqlite3
 
 import pandas as pd
+import pytest
 
 from synthbrain.reader_study.analysis import MIN_SHARED_CASES, analyse, fleiss_kappa, wilson
 from synthbrain.reader_study.store import AnswerStore
@@ -156,9 +154,10 @@ def test_readers_are_those_who_answered_and_a_test_reader_can_be_left_out(answer
     report = analyse(study, tmp_path / "all", min_shared_cases=8)
     assert (report["n_readers"], report["n_names_entered"], report["without_answers"]) == (3, 5, ["Dr Idle", "Nobody"])
     assert [r["name"] for r in report["readers"]] == ["A", "B", "C"]
-    assert "Readers: 3 answered and analysed, of 5 name(s) entered; 2 without an answer (Dr Idle, Nobody)." in (
-        tmp_path / "all" / "report.md"
-    ).read_text()
+    assert (
+        "Readers: 3 answered and analysed, of 5 name(s) entered; 2 without an answer (Dr Idle, Nobody)."
+        in (tmp_path / "all" / "report.md").read_text()
+    )
 
     report = analyse(study, tmp_path / "out", exclude_readers=[" c "], min_shared_cases=8)  # as entered: case and spacing ignored
     rows = {r["reader"]: r for r in report["per_reader"]}
@@ -204,7 +203,10 @@ def test_time_per_case_is_the_servers_and_implausible_times_are_listed(answered,
     with sqlite3.connect(study / "answers.sqlite") as db:
         (a,) = db.execute("SELECT reader_id FROM readers WHERE name = 'A'").fetchone()
         for case_id in cases:
-            db.execute("UPDATE answers SET server_seconds = ?, seconds = ? WHERE reader_id = ? AND case_id = ?", (server[case_id], client[case_id], a, case_id))
+            db.execute(
+                "UPDATE answers SET server_seconds = ?, seconds = ? WHERE reader_id = ? AND case_id = ?",
+                (server[case_id], client[case_id], a, case_id),
+            )
         db.execute("UPDATE answers SET server_seconds = NULL WHERE reader_id != ? AND case_id = ?", (a, cases[0]))  # no server time
     report = analyse(study, tmp_path / "out")
     rows = {r["reader"]: r for r in report["per_reader"]}
