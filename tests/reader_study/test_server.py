@@ -215,6 +215,22 @@ def test_the_server_measures_the_time_per_case(study):
     assert _served_at(study, following) > before
 
 
+def test_a_database_from_before_the_server_time_gains_the_column(study):
+    from synthbrain.reader_study.store import SCHEMA
+
+    meta = load_study(study)
+    old = SCHEMA.split("CREATE TABLE IF NOT EXISTS served")[0].replace(
+        "    server_seconds REAL CHECK (server_seconds IS NULL OR server_seconds >= 0),\n", ""
+    )
+    with sqlite3.connect(meta.database) as db:
+        db.executescript(old)
+        assert "server_seconds" not in {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+    client = _client(study, "Reader")  # opens the store on the old file
+    assert _answer(client)[0].status_code == 201
+    rows = AnswerStore(meta.database, meta.study_id, meta.case_ids, meta.order_seed).answers()
+    assert len(rows) == 1 and rows[0]["server_seconds"] is not None
+
+
 def test_an_answer_from_a_page_of_another_reader_is_refused(study):
     client = _client(study, "Dr One")
     case_id = client.get("/api/progress").json["case"]["id"]
