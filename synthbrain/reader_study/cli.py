@@ -68,6 +68,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("study", type=Path)
     a.add_argument("--out", type=Path, default=None, help="report folder (default STUDY/analysis)")
+    a.add_argument(
+        "--exclude-reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this reader's answers out of every number (a test reader); repeat for several; the report names them",
+    )
+    a.add_argument(
+        "--min-shared-cases",
+        type=int,
+        default=None,
+        help="fewest cases two readers must share for a kappa (default 10); fewer: reported as not computed",
+    )
+    a.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="server time per case above which the time is left out of the medians, as a break (default 3600)",
+    )
     a.set_defaults(func=_run_analyse)
 
 
@@ -140,10 +159,18 @@ def _run_close(args: argparse.Namespace) -> int:
 
 
 def _run_analyse(args: argparse.Namespace) -> int:
-    from synthbrain.reader_study.analysis import analyse
+    from synthbrain.reader_study.analysis import MAX_SECONDS, MIN_SHARED_CASES, analyse
 
     out = args.out if args.out is not None else args.study / "analysis"
-    report = analyse(args.study, out)
+    report = analyse(
+        args.study,
+        out,
+        exclude_readers=args.exclude_reader,
+        min_shared_cases=MIN_SHARED_CASES if args.min_shared_cases is None else args.min_shared_cases,
+        max_seconds=MAX_SECONDS if args.max_seconds is None else args.max_seconds,
+    )
+    left_out = "".join(f"; left out: {r['name']} ({r['answers']} answers)" for r in report["excluded_readers"])
+    print(f"{report['n_readers']} reader(s) analysed, of {report['n_names_entered']} name(s) entered{left_out}")
     for row in report["per_reader"]:
         acc = row["accuracy"]
         print(f"{row['reader']}: accuracy {acc['value']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}] over {acc['n']} answers")

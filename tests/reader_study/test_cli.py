@@ -37,10 +37,21 @@ def test_create_check_close_analyse(sources, tmp_path, monkeypatch, capsys):
         store.record_answer(token, case_id, "synthetic", 5)
     assert main(["reader-study", "close", "study"]) == 0 and "closed at" in capsys.readouterr().out
     assert store.is_closed()
+    for name in ("Test Reader", "Nobody"):  # entered a name, answered nothing
+        store.start_session(name)
     assert main(["reader-study", "analyze", "study", "--out", "report"]) == 0
-    assert "Reader One: accuracy 0.50" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Reader One: accuracy 0.50" in out and "1 reader(s) analysed, of 3 name(s) entered" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["closed"] is True and report["study"] == "study"
+    assert report["closed"] is True and report["study"] == "study" and report["without_answers"] == ["Test Reader", "Nobody"]
+    assert main(["reader-study", "analyse", "study", "--exclude-reader", "nobody", "--min-shared-cases", "3", "--max-seconds", "60"]) == 0
+    assert "left out: Nobody (0 answers)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "study" / "analysis" / "report.json").read_text())
+    assert report["agreement"]["min_shared_cases"] == 3 and report["times"]["max_seconds"] == 60.0
+    assert main(["reader-study", "analyse", "study", "--exclude-reader", "Dr Who"]) == 2
+    assert "exclude_readers: no reader named 'Dr Who'" in _error_line(capsys)
+    assert main(["reader-study", "analyse", "study", "--min-shared-cases", "1"]) == 2
+    assert "min_shared_cases=1; allowed: an integer >= 2" in _error_line(capsys)
 
 
 def test_create_from_a_model(sources, tmp_path, monkeypatch, capsys):

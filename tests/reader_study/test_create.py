@@ -9,10 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from synthbrain import _io
 from synthbrain.reader_study.create import create_study
-from synthbrain.reader_study.cues import check_cues
+from synthbrain.reader_study.cues import check_cues, sharpness
 from synthbrain.reader_study.study import load_study, read_case, write_case
 from tests.helpers import make_prepared, tiny_generator
 from tests.reader_study.conftest import GRID, new_study
@@ -127,6 +128,43 @@ def test_cue_check_reports_file_and_haze_cues(sources, tmp_path):
     _replace_case(study, synthetic[0], volume, descrip=b"synthbrain synthetic")
     result = check_cues(study)
     assert any(c.startswith("header") for c in result["file_cues"]) and any(c.startswith("file size") for c in result["file_cues"])
+
+
+def test_sharpness_statistics_known_answers():
+    volume = np.zeros((20, 20, 20), np.uint8)
+    ramp = 50 + 3 * np.arange(20)[:, None, None]  # 3 grey levels per voxel along x
+    volume[2:18, 2:18, 2:18] = np.broadcast_to(ramp, (20, 20, 20))[2:18, 2:18, 2:18]
+    assert sharpness(volume)["gradient_mean"] == pytest.approx(3.0)  # 2 voxels in: central differences see the ramp only
+    flat = np.where(volume > 0, 120, 0).astype(np.uint8)
+    assert sharpness(flat) == {"gradient_mean": 0.0, "highfreq_share": 0.0}
+    checker = (100 + 50 * (-1) ** np.indices((24, 24, 24)).sum(axis=0)).astype(np.uint8)  # voxel-scale detail only
+    assert sharpness(checker)["highfreq_share"] > 0.95
+    rng = np.random.default_rng(0)
+    noisy = np.clip(128 + rng.normal(0, 20, (24, 24, 24)), 1, 255)
+    blurred = np.clip(ndimage.gaussian_filter(noisy, 1.0), 1, 255)
+    sharp, soft = sharpness(noisy.astype(np.uint8)), sharpness(blurred.astype(np.uint8))
+    assert sharp["gradient_mean"] > 2 * soft["gradient_mean"] and sharp["highfreq_share"] > 2 * soft["highfreq_share"]
+    assert all(np.isnan(v) for v in sharpness(np.pad(np.full((3, 3, 3), 9, np.uint8), 2)).values())  # no interior: not measured
+
+
+def test_cue_check_flags_cases_that_differ_in_sharpness(sources, tmp_path):
+    study = new_study(sources, tmp_path / "s", n=12)  # 6 + 6: enough for p < 0.01
+    synthetic = [c["id"] for c in _key(study)["cases"] if c["truth"] == "synthetic"]
+    before = {row["feature"]: row for row in check_cues(study)["features"]}
+    for case_id in synthetic:  # blurred inside the same brain, the brightest voxel still 255 (no range cue): only sharpness changes
+        volume = read_case(study / "cases" / f"{case_id}.nii")
+        brain = volume > 0
+        soft = np.clip(np.round(ndimage.gaussian_filter(volume.astype(float), 1.0)), 1, 255).astype(np.uint8)
+        soft.flat[np.argmax(np.where(brain, soft, 0))] = 255
+        volume[brain] = soft[brain]
+        _replace_case(study, case_id, volume)
+    result = check_cues(study)
+    rows = {row["feature"]: row for row in result["features"]}
+    assert result["file_cues"] == []
+    for name in ("gradient_mean", "highfreq_share"):
+        assert rows[name]["kind"] == "sharpness" and rows[name]["flag"] and rows[name]["auc"] == 0.0  # every synthetic case softer
+        assert rows[name]["auc"] < before[name]["auc"]
+        assert any(c.startswith(f"{name} (") and "differ in sharpness" in c for c in result["cues"])
 
 
 def test_real_cohort_at_2mm_is_averaged_onto_the_synthetic_grid(sources, tmp_path):
