@@ -141,6 +141,20 @@ class BrainAutoencoder(nn.Module):
         out = self.net.decode(z)
         return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
 
+    @torch.no_grad()
+    def reconstruct(self, image: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deterministic reconstruction as generation decodes: the posterior mean decoded, the image
+        clamped to [0, 1] and, for a model with classes, set to 0 where the decoded label map is
+        background. Arguments and errors as :meth:`encode`. Returns the image (N, 1, D, H, W) and the
+        decoded class indices (N, D, H, W) int64 (None for an image-only model)."""
+        mu, _ = self.encode(image, labels)
+        decoded, logits = self.decode(mu)
+        decoded = decoded.float().clamp(0, 1)
+        if logits is None:
+            return decoded, None
+        classes = logits.argmax(1)
+        return decoded * (classes[:, None] > 0), classes
+
     @property
     def last_layer(self) -> torch.Tensor:
         """The weight of the decoder's last convolution (for the adaptive adversarial weight)."""
