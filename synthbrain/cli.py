@@ -507,7 +507,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluators=args.evaluators,
         settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, seed=args.seed),
         feature_network=args.feature_network,
-        sampling={"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale, "timestep_spacing": args.timestep_spacing},
+        sampling={
+            "steps": args.steps,
+            "sampler": args.sampler,
+            "guidance_scale": args.guidance_scale,
+            "timestep_spacing": args.timestep_spacing,
+        },
         c2st_epochs=args.c2st_epochs,
     )
     print(f"report: {args.out / 'report.md'}")
