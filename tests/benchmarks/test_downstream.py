@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
+from synthbrain import BrainGenerator, Uniform
+from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.preprocessing.split import split_prepared
 from tests.helpers import load_benchmark, make_prepared, tiny_generator
 
@@ -35,8 +37,37 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     argv = ["--model", str(setup["model"]), "--split", str(setup["split"]), "--test", str(setup["other"]), "--pretrained"]
     argv += [str(setup["model"]), "--quick", "--tasks", "segmentation,sex", "--out", str(out)]
     arms = ",".join([script.REAL, script.GENERATED, script.REAL_RANDOMIZED, script.SYNTH_ONLY, script.PRETRAINED])
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    classes = list(generator.label_classes)
+    parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("pool", "val", "test")}
+    trained, validated = [], []
+    train, validation_score = script._train, script._validation_score
+    monkeypatch.setattr(script, "_train", lambda task, arm, chosen, *a: trained.append((task, arm, chosen)) or train(task, arm, chosen, *a))
+
+    def validation_spy(task, model, x_val, val, *a):
+        validated.append(torch.equal(x_val, script._inputs(task, parts["val"])) and val["table"].equals(parts["val"]["table"]))
+        return validation_score(task, model, x_val, val, *a)
+
+    monkeypatch.setattr(script, "_validation_score", validation_spy)
     record = script.main([*argv, "--arms", arms])
+    monkeypatch.setattr(script, "_train", train)
+    monkeypatch.setattr(script, "_validation_score", validation_score)
     table = _table(out)
+    # every arm at (task, n, seed) trains on real-only's real subjects there: the n pool subjects drawn with (n, seed)
+    keys = table[["task", "arm", "n", "seed"]].drop_duplicates().itertuples(index=False)  # in the order the runs were made
+    chosen = {}
+    for (task, arm, n, seed), (trained_task, trained_arm, subjects) in zip(keys, trained, strict=True):
+        assert (trained_task, trained_arm) == (task, arm)
+        if n:
+            chosen.setdefault((task, n, seed), {})[arm] = subjects.tolist()
+    assert {k for k, v in chosen.items() if v} == {(t, n, s) for t in ("segmentation", "sex") for n in (2, 4) for s in (0, 1)}
+    for (task, n, seed), by_arm in chosen.items():
+        assert by_arm[script.REAL] == script._subset(parts["pool"]["table"], n, seed).tolist() and len(by_arm[script.REAL]) == n
+        assert all(subjects == by_arm[script.REAL] for subjects in by_arm.values()), (task, n, seed, by_arm)
+    assert validated and all(validated)  # model selection on the validation part, never the test part
+    # scored on the test cohorts: the truth recorded per test subject is that subject's
+    male = table[(table["metric"] == "male") & (table["cohort"] == script.SPLIT_TEST)].groupby("subject")["value"].first()
+    assert male.tolist() == (parts["test"]["table"]["sex"] == "M").astype(float).tolist()
     runs = table[["task", "arm", "n", "seed"]].drop_duplicates()
     # real-only at every size, augmented arms at the smallest and largest, synthetic only once per seed
     seg = runs[runs["task"] == "segmentation"]
@@ -153,3 +184,73 @@ def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
     assert cpu == "e0fce61b7b6a"  # as before --device existed: a change would orphan the committed CPU runs
     assert cpu != script._config("segmentation", script.FULL, args, torch.device("cuda"))
     assert cpu != script._config("age", script.FULL, args, torch.device("cpu"))
+
+
+def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, setup, monkeypatch):
+    """What each arm's network sees, spied at the augmentation of every training volume: the real
+    volumes are exactly the chosen pool subjects with their own targets (all of them over the run,
+    none for generated-only), the extra volumes come from the arm's own source with their own
+    targets, in the arm's share (half of every batch; the first half of the steps for pretraining;
+    all for generated-only). Each pool is what its arm says: generated volumes reproduce from their
+    seeds, the randomised ones are renders of the generated label maps, the spread ones have
+    covariates drawn uniformly over the model's range."""
+    import argparse
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    classes, affine = list(generator.label_classes), generator.image_grid.affine
+    parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("generator", "pool", "val", "test")}
+    settings = {**script.QUICK, "synthetic": 4}
+    args = argparse.Namespace(pretrained=str(setup["model"]))
+    pools = script._synthetic_pools(generator, args, settings, classes, tuple(script.ARMS))
+
+    def reproduced(pool, **kwargs):
+        return torch.cat([generator.generate(seed=[int(s)], **kwargs).images for s in pool["table"]["seed"]])
+
+    torch.testing.assert_close(pools["generated"]["images"], reproduced(pools["generated"]), atol=1e-5, rtol=0)
+    schema = generator.schema
+    uniform = Uniform(**{k: (schema[k].low, schema[k].high) for k in ("age", "ventricular_volume")}, sex=list(schema["sex"].categories))
+    torch.testing.assert_close(pools["spread"]["images"], reproduced(pools["spread"], cond_sampler=uniform), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pools["pretrained"]["images"], reproduced(pools["pretrained"]), atol=1e-5, rtol=0)  # the same model here
+    seeds = [set(pools[name]["table"]["seed"]) for name in ("generated", "spread", "pretrained")]
+    assert not (seeds[0] & seeds[1] or seeds[0] & seeds[2] or seeds[1] & seeds[2])  # each pool its own draws
+    assert torch.equal(pools["randomized"]["labels"], pools["generated"]["labels"])
+    for i, labels in enumerate(pools["generated"]["labels"]):  # renders of the generated label maps
+        render = AppearanceRandomizer()(labels, len(classes), affine, seed=20_000 + i)[0]
+        torch.testing.assert_close(pools["randomized"]["images"][i], render)
+    assert torch.equal(pools["both"]["images"][:2], pools["generated"]["images"][:2])
+    assert torch.equal(pools["both"]["images"][2:], pools["randomized"]["images"][2:])
+
+    seen = []
+    augment = script._augment
+    monkeypatch.setattr(script, "_augment", lambda image, target, task: seen.append((image, target)) or augment(image, target, task))
+    chosen = script._subset(parts["pool"]["table"], 3, seed=1)
+    for task in ("segmentation", "sex"):
+        real_x, real_y = script._inputs(task, parts["pool"]), script._targets(task, parts["pool"])
+        for arm in script.TASK_ARMS[task]:
+            _, source, use = script.ARMS[arm]
+            seen.clear()
+            script._train(task, arm, chosen, parts, pools, settings, 1, len(classes), torch.device("cpu"))
+            steps = settings["steps"][task]
+            assert len(seen) == 4 * steps
+            real = [next((j for j in range(len(real_x)) if torch.equal(x, real_x[j])), None) for x, _ in seen]
+            extra = [k for k, j in enumerate(real) if j is None]
+            for (_, y), j in zip(seen, real):
+                if j is not None:
+                    assert torch.equal(y, real_y[j]), (task, arm)  # each real volume with its own target
+            expected = {"real": 0, "mix": 2 * steps, "pretrain": 2 * steps, "only": 4 * steps}[use]
+            assert len(extra) == expected, (task, arm)
+            if use == "pretrain":
+                assert extra == list(range(2 * steps))  # the first half of the steps
+            if use != "only":
+                assert {j for j in real if j is not None} == set(chosen.tolist()), (task, arm)
+            if source == "real randomized":  # renders of the chosen real label maps
+                assert all(any(torch.equal(seen[k][1], real_y[j]) for j in chosen) for k in extra), arm
+                continue
+            if not extra:
+                continue
+            part = parts["generator"] if source == "generator part" else pools[source]
+            pool_x, pool_y = script._inputs(task, part), script._targets(task, part)
+            for k in extra:
+                x, y = seen[k]
+                match = next((j for j in range(len(pool_x)) if torch.equal(x, pool_x[j])), None)
+                assert match is not None and torch.equal(y, pool_y[match]), (task, arm)
