@@ -40,18 +40,10 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     generator = BrainGenerator.from_pretrained(setup["model"])
     classes = list(generator.label_classes)
     parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("pool", "val", "test")}
-    trained, validated = [], []
-    train, validation_score = script._train, script._validation_score
+    trained, train = [], script._train
     monkeypatch.setattr(script, "_train", lambda task, arm, chosen, *a: trained.append((task, arm, chosen)) or train(task, arm, chosen, *a))
-
-    def validation_spy(task, model, x_val, val, *a):
-        validated.append(torch.equal(x_val, script._inputs(task, parts["val"])) and val["table"].equals(parts["val"]["table"]))
-        return validation_score(task, model, x_val, val, *a)
-
-    monkeypatch.setattr(script, "_validation_score", validation_spy)
     record = script.main([*argv, "--arms", arms])
     monkeypatch.setattr(script, "_train", train)
-    monkeypatch.setattr(script, "_validation_score", validation_score)
     table = _table(out)
     # every arm at (task, n, seed) trains on real-only's real subjects there: the n pool subjects drawn with (n, seed)
     keys = table[["task", "arm", "n", "seed"]].drop_duplicates().itertuples(index=False)  # in the order the runs were made
@@ -64,7 +56,6 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     for (task, n, seed), by_arm in chosen.items():
         assert by_arm[script.REAL] == script._subset(parts["pool"]["table"], n, seed).tolist() and len(by_arm[script.REAL]) == n
         assert all(subjects == by_arm[script.REAL] for subjects in by_arm.values()), (task, n, seed, by_arm)
-    assert validated and all(validated)  # model selection on the validation part, never the test part
     # scored on the test cohorts: the truth recorded per test subject is that subject's
     male = table[(table["metric"] == "male") & (table["cohort"] == script.SPLIT_TEST)].groupby("subject")["value"].first()
     assert male.tolist() == (parts["test"]["table"]["sex"] == "M").astype(float).tolist()
@@ -187,7 +178,8 @@ def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
 
 
 def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, setup, monkeypatch):
-    """What each arm's network sees, spied at the augmentation of every training volume: the real
+    """What each arm's network sees, spied at the augmentation of every training volume (and its
+    model selection, at the validation score: on the validation part): the real
     volumes are exactly the chosen pool subjects with their own targets (all of them over the run,
     none for generated-only), the extra volumes come from the arm's own source with their own
     targets, in the arm's share (half of every batch; the first half of the steps for pretraining;
@@ -220,9 +212,15 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
     assert torch.equal(pools["both"]["images"][:2], pools["generated"]["images"][:2])
     assert torch.equal(pools["both"]["images"][2:], pools["randomized"]["images"][2:])
 
-    seen = []
-    augment = script._augment
+    seen, validated = [], []
+    augment, validation_score = script._augment, script._validation_score
     monkeypatch.setattr(script, "_augment", lambda image, target, task: seen.append((image, target)) or augment(image, target, task))
+
+    def validation_spy(task, model, x_val, val, *a):
+        validated.append(torch.equal(x_val, script._inputs(task, parts["val"])) and val["table"].equals(parts["val"]["table"]))
+        return validation_score(task, model, x_val, val, *a)
+
+    monkeypatch.setattr(script, "_validation_score", validation_spy)
     chosen = script._subset(parts["pool"]["table"], 3, seed=1)
     for task in ("segmentation", "sex"):
         real_x, real_y = script._inputs(task, parts["pool"]), script._targets(task, parts["pool"])
@@ -254,3 +252,4 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
                 x, y = seen[k]
                 match = next((j for j in range(len(pool_x)) if torch.equal(x, pool_x[j])), None)
                 assert match is not None and torch.equal(y, pool_y[match]), (task, arm)
+    assert validated and all(validated)  # model selection on the validation part, never the test part
