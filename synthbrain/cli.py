@@ -361,6 +361,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
     device = resolve_device(args.device)
+    if args.shards and args.raw:
+        raise ValueError("--raw with --shards: the shards hold the dataset's volumes, background set to 0; drop one of the two")
     if not args.shards:  # refused before the model is loaded and the volumes generated, not after
         check_output_folder(args.out, args.overwrite)
     generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)

@@ -295,6 +295,24 @@ BREAKS = {
         "        },\n        c2st_epochs",
         ["tests/evaluation/test_evaluate.py", "-k", "cli"],
     ),
+    "generate CLI drops --timestep-spacing": (
+        "synthbrain/cli.py",
+        "        timestep_spacing=args.timestep_spacing,\n        batch_size=args.batch_size,\n",
+        "        batch_size=args.batch_size,\n",
+        ["tests/test_cli.py", "-k", "passes_every"],
+    ),
+    "generate CLI drops --raw": (
+        "synthbrain/cli.py",
+        "        raw=args.raw,\n",
+        "",
+        ["tests/test_cli.py", "-k", "passes_every"],
+    ),
+    "generate --shards drops --guidance-scale": (
+        "synthbrain/cli.py",
+        "        guidance_scale=args.guidance_scale,\n        timestep_spacing=args.timestep_spacing,\n        extrapolate=args.extrapolate,\n",
+        "        timestep_spacing=args.timestep_spacing,\n        extrapolate=args.extrapolate,\n",
+        ["tests/test_cli.py", "-k", "passes_every"],
+    ),
     "reader study: every real case shows the first drawn subject": (
         "synthbrain/reader_study/create.py",
         "cases.append((\"real\", source, _blind(item[\"image\"].numpy()[0], mask,",
