@@ -309,8 +309,8 @@ BREAKS = {
     ),
     "generate --shards drops --guidance-scale": (
         "synthbrain/cli.py",
-        "        guidance_scale=args.guidance_scale,\n        timestep_spacing=args.timestep_spacing,\n        extrapolate=args.extrapolate,\n",
-        "        timestep_spacing=args.timestep_spacing,\n        extrapolate=args.extrapolate,\n",
+        "        guidance_scale=args.guidance_scale,\n        timestep_spacing=args.timestep_spacing,\n        extrapolate=",
+        "        timestep_spacing=args.timestep_spacing,\n        extrapolate=",
         ["tests/test_cli.py", "-k", "passes_every"],
     ),
     "reader study: every real case shows the first drawn subject": (
