@@ -167,6 +167,12 @@ BREAKS = {
         "self._sample(part, redraw, settings, batch_size, extrapolate, False, False)",
         ["tests/generator/test_generate.py", "-k", "redraw"],
     ),
+    "generate: a redraw keeps the failing volume's label map": (
+        "synthbrain/generator/model.py",
+        "images[i], labels[i] = new_images[k], new_labels[k]",
+        "images[i], labels[i] = new_images[k], labels[i]",
+        ["tests/generator/test_generate.py", "-k", "redraw"],
+    ),
     "prepare: resume counts a subject done though its image or label file is missing": (
         "synthbrain/preprocessing/prepare.py",
         "if record.get(\"params_hash\") != params_hash or not all((folder / f).is_file() for f in files if f):",
@@ -238,6 +244,18 @@ BREAKS = {
         "pools[\"randomized\"][\"images\"][half:]",
         "pools[\"generated\"][\"images\"][half:]",
         ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: shifted-domain Dice scored on the unshifted images": (
+        "benchmarks/downstream.py",
+        "out = predict(model, shifted[(name, shift)], device=device)",
+        "out = predict(model, cohort[\"images\"], device=device)",
+        ["tests/benchmarks/test_downstream.py", "-k", "scores_are"],
+    ),
+    "downstream: ventricular volume error against the first subject's volume": (
+        "benchmarks/downstream.py",
+        "np.abs(found - cohort[\"ventricles_ml\"].numpy())",
+        "np.abs(found - cohort[\"ventricles_ml\"].numpy()[0])",
+        ["tests/benchmarks/test_downstream.py", "-k", "scores_are"],
     ),
     "evaluate: memorisation baseline among the training subjects though a held-out cohort is given": (
         "synthbrain/evaluation/evaluate.py",

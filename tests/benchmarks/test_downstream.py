@@ -253,3 +253,70 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
                 match = next((j for j in range(len(pool_x)) if torch.equal(x, pool_x[j])), None)
                 assert match is not None and torch.equal(y, pool_y[match]), (task, arm)
     assert validated and all(validated)  # model selection on the validation part, never the test part
+
+
+class _Levels(torch.nn.Module):
+    """Segments by intensity: each voxel gets the class whose level (evenly spaced in [0, 1]) is nearest."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.levels = torch.linspace(0, 1, num_classes)[None, :, None, None, None]
+
+    def forward(self, x):
+        return -((x - self.levels) ** 2)
+
+
+class _MeanLogit(torch.nn.Module):
+    """One output per volume from its mean intensity (a stand-in for the age and sex networks)."""
+
+    def forward(self, x):
+        return (x.mean(dim=(1, 2, 3, 4)) - 0.2)[:, None] * 10
+
+
+def test_scores_are_of_each_test_cohort_its_truths_and_its_shifted_images(script, setup):
+    """A network that segments by intensity: each test subject's Dice is that of its prediction on
+    its own image against its own label map, under a shift on its shifted image (which changes the
+    Dice somewhere), the ventricular volume error against its own volume; age and sex against its
+    own table; the pretrained model's arm on the other cohorts only."""
+    from synthbrain.evaluation.segmenter import dice_per_class
+    from synthbrain.evaluation.shifts import SHIFTS, shifted_set
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    grid, classes, cpu = generator.image_grid, list(generator.label_classes), torch.device("cpu")
+    cohorts = {script.SPLIT_TEST: setup["split"] / "test", "other-site": setup["other"]}
+    cohorts = {name: script._load(folder, grid, classes) for name, folder in cohorts.items()}
+    shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
+    rows = script._score("segmentation", script.REAL, _Levels(len(classes)), cohorts, shifted, classes, grid, cpu)
+
+    def got(name, metric):
+        return rows[(rows["cohort"] == name) & (rows["metric"] == metric)].sort_values("subject")["value"].to_numpy()
+
+    def dice(images, truth):
+        predicted = _Levels(len(classes))(images).argmax(1)
+        return np.array([np.nanmean(dice_per_class(t, p, len(classes))[1:]) for t, p in zip(truth.numpy(), predicted.numpy())])
+
+    changed = False
+    for name, cohort in cohorts.items():
+        plain = dice(cohort["images"], cohort["labels"])
+        np.testing.assert_allclose(got(name, "dice"), plain)
+        predicted = _Levels(len(classes))(cohort["images"]).argmax(1)
+        found = (predicted == classes.index("ventricles")).flatten(1).sum(1).numpy() * grid.voxel_volume_mm3 / 1000
+        np.testing.assert_allclose(got(name, "ventricular volume error (mL)"), np.abs(found - cohort["ventricles_ml"].numpy()), rtol=1e-6)
+        for shift in script.SHIFTS:
+            under = dice(shifted[(name, shift)], cohort["labels"])
+            np.testing.assert_allclose(got(name, f"dice, {shift}"), under)
+            changed |= not np.allclose(under, plain)
+    assert changed  # the shifts change this network's Dice: a score of the unshifted images would show
+    pretrained = script._score("segmentation", script.PRETRAINED, _Levels(len(classes)), cohorts, shifted, classes, grid, cpu)
+    assert set(pretrained["cohort"]) == {"other-site"}
+    for task in ("age", "sex"):
+        rows = script._score(task, script.REAL, _MeanLogit(), cohorts, shifted, classes, grid, cpu)
+        for name, cohort in cohorts.items():
+            out = _MeanLogit()(script._inputs(task, cohort))[:, 0].numpy()
+            table = cohort["table"]
+            if task == "age":
+                error = np.abs(out * 20 + 50 - table["age"].to_numpy(float))
+                np.testing.assert_allclose(got(name, "absolute error (years)"), error, rtol=1e-6)
+            else:
+                np.testing.assert_allclose(got(name, "p(male)"), 1 / (1 + np.exp(-out)), rtol=1e-6)
+                np.testing.assert_array_equal(got(name, "male"), (table["sex"] == "M").to_numpy(float))

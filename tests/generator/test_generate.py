@@ -244,3 +244,4 @@ def test_a_redraw_keeps_the_given_covariates_and_every_setting_of_the_call(gener
     assert (out.images[1][(out.labels[1] == 0).unsqueeze(0)] > 0).any()  # raw: the decoder's haze kept in the redraw too
     first = generator.generate({**QUERY, "age": 95.0, "brain_volume": 1200.0}, seed=[volume_seed(11, 1)], qc="measure", **settings)
     assert (first.images[0] - out.images[1]).abs().max() > 1e-3  # the failing volume was replaced
+    assert (out.labels[1] != alone.labels[0]).float().mean() < 0.01 < (out.labels[1] != first.labels[0]).float().mean()  # its labels too
