@@ -191,6 +191,10 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
     generator = BrainGenerator.from_pretrained(setup["model"])
     classes, affine = list(generator.label_classes), generator.image_grid.affine
     parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("generator", "pool", "val", "test")}
+    marked = parts["pool"]["labels"].clone()  # the tiny cohort's label maps repeat; one marker voxel each makes them all differ
+    for j in range(len(marked)):
+        marked[j, 0, 0, j] = 1
+    parts["pool"] = {**parts["pool"], "labels": marked}
     settings = {**script.QUICK, "synthetic": 4}
     args = argparse.Namespace(pretrained=str(setup["model"]))
     pools = script._synthetic_pools(generator, args, settings, classes, tuple(script.ARMS))
