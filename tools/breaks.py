@@ -1,4 +1,4 @@
-"""Deliberate breaks of core behaviours (issue 22), each applied to a throwaway copy of the checkout
+"""Deliberate breaks of core behaviours (issues 22 and 35), each applied to a throwaway copy of the checkout
 and checked against the narrow test selection that should catch it. See docs/testing.md.
 
     python tools/breaks.py            # every break, one after the other
