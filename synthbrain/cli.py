@@ -419,6 +419,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
     device = resolve_device(args.device)
+    if args.shards and args.raw:
+        raise ValueError("--raw with --shards: the shards hold the dataset's volumes, background set to 0; drop one of the two")
     if args.shards:  # a shard store takes many writers (ranks, reruns): each chunk is locked while it is written
         return _generate(args, device)
     check_output_folder(args.out, args.overwrite)  # refused before the model is loaded and the volumes generated, not after
@@ -574,7 +576,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluators=args.evaluators,
         settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, seed=args.seed),
         feature_network=args.feature_network,
-        sampling={"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale},
+        sampling={
+            "steps": args.steps,
+            "sampler": args.sampler,
+            "guidance_scale": args.guidance_scale,
+            "timestep_spacing": args.timestep_spacing,
+        },
         c2st_epochs=args.c2st_epochs,
     )
     print(f"report: {args.out / 'report.md'}")

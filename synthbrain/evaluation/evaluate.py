@@ -104,7 +104,7 @@ def evaluate(
     ``held_out``: a prepared cohort of real subjects the generator never saw (for the memorisation
     baseline). ``evaluators``: folder of saved evaluator networks (default ``out/evaluators``),
     reused when trained on the same subjects with the same settings, trained and saved otherwise.
-    ``sampling``: ``steps``, ``sampler``, ``guidance_scale`` (default: the model's).
+    ``sampling``: ``steps``, ``sampler``, ``guidance_scale``, ``timestep_spacing`` (default: the model's).
     """
     if not (isinstance(n, int) and n >= 4):
         raise ValueError(f"n={n!r}; allowed: an integer >= 4")

@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
+from synthbrain import BrainGenerator, Uniform
+from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.preprocessing.split import split_prepared
 from tests.helpers import load_benchmark, make_prepared, tiny_generator
 
@@ -35,8 +37,28 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     argv = ["--model", str(setup["model"]), "--split", str(setup["split"]), "--test", str(setup["other"]), "--pretrained"]
     argv += [str(setup["model"]), "--quick", "--tasks", "segmentation,sex", "--out", str(out)]
     arms = ",".join([script.REAL, script.GENERATED, script.REAL_RANDOMIZED, script.SYNTH_ONLY, script.PRETRAINED])
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    classes = list(generator.label_classes)
+    parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("pool", "val", "test")}
+    trained, train = [], script._train
+    monkeypatch.setattr(script, "_train", lambda task, arm, chosen, *a: trained.append((task, arm, chosen)) or train(task, arm, chosen, *a))
     record = script.main([*argv, "--arms", arms])
+    monkeypatch.setattr(script, "_train", train)
     table = _table(out)
+    # every arm at (task, n, seed) trains on real-only's real subjects there: the n pool subjects drawn with (n, seed)
+    keys = table[["task", "arm", "n", "seed"]].drop_duplicates().itertuples(index=False)  # in the order the runs were made
+    chosen = {}
+    for (task, arm, n, seed), (trained_task, trained_arm, subjects) in zip(keys, trained, strict=True):
+        assert (trained_task, trained_arm) == (task, arm)
+        if n:
+            chosen.setdefault((task, n, seed), {})[arm] = subjects.tolist()
+    assert {k for k, v in chosen.items() if v} == {(t, n, s) for t in ("segmentation", "sex") for n in (2, 4) for s in (0, 1)}
+    for (task, n, seed), by_arm in chosen.items():
+        assert by_arm[script.REAL] == script._subset(parts["pool"]["table"], n, seed).tolist() and len(by_arm[script.REAL]) == n
+        assert all(subjects == by_arm[script.REAL] for subjects in by_arm.values()), (task, n, seed, by_arm)
+    # scored on the test cohorts: the truth recorded per test subject is that subject's
+    male = table[(table["metric"] == "male") & (table["cohort"] == script.SPLIT_TEST)].groupby("subject")["value"].first()
+    assert male.tolist() == (parts["test"]["table"]["sex"] == "M").astype(float).tolist()
     runs = table[["task", "arm", "n", "seed"]].drop_duplicates()
     # real-only at every size, augmented arms at the smallest and largest, synthetic only once per seed
     seg = runs[runs["task"] == "segmentation"]
@@ -153,3 +175,152 @@ def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
     assert cpu == "e0fce61b7b6a"  # as before --device existed: a change would orphan the committed CPU runs
     assert cpu != script._config("segmentation", script.FULL, args, torch.device("cuda"))
     assert cpu != script._config("age", script.FULL, args, torch.device("cpu"))
+
+
+def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, setup, monkeypatch):
+    """What each arm's network sees, spied at the augmentation of every training volume (and its
+    model selection, at the validation score: on the validation part): the real
+    volumes are exactly the chosen pool subjects with their own targets (all of them over the run,
+    none for generated-only), the extra volumes come from the arm's own source with their own
+    targets, in the arm's share (half of every batch; the first half of the steps for pretraining;
+    all for generated-only). Each pool is what its arm says: generated volumes reproduce from their
+    seeds, the randomised ones are renders of the generated label maps, the spread ones have
+    covariates drawn uniformly over the model's range."""
+    import argparse
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    classes, affine = list(generator.label_classes), generator.image_grid.affine
+    parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("generator", "pool", "val", "test")}
+    marked = parts["pool"]["labels"].clone()  # the tiny cohort's label maps repeat; one marker voxel each makes them all differ
+    for j in range(len(marked)):
+        marked[j, 0, 0, j] = 1
+    parts["pool"] = {**parts["pool"], "labels": marked}
+    settings = {**script.QUICK, "synthetic": 4}
+    args = argparse.Namespace(pretrained=str(setup["model"]))
+    pools = script._synthetic_pools(generator, args, settings, classes, tuple(script.ARMS))
+
+    def reproduced(pool, **kwargs):
+        return torch.cat([generator.generate(seed=[int(s)], **kwargs).images for s in pool["table"]["seed"]])
+
+    torch.testing.assert_close(pools["generated"]["images"], reproduced(pools["generated"]), atol=1e-5, rtol=0)
+    schema = generator.schema
+    uniform = Uniform(**{k: (schema[k].low, schema[k].high) for k in ("age", "ventricular_volume")}, sex=list(schema["sex"].categories))
+    torch.testing.assert_close(pools["spread"]["images"], reproduced(pools["spread"], cond_sampler=uniform), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pools["pretrained"]["images"], reproduced(pools["pretrained"]), atol=1e-5, rtol=0)  # the same model here
+    seeds = [set(pools[name]["table"]["seed"]) for name in ("generated", "spread", "pretrained")]
+    assert not (seeds[0] & seeds[1] or seeds[0] & seeds[2] or seeds[1] & seeds[2])  # each pool its own draws
+    assert torch.equal(pools["randomized"]["labels"], pools["generated"]["labels"])
+    for i, labels in enumerate(pools["generated"]["labels"]):  # renders of the generated label maps
+        render = AppearanceRandomizer()(labels, len(classes), affine, seed=20_000 + i)[0]
+        torch.testing.assert_close(pools["randomized"]["images"][i], render)
+    assert torch.equal(pools["both"]["images"][:2], pools["generated"]["images"][:2])
+    assert torch.equal(pools["both"]["images"][2:], pools["randomized"]["images"][2:])
+
+    seen, validated = [], []
+    augment, validation_score = script._augment, script._validation_score
+    monkeypatch.setattr(script, "_augment", lambda image, target, task: seen.append((image, target)) or augment(image, target, task))
+
+    def validation_spy(task, model, x_val, val, *a):
+        validated.append(torch.equal(x_val, script._inputs(task, parts["val"])) and val["table"].equals(parts["val"]["table"]))
+        return validation_score(task, model, x_val, val, *a)
+
+    monkeypatch.setattr(script, "_validation_score", validation_spy)
+    chosen = script._subset(parts["pool"]["table"], 3, seed=1)
+    for task in ("segmentation", "sex"):
+        real_x, real_y = script._inputs(task, parts["pool"]), script._targets(task, parts["pool"])
+        for arm in script.TASK_ARMS[task]:
+            _, source, use = script.ARMS[arm]
+            seen.clear()
+            script._train(task, arm, chosen, parts, pools, settings, 1, len(classes), torch.device("cpu"))
+            steps = settings["steps"][task]
+            assert len(seen) == 4 * steps
+            real = [next((j for j in range(len(real_x)) if torch.equal(x, real_x[j])), None) for x, _ in seen]
+            extra = [k for k, j in enumerate(real) if j is None]
+            for (_, y), j in zip(seen, real):
+                if j is not None:
+                    assert torch.equal(y, real_y[j]), (task, arm)  # each real volume with its own target
+            expected = {"real": 0, "mix": 2 * steps, "pretrain": 2 * steps, "only": 4 * steps}[use]
+            assert len(extra) == expected, (task, arm)
+            if use == "pretrain":
+                assert extra == list(range(2 * steps))  # the first half of the steps
+            if use != "only":
+                assert {j for j in real if j is not None} == set(chosen.tolist()), (task, arm)
+            if source == "real randomized":  # renders of the chosen real label maps
+                assert all(any(torch.equal(seen[k][1], real_y[j]) for j in chosen) for k in extra), arm
+                continue
+            if not extra:
+                continue
+            part = parts["generator"] if source == "generator part" else pools[source]
+            pool_x, pool_y = script._inputs(task, part), script._targets(task, part)
+            for k in extra:
+                x, y = seen[k]
+                match = next((j for j in range(len(pool_x)) if torch.equal(x, pool_x[j])), None)
+                assert match is not None and torch.equal(y, pool_y[match]), (task, arm)
+    assert validated and all(validated)  # model selection on the validation part, never the test part
+
+
+class _Levels(torch.nn.Module):
+    """Segments by intensity: each voxel gets the class whose level (evenly spaced in [0, 1]) is nearest."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.levels = torch.linspace(0, 1, num_classes)[None, :, None, None, None]
+
+    def forward(self, x):
+        return -((x - self.levels) ** 2)
+
+
+class _MeanLogit(torch.nn.Module):
+    """One output per volume from its mean intensity (a stand-in for the age and sex networks)."""
+
+    def forward(self, x):
+        return (x.mean(dim=(1, 2, 3, 4)) - 0.2)[:, None] * 10
+
+
+def test_scores_are_of_each_test_cohort_its_truths_and_its_shifted_images(script, setup):
+    """A network that segments by intensity: each test subject's Dice is that of its prediction on
+    its own image against its own label map, under a shift on its shifted image (which changes the
+    Dice somewhere), the ventricular volume error against its own volume; age and sex against its
+    own table; the pretrained model's arm on the other cohorts only."""
+    from synthbrain.evaluation.segmenter import dice_per_class
+    from synthbrain.evaluation.shifts import SHIFTS, shifted_set
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    grid, classes, cpu = generator.image_grid, list(generator.label_classes), torch.device("cpu")
+    cohorts = {script.SPLIT_TEST: setup["split"] / "test", "other-site": setup["other"]}
+    cohorts = {name: script._load(folder, grid, classes) for name, folder in cohorts.items()}
+    shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
+    rows = script._score("segmentation", script.REAL, _Levels(len(classes)), cohorts, shifted, classes, grid, cpu)
+
+    def got(name, metric):
+        return rows[(rows["cohort"] == name) & (rows["metric"] == metric)].sort_values("subject")["value"].to_numpy()
+
+    def dice(images, truth):
+        predicted = _Levels(len(classes))(images).argmax(1)
+        return np.array([np.nanmean(dice_per_class(t, p, len(classes))[1:]) for t, p in zip(truth.numpy(), predicted.numpy())])
+
+    changed = False
+    for name, cohort in cohorts.items():
+        plain = dice(cohort["images"], cohort["labels"])
+        np.testing.assert_allclose(got(name, "dice"), plain)
+        predicted = _Levels(len(classes))(cohort["images"]).argmax(1)
+        found = (predicted == classes.index("ventricles")).flatten(1).sum(1).numpy() * grid.voxel_volume_mm3 / 1000
+        np.testing.assert_allclose(got(name, "ventricular volume error (mL)"), np.abs(found - cohort["ventricles_ml"].numpy()), rtol=1e-6)
+        for shift in script.SHIFTS:
+            under = dice(shifted[(name, shift)], cohort["labels"])
+            np.testing.assert_allclose(got(name, f"dice, {shift}"), under)
+            changed |= not np.allclose(under, plain)
+    assert changed  # the shifts change this network's Dice: a score of the unshifted images would show
+    pretrained = script._score("segmentation", script.PRETRAINED, _Levels(len(classes)), cohorts, shifted, classes, grid, cpu)
+    assert set(pretrained["cohort"]) == {"other-site"}
+    for task in ("age", "sex"):
+        rows = script._score(task, script.REAL, _MeanLogit(), cohorts, shifted, classes, grid, cpu)
+        for name, cohort in cohorts.items():
+            out = _MeanLogit()(script._inputs(task, cohort))[:, 0].numpy()
+            table = cohort["table"]
+            if task == "age":
+                error = np.abs(out * 20 + 50 - table["age"].to_numpy(float))
+                np.testing.assert_allclose(got(name, "absolute error (years)"), error, rtol=1e-6)
+            else:
+                np.testing.assert_allclose(got(name, "p(male)"), 1 / (1 + np.exp(-out)), rtol=1e-6)
+                np.testing.assert_array_equal(got(name, "male"), (table["sex"] == "M").to_numpy(float))

@@ -134,6 +134,43 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(template_folder, tmp
     assert json.loads((out / "manifest.json").read_text())["summary"]["subjects"] == 3
 
 
+def test_resume_redoes_a_subject_whose_outputs_or_sources_changed_after_its_record(prepared, template_folder, tmp_path, monkeypatch):
+    """A subject counts as done only while its record's files are all there and it was made from
+    the same source files (by path, or by content when the dataset moved) and header trust: a
+    record left without its label map or image, or made from another source file, is redone; a
+    record whose source moved with the same content is kept. The manifest is complete after."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared, out)
+    subjects = out / "subjects"
+    (subjects / "a02" / "labels.nii.gz").unlink()  # a crash between writes, or a user's clean-up
+    (subjects / "a03" / "t1.nii.gz").unlink()
+    moved = json.loads((subjects / "a01" / "record.json").read_text())
+    moved["source_image"] = str(tmp_path / "elsewhere" / "a01_T1.nii.gz")  # same digest: the dataset moved
+    _io.write_json(subjects / "a01" / "record.json", moved)
+    real, redone = prepare_module.prepare_subject, []
+    monkeypatch.setattr(prepare_module, "prepare_subject", lambda record, *a: redone.append(record.subject_id) or real(record, *a))
+    prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
+    assert sorted(redone) == ["a02", "a03"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["subject_id"] for r in manifest["records"]] == list(MOTIONS) and manifest["summary"]["subjects"] == 3
+    for sid in MOTIONS:
+        assert sorted(p.name for p in (subjects / sid).iterdir()) == ["labels.nii.gz", "record.json", "t1.nii.gz"]
+    again, first = (np.asarray(nib.load(root / "subjects" / "a02" / "labels.nii.gz").dataobj) for root in (out, prepared))
+    np.testing.assert_array_equal(again, first)  # redone: the same output as the first run
+
+    other = json.loads((subjects / "a01" / "record.json").read_text())
+    other["source_image_sha256"] = "0" * 64  # made from another file, now gone from that path
+    _io.write_json(subjects / "a01" / "record.json", other)
+    header = json.loads((subjects / "a02" / "record.json").read_text())
+    header["trust_header"] = "sform"  # read with another header transform than the cohort asks now
+    _io.write_json(subjects / "a02" / "record.json", header)
+    redone.clear()
+    prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
+    assert sorted(redone) == ["a01", "a02"]
+
+
 def test_killed_process_resumes_without_corrupt_files(template_folder, tmp_path):
     out = tmp_path / "out"
     cmd = [

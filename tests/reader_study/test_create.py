@@ -12,7 +12,7 @@ import pytest
 from scipy import ndimage
 
 from synthbrain import _io
-from synthbrain.reader_study.create import create_study
+from synthbrain.reader_study.create import blind_volume, create_study
 from synthbrain.reader_study.cues import check_cues, sharpness
 from synthbrain.reader_study.study import load_study, read_case, write_case
 from tests.helpers import make_prepared, tiny_generator
@@ -184,16 +184,49 @@ def test_real_cohort_at_2mm_is_averaged_onto_the_synthetic_grid(sources, tmp_pat
     assert not (tmp_path / "t").exists()
 
 
+def _blinded_source(case: dict, real_cohort) -> np.ndarray:
+    """The blinded volume of the source a key entry names: a real subject of the prepared cohort or
+    a synthetic file with its label map beside it."""
+    source = case["source"]
+    if case["truth"] == "real":
+        image, labels = real_cohort.load_subject(source["subject_id"])
+        return blind_volume(image, labels > 0)
+    path = Path(source["folder"]) / source["file"]
+    dseg = path.with_name(path.name.replace("_T1w.nii.gz", "_dseg.nii.gz"))
+    return blind_volume(np.asarray(nib.load(path).dataobj, np.float32), np.asarray(nib.load(dseg).dataobj) > 0)
+
+
+def test_each_case_file_holds_the_volume_its_key_names(study, sources):
+    """Case files and key entries stay paired: every case file is the blinded volume of the real
+    subject or synthetic file its key entry names (and its digest the file's), so the truth
+    recorded for a case is the truth of what readers see."""
+    from synthbrain.preprocessing.prepared import PreparedCohort
+
+    real_cohort = PreparedCohort.load(sources["real"])
+    key = _key(study)
+    for case in key["cases"]:
+        path = study / "cases" / f"{case['id']}.nii"
+        np.testing.assert_array_equal(read_case(path), _blinded_source(case, real_cohort), err_msg=str(case["source"]))
+        assert case["sha256"] == _io.sha256_file(path)
+    volumes = [read_case(study / "cases" / f"{c['id']}.nii") for c in key["cases"]]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(volumes) for b in volumes[:i])  # no case repeats another
+
+
 def test_synthetic_from_a_model(sources, tmp_path):
     out = tmp_path / "s"
-    summary = create_study(
-        sources["real"], out, generator=tiny_generator(distribution=True, steps=2), model_name="tiny", n=6, synthetic_fraction=0.5, seed=4
-    )
+    generator = tiny_generator(distribution=True, steps=2)
+    summary = create_study(sources["real"], out, generator=generator, model_name="tiny", n=6, synthetic_fraction=0.5, seed=4)
     assert summary["n_synthetic"] == 3 and summary["cues"]["file_cues"] == []
     made = [c for c in _key(out)["cases"] if c["truth"] == "synthetic"]
     assert [c["source"]["model"] for c in made] == ["tiny"] * 3
     assert len({c["source"]["seed"] for c in made}) == 3 and all("age" in c["source"]["covariates"] for c in made)
     assert len({(out / "cases" / f"{c['id']}.nii").stat().st_size for c in _key(out)["cases"]}) == 1
+    for case in made:  # each synthetic case is the volume its recorded seed and covariates give, blinded
+        covariates = {k: case["source"]["covariates"][k] for k in generator.schema.names}
+        again = generator.generate(covariates, seed=[case["source"]["seed"]])
+        want = blind_volume(again.images[0, 0].numpy(), again.labels[0].numpy() > 0)
+        got = read_case(out / "cases" / f"{case['id']}.nii").astype(int)
+        assert np.abs(got - want).max() <= 1 and (got != want).mean() < 0.001  # a batch of 3 against 1: float rounding at most
 
 
 def test_bad_input_is_named(sources, tmp_path):
