@@ -355,7 +355,7 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.devices import resolve_device
     from synthbrain.generator import BrainGenerator, check_output_folder
 
     if args.n < 1:
@@ -491,7 +491,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.devices import resolve_device
     from synthbrain.evaluation.evaluate import evaluate
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator
