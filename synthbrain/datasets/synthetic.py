@@ -54,7 +54,7 @@ import torch
 from synthbrain import _io
 from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.devices import resolve_device
-from synthbrain.generator import BrainGenerator, draws
+from synthbrain.generator import BrainGenerator, GeneratedBrains, draws
 from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
 from synthbrain.generator.model import QC_MODES
 
@@ -69,10 +69,11 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
     model's training distribution. ``generator`` is a :class:`BrainGenerator` or anything
     ``BrainGenerator.from_pretrained`` takes (default: the embedded model); it is moved to ``device``
     (default: CUDA when available). ``steps``, ``sampler``, ``guidance_scale``, ``timestep_spacing``
-    default to the model's; ``qc="reject"`` draws subjects failing quality control again (see
-    :meth:`BrainGenerator.generate`). ``cache_mb`` bounds the memory of generated chunks kept (0, the
-    default: no cache, each request generates exactly its indices); ``shards`` is a folder where
-    chunks are written once and reloaded. ``transform`` is applied to each item (a dict, or a torchio
+    default to the model's; ``qc="reject"`` draws subjects failing quality control again and
+    ``raw=True`` keeps the decoder's output outside the brain (see :meth:`BrainGenerator.generate`).
+    ``cache_mb`` bounds the memory of generated chunks kept (0, the default: no cache, each request
+    generates exactly its indices); ``shards`` is a folder where chunks are written once and reloaded.
+    ``transform`` is applied to each item (a dict, or a torchio
     ``Subject`` with ``as_subject=True``). ``appearance``: ``"generated"`` (the model's images),
     ``"randomized"`` (each image synthesised again from its generated label map with a random
     contrast, bias field, resolution and noise by ``randomizer``, an
@@ -102,6 +103,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         timestep_spacing: str | None = None,
         extrapolate: bool = False,
         qc: str | None = None,
+        raw: bool = False,
         appearance: str | float = "generated",
         randomizer: AppearanceRandomizer | None = None,
         chunk_size: int = 8,
@@ -125,6 +127,8 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"qc={qc!r}; allowed: {list(QC_MODES)}")
         self.sampling = generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)
         self.sampling |= {"extrapolate": bool(extrapolate), "qc": qc}
+        if raw:  # only when set, so that shard folders written before this option keep their definition
+            self.sampling["raw"] = True
         if cond_sampler is None and generator.distribution is None:
             raise ValueError(
                 f"cond_sampler=None: this generator has no covariate distribution to draw covariates from; "
@@ -199,26 +203,28 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
     def _chunk_indices(self, chunk: int) -> range:
         return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.n))
 
-    def _generate(self, indices: Sequence[int]) -> dict:
+    def _generate(self, indices: Sequence[int], progress: bool = False) -> dict:
         seeds = [draws.volume_seed(self.seed, i) for i in indices]
         try:
-            out = self.generator.generate(cond_sampler=self.cond_sampler, seed=seeds, n=len(seeds), batch_size=len(seeds), **self.sampling)
+            out = self.generator.generate(
+                cond_sampler=self.cond_sampler, seed=seeds, n=len(seeds), batch_size=len(seeds), progress=progress, **self.sampling
+            )
         except ValueError as err:  # name the dataset's indices, not the positions in this call
             raise ValueError(f"{err} (dataset indices {list(indices)}, volumes numbered from 0 in that order)") from None
         self.generated += len(indices)
-        data = {"images": out.images.numpy(), "covariates": out.covariates}
+        data = {"images": out.images.numpy(), "covariates": out.covariates, "provenance": out.provenance}
         if out.labels is not None:
             data["labels"] = out.labels.numpy()
         return data
 
     # ------------------------------------------------------------------ chunks: shards, cache, prefetch
 
-    def _load_chunk(self, chunk: int) -> dict:
+    def _load_chunk(self, chunk: int, progress: bool = False) -> dict:
         if self.shards is not None:
             folder = self.shards / f"chunk-{chunk:06d}"
             if (folder / "done.json").is_file():
                 return _read_shard(folder)
-            _write_shard(folder, self._generate(self._chunk_indices(chunk)))
+            _write_shard(folder, self._generate(self._chunk_indices(chunk), progress))
             return _read_shard(folder)
         return self._generate(self._chunk_indices(chunk))
 
@@ -343,13 +349,15 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             previous = json.loads(path.read_text())
             if previous != definition:
                 changed = sorted(k for k in set(definition) | set(previous) if previous.get(k) != definition.get(k))
-                raise ValueError(f"shards={str(self.shards)!r} holds another dataset (differing: {changed}); choose another folder")
+                raise ShardsInUse(f"shards={str(self.shards)!r} holds another dataset (differing: {changed}); choose another folder")
         else:
             _io.write_json(path, definition)
 
     def pregenerate(self, rank: int = 0, world_size: int = 1, progress: bool = True) -> None:
         """Write every chunk (this rank's share: chunks c with c % world_size == rank) to ``shards``;
-        chunks already written are kept, so an interrupted run resumes (with any number of ranks)."""
+        chunks already written are kept, so an interrupted run resumes (with any number of ranks).
+        ``progress``: one bar over this rank's volumes (those already written counted at the start),
+        with the sampler's steps of the chunk in the making below it."""
         if self.shards is None:
             raise ValueError("pregenerate needs shards=FOLDER")
         if not (_is_int(world_size) and world_size >= 1):
@@ -359,12 +367,54 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         from tqdm.auto import tqdm
 
         mine = range(rank, self.num_chunks, world_size)
-        for chunk in tqdm(mine, desc="pregenerate", unit="chunk", disable=not progress):
-            folder = self.shards / f"chunk-{chunk:06d}"
-            if not (folder / "done.json").is_file():
+        done = [c for c in mine if (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
+        total = sum(len(self._chunk_indices(c)) for c in mine)
+        with tqdm(
+            total=total, initial=sum(len(self._chunk_indices(c)) for c in done), desc="generate", unit="volume", disable=not progress
+        ) as bar:
+            for chunk in mine:
+                if chunk in done:
+                    continue
+                folder = self.shards / f"chunk-{chunk:06d}"
                 if folder.is_dir():  # only this rank's chunks: other ranks may be writing theirs now
                     _io.remove_stale_temporaries(folder)
-                self._load_chunk(chunk)
+                self._load_chunk(chunk, progress)
+                bar.update(len(self._chunk_indices(chunk)))
+
+    def written(self) -> int:
+        """How many volumes the shard folder holds complete (0 without ``shards``)."""
+        if self.shards is None:
+            return 0
+        return sum(len(self._chunk_indices(c)) for c in range(self.num_chunks) if (self.shards / f"chunk-{c:06d}" / "done.json").is_file())
+
+    def collect(self) -> GeneratedBrains:
+        """Every volume of a complete shard folder, in index order, as one :class:`GeneratedBrains`
+        (images (N, 1, D, H, W) float32, label maps, covariates, provenance), as
+        ``generator.generate`` would return them; ``RuntimeError`` while a chunk is missing."""
+        if self.shards is None:
+            raise ValueError("collect needs shards=FOLDER")
+        missing = [c for c in range(self.num_chunks) if not (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
+        if missing:
+            raise RuntimeError(f"shards={str(self.shards)!r}: chunks {missing[:10]} are not written yet; run pregenerate")
+        chunks = [_read_shard(self.shards / f"chunk-{c:06d}") for c in range(self.num_chunks)]
+        provenance = dict(chunks[0].get("provenance") or {})
+        if provenance:  # a covariate drawn for a volume of any chunk was drawn for the set
+            drawn = [
+                name
+                for name in self.generator.schema.names
+                if any(name in (c.get("provenance") or {}).get("drawn_from_training_distribution", []) for c in chunks)
+            ]
+            provenance["drawn_from_training_distribution"] = drawn
+        generator = self.generator
+        return GeneratedBrains(
+            torch.from_numpy(np.concatenate([np.asarray(c["images"]) for c in chunks])),
+            torch.from_numpy(np.concatenate([np.asarray(c["labels"]) for c in chunks])) if "labels" in chunks[0] else None,
+            pd.concat([c["covariates"] for c in chunks], ignore_index=True),
+            generator.image_grid.affine,
+            generator.label_classes,
+            provenance or None,
+            generator.units,
+        )
 
     def write_manifest(self) -> Path:
         """After every chunk is written (by all ranks): ``participants.tsv`` with one row per
@@ -399,6 +449,10 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         return self.shards / "manifest.json"
 
 
+class ShardsInUse(ValueError):
+    """A shard folder that holds the chunks of another dataset definition."""
+
+
 def model_fingerprint(generator: BrainGenerator) -> dict[str, Any]:
     """What identifies a generator's output: the sha256 of its weights (from its index when it was
     loaded from disk, else computed from the tensors), latent scale, image grid and schema."""
@@ -427,7 +481,10 @@ def _write_shard(folder: Path, data: dict) -> None:
             with _io.atomic_path(folder / f"{key}.npy") as tmp:
                 np.save(tmp, data[key])
     _io.write_table(folder / "covariates.tsv", data["covariates"])
-    _io.write_json(folder / "done.json", {"volumes": int(len(data["images"]))})
+    done = {"volumes": int(len(data["images"]))}
+    if data.get("provenance") is not None:
+        done["provenance"] = data["provenance"]
+    _io.write_json(folder / "done.json", done)
 
 
 def _read_shard(folder: Path) -> dict:
@@ -435,6 +492,9 @@ def _read_shard(folder: Path) -> dict:
     if (folder / "labels.npy").is_file():
         data["labels"] = np.load(folder / "labels.npy", mmap_mode="r")
     data["covariates"] = pd.read_csv(folder / "covariates.tsv", sep="\t", na_values=["n/a"], keep_default_na=False)
+    provenance = json.loads((folder / "done.json").read_text()).get("provenance")
+    if provenance is not None:
+        data["provenance"] = provenance
     return data
 
 

@@ -327,6 +327,7 @@ class BrainGenerator:
 
         ``seed``: an int (volume i gets ``volume_seed(seed, i)``, see :mod:`synthbrain.generator.draws`)
         or one volume seed per volume (a list alone sets ``n``); the ``seed`` column of the result reproduces each volume alone.
+        ``progress=True`` shows one bar over the volumes (with more than one batch) and the sampler's steps of each batch.
         ``steps``, ``sampler`` (``ddim``, ``dpm++2m``, ``ddpm``), ``guidance_scale`` (classifier-free
         guidance; 1 = none) and ``timestep_spacing`` (``leading``, ``trailing``, ``linspace``) default
         to the model's. ``raw=True`` keeps the decoder's output everywhere; by default voxels whose
@@ -430,6 +431,10 @@ class BrainGenerator:
         autocast = torch.autocast(self.device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
         guidance = settings["guidance_scale"]
         images, labels = [], []
+        from tqdm.auto import tqdm
+
+        # One bar over the volumes when there are several batches; the sampler's steps of each batch below it (not kept).
+        bar = tqdm(total=len(seeds), desc="generate", unit="volume", disable=not progress or len(seeds) <= batch_size)
         for start in range(0, len(seeds), batch_size):
             part = slice(start, min(start + batch_size, len(seeds)))
             noise = draws.initial_noise(seeds[part], self.latent_shape).to(self.device, weights)
@@ -458,6 +463,8 @@ class BrainGenerator:
                 images.extend(image if raw else image * (label > 0).unsqueeze(1))
             else:
                 images.extend(image)
+            bar.update(part.stop - part.start)
+        bar.close()
         checks = None
         if labels:  # measured on the unmasked decoder output would hide nothing: dark labelled voxels are inside the mask
             checks = quality.measure(torch.stack(images), torch.stack(labels))
