@@ -370,6 +370,10 @@ def _run_generate(args: argparse.Namespace) -> int:
             flags = ", ".join(f"--{n.replace('_', '-')}" for n in generator.schema.names)
             raise ValueError(f"--{name.replace('_', '-')}: not a covariate of this model; its covariates: {flags}")
         covariates[name] = text if generator.schema[name].kind == "categorical" else _number(name, text)
+    missing = [name for name in generator.schema.names if name not in covariates]
+    if missing and generator.distribution is None:
+        flags = " ".join(f"--{name.replace('_', '-')} VALUE" for name in missing)
+        raise ValueError(f"covariates: missing {missing}, and this model has no covariate distribution to draw them from; give {flags}")
     generator.to(device)
     if args.shards:
         return _generate_shards(args, generator, covariates)

@@ -79,8 +79,6 @@ class GeneratedBrains:
         return Path(folder)
 
     def _write(self, folder: Path, prefix: str) -> None:
-        from synthbrain.preprocessing import qc
-
         ids = [f"sub-{prefix}{i:05d}" for i in range(len(self.images))]
         for i, sid in enumerate(ids):
             anat = folder / sid / "anat"
@@ -105,18 +103,17 @@ class GeneratedBrains:
                 "GeneratedBy": [{"Name": "synthbrain", "Version": __version__}],
             },
         )
+        from synthbrain.figures import save_brain_rows, title_text
+
         shown = min(len(ids), 8)
-        columns = [c for c in self.covariates.columns if not c.startswith("qc_")]
-        qc.montage(
+        spacing = float(np.abs(np.asarray(self.affine)[0, 0]))
+        save_brain_rows(
             folder / "preview.png",
             [self.images[i, 0].numpy() for i in range(shown)],
             [self.labels[i].numpy() if self.labels is not None else None for i in range(shown)],
-            [
-                f"{ids[i]}  "
-                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.covariates.iloc[i][columns].items())
-                for i in range(shown)
-            ],
-            len(self.label_classes) if self.label_classes else None,
+            [title_text(ids[i], self.covariates.iloc[i].to_dict(), self.units) for i in range(shown)],
+            spacing,
+            self.label_classes,
         )
 
 
@@ -156,13 +153,6 @@ def is_generated_dataset(folder: Path) -> bool:
         return (folder / "provenance.json").is_file() and description["GeneratedBy"][0]["Name"] == "synthbrain"
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return False
-
-
-def with_unit(name: str, value: Any, units: dict[str, str] | None) -> str:
-    """``name=value unit`` for a title: ``age=70.3 years``, ``ventricular_volume=23.3 mL``, ``sex=F``."""
-    unit = (units or {}).get(name, "")
-    text = f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
-    return f"{name}={text}" + (f" {unit}" if unit else "")
 
 
 def covariate_summary(table: pd.DataFrame, units: dict[str, str] | None = None) -> str:
