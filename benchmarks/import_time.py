@@ -3,13 +3,14 @@ to the first generated volume with the embedded default model (imports, loading 
 each in a fresh Python process, reported as medians of --runs and as ratios to ``import torch``.
 
     OMP_NUM_THREADS=1 python benchmarks/import_time.py --runs 5
-    OMP_NUM_THREADS=1 python benchmarks/import_time.py --root /tmp/old-checkout --label before --out /tmp/import-before
-    OMP_NUM_THREADS=1 python benchmarks/import_time.py --before /tmp/import-before.json   # both in one report
+    OMP_NUM_THREADS=1 python benchmarks/import_time.py --checkout before=/tmp/old --checkout after=.   # two versions
 
 Each process times itself from its first statement (interpreter start-up, about the same for all,
-is not counted) and imports ``synthbrain`` from --root (its ``PYTHONPATH`` and working directory),
-which it checks. The measurements are interleaved (one of each per round) so that a machine whose
-load changes affects all of them alike; the ratios, not the seconds, are what compares across machines.
+is not counted) and imports ``synthbrain`` from its --checkout (its ``PYTHONPATH`` and working
+directory), which it checks. The measurements are interleaved (one of each case and checkout per
+round) so that a machine whose load changes affects all of them alike; the ratios, not the seconds,
+are what compares across machines. A copy of another version to compare with:
+``git worktree add /tmp/old main`` (or ``tools/_checkout.py``'s ``copy_checkout`` before a change).
 """
 
 from __future__ import annotations
@@ -34,8 +35,7 @@ HEAVY = ("monai", "sklearn", "matplotlib", "torchio", "SimpleITK")
 CASES = {
     "import torch": "import torch",
     "from synthbrain import BrainGenerator": "from synthbrain import BrainGenerator",
-    "first volume (default model)": "from synthbrain import BrainGenerator\n"
-    "BrainGenerator.from_pretrained('default').generate(seed=0)",
+    "first volume (default model)": "from synthbrain import BrainGenerator\nBrainGenerator.from_pretrained('default').generate(seed=0)",
 }
 TEMPLATE = """\
 import time
@@ -61,37 +61,53 @@ def measure(code: str, root: Path) -> dict:
     return result
 
 
-def run(root: Path, runs: int) -> dict:
-    """Medians over ``runs`` interleaved rounds, and each case's ratio to ``import torch``."""
-    times = {name: [] for name in CASES}
-    loaded = {}
+def run(checkouts: dict[str, Path], runs: int) -> dict:
+    """Per checkout, medians over ``runs`` interleaved rounds and each case's ratio to that
+    checkout's ``import torch`` (measured in the same rounds)."""
+    times = {label: {name: [] for name in CASES} for label in checkouts}
+    loaded: dict[str, dict[str, list[str]]] = {label: {} for label in checkouts}
     for _ in range(runs):
         for name, code in CASES.items():
-            result = measure(code, root)
-            times[name].append(result["seconds"])
-            loaded[name] = result["loaded"]
-    torch_median = statistics.median(times["import torch"])
-    return {
-        name: {
-            "median_s": statistics.median(values),
-            "runs_s": values,
-            "ratio_to_import_torch": statistics.median(values) / torch_median,
-            "heavy_modules_loaded": loaded[name],
+            for label, root in checkouts.items():
+                result = measure(code, root)
+                times[label][name].append(result["seconds"])
+                loaded[label][name] = result["loaded"]
+    out = {}
+    for label, cases in times.items():
+        torch_median = statistics.median(cases["import torch"])
+        out[label] = {
+            name: {
+                "median_s": statistics.median(values),
+                "runs_s": values,
+                "ratio_to_import_torch": statistics.median(values) / torch_median,
+                "heavy_modules_loaded": loaded[label][name],
+            }
+            for name, values in cases.items()
         }
-        for name, values in times.items()
-    }
+    return out
+
+
+def _checkout(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not Path(path, "synthbrain", "__init__.py").is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL=PATH, PATH a checkout holding synthbrain/__init__.py")
+    return label, Path(path).resolve()
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="fresh processes per case (the median is reported)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose synthbrain is imported (default: this one)")
-    parser.add_argument("--label", default="after", help="what --root is, in the report (e.g. before, after)")
-    parser.add_argument("--before", type=Path, default=None, help="the JSON of an earlier run (e.g. on the previous code) to report beside")
+    parser.add_argument(
+        "--checkout",
+        type=_checkout,
+        action="append",
+        help="LABEL=PATH: a checkout whose synthbrain is measured (repeatable; default: this one)",
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/import-time"))
     args = parser.parse_args(argv)
     if args.runs < 1:
         raise SystemExit(f"--runs {args.runs}: allowed >= 1")
+    checkouts = dict(args.checkout or [("this checkout", ROOT)])
     record = {
         "command": "python benchmarks/import_time.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {
@@ -101,15 +117,11 @@ def main(argv: list[str] | None = None) -> dict:
             "platform": platform.platform(),
         },
         "runs": args.runs,
-        "results": {args.label: run(args.root, args.runs)},
+        "results": run(checkouts, args.runs),
     }
-    if args.before is not None:
-        earlier = json.loads(args.before.read_text())
-        record["results"] = {**earlier["results"], **record["results"]}
-        record["earlier_command"] = earlier["command"]
     rows = [
         {
-            "code": label,
+            "checkout": label,
             "measure": name,
             "median (s)": f"{r['median_s']:.2f}",
             "ratio to import torch": f"{r['ratio_to_import_torch']:.2f}",
@@ -125,11 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{record['machine']['cpus']} CPUs, OMP_NUM_THREADS={record['machine']['OMP_NUM_THREADS']}, "
         f"Python {record['machine']['python']}; the machine was shared with other jobs, so the ratios, not the seconds, "
         "are what compares. The first volume counts the imports, loading the embedded default model and generating one "
-        "volume on the CPU with its default sampling.\n\n"
-        + markdown_table(pd.DataFrame(rows))
-        + f"\n\nCommand: `{record['command']}`"
-        + (f"; the earlier rows: `{record['earlier_command']}`." if args.before is not None else ".")
-        + "\n"
+        "volume on the CPU with its default sampling.\n\n" + markdown_table(pd.DataFrame(rows)) + f"\n\nCommand: `{record['command']}`.\n"
     )
     _io.write_json(args.out.with_suffix(".json"), record)
     _io.write_text(args.out.with_suffix(".md"), text)

@@ -326,7 +326,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
     p.add_argument("--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png), written when complete; finished batches wait "
+        "in OUT.partial, so an interrupted run resumes when the same command is run again",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")
     p.add_argument(
         "--shards",
