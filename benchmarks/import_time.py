@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{record['machine']['cpus']} CPUs, OMP_NUM_THREADS={record['machine']['OMP_NUM_THREADS']}, "
         f"Python {record['machine']['python']}; the machine was shared with other jobs, so the ratios, not the seconds, "
         "are what compares. The first volume counts the imports, loading the embedded default model and generating one "
-        "volume on the CPU with its default sampling.\n\n" + markdown_table(pd.DataFrame(rows)) + f"\n\nCommand: `{record['command']}`.\n"
+        "volume on the CPU with its default sampling. `heavy modules loaded` lists which of MONAI, scikit-learn, matplotlib, "
+        "torchio and SimpleITK the process had loaded at the end. MONAI (1.x) imports every one of its modules from its "
+        "package `__init__`, so importing a single network class costs the whole package: synthbrain can defer that cost to "
+        "the first model it reads, not remove it.\n\n" + markdown_table(pd.DataFrame(rows)) + f"\n\nCommand: `{record['command']}`.\n"
     )
     _io.write_json(args.out.with_suffix(".json"), record)
     _io.write_text(args.out.with_suffix(".md"), text)

@@ -79,6 +79,8 @@ class GeneratedBrains:
         return Path(folder)
 
     def _write(self, folder: Path, prefix: str) -> None:
+        from synthbrain.figures import save_brain_rows, title_text  # matplotlib, when a dataset is written
+
         ids = [f"sub-{prefix}{i:05d}" for i in range(len(self.images))]
         for i, sid in enumerate(ids):
             anat = folder / sid / "anat"
@@ -103,8 +105,6 @@ class GeneratedBrains:
                 "GeneratedBy": [{"Name": "synthbrain", "Version": __version__}],
             },
         )
-        from synthbrain.figures import save_brain_rows, title_text
-
         shown = min(len(ids), 8)
         spacing = float(np.abs(np.asarray(self.affine)[0, 0]))
         save_brain_rows(
