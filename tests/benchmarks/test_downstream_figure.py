@@ -58,3 +58,21 @@ def test_every_arm_has_one_colour_in_every_panel_and_one_legend_names_them(scrip
     assert all(t.get_fontsize() >= 9 for t in legend.get_texts())
     legend_colours = [matplotlib.colors.to_hex(h.get_color()) for h in legend.legend_handles]
     assert legend_colours == [matplotlib.colors.to_hex(script.ARM_COLOURS[a]) for a in script.ARMS if a in seen]
+
+
+def test_report_only_needs_only_the_finished_runs(script, tmp_path):
+    """The committed report is written again without the split generator or the split: their folders
+    are named (the configuration's hash) but never opened."""
+    out = tmp_path / "downstream"
+    argv = ["--model", str(tmp_path / "absent-model"), "--split", str(tmp_path / "absent-split"), "--sizes", "4,40", "--seeds", "2"]
+    argv += ["--device", "cpu", "--out", str(out), "--report-only"]
+    args = script._parse(argv)
+    settings = {**script.FULL, "sizes": "4,40", "seeds": 2}
+    rows, _ = _rows(script)
+    rows.insert(0, "config", rows["task"].map(lambda t: script._config(t, settings, args, script.torch.device("cpu"))))
+    rows.to_csv(out.with_name("downstream.subjects.tsv.gz"), sep="\t", index=False, na_rep="n/a", compression="gzip")
+    record = script.main(argv)
+    assert set(record["tasks"]) == {"segmentation", "age", "sex"}
+    text = out.with_suffix(".md").read_text()
+    assert "Written with `--report-only` from the finished runs" in text and "![learning curves and arms](downstream.png)" in text
+    assert out.with_suffix(".png").stat().st_size > 10_000
