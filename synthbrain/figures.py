@@ -111,9 +111,7 @@ def brain_rows(
             ax.imshow(padded, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
             if c >= 3 and label_slices[c % 3] is not None:
                 overlay = np.pad(label_slices[c % 3], ((pad // 2, pad - pad // 2), (0, 0)))
-                ax.imshow(
-                    np.ma.masked_equal(overlay, 0), cmap=colours, vmin=0, vmax=colours.N - 1, alpha=0.55, interpolation="nearest"
-                )
+                ax.imshow(np.ma.masked_equal(overlay, 0), cmap=colours, vmin=0, vmax=colours.N - 1, alpha=0.55, interpolation="nearest")
             ax.set_axis_off()
             if row == 0 and c == 0:  # a 50 mm scale bar, valid for every panel
                 bar = 50.0 / spacing_mm

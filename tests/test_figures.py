@@ -73,5 +73,3 @@ def test_importing_the_plotting_modules_chooses_no_backend():
     env = {**subprocess_env(), "MPLBACKEND": "svg"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0 and out.stdout.split() == ["svg", "svg"], out.stdout + out.stderr
-
-
