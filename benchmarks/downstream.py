@@ -50,28 +50,26 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchio as tio
+from _report import markdown_table
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import torchio as tio  # noqa: E402
-from _report import markdown_table  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from synthbrain import BrainGenerator, Uniform, _io  # noqa: E402
-from synthbrain.datasets.appearance import AppearanceRandomizer  # noqa: E402
-from synthbrain.datasets.mixing import synthetic_counts  # noqa: E402
-from synthbrain.evaluation.evaluate import load_cohort_on_grid  # noqa: E402
-from synthbrain.evaluation.networks import Encoder3d, predict  # noqa: E402
-from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
-from synthbrain.evaluation.shifts import SHIFTS, shifted_set  # noqa: E402
-from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean  # noqa: E402
-from synthbrain.generator import draws  # noqa: E402
+from synthbrain import BrainGenerator, Uniform, _io
+from synthbrain.datasets.appearance import AppearanceRandomizer
+from synthbrain.datasets.mixing import synthetic_counts
+from synthbrain.evaluation.evaluate import load_cohort_on_grid
+from synthbrain.evaluation.networks import Encoder3d, predict
+from synthbrain.evaluation.segmenter import dice_per_class
+from synthbrain.evaluation.shifts import SHIFTS, shifted_set
+from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean
+from synthbrain.generator import draws
 
 TASKS = ("segmentation", "age", "sex")
 REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED = (
@@ -99,6 +97,14 @@ ARMS = {
     UPPER: ("+ more real (upper reference)", "generator part", "mix"),
     PRETRAINED: ("+ pretrained model", "pretrained", "mix"),
 }
+# One colour per arm in every panel of the figure (matplotlib's tab10, real-only in black), so that
+# one legend below the panels names them all.
+ARM_COLOURS = dict(
+    zip(
+        ARMS,
+        ("#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"),
+    )
+)
 TASK_ARMS = {
     "segmentation": tuple(ARMS),
     "age": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED),
@@ -142,35 +148,13 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--seeds {settings['seeds']}, --synthetic {settings['synthetic']}: allowed >= 2 each")
     started = time.perf_counter()
     device = _device(args.device)
-
-    generator = BrainGenerator.from_pretrained(args.model).to(device)
-    grid, classes = generator.image_grid, list(generator.label_classes or [])
-    if not classes:
-        raise SystemExit(f"--model {args.model}: a generator without label maps; the segmentation task needs them")
-    parts = {}
-    for name in ("generator", "pool", "val", "test"):
-        folder = args.split / name
-        if not (folder / "manifest.json").is_file():
-            raise SystemExit(
-                f"--split {args.split}: no part {name!r}; make the split with "
-                "synthbrain split --parts generator=0.35,pool=0.3,val=0.1,test=0.25"
-            )
-        parts[name] = _load(folder, grid, classes)
-    cohorts = {SPLIT_TEST: parts["test"]}
-    for path in args.test or []:
-        name = path.name
-        if name in cohorts:
-            raise SystemExit(f"--test {path}: a second test cohort named {name!r}; give folders of different names")
-        cohorts[name] = _load(path, grid, classes)
-    pool = parts["pool"]["table"]
-    complete = pool[["sex", "age"]].notna().all(axis=1)
     sizes = sorted({int(s) for s in str(settings["sizes"]).split(",")})
-    if sizes[0] < 2 or sizes[-1] > int(complete.sum()):
-        raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {int(complete.sum())} (the pool's subjects with sex and age)")
     if PRETRAINED in arms and not args.pretrained:
         arms = tuple(a for a in arms if a != PRETRAINED)
-    if PRETRAINED in arms and len(cohorts) == 1:
-        raise SystemExit("--pretrained: its arm is reported only on --test cohorts the model never saw; give --test, or drop the arm")
+    # --report-only reads the finished runs only: --model and --split name the configuration (its hash), and
+    # are not opened, so the committed report can be written again without the split generator.
+    if not args.report_only:
+        generator, parts, cohorts, classes = _inputs_of_training(args, sizes, settings, arms, device)
 
     cells = [
         (task, arm, 0 if ARMS[arm][2] == "only" else n, seed)
@@ -192,10 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
     todo = [c for c in cells if c not in done]
     print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({table_file})")
     if todo and not args.report_only:
+        grid = generator.image_grid
         pools = _synthetic_pools(generator, args, settings, classes, arms)
         shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
         for task, arm, n, seed in tqdm(todo, desc="downstream", unit="run"):
-            chosen = _subset(pool, max(n, sizes[0]), seed)
+            chosen = _subset(parts["pool"]["table"], max(n, sizes[0]), seed)
             network = _train(task, arm, chosen, parts, pools, settings, seed, len(classes), device)
             scored = _score(task, arm, network, cohorts, shifted, classes, grid, device)
             scored.insert(0, "config", configs[task])
@@ -205,9 +190,43 @@ def main(argv: list[str] | None = None) -> dict:
                 rows.to_csv(tmp, sep="\t", index=False, na_rep="n/a", compression="gzip")
     if not len(rows):
         raise SystemExit(f"no finished runs of this configuration in {table_file}")
+    # The foreground classes: the model's, or without it (--report-only) those the runs recorded, in their order.
+    foreground = [m.removeprefix("dice ") for m in dict.fromkeys(rows["metric"]) if m.startswith("dice ")]
+    if not args.report_only and foreground and foreground != classes[1:]:
+        raise SystemExit(f"{table_file}: runs scored classes {foreground}; the model has {classes[1:]}")
     missing = len([c for c in cells if c not in set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist()))])
-    report = _report(rows, tasks, sizes, classes, settings, args, argv, missing, len(cells), time.perf_counter() - started, device)
+    report = _report(rows, tasks, sizes, foreground, settings, args, argv, missing, len(cells), time.perf_counter() - started, device)
     return report
+
+
+def _inputs_of_training(args, sizes: list[int], settings: dict, arms: tuple[str, ...], device):
+    """The split generator, the split's parts and the test cohorts on its grid, and its label classes;
+    bad input is refused here, before any training."""
+    generator = BrainGenerator.from_pretrained(args.model).to(device)
+    grid, classes = generator.image_grid, list(generator.label_classes or [])
+    if not classes:
+        raise SystemExit(f"--model {args.model}: a generator without label maps; the segmentation task needs them")
+    parts = {}
+    for name in ("generator", "pool", "val", "test"):
+        folder = args.split / name
+        if not (folder / "manifest.json").is_file():
+            raise SystemExit(
+                f"--split {args.split}: no part {name!r}; make the split with "
+                "synthbrain split --parts generator=0.35,pool=0.3,val=0.1,test=0.25"
+            )
+        parts[name] = _load(folder, grid, classes)
+    cohorts = {SPLIT_TEST: parts["test"]}
+    for path in args.test or []:
+        name = path.name
+        if name in cohorts:
+            raise SystemExit(f"--test {path}: a second test cohort named {name!r}; give folders of different names")
+        cohorts[name] = _load(path, grid, classes)
+    complete = parts["pool"]["table"][["sex", "age"]].notna().all(axis=1)
+    if sizes[0] < 2 or sizes[-1] > int(complete.sum()):
+        raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {int(complete.sum())} (the pool's subjects with sex and age)")
+    if PRETRAINED in arms and len(cohorts) == 1:
+        raise SystemExit("--pretrained: its arm is reported only on --test cohorts the model never saw; give --test, or drop the arm")
+    return generator, parts, cohorts, classes
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -548,7 +567,7 @@ def _verdict(task: str, difference) -> str:
     return "helps" if good else "hurts" if bad else "no clear difference"
 
 
-def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, seconds, device) -> dict:
+def _report(rows, tasks, sizes, foreground, settings, args, argv, missing, total, seconds, device) -> dict:
     cohorts = list(dict.fromkeys(rows["cohort"]))
     tasks = [t for t in tasks if t in set(rows["task"])]
     command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -591,7 +610,7 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         heading = f"## {task}: {METRIC[task]}, mean [95 % bootstrap interval over seeds and test subjects]"
         sections.append(heading + "\n\n" + markdown_table(pd.DataFrame(table)))
         if task == "segmentation":
-            sections += _segmentation_details(rows, arms, sizes, classes, cohorts, record)
+            sections += _segmentation_details(rows, arms, sizes, foreground, cohorts, record)
     head.append("**Verdict** (every difference whose interval excludes zero):\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "- none"))
     not_run = [f"task {t}" for t in TASKS if t not in tasks] + [
         f"{t}: {ARMS[a][0]}" for t in tasks for a in TASK_ARMS[t] if a not in present[t]
@@ -619,7 +638,7 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
     return record
 
 
-def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[str]:
+def _segmentation_details(rows, arms, sizes, foreground, cohorts, record) -> list[str]:
     sections = []
     for cohort in cohorts:
         per_class, shifts = [], []
@@ -627,7 +646,7 @@ def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[s
             for n in sorted(set(rows[(rows["task"] == "segmentation") & (rows["arm"] == arm)]["n"])):
                 base = (REAL, sizes[0] if n == 0 else n)
                 row = {"arm": ARMS[arm][0], "real n": n}
-                metrics = [f"dice {c}" for c in classes[1:]] + ["ventricular volume error (mL)"]
+                metrics = [f"dice {c}" for c in foreground] + ["ventricular volume error (mL)"]
                 for metric in metrics:
                     value = _estimate(rows, "segmentation", arm, n, cohort, metric)
                     if value is None:
@@ -655,32 +674,44 @@ def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[s
     return sections
 
 
-def _plot(path: Path, rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Path:
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=100, squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+def _figure(rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Figure:
+    """One panel per task (its headline metric against the number of real subjects, on the split's
+    test part; the pretrained arm on the last test cohort), every arm in its :data:`ARM_COLOURS`
+    colour in every panel, and one legend below the panels naming each arm drawn."""
+    fig = Figure(figsize=(5.2 * len(tasks), 5.6), dpi=110, layout="constrained")
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    drawn = []
+    for ax, task in zip(axes, tasks):
         metric = HEADLINE[task]
-        for k, arm in enumerate([a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])]):
+        for k, arm in enumerate(a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])):
             points = []
             for n in sorted(set(rows[(rows["task"] == task) & (rows["arm"] == arm)]["n"])):
                 value = _estimate(rows, task, arm, n, SPLIT_TEST if arm != PRETRAINED else cohorts[-1], metric)
                 if value is not None and np.isfinite(value.value):
-                    points.append((max(n, 1) * (1 + 0.04 * k), value))
+                    points.append((max(n, 1) * (1 + 0.04 * k), value))  # a small shift per arm, so that intervals do not hide each other
             if not points:
                 continue
             x = [p[0] for p in points]
             y = [p[1].value for p in points]
             err = [[p[1].value - p[1].low for p in points], [p[1].high - p[1].value for p in points]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=ARMS[arm][0], lw=2 if arm == REAL else 1)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=ARM_COLOURS[arm], label=ARMS[arm][0], lw=2 if arm == REAL else 1)
+            drawn.append(arm)
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks([1, *sizes], ["0", *map(str, sizes)])
-        ax.set_xlabel("real training subjects (n; 0 = synthetic only)")
-        ax.set_ylabel(METRIC[task])
-        ax.set_title(task)
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    _io.save_figure(path, fig)
-    plt.close(fig)
+        ax.set_xlabel("real training subjects (n; 0 = generated only)", fontsize=10)
+        ax.set_ylabel(METRIC[task], fontsize=10)
+        ax.set_title(task, fontsize=11)
+        ax.tick_params(labelsize=9)
+        ax.grid(alpha=0.3)
+    arms = [a for a in ARMS if a in drawn]
+    handles = [Line2D([], [], color=ARM_COLOURS[a], marker="o", lw=2 if a == REAL else 1) for a in arms]
+    fig.legend(handles, [ARMS[a][0] for a in arms], loc="outside lower center", ncol=min(len(arms), 3), fontsize=10, frameon=False)
+    return fig
+
+
+def _plot(path: Path, rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Path:
+    _io.save_figure(path, _figure(rows, tasks, sizes, cohorts))
     return path
 
 

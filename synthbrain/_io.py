@@ -272,12 +272,13 @@ def claim_folder(
     write: bool = True,
     what: str = "a job with another configuration",
     hint: str = "choose another folder",
+    error: type[ValueError] = ValueError,
 ) -> None:
     """Tie ``folder`` to one configuration, so that a job resumed there cannot mix two.
 
     The first call writes ``config`` as ``folder/record`` (when ``write``: the main process only,
     under torchrun); a later call with a different ``config`` is a ``ValueError``
-    "``argument``=FOLDER holds ``what`` (differing: KEYS); ``hint``". With ``write``, the check and
+    "``argument``=FOLDER holds ``what`` (differing: KEYS); ``hint``" (of class ``error``). With ``write``, the check and
     the write hold :func:`folder_lock` (waiting for another claim), so two jobs that start together
     cannot both claim it. Used by training runs (``run.json``), prepared cohorts (``params.json``)
     and dataset shard folders (``dataset.json``)."""
@@ -288,7 +289,7 @@ def claim_folder(
             previous = json.loads(path.read_text(encoding="utf-8"))
             if previous != config:
                 changed = sorted(k for k in set(config) | set(previous) if previous.get(k) != config.get(k))
-                raise ValueError(f"{argument}={str(folder)!r} holds {what} (differing: {changed}); {hint}")
+                raise error(f"{argument}={str(folder)!r} holds {what} (differing: {changed}); {hint}")
         elif write:
             write_json(path, config)
 

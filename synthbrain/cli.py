@@ -383,7 +383,13 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
     p.add_argument("--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png), written when complete; finished batches wait "
+        "in OUT.partial, so an interrupted run resumes when the same command is run again",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")
     p.add_argument(
         "--shards",
@@ -413,7 +419,7 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from synthbrain import _io
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.devices import resolve_device
     from synthbrain.generator import check_output_folder
 
     if args.n < 1:
@@ -439,25 +445,79 @@ def _generate(args: argparse.Namespace, device) -> int:
             flags = ", ".join(f"--{n.replace('_', '-')}" for n in generator.schema.names)
             raise ValueError(f"--{name.replace('_', '-')}: not a covariate of this model; its covariates: {flags}")
         covariates[name] = text if generator.schema[name].kind == "categorical" else _number(name, text)
+    missing = [name for name in generator.schema.names if name not in covariates]
+    if missing and generator.distribution is None:
+        flags = " ".join(f"--{name.replace('_', '-')} VALUE" for name in missing)
+        raise ValueError(f"covariates: missing {missing}, and this model has no covariate distribution to draw them from; give {flags}")
     generator.to(device)
     if args.shards:
         return _generate_shards(args, generator, covariates)
-    out = generator.generate(
-        covariates,
-        n=args.n,
-        seed=args.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
-        timestep_spacing=args.timestep_spacing,
-        batch_size=args.batch_size,
-        extrapolate=args.extrapolate,
-        raw=args.raw,
-        qc=args.qc,
-        progress=True,
-    )
-    print(f"wrote {args.n} volumes to {out.save(args.out, overwrite=args.overwrite)}")
+    return _generate_folder(args, generator, covariates, device)
+
+
+def _generate_folder(args: argparse.Namespace, generator, covariates: dict, device) -> int:
+    """The NIfTI dataset of ``generate``, made through the shard mechanism: each batch is kept in
+    OUT.partial/ as it is finished (``SyntheticBrainDataset(shards=...)``), so an interrupted run
+    keeps its volumes and the same command resumes; the dataset is then written to OUT in one
+    move (``GeneratedBrains.save``) and OUT.partial/ removed."""
+    import shutil
+
+    from synthbrain import _io
+    from synthbrain.datasets import Fixed, SyntheticBrainDataset
+    from synthbrain.datasets.synthetic import ShardsInUse
+
+    partial = partial_folder(args.out)
+    shown = _io.shown_path(partial)
+    if partial.exists() and not (partial / "dataset.json").is_file() and (not partial.is_dir() or any(partial.iterdir())):
+        raise ValueError(f"--out {args.out}: {shown} exists and is not what an interrupted synthbrain generate leaves; move it away")
+    try:
+        dataset = SyntheticBrainDataset(
+            args.n,
+            Fixed(**covariates) if covariates else None,
+            generator,
+            seed=args.seed,
+            device=device,
+            steps=args.steps,
+            sampler=args.sampler,
+            guidance_scale=args.guidance_scale,
+            timestep_spacing=args.timestep_spacing,
+            extrapolate=args.extrapolate,
+            qc=args.qc,
+            raw=args.raw,
+            chunk_size=args.batch_size,
+            cache_mb=0,
+            prefetch=False,
+            shards=partial,
+        )
+    except ShardsInUse as err:
+        raise ValueError(
+            f"--out {args.out}: {shown} holds the finished volumes of an interrupted generate with other settings ({err}); "
+            f"run that command again to finish it, or delete {shown} to start this one"
+        ) from None
+    resumed = dataset.written()
+    if resumed:
+        print(f"resuming: {resumed} of {args.n} volumes already in {shown}", file=sys.stderr)
+
+    def interrupted() -> str:
+        done = dataset.written()
+        return (
+            f"the {done} of {args.n} volumes finished so far are kept in {shown} (chunk-*/images.npy, labels.npy, covariates.tsv); "
+            f"run the same command again to generate the other {args.n - done} and write {args.out} "
+            "(a previous output there stays as it was until then)"
+        )
+
+    args.on_interrupt = interrupted
+    dataset.pregenerate(progress=True)
+    folder = dataset.collect().save(args.out, overwrite=args.overwrite)
+    shutil.rmtree(partial)
+    print(f"wrote {args.n} volumes to {folder}")
     return 0
+
+
+def partial_folder(out: Path) -> Path:
+    """Where ``synthbrain generate --out OUT`` keeps finished volumes until OUT is written: OUT.partial beside it."""
+    out = Path(out)
+    return out.parent / f"{out.name.rstrip('/') or out.resolve().name}.partial"
 
 
 def _number(name: str, text: str) -> float:
@@ -490,6 +550,7 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
         cache_mb=0,
         shards=args.out,
     )
+    args.on_interrupt = lambda: f"the chunks finished so far are kept in {args.out}; run the same command again to write the rest"
     dataset.pregenerate(info.rank, info.world_size, progress=info.is_main)
     if info.world_size > 1:
         dist.barrier()
@@ -560,7 +621,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.devices import resolve_device
     from synthbrain.evaluation.evaluate import evaluate
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator
@@ -658,12 +719,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthbrain {args.command}: error: {_as_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"synthbrain {args.command}: interrupted; outputs are written atomically, so nothing half-written was left "
-            "(a previous output is intact, and training or preparation resumes when the command is run again)",
-            file=sys.stderr,
-        )
+        note = getattr(args, "on_interrupt", None)  # set by a command once it has work to keep
+        print(f"synthbrain {args.command}: interrupted; {note() if note else _interrupted(args.command)}", file=sys.stderr)
         return 130
+
+
+def _interrupted(command: str) -> str:
+    """What an interrupt left, for a command that has not said more (``args.on_interrupt``)."""
+    atomic = "outputs are written atomically, so nothing half-written was left (a previous output is intact)"
+    if command in ("train", "prepare"):
+        return f"{atomic}; run the same command again to resume where it stopped"
+    return atomic
 
 
 if __name__ == "__main__":

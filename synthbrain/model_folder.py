@@ -25,16 +25,18 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthbrain import __version__, _io
-from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.cohort.covariates import CovariateSchema
-from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.components import WEIGHTS, load_component, load_config, save_component, save_config
-from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
-from synthbrain.preprocessing.template import Grid
-from synthbrain.samplers.schedule import NoiseSchedule
+
+if TYPE_CHECKING:  # the networks (MONAI), the density (scikit-learn) and the grid (SciPy) are imported where a folder is read
+    from synthbrain.autoencoder.model import BrainAutoencoder
+    from synthbrain.cohort.covariates import CovariateSchema
+    from synthbrain.cohort.distribution import CovariateDistribution
+    from synthbrain.diffusion.model import ConditionalUNet
+    from synthbrain.preprocessing.template import Grid
+    from synthbrain.samplers.schedule import NoiseSchedule
 
 INDEX = "synthbrain_generator.json"
 # The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
@@ -116,6 +118,13 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
     """The parts of a model folder, checked as the module docstring says; networks are loaded on the CPU.
     A model written before the timestep spacing was recorded gets its sampler's spacing of that time
     (:data:`LEGACY_SPACING`). Raises ``ValueError`` naming the file for any check that fails."""
+    from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+    from synthbrain.cohort.covariates import CovariateSchema
+    from synthbrain.cohort.distribution import CovariateDistribution
+    from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+    from synthbrain.preprocessing.template import Grid
+    from synthbrain.samplers.schedule import NoiseSchedule
+
     folder = Path(folder)
     if not (folder / INDEX).is_file():
         raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import AutoencoderKL
+from monai.networks.nets.autoencoderkl import AutoencoderKL
 from torch import nn
 
 

@@ -327,6 +327,17 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
     ``synthetic_fraction`` is a number in [0, 1] or a function of the epoch; real subjects come in
     an order drawn from ``numpy.random.default_rng([seed, epoch])``; call :meth:`set_epoch` before
     each epoch. Raises ``ValueError`` naming a bad argument and its value.
+
+    An epoch is ``num_batches`` batches (``len(sampler)``), whatever the number of subjects. By
+    default that is one pass over the real subjects: ``floor(num_real / ((1 - fraction) * batch_size))``
+    batches at the fraction of epoch 0, at least 1 (with fraction 1, ``ceil(len(synthetic) / batch_size)``).
+    The floor means a pass never repeats a real subject, but with few real subjects an epoch is
+    short and may leave some out: 3 real subjects, ``batch_size=4``, fraction 0.25 give 1 batch (3
+    real + 1 synthetic); fraction 0.5 also gives 1 batch, holding 2 of the 3 real subjects (the
+    next epoch's order is drawn again, so none is left out for good). To train for a set number
+    of steps, give ``num_batches``: the real subjects then repeat, each pass in a new shuffled order
+    (a subject never appears twice before every real subject has appeared once), and the synthetic
+    ones continue in index order across epochs.
     """
 
     def __init__(

@@ -197,7 +197,9 @@ def evaluate(
     memorisation = _memorisation(synthetic, images, held_out, grid)
 
     figures = {
-        "montage": report.montage_figure(out / "montage.png", synthetic, own_labels, requested, scheme.num_classes),
+        "montage": report.montage_figure(
+            out / "montage.png", synthetic, own_labels, requested, scheme.class_names, grid.spacing, generator.units
+        ),
         "histograms": report.histograms(out / "intensity-histograms.png", synthetic, own_labels, images[part_b], fractions[part_b]),
         "conditioning": report.scatter(out / "conditioning.png", requested, measured, own, table_b, real_measured, volumes),
         "nearest": report.nearest_pairs(out / "nearest-neighbours.png", synthetic, images, table, memorisation),

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from synthbrain import _io  # noqa: E402
-from synthbrain.preprocessing.qc import mid_slices, montage  # noqa: E402
+from synthbrain import _io
+from synthbrain.figures import mid_slices, save_brain_rows, title_text
 
 PAPER = {  # Pinaya et al. 2022 (../shared/reference/paper-model.md); other features and resolution, so for orientation only
     "ventricular_volume r": 0.972,
@@ -120,18 +117,18 @@ def _listing(indices: list[int]) -> str:
     return f"{len(indices)} ({', '.join(map(str, indices[:20]))}{', ...' if len(indices) > 20 else ''})"
 
 
-def montage_figure(path: Path, images, labels, covariates, num_classes: int, rows: int = 6) -> Path:
-    shown = [c for c in covariates.columns if not c.startswith("qc_") and c != "seed"]
-    titles = [
-        f"synthetic {i}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r[shown].items())
-        for i, r in covariates.head(rows).iterrows()
-    ]
-    montage(path, [x[0].numpy() for x in images[:rows]], [lab.numpy() for lab in labels[:rows]], titles, num_classes=num_classes)
-    return path
+def montage_figure(path: Path, images, labels, covariates, class_names, spacing_mm: float, units=None, rows: int = 6) -> Path:
+    """The first ``rows`` synthetic volumes (images (N, 1, D, H, W), their own label maps (N, D, H, W)):
+    plain views beside the labelled ones with a class legend, titled with the requested covariates
+    and their units (:func:`synthbrain.figures.brain_rows`)."""
+    titles = [title_text(f"synthetic {i}", r.to_dict(), units) for i, r in covariates.head(rows).iterrows()]
+    shown = [x[0].numpy() for x in images[:rows]], [lab.numpy() for lab in labels[:rows]]
+    return save_brain_rows(path, *shown, titles, spacing_mm, class_names)
 
 
 def histograms(path: Path, synthetic, own_labels, real, real_fractions) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    fig = Figure(figsize=(5, 3.5), dpi=100)
+    ax = fig.subplots()
     bins = np.linspace(0, 1, 101)
     for name, x, brain in (("real (B)", real, real_fractions.argmax(1) > 0), ("synthetic", synthetic, own_labels > 0)):
         values = x[:, 0][brain].numpy()
@@ -141,7 +138,6 @@ def histograms(path: Path, synthetic, own_labels, real, real_fractions) -> Path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
     return path
 
 
@@ -150,7 +146,8 @@ def scatter(path: Path, requested, measured, own, real_table, real_measured, vol
     (those the model's covariates include)."""
     continuous = [*volumes, *(["age"] if "age" in measured else [])]
     sex = "p_male" in measured
-    fig, axes = plt.subplots(1, len(continuous) + sex, figsize=(4 * (len(continuous) + sex), 4), dpi=100, squeeze=False)
+    fig = Figure(figsize=(4 * (len(continuous) + sex), 4), dpi=100)
+    axes = fig.subplots(1, len(continuous) + sex, squeeze=False)
     axes = axes[0]
     for ax, name in zip(axes, continuous):
         ax.scatter(requested[name], measured[name], s=10, alpha=0.6, label="synthetic, independent evaluator")
@@ -174,14 +171,14 @@ def scatter(path: Path, requested, measured, own, real_table, real_measured, vol
         axes[-1].set_ylabel("predicted p(male)")
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
     return path
 
 
 def nearest_pairs(path: Path, synthetic, training, table, memorisation, pairs: int = 4) -> Path:
     """The synthetic volumes closest to a training subject, each beside that subject (axial mid-slices)."""
     closest = np.argsort(memorisation["synthetic_distances"])[:pairs]
-    fig, axes = plt.subplots(2, len(closest), figsize=(2.6 * len(closest), 5.6), dpi=100, squeeze=False)
+    fig = Figure(figsize=(2.6 * len(closest), 5.6), dpi=100)
+    axes = fig.subplots(2, len(closest), squeeze=False)
     for col, i in enumerate(closest):
         j = int(memorisation["nearest"][i])
         for row, (volume, title) in enumerate(
@@ -196,5 +193,4 @@ def nearest_pairs(path: Path, synthetic, training, table, memorisation, pairs: i
     fig.suptitle(f"real baseline: min {memorisation['real_min']:.2f}, median {memorisation['real_median']:.2f}", fontsize=9)
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
     return path

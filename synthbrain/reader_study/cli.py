@@ -96,7 +96,7 @@ def _run_create(args: argparse.Namespace) -> int:
     generator, sampling = None, None
     if args.model is not None:
         from synthbrain import BrainGenerator
-        from synthbrain.datasets.synthetic import resolve_device
+        from synthbrain.devices import resolve_device
 
         generator = BrainGenerator.from_pretrained(args.model).to(resolve_device(args.device))
         sampling = {"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale}
