@@ -234,19 +234,21 @@ def test_the_arms_schedules_give_their_planned_synthetic_totals(script, training
 
 def test_the_guidance_table_is_generated_from_the_runs(script):
     rng = np.random.default_rng(0)
-    base = rng.uniform(0.6, 0.8, size=(5, 20))  # seeds x subjects, shared by the arms (paired)
+    base = rng.uniform(0.5, 0.7, size=(5, 20))  # seeds x subjects, shared by the arms (paired)
     # (arm, n) -> the true gain over real-only
     gains = {
         (script.REAL, 4): 0.0,
         (script.REAL, 40): 0.08,
         (script.SHARE_10, 4): 0.05,
         (script.GENERATED, 4): 0.02,
+        (script.SHARE_25, 4): 0.06,  # the best point estimate, but noisy over seeds: not significant, so not the advice
         (script.SHARE_10, 40): 0.08,
         (script.GENERATED, 40): 0.05,
     }
     rows = []
     for (arm, n), gain in gains.items():
-        values = np.clip(base + gain + rng.normal(0, 0.002, base.shape), 0, 1)
+        spread = np.array([[0.2], [-0.2], [0.2], [-0.2], [0.05]]) if arm == script.SHARE_25 else 0  # per seed
+        values = np.clip(base + gain + spread + rng.normal(0, 0.002, base.shape), 0, 1)
         for (seed, subject), value in np.ndenumerate(values):
             rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed, "cohort": script.SPLIT_TEST})
             rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
@@ -257,7 +259,7 @@ def test_the_guidance_table_is_generated_from_the_runs(script):
         (4, "+ generated, share 0.1"),
         (40, "(+ generated, share 0.1: not significant)"),
     ]
-    assert table[0]["guidance"] == "helps (2 of 2 settings help)"
+    assert table[0]["guidance"] == "helps (2 of 3 settings help)"
     assert table[1]["guidance"] == "no setting helps: train on real subjects only; hurts: + generated"
     assert record[0]["difference"]["value"] == pytest.approx(0.05, abs=0.002) and record[0]["significant"]
     assert record[1]["calls"] == {script.SHARE_10: "no clear difference", script.GENERATED: "hurts"}
