@@ -13,8 +13,8 @@ scored by Dice per class and the error of the ventricular volume it measures (mL
 years) and ``sex`` (AUC) from a small CNN on 8 mm blocks, selected on the validation part too.
 Every training volume gets the same standard torchio augmentation (left-right flip, gamma, noise).
 
-Arms, each with the same number of optimisation steps. For each real training size n (pool
-subjects, half of each sex, seeded; the same subjects in every arm) and seed:
+Arms, each with the same number of optimisation steps (but ``generated-first``). For each real
+training size n (pool subjects, half of each sex, seeded; the same subjects in every arm) and seed:
 
 - ``real``: real subjects only;
 - ``+ generated``: half of every batch from the split generator's images (exactly, over the run);
@@ -27,16 +27,33 @@ subjects, half of each sex, seeded; the same subjects in every arm) and seed:
 - ``generated only``: no real subject (n = 0, once per seed);
 - ``+ more real (upper reference)``: half of every batch from the generator part's real subjects;
 - ``+ pretrained model``: half from ``--pretrained`` (e.g. the embedded default model), reported
-  only on ``--test`` cohorts that model never saw.
+  only on ``--test`` cohorts that model never saw;
+- share and schedule arms of the split generator's images (issue 31): ``generated-0.1``,
+  ``generated-0.25`` (and ``generated``, 0.5) of every batch; ``generated-S`` for any other share S
+  in [0, 1]; ``generated-linear``: 0.5 at the first step falling linearly to 0 at the last;
+  ``generated-first``: half the task's steps on generated subjects only, then as many real-only
+  steps as real-only trains (1.5 times the steps; one one-cycle learning-rate schedule over all).
+
+Real-only and, for segmentation, the share and schedule arms run at every n; the other arms at
+the smallest and largest n. Batches are mixed by the product's ``MixedDataset`` and
+``MixedBatchSampler`` (a schedule of the step: ``constant_share``, ``linear_decay``,
+``synthetic_then_real``), exactly as a user mixes them; every arm of a (task, n, seed) starts from
+the same weights with the same draws (one seed per task, n and seed), so a share of 0 is
+real-only bit for bit. The report's guidance table gives, per task and n, the best share or
+schedule against real-only, or "no setting helps".
 
 Each test cohort is also scored under fixed appearance shifts (:mod:`synthbrain.evaluation.shifts`).
 Statistics: means over seeds and test subjects with two-level bootstrap intervals (seeds x subjects,
 :mod:`synthbrain.evaluation.statistics`), and paired differences against real-only. The validity
 gate: real-only at the largest n must beat the smallest n with an interval excluding zero; a task
-that fails it gets no verdict. Resumable: finished runs are kept in OUT.subjects.tsv.gz.
+that fails it gets no verdict. Resumable: finished runs are kept in OUT.subjects.tsv.gz, keyed by
+a configuration hash; runs of other configurations (earlier versions) stay in the file untouched.
 
     python benchmarks/downstream.py --model runs/downstream/generator --split runs/downstream/split \\
         --pretrained default --out docs/benchmarks/downstream
+    python benchmarks/downstream.py --model runs/downstream/dm/generator --split runs/downstream/split \\
+        --arms real,generated-0.1,generated-0.25,generated,generated-linear,generated-first \\
+        --out docs/benchmarks/downstream-shares   # the share and schedule arms (issue 31; about 3.5 h on 2 cores)
     python benchmarks/downstream.py --quick ...   # minutes: tiny networks, few steps (a check, not a result)
 """
 
@@ -675,7 +692,7 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         + f"Command (finished runs of the same configuration are resumed from `{args.out.name}.subjects.tsv.gz`): `{command}`.\n\n"
         + f"Steps per run (batch 4, the same in every arm): {settings['steps']}; peak learning rates {settings['lr']}; "
         + f"{settings['seeds']} seeds; {settings['synthetic']} volumes per synthetic pool; sizes {sizes} "
-        + "(augmented arms at the smallest and largest). "
+        + "(the share and schedule arms at every size for segmentation, the other augmented arms at the smallest and largest). "
         + (
             "Written with `--report-only` from the finished runs (nothing trained by this invocation)."
             if args.report_only
