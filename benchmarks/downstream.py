@@ -739,7 +739,8 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                     "real n": int(n),
                     "settings tried": len(differences),
                     "best setting": ARMS[best][0] if helping else f"({ARMS[best][0]}: not significant)",
-                    f"vs real-only (same n), {METRIC[task]}": _cell(differences[best], signed=True),
+                    "metric": METRIC[task],
+                    "vs real-only (same n)": _cell(differences[best], signed=True),
                     "guidance": advice,
                 }
             )

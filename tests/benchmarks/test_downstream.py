@@ -298,3 +298,26 @@ def test_runs_of_other_configurations_stay_in_the_table(script, setup, tmp_path,
     script.main(argv)
     written = _table(out)
     assert (written["config"] == "e0fce61b7b6a").sum() == 1 and len(written) == 1 + 2 * 2 * len(fake)  # 2 sizes x 2 seeds
+
+
+def test_share_arms_run_at_every_size_for_segmentation_and_at_the_ends_for_age(script, setup, tmp_path, monkeypatch):
+    def fake_score(task, arm, *args, **kwargs):
+        return pd.DataFrame([{"cohort": script.SPLIT_TEST, "subject": s, "metric": script.HEADLINE[task], "value": 0.5} for s in range(3)])
+
+    monkeypatch.setattr(script, "_train", lambda *a, **k: None)
+    monkeypatch.setattr(script, "_score", fake_score)
+    out = tmp_path / "downstream"
+    argv = ["--model", str(setup["model"]), "--split", str(setup["split"]), "--quick", "--tasks", "segmentation,age"]
+    script.main([*argv, "--sizes", "2,3,4", "--arms", f"real,{script.SHARE_10},{script.RANDOMIZED},generated-0.6", "--out", str(out)])
+    runs = _table(out)[["task", "arm", "n", "seed"]].drop_duplicates()
+    sizes = runs.groupby(["task", "arm"])["n"].apply(lambda n: sorted(set(n))).to_dict()
+    assert sizes == {
+        ("segmentation", script.REAL): [2, 3, 4],
+        ("segmentation", script.SHARE_10): [2, 3, 4],
+        ("segmentation", "generated-0.6"): [2, 3, 4],
+        ("segmentation", script.RANDOMIZED): [2, 4],
+        ("age", script.REAL): [2, 3, 4],
+        ("age", script.SHARE_10): [2, 4],
+        ("age", "generated-0.6"): [2, 4],
+    }
+    assert script._plan("generated-0.6", 10)[0](9) == pytest.approx(0.6)
