@@ -17,7 +17,9 @@ subjects in each batch when that is a whole number. When it is not (0.3 of 4), b
 floor or its ceiling, spread so that after any number of batches the synthetic count is the exact
 fraction of all subjects so far, rounded: never more than half a subject off, so the fraction is
 exact over training and never silently rounded to another one. ``fraction`` is a number or a
-function of the epoch (a schedule; call ``set_epoch`` each epoch). Real subjects are visited in a
+schedule: a function of the epoch or of the global step (``schedule_unit``; ready-made:
+``constant_share``, ``linear_decay``, ``cosine_decay``, ``synthetic_then_real``; call
+``set_epoch`` each epoch). What an epoch is: see :class:`MixedBatchSampler`. Real subjects are visited in a
 seeded shuffled order, an epoch at a time; synthetic ones in index order across epochs, which keeps
 the synthetic dataset's chunks hot in its cache and never repeats a synthetic subject until all
 have been used.
@@ -324,20 +326,29 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
     ``synthetic_fraction`` of them synthetic: exact over training, never more than half a subject
     off at any batch (see the module docstring and :func:`synthetic_counts`).
 
-    ``synthetic_fraction`` is a number in [0, 1] or a function of the epoch; real subjects come in
-    an order drawn from ``numpy.random.default_rng([seed, epoch])``; call :meth:`set_epoch` before
-    each epoch. Raises ``ValueError`` naming a bad argument and its value.
+    ``synthetic_fraction`` is a number in [0, 1] or a schedule: a function of the epoch
+    (``schedule_unit="epoch"``, the default) or of the global step (``schedule_unit="step"``: the
+    batch index counted from the first batch of epoch 0, ``epoch * num_batches + b``) that returns
+    the share of synthetic subjects in [0, 1]. Ready-made schedules: :func:`constant_share`,
+    :func:`linear_decay`, :func:`cosine_decay`, :func:`synthetic_then_real`. Whatever the schedule,
+    after every batch the running synthetic total is the exact due total, the sum of
+    ``share * batch_size`` over every batch so far (computed in exact fractions), rounded half up.
 
-    An epoch is ``num_batches`` batches (``len(sampler)``), whatever the number of subjects. By
-    default that is one pass over the real subjects: ``floor(num_real / ((1 - fraction) * batch_size))``
-    batches at the fraction of epoch 0, at least 1 (with fraction 1, ``ceil(len(synthetic) / batch_size)``).
-    The floor means a pass never repeats a real subject, but with few real subjects an epoch is
-    short and may leave some out: 3 real subjects, ``batch_size=4``, fraction 0.25 give 1 batch (3
-    real + 1 synthetic); fraction 0.5 also gives 1 batch, holding 2 of the 3 real subjects (the
-    next epoch's order is drawn again, so none is left out for good). To train for a set number
-    of steps, give ``num_batches``: the real subjects then repeat, each pass in a new shuffled order
-    (a subject never appears twice before every real subject has appeared once), and the synthetic
-    ones continue in index order across epochs.
+    **An epoch** is ``num_batches`` batches (the sampler's ``len``); by default one pass over the
+    real subjects at the share of epoch 0 (step 0): ``max(1, floor(num_real / ((1 - share) *
+    batch_size)))`` batches, or one pass over the synthetic subjects when that share is 1. So 3 real
+    subjects at batch size 4 and share 0 give an epoch of one batch (one of the 3 repeated), and 10
+    real subjects at share 0.5 five batches. Give ``num_batches`` to set the epoch's length
+    yourself (a step schedule requires it, as its steps are counted in batches).
+
+    Real subjects come in an order drawn from ``numpy.random.default_rng([seed, epoch])``;
+    synthetic ones in index order across epochs. Call :meth:`set_epoch` before each epoch (also to
+    resume: ``set_epoch(e)`` gives epoch e's batches as an uninterrupted run would). With
+    ``num_epochs`` (the horizon) the whole plan, every epoch's or step's share, is checked at
+    construction, before any training; without it each epoch's shares are checked by
+    :meth:`set_epoch` (and epoch 0's at construction). Raises ``ValueError`` naming a bad argument
+    and its value, and for a schedule that returns a non-number or a value outside [0, 1], the
+    epoch or step and the value.
     """
 
     def __init__(
@@ -347,18 +358,28 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
         synthetic_fraction: float | Callable[[int], float],
         num_batches: int | None = None,
         seed: int = 0,
+        *,
+        schedule_unit: str = "epoch",
+        num_epochs: int | None = None,
     ):
         """``num_batches`` per epoch defaults to one pass over the real subjects at the fraction of
-        epoch 0 (one pass over the synthetic ones when that fraction is 1)."""
+        epoch 0 (one pass over the synthetic ones when that fraction is 1); see the class docstring."""
         if not isinstance(dataset, MixedDataset):
             raise ValueError(f"dataset: {type(dataset).__name__}; allowed: a MixedDataset")
         if isinstance(batch_size, bool) or not (isinstance(batch_size, numbers.Integral) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r}; allowed: an integer >= 1")
         if isinstance(seed, bool) or not (isinstance(seed, numbers.Integral) and seed >= 0):
             raise ValueError(f"seed={seed!r}; allowed: an integer >= 0")
+        if schedule_unit not in SCHEDULE_UNITS:
+            raise ValueError(f"schedule_unit={schedule_unit!r}; allowed: {', '.join(map(repr, SCHEDULE_UNITS))}")
+        if schedule_unit == "step" and num_batches is None:
+            raise ValueError("num_batches=None with schedule_unit='step'; allowed: an integer >= 1 (a step schedule counts batches)")
+        if num_epochs is not None and (isinstance(num_epochs, bool) or not (isinstance(num_epochs, numbers.Integral) and num_epochs >= 1)):
+            raise ValueError(f"num_epochs={num_epochs!r}; allowed: None or an integer >= 1")
         self.dataset, self.batch_size, self.fraction, self.seed = dataset, int(batch_size), synthetic_fraction, int(seed)
+        self.schedule_unit, self.num_epochs = schedule_unit, None if num_epochs is None else int(num_epochs)
         self.epoch = 0
-        first = self.fraction_at(0)  # validates the fraction of epoch 0
+        first = self.fraction_at(0)  # validates the fraction of epoch 0 (step 0)
         if num_batches is None:
             real_per_batch = (1 - first) * self.batch_size
             if real_per_batch > 0:
@@ -368,29 +389,45 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
         if isinstance(num_batches, bool) or not (isinstance(num_batches, numbers.Integral) and num_batches >= 1):
             raise ValueError(f"num_batches={num_batches!r}; allowed: an integer >= 1")
         self.num_batches = int(num_batches)
+        self._before = [Fraction(0)]  # exact synthetic subjects due before each epoch, filled on demand
+        if self.num_epochs is not None:
+            self._synthetic_before(self.num_epochs)  # checks every share of the plan now
 
     def set_epoch(self, epoch: int) -> None:
-        """Use ``epoch``'s fraction and draws for the next iteration (like ``DistributedSampler.set_epoch``)."""
+        """Use ``epoch``'s shares and draws for the next iteration (like ``DistributedSampler.set_epoch``);
+        a schedule's bad value in this epoch (or before it) is reported here, not mid-epoch."""
         if isinstance(epoch, bool) or not (isinstance(epoch, numbers.Integral) and epoch >= 0):
             raise ValueError(f"epoch={epoch!r}; allowed: an integer >= 0")
-        self.fraction_at(int(epoch))  # a schedule's bad value is reported here, not mid-epoch
+        if self.num_epochs is not None and epoch >= self.num_epochs:
+            raise ValueError(f"epoch={epoch!r}; allowed: 0..{self.num_epochs - 1} (num_epochs={self.num_epochs}, the checked plan)")
+        self._synthetic_before(int(epoch) + 1)
         self.epoch = int(epoch)
 
-    def fraction_at(self, epoch: int) -> Fraction:
-        """The synthetic fraction of an epoch (the schedule's value), checked to lie in [0, 1]."""
-        fraction = self.fraction(epoch) if callable(self.fraction) else self.fraction
+    def fraction_at(self, index: int) -> Fraction:
+        """The synthetic share at an epoch (``schedule_unit="epoch"``) or a global step
+        (``"step"``): the schedule's value, checked to be a number in [0, 1], as an exact fraction."""
+        fraction = self.fraction(index) if callable(self.fraction) else self.fraction
         if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"synthetic_fraction={fraction!r} (epoch {epoch}); allowed: a number in [0, 1]")
+            raise ValueError(f"synthetic_fraction={fraction!r} ({self.schedule_unit} {index}); allowed: a number in [0, 1]")
         return _decimal(fraction)
+
+    def shares(self, epoch: int | None = None) -> list[Fraction]:
+        """The synthetic share of each batch of ``epoch`` (default: the current one), exact."""
+        epoch = self.epoch if epoch is None else epoch
+        if self.schedule_unit == "epoch":
+            return [self.fraction_at(epoch)] * self.num_batches
+        return [self.fraction_at(epoch * self.num_batches + b) for b in range(self.num_batches)]
 
     def _synthetic_before(self, epoch: int) -> Fraction:
         """Synthetic subjects due before the first batch of ``epoch`` (exact, not rounded)."""
-        return sum((self.fraction_at(e) for e in range(epoch)), Fraction(0)) * self.batch_size * self.num_batches
+        while len(self._before) <= epoch:
+            self._before.append(self._before[-1] + sum(self.shares(len(self._before) - 1), Fraction(0)) * self.batch_size)
+        return self._before[epoch]
 
     def synthetic_counts(self) -> list[int]:
         """How many synthetic subjects each batch of the current epoch holds: after every batch,
         the running total is the exact due count rounded (half up)."""
-        return synthetic_counts(self.fraction_at(self.epoch), self.batch_size, self.num_batches, self._synthetic_before(self.epoch))
+        return _counts(self.shares(), self.batch_size, self._synthetic_before(self.epoch))
 
     def __len__(self) -> int:
         return self.num_batches
@@ -413,6 +450,82 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
             yield picks
 
 
+SCHEDULE_UNITS = ("epoch", "step")
+
+
+class ShareSchedule:
+    """A synthetic share as a function of the step (or epoch) t >= 0, for
+    ``MixedBatchSampler(synthetic_fraction=...)``; made by :func:`constant_share`,
+    :func:`linear_decay`, :func:`cosine_decay` or :func:`synthetic_then_real` (picklable, so it
+    travels to DataLoader workers). ``schedule(t)`` returns a number in [0, 1]: an exact
+    ``Fraction`` except for the cosine, a float."""
+
+    def __init__(self, kind: str, start: Fraction, steps: int | None):
+        self.kind, self.start, self.steps = kind, start, steps
+
+    def __call__(self, t: int) -> numbers.Real:
+        if isinstance(t, bool) or not (isinstance(t, numbers.Integral) and t >= 0):
+            raise ValueError(f"t={t!r}; allowed: a step or epoch, an integer >= 0")
+        if self.kind == "constant":
+            return self.start
+        if t >= self.steps:
+            return Fraction(0)
+        if self.kind == "linear":
+            return self.start * Fraction(self.steps - t, self.steps)
+        if self.kind == "cosine":
+            return float(self.start) * (1 + math.cos(math.pi * t / self.steps)) / 2
+        return self.start  # synthetic first, then real
+
+    def __repr__(self) -> str:
+        share = str(self.start)
+        if self.kind == "constant":
+            return f"constant_share({share})"
+        if self.kind == "first":
+            return f"synthetic_then_real({self.steps}, share={share})"
+        return f"{self.kind}_decay({share}, {self.steps})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ShareSchedule) and (self.kind, self.start, self.steps) == (other.kind, other.start, other.steps)
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.start, self.steps))
+
+
+def _share(name: str, value: Any) -> Fraction:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+        raise ValueError(f"{name}={value!r}; allowed: a number in [0, 1]")
+    return _decimal(value)
+
+
+def _steps(value: Any, low: int = 1) -> int:
+    if isinstance(value, bool) or not (isinstance(value, numbers.Integral) and value >= low):
+        raise ValueError(f"steps={value!r}; allowed: an integer >= {low}")
+    return int(value)
+
+
+def constant_share(share: numbers.Real) -> ShareSchedule:
+    """``share`` at every step (the same as passing the number itself)."""
+    return ShareSchedule("constant", _share("share", share), None)
+
+
+def linear_decay(start: numbers.Real, steps: int) -> ShareSchedule:
+    """``start * (steps - t) / steps`` at step t: ``start`` at step 0, falling linearly to 0 at
+    ``steps`` and 0 after (exact fractions: over the first ``steps`` steps the shares sum to
+    ``start * (steps + 1) / 2``)."""
+    return ShareSchedule("linear", _share("start", start), _steps(steps))
+
+
+def cosine_decay(start: numbers.Real, steps: int) -> ShareSchedule:
+    """``start * (1 + cos(pi * t / steps)) / 2`` at step t < ``steps`` (a float), 0 after."""
+    return ShareSchedule("cosine", _share("start", start), _steps(steps))
+
+
+def synthetic_then_real(steps: int, share: numbers.Real = 1) -> ShareSchedule:
+    """``share`` (default 1: synthetic only) for the first ``steps`` steps, then 0 (real only):
+    pre-training on synthetic subjects, then fine-tuning on real ones, in one run."""
+    return ShareSchedule("first", _share("share", share), _steps(steps, low=0))
+
+
 def synthetic_counts(fraction: numbers.Real, batch_size: int, num_batches: int, before: Fraction = Fraction(0)) -> list[int]:
     """Synthetic subjects in each of ``num_batches`` batches of ``batch_size`` at ``fraction``, so
     that after every batch the running total is ``before + fraction * batch_size * batches``
@@ -421,9 +534,17 @@ def synthetic_counts(fraction: numbers.Real, batch_size: int, num_batches: int, 
     outside [0, 1]."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction={float(fraction)}; allowed: a number in [0, 1]")
-    fraction = _decimal(fraction)
-    step = fraction * batch_size
-    return [_round(before + (b + 1) * step) - _round(before + b * step) for b in range(num_batches)]
+    return _counts([_decimal(fraction)] * num_batches, batch_size, before)
+
+
+def _counts(shares: Sequence[Fraction], batch_size: int, before: Fraction) -> list[int]:
+    """Per batch synthetic counts whose running total after every batch is the exact due total
+    (``before`` plus ``share * batch_size`` of every batch so far) rounded half up."""
+    counts, due = [], before
+    for share in shares:
+        counts.append(_round(due + share * batch_size) - _round(due))
+        due += share * batch_size
+    return counts
 
 
 def _decimal(fraction: numbers.Real) -> Fraction:

@@ -75,6 +75,7 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     assert "ventricular volume error (mL)" in set(table["metric"])
     report = out.with_suffix(".md").read_text()
     assert "quick mode" in report and "Validity gate" in report and "Shifted-domain test" in report
+    assert "## Guidance: which share or schedule" in report  # + generated (share 0.5) is a share arm
     assert "](downstream.png)" in report and out.with_suffix(".png").stat().st_size > 0
     # what was cut is named in the report itself: the age task and the arms not chosen
     line = next(line for line in report.splitlines() if line.startswith("**Not in this report**"))
@@ -83,6 +84,9 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     assert not {"segmentation: real only", "sex: + generated", "sex: + pretrained model"} & not_run
     written = json.loads(out.with_suffix(".json").read_text())
     assert set(written["tasks"]) == {"segmentation", "sex"} and "gate" in written["tasks"]["segmentation"]
+    assert {(g["task"], g["n"], g["best"]) for g in written["guidance"]} == {
+        (t, n, script.GENERATED) for t in ("segmentation", "sex") for n in (2, 4)
+    }
     for cell in written["tasks"]["segmentation"]["cells"]:  # bootstrap intervals stay inside Dice's range
         estimate = cell["estimate"]
         assert 0 <= estimate["low"] <= estimate["value"] <= estimate["high"] <= 1
@@ -146,6 +150,14 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
         script.main([*common, "--tasks", "segmentation,height"])
     with pytest.raises(SystemExit, match="--arms 'real,magic': unknown \\['magic'\\]"):
         script.main([*common, "--arms", "real,magic"])
+    for arm, message in (
+        ("generated-1.5", r"--arms generated-1.5: a share of 1.5; allowed: generated-S with S in \[0, 1\]"),
+        ("generated--0.1", r"--arms generated--0.1: a share of -0.1; allowed"),
+        ("generated-half", r"--arms 'real,generated-half': unknown \['generated-half'\]"),
+        ("generated-nan", r"--arms generated-nan: a share of nan; allowed"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            script.main([*common, "--arms", f"real,{arm}"])
     with pytest.raises(SystemExit, match="--sizes 2,99: allowed 2 .. "):
         script.main([*common, "--sizes", "2,99"])
     no_val = tmp_path / "split-without-val"
@@ -172,7 +184,9 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
 def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
     args = script._parse(["--model", "m", "--split", "s"])
     cpu = script._config("segmentation", script.FULL, args, torch.device("cpu"))
-    assert cpu == "e0fce61b7b6a"  # as before --device existed: a change would orphan the committed CPU runs
+    # mixing through MixedBatchSampler (issue 31) changed the floating-point path: a new hash, not v3's e0fce61b7b6a
+    # (whose runs stay in the committed table); a change of this one would orphan the runs made with it
+    assert cpu == "d668ffcb269b"
     assert cpu != script._config("segmentation", script.FULL, args, torch.device("cuda"))
     assert cpu != script._config("age", script.FULL, args, torch.device("cpu"))
 
@@ -324,3 +338,157 @@ def test_scores_are_of_each_test_cohort_its_truths_and_its_shifted_images(script
             else:
                 np.testing.assert_allclose(got(name, "p(male)"), 1 / (1 + np.exp(-out)), rtol=1e-6)
                 np.testing.assert_array_equal(got(name, "male"), (table["sex"] == "M").to_numpy(float))
+
+
+@pytest.fixture(scope="module")
+def training(setup):
+    """What ``_train`` needs, from the tiny split and generator (quick settings, one synthetic pool)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        import downstream as script
+    finally:
+        sys.path.pop(0)
+    from synthbrain import BrainGenerator
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    grid, classes = generator.image_grid, list(generator.label_classes)
+    parts = {name: script._load(setup["split"] / name, grid, classes) for name in ("generator", "pool", "val")}
+    args = script._parse(["--model", str(setup["model"]), "--split", str(setup["split"])])
+    settings = dict(script.QUICK)
+    pools = script._synthetic_pools(generator, args, settings, classes, (script.GENERATED,))
+    chosen = script._subset(parts["pool"]["table"], 2, seed=0)
+    return {"parts": parts, "pools": pools, "settings": settings, "chosen": chosen, "classes": len(classes)}
+
+
+def _weights(script, training, arm, task="segmentation"):
+    t = training
+    model = script._train(task, arm, t["chosen"], t["parts"], t["pools"], t["settings"], 0, t["classes"], torch.device("cpu"))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_share_of_0_is_the_real_only_run_bit_for_bit(script, training):
+    script._arm_names("real,generated-0,generated-0.5")
+    for task in ("segmentation", "sex"):
+        real, zero = _weights(script, training, script.REAL, task), _weights(script, training, "generated-0", task)
+        assert all(torch.equal(real[k], zero[k]) for k in real)
+    real, half = _weights(script, training, script.REAL), _weights(script, training, script.GENERATED)
+    assert not all(torch.equal(real[k], half[k]) for k in real)  # mixing does change the network
+
+
+def test_the_arms_schedules_give_their_planned_synthetic_totals(script, training, monkeypatch):
+    seen = []
+    original = script._augment
+    monkeypatch.setattr(script, "_augment", lambda image, target, task: seen.append(image) or original(image, target, task))
+    pool = training["pools"]["generated"]["images"]
+    steps = training["settings"]["steps"]["segmentation"]  # 4
+    # per arm: its steps and its synthetic total, the exact sum of share * batch size over the steps (rounded half up)
+    for arm, total_steps, synthetic in (
+        (script.SHARE_25, steps, 4),  # 0.25 of 16
+        (script.SHARE_10, steps, 2),  # 0.1 of 16 = 1.6
+        (script.LINEAR, steps, 5),  # 0.5 * (4 + 3 + 2 + 1) / 4 * 4 = 5
+        (script.PRETRAIN, steps, 8),  # the first 2 of 4 steps
+        (script.FIRST, steps + steps // 2, 8),  # 2 synthetic steps, then 4 real ones
+    ):
+        seen.clear()
+        schedule, planned = script._plan(arm, steps)
+        assert planned == total_steps
+        _weights(script, training, arm)
+        assert len(seen) == 4 * total_steps
+        from_pool = [any(torch.equal(image, p) for p in pool) for image in seen]
+        assert sum(from_pool) == synthetic
+        assert sum(float(schedule(t)) for t in range(total_steps)) * 4 == pytest.approx(synthetic, abs=0.5)
+    assert [sum(from_pool[4 * t : 4 * t + 4]) for t in range(6)] == [4, 4, 0, 0, 0, 0]  # synthetic first, then real
+
+
+def test_the_guidance_table_is_generated_from_the_runs(script):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.7, size=(5, 20))  # seeds x subjects, shared by the arms (paired)
+    # (arm, n) -> the true gain over real-only
+    gains = {
+        (script.REAL, 4): 0.0,
+        (script.REAL, 40): 0.08,
+        (script.SHARE_10, 4): 0.05,
+        (script.GENERATED, 4): 0.02,
+        (script.SHARE_25, 4): 0.06,  # the best point estimate, but noisy over seeds: not significant, so not the advice
+        (script.SHARE_10, 40): 0.08,
+        (script.GENERATED, 40): 0.05,
+    }
+    rows = []
+    for (arm, n), gain in gains.items():
+        spread = np.array([[0.2], [-0.2], [0.2], [-0.2], [0.05]]) if arm == script.SHARE_25 else 0  # per seed
+        values = np.clip(base + gain + spread + rng.normal(0, 0.002, base.shape), 0, 1)
+        for (seed, subject), value in np.ndenumerate(values):
+            rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed, "cohort": script.SPLIT_TEST})
+            rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
+    rows = pd.DataFrame(rows)
+    gates = {"segmentation": script._gate(rows, "segmentation", [4, 40])}
+    table, record = script._guidance(rows, ["segmentation"], gates)
+    assert [(r["real n"], r["best setting"]) for r in table] == [
+        (4, "+ generated, share 0.1"),
+        (40, "(+ generated, share 0.1: not significant)"),
+    ]
+    assert table[0]["guidance"] == "helps (2 of 3 settings help)"
+    assert table[1]["guidance"] == "no setting helps: train on real subjects only; hurts: + generated"
+    assert record[0]["difference"]["value"] == pytest.approx(0.05, abs=0.002) and record[0]["significant"]
+    assert record[1]["calls"] == {script.SHARE_10: "no clear difference", script.GENERATED: "hurts"}
+    failed = script._guidance(rows, ["segmentation"], {"segmentation": {"passed": False}})[0]
+    assert [r["guidance"] for r in failed] == ["no verdict (gate failed)"] * 2
+
+
+def test_runs_of_other_configurations_stay_in_the_table(script, setup, tmp_path, monkeypatch):
+    out = tmp_path / "downstream"
+    table = out.with_name(out.name + ".subjects.tsv.gz")
+    old = pd.DataFrame([{"config": "e0fce61b7b6a", "task": "sex", "arm": "real", "n": 2, "seed": 0, "cohort": "split test"}])
+    old[["subject", "metric", "value"]] = [0, "p(male)", 0.25]
+    old.to_csv(table, sep="\t", index=False, compression="gzip")
+    fake = pd.DataFrame(
+        [
+            {"cohort": script.SPLIT_TEST, "subject": s, "metric": m, "value": v}
+            for s in range(4)
+            for m, v in (("p(male)", s / 4), ("male", s % 2))
+        ]
+    )
+    monkeypatch.setattr(script, "_train", lambda *a, **k: None)
+    monkeypatch.setattr(script, "_score", lambda *a, **k: fake.copy())
+    argv = [
+        "--model",
+        str(setup["model"]),
+        "--split",
+        str(setup["split"]),
+        "--quick",
+        "--tasks",
+        "sex",
+        "--arms",
+        "real",
+        "--out",
+        str(out),
+    ]
+    script.main(argv)
+    written = _table(out)
+    assert (written["config"] == "e0fce61b7b6a").sum() == 1 and len(written) == 1 + 2 * 2 * len(fake)  # 2 sizes x 2 seeds
+
+
+def test_share_arms_run_at_every_size_for_segmentation_and_at_the_ends_for_age(script, setup, tmp_path, monkeypatch):
+    def fake_score(task, arm, *args, **kwargs):
+        return pd.DataFrame([{"cohort": script.SPLIT_TEST, "subject": s, "metric": script.HEADLINE[task], "value": 0.5} for s in range(3)])
+
+    monkeypatch.setattr(script, "_train", lambda *a, **k: None)
+    monkeypatch.setattr(script, "_score", fake_score)
+    out = tmp_path / "downstream"
+    argv = ["--model", str(setup["model"]), "--split", str(setup["split"]), "--quick", "--tasks", "segmentation,age"]
+    script.main([*argv, "--sizes", "2,3,4", "--arms", f"real,{script.SHARE_10},{script.RANDOMIZED},generated-0.6", "--out", str(out)])
+    runs = _table(out)[["task", "arm", "n", "seed"]].drop_duplicates()
+    sizes = runs.groupby(["task", "arm"])["n"].apply(lambda n: sorted(set(n))).to_dict()
+    assert sizes == {
+        ("segmentation", script.REAL): [2, 3, 4],
+        ("segmentation", script.SHARE_10): [2, 3, 4],
+        ("segmentation", "generated-0.6"): [2, 3, 4],
+        ("segmentation", script.RANDOMIZED): [2, 4],
+        ("age", script.REAL): [2, 3, 4],
+        ("age", script.SHARE_10): [2, 4],
+        ("age", "generated-0.6"): [2, 4],
+    }
+    assert script._plan("generated-0.6", 10)[0](9) == pytest.approx(0.6)
