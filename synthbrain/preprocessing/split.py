@@ -111,7 +111,7 @@ def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, f
         _io.write_table(folder / "participants.tsv", rows)
         for subject_id in rows["subject_id"]:
             target = (cohort.root / "subjects" / subject_id).resolve()
-            os.symlink(os.path.relpath(target, folder / "subjects"), folder / "subjects" / subject_id, target_is_directory=True)
+            os.symlink(os.path.relpath(target, (folder / "subjects").resolve()), folder / "subjects" / subject_id, target_is_directory=True)
         folders[name] = folder
     _io.write_table(split_file, listing)
     return folders
