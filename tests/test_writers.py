@@ -105,10 +105,15 @@ def test_a_killed_writers_leftovers_are_cleaned_and_a_finished_dataset_is_kept(m
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
     assert left == sorted([_io.lock_path(out).name, *[p.name for p in tmp_path.glob(".tmp-*-synth")]]) and len(left) == 2
 
-    from synthbrain.cli import main
+    from synthbrain.cli import main, partial_folder
 
-    assert main(_generate_args(model, out, seed=2)) == 0  # a dead owner does not block the folder
-    _check_complete(out, seed=2)
+    partial = partial_folder(out)  # writer 1's finished volumes, kept for its command to resume (issue 34)
+    assert (partial / "dataset.json").is_file()
+    assert main(_generate_args(model, out, seed=2)) == 2  # another command does not mix into them, nor delete them
+    assert (partial / "dataset.json").is_file()
+    assert main(_generate_args(model, out, seed=1)) == 0  # a dead owner does not block the folder: its command resumes
+    _check_complete(out, seed=1)
+    assert not partial.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # the dead writer's leftovers are gone
 
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}

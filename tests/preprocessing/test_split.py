@@ -132,10 +132,11 @@ def test_a_split_written_through_a_linked_folder_reads_its_subjects(tmp_path):
     import shutil
 
     root = make_prepared(tmp_path / "data" / "cohort", n=4)
-    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    real = tmp_path / "elsewhere" / "at" / "another" / "depth"
+    real.mkdir(parents=True)
     (tmp_path / "work").mkdir()
-    (tmp_path / "work" / "runs").symlink_to(tmp_path / "elsewhere" / "deep", target_is_directory=True)
-    shutil.copytree(root, tmp_path / "elsewhere" / "deep" / "cohort")
+    (tmp_path / "work" / "runs").symlink_to(real, target_is_directory=True)
+    shutil.copytree(root, real / "cohort")
     runs = tmp_path / "work" / "runs"
     folders = split_prepared(runs / "cohort", runs / "split", {"a": 0.5, "b": 0.5}, seed=0)
     for folder in folders.values():
