@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from synthbrain import __version__
+from synthbrain.sampling import SamplingSettings, add_sampling_arguments
 
 log = logging.getLogger("synthbrain")
 
@@ -353,16 +354,6 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sampling(p: argparse.ArgumentParser) -> None:
-    """Sampling options of commands that generate; each defaults to the model's own (its index)."""
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--sampler", default=None, choices=["ddim", "dpm++2m", "ddpm"], help="diffusion sampler (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale, 1 = none (default: the model's)")
-    p.add_argument(
-        "--timestep-spacing", default=None, choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the model's)"
-    )
-
-
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
@@ -377,11 +368,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
     p.add_argument("-n", type=int, default=1, help="number of volumes")
     p.add_argument("--seed", type=int, default=0, help="volume i gets the seed volume_seed(SEED, i), recorded in participants.tsv")
-    _add_sampling(p)
+    add_sampling_arguments(p)
     p.add_argument("--batch-size", type=int, default=4, help="volumes sampled together (memory, not results)")
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
-    p.add_argument("--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")
@@ -444,14 +434,10 @@ def _generate(args: argparse.Namespace, device) -> int:
         covariates,
         n=args.n,
         seed=args.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
-        timestep_spacing=args.timestep_spacing,
+        **SamplingSettings.from_args(args).given(),
         batch_size=args.batch_size,
         extrapolate=args.extrapolate,
         raw=args.raw,
-        qc=args.qc,
         progress=True,
     )
     print(f"wrote {args.n} volumes to {out.save(args.out, overwrite=args.overwrite)}")
@@ -478,12 +464,8 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
         generator,
         seed=args.seed,
         device=info.device,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
-        timestep_spacing=args.timestep_spacing,
+        **SamplingSettings.from_args(args).given(),
         extrapolate=args.extrapolate,
-        qc=args.qc,
         chunk_size=args.batch_size,
         cache_mb=0,
         shards=args.out,
@@ -551,7 +533,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter-steps", type=int, default=800, help="training steps of the evaluator segmenter")
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
-    _add_sampling(p)
+    add_sampling_arguments(p)
     p.add_argument("--device", default=None, help="device of the generator: cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.set_defaults(func=_run_evaluate)
@@ -574,7 +556,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluators=args.evaluators,
         settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, seed=args.seed),
         feature_network=args.feature_network,
-        sampling={"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale},
+        sampling=SamplingSettings.from_args(args).given(),
         c2st_epochs=args.c2st_epochs,
     )
     print(f"report: {args.out / 'report.md'}")

@@ -38,9 +38,9 @@ from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, read_model
 from synthbrain.preprocessing.template import Grid
 from synthbrain.samplers import SAMPLERS, sample
 from synthbrain.samplers.schedule import NoiseSchedule
+from synthbrain.sampling import QC_MODES
 
 DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing", "qc")
-QC_MODES = ("measure", "reject")
 # Precisions ``BrainGenerator.to`` takes: float32 and float64 cast the weights; bfloat16 and float16 keep float32 weights and
 # run under torch.autocast (MONAI's networks upcast attention and normalisation to float32, which only autocast reconciles).
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)

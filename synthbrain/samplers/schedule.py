@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-SPACINGS = ("leading", "linspace", "trailing")
+from synthbrain.sampling import SPACINGS
+
 # Sampling must start at (or near) the noisiest timestep: a spacing whose first step lies more than this
 # fraction of the schedule below it is refused ("leading" with 2 of 1000 steps would start at t=500).
 MAX_START_GAP = 0.1
