@@ -46,6 +46,7 @@ import torch  # noqa: E402
 from _report import markdown_table  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
+from synthbrain.device import resolve_device  # noqa: E402
 from synthbrain.evaluation import dice_per_class  # noqa: E402
 from synthbrain.generator.draws import volume_seeds  # noqa: E402
 from synthbrain.samplers import SAMPLERS  # noqa: E402
@@ -102,11 +103,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     if args.reference_sampler not in DETERMINISTIC:
         parser.error(f"--reference-sampler {args.reference_sampler!r}: allowed: {list(DETERMINISTIC)} (a reference must be deterministic)")
     try:
-        args.device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r}: allowed: cpu, cuda or cuda:N")
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        args.device = resolve_device(args.device, "--device")
+    except ValueError as err:
+        parser.error(str(err))
     return parser, args
 
 

@@ -403,7 +403,7 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from synthbrain import _io
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.device import resolve_device
     from synthbrain.generator import check_output_folder
 
     if args.n < 1:
@@ -540,7 +540,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.device import resolve_device
     from synthbrain.evaluation.evaluate import evaluate
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from synthbrain import _io
+from synthbrain.device import resolve_device
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2  # state dicts by name, per-rank generator states by name
@@ -61,7 +62,7 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     rank = dist.get_rank() if dist.is_initialized() else 0
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
-    return DistInfo(rank, world_size, torch.device(device))
+    return DistInfo(rank, world_size, resolve_device(device))
 
 
 def _leave_group() -> None:

@@ -53,34 +53,12 @@ import torch
 
 from synthbrain import _io
 from synthbrain.datasets.appearance import AppearanceRandomizer
+from synthbrain.device import resolve_device
 from synthbrain.generator import BrainGenerator, draws
 from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
-from synthbrain.generator.model import QC_MODES
+from synthbrain.sampling import QC_MODES
 
 _is_int = draws.is_int
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device`` as a torch.device (None: CUDA when available), or a clear error where this
-    machine cannot run it."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={str(resolved)!r}: CUDA is not available on this machine; allowed: 'cpu'")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise ValueError(f"device={str(resolved)!r}: this machine has {count} GPU(s); allowed: cuda:0 to cuda:{count - 1}")
-    elif resolved.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ValueError(f"device={str(resolved)!r}: MPS is not available on this machine; allowed: 'cpu'")
-    elif resolved.type != "cpu":
-        raise ValueError(f"device={str(resolved)!r}; allowed: 'cpu', 'cuda', 'cuda:N' or 'mps'")
-    return resolved
 
 
 class SyntheticBrainDataset(torch.utils.data.Dataset):

@@ -29,6 +29,7 @@ from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.components import WEIGHTS, load_component, load_config
+from synthbrain.device import resolve_device
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
 from synthbrain.generator import draws
 from synthbrain.generator import qc as quality
@@ -205,6 +206,7 @@ class BrainGenerator:
         keep attention and normalisation in float32). Images come back as float32 in every case."""
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; allowed: {[str(d) for d in DTYPES]}")
+        device = None if device is None else resolve_device(device)
         weights = None if dtype is None else (torch.float64 if dtype == torch.float64 else torch.float32)
         for module in (self.autoencoder, self.unet):
             module.to(device=device, dtype=weights)

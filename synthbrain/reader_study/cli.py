@@ -76,7 +76,7 @@ def _run_create(args: argparse.Namespace) -> int:
     generator, sampling = None, SamplingSettings.from_args(args).given()
     if args.model is not None:
         from synthbrain import BrainGenerator
-        from synthbrain.datasets.synthetic import resolve_device
+        from synthbrain.device import resolve_device
 
         generator = BrainGenerator.from_pretrained(args.model).to(resolve_device(args.device))
     elif sampling or args.device is not None:
