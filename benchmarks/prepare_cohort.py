@@ -11,7 +11,6 @@ Writes Markdown + JSON and copies the QC figures next to them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -46,7 +45,7 @@ def main() -> None:
     prepare_cohort(cohort, args.out, params, workers=args.workers)
     total_seconds = time.perf_counter() - start
 
-    manifest = json.loads((args.out / "manifest.json").read_text())
+    manifest = _io.read_json(args.out / "manifest.json", "prepare did not finish")
     records = manifest["records"]
     table = pd.read_csv(args.out / "participants.tsv", sep="\t")
     ratio = table["dice_template"] / table["dice_template_size_bound"]

@@ -106,15 +106,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _bids_filter(args: argparse.Namespace) -> dict | None:
     """The BIDS filter of ``--bids-filter ENTITY=VALUE`` flags or ``--bids-filter-file`` (not both)."""
-    import json
+    from synthbrain import _io
 
     if args.bids_filter and args.bids_filter_file:
         raise SystemExit("--bids-filter and --bids-filter-file: give one of them (put every entity in the file)")
     if args.bids_filter_file is not None:
         try:
-            return json.loads(args.bids_filter_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"--bids-filter-file {args.bids_filter_file}: not a readable JSON file ({err})") from None
+            return _io.read_json(args.bids_filter_file, "a JSON object of BIDS entities")
+        except ValueError as err:
+            raise SystemExit(f"--bids-filter-file: {err}") from None
     if not args.bids_filter:
         return None
     entities = {}
@@ -173,7 +173,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     out = prepare_cohort(cohort, args.out, params, label_scheme=scheme, workers=args.workers, overwrite=args.overwrite, on_error=on_error)
     import json
 
-    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    from synthbrain import _io
+
+    summary = _io.read_json(out / "manifest.json", "prepare did not finish")["summary"]
     print(json.dumps(summary, indent=2))
     print(f"prepared cohort: {out}")
     return 0

@@ -21,7 +21,6 @@ DDIM with eta 0 at timesteps 980, 960, ..., 0, no latent scale factor, and the 1
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -206,7 +205,7 @@ def network_configs(folder: str | os.PathLike) -> tuple[AutoencoderConfig, Diffu
         path = configs / name
         if path.is_file():
             if name.endswith(".json"):
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = _io.read_json(path, "a MONAI bundle inference config")
             else:
                 import yaml
 

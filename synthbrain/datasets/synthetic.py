@@ -375,7 +375,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         table = pd.concat(tables, ignore_index=True)
         table.insert(0, "index", table.pop("index"))
         _io.write_table(self.shards / "participants.tsv", table)
-        definition = json.loads((self.shards / "dataset.json").read_text())
+        definition = _io.read_json(self.shards / "dataset.json", "a shard store written by SyntheticBrainDataset")
         _io.write_json(
             self.shards / "manifest.json",
             {

@@ -17,7 +17,6 @@ later evaluation reuses them only when that matches.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -233,10 +232,10 @@ class Evaluators:
         the feature network they were trained with; ``info["feature_network"]`` names it). Raises
         ``FileNotFoundError`` for missing files and ``RuntimeError`` for segmenter weights that do not fit."""
         folder = Path(folder)
-        info = json.loads((folder / "evaluators.json").read_text())
+        info = _io.read_json(folder / "evaluators.json", "a folder of evaluators written by Evaluators.save")
         tensors = load_file(str(folder / "evaluators.safetensors"))
         scheme = LabelScheme.from_dict(info.pop("scheme"))
-        settings = EvaluatorSettings(**{**info["settings"], "segmenter_channels": tuple(info["settings"]["segmenter_channels"])})
+        settings = _io.dataclass_from_dict(EvaluatorSettings, info["settings"], "evaluator settings", segmenter_channels=tuple)
         segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
         segmenter.load_state_dict({k.removeprefix("segmenter."): v for k, v in tensors.items() if k.startswith("segmenter.")})
         linear = {

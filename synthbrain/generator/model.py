@@ -14,7 +14,6 @@ with failing subjects drawn again when asked.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -192,7 +191,7 @@ class BrainGenerator:
         unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
         schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
         scheme_file = Path(meta["prepared"]) / "label_scheme.json"
-        classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
+        classes = [c["name"] for c in _io.read_json(scheme_file, "a prepared cohort")["classes"]] if scheme_file.is_file() else None
         table = pd.read_csv(Path(meta["prepared"]) / "participants.tsv", sep="\t", na_values=["n/a"])
         distribution = CovariateDistribution.fit(table, cache.schema, components=1)
         grid, defaults = Grid.from_dict(meta["image_grid"]), dict(defaults) if defaults else None

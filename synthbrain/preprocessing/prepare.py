@@ -323,7 +323,7 @@ def _load_record(out: Path, subject: SubjectRecord, params_hash: str) -> dict[st
     with other parameters, from other source files (another session, say) or another header trust."""
     folder = out / "subjects" / subject.subject_id
     try:
-        record = json.loads((folder / "record.json").read_text())
+        record = _io.read_json(folder / "record.json", "the subject is not finished")
     except (OSError, ValueError):
         return None
     files = [record.get("image"), record.get("labels")]
