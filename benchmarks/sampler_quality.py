@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from _report import markdown_table  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
 from synthbrain.device import resolve_device  # noqa: E402
@@ -143,10 +144,10 @@ def volume_metrics(images: torch.Tensor, labels: torch.Tensor | None, ref_images
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson r; NaN when either side does not vary."""
+    """Pearson r (scipy.stats.pearsonr); NaN for fewer than 3 pairs or when either side does not vary."""
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(stats.pearsonr(x, y).statistic)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

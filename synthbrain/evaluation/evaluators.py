@@ -26,13 +26,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from scipy import stats
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from synthbrain import _io
 from synthbrain.cohort.labels import LabelScheme
 from synthbrain.evaluation.networks import UNet3d, dice_cross_entropy, predict, train_network
-from synthbrain.evaluation.segmenter import dice_per_class
+from synthbrain.overlap import dice_per_class
 
 SEX_CODES = ("F", "M")
 
@@ -202,7 +203,7 @@ class Evaluators:
         out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}
         for name in [*self.volumes, *(["age"] if self.age is not None else [])]:
             true, got = table[name].to_numpy(float), measured[name].to_numpy()
-            out[name] = {"pearson_r": float(np.corrcoef(true, got)[0, 1]), "mae": float(np.abs(true - got).mean())}
+            out[name] = {"pearson_r": float(stats.pearsonr(true, got).statistic), "mae": float(np.abs(true - got).mean())}
         if self.sex is not None:
             male = table["sex"].to_numpy() == "M"
             p = measured["p_male"].to_numpy()

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from synthbrain import __version__, _io
+from synthbrain import __version__, _io, overlap
 from synthbrain.cohort.cohort import Cohort, Problem, SubjectRecord
 from synthbrain.cohort.geometry import load_oriented
 from synthbrain.cohort.labels import LabelScheme
@@ -251,7 +251,7 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
             jacobian = abs(float(np.linalg.det(matrix[:3, :3])))
             measured = scheme.measure_coarse_volumes(out_labels, grid.voxel_volume_mm3 * jacobian)
     has_mask = fine_grid is not None
-    dice = qc.dice(mask, template_mask) if has_mask else float("nan")
+    dice = overlap.dice(mask, template_mask) if has_mask else float("nan")
     bound = qc.size_bound_dice(float(mask.sum()), float(template_mask.sum())) if has_mask else float("nan")
     flags = qc.registration_flags(matrix, dice, bound)
     return {

@@ -16,12 +16,6 @@ from synthbrain import _io  # noqa: E402
 from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema  # noqa: E402
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2 |A ∩ B| / (|A| + |B|)`` of two boolean masks of one shape (1.0 when both are empty)."""
-    total = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
-
-
 def size_bound_dice(volume_a: float, volume_b: float) -> float:
     """The highest Dice two masks of these volumes can reach (one inside the other).
 
