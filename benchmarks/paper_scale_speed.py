@@ -71,8 +71,9 @@ from synthbrain.autoencoder.model import BrainAutoencoder
 from synthbrain.device import resolve_device
 from synthbrain.diffusion.model import ConditionalUNet
 from synthbrain.generator import BrainGenerator, draws
+from synthbrain.grid import Grid
 from synthbrain.monai_bundle import REFERENCE_AUTOENCODER, REFERENCE_DEFAULTS, REFERENCE_SCHEDULE, REFERENCE_UNET, reference_schema
-from synthbrain.preprocessing.template import Grid, make_grid
+from synthbrain.preprocessing.template import make_grid
 from synthbrain.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]

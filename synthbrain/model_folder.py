@@ -32,7 +32,7 @@ from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.components import WEIGHTS, load_component, load_config, save_component, save_config
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
-from synthbrain.preprocessing.template import Grid
+from synthbrain.grid import Grid
 from synthbrain.samplers.schedule import NoiseSchedule
 
 INDEX = "synthbrain_generator.json"

@@ -34,9 +34,10 @@ from synthbrain import __version__, _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cohort.covariates import CATEGORICAL, CONTINUOUS, Covariate, CovariateSchema
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.grid import Grid
 from synthbrain.hub import resolve_folder
 from synthbrain.model_folder import ModelParts, write_model_folder
-from synthbrain.preprocessing.template import Grid, make_grid
+from synthbrain.preprocessing.template import make_grid
 from synthbrain.samplers.schedule import NoiseSchedule
 
 BUNDLE_NAME = "brain_image_synthesis_latent_diffusion_model"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synthbrain.generator import INDEX, BrainGenerator, volume_seed
-from synthbrain.preprocessing.template import Grid
+from synthbrain.grid import Grid
 from tests.helpers import tiny_generator
 
 GRID = Grid((16, 16, 16), 4.0, (-30.0, -30.0, -30.0))

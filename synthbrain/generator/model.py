@@ -33,9 +33,9 @@ from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
 from synthbrain.generator import draws
 from synthbrain.generator import qc as quality
 from synthbrain.generator.output import GeneratedBrains
+from synthbrain.grid import Grid
 from synthbrain.hub import resolve_folder
 from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, read_model_folder, write_model_folder
-from synthbrain.preprocessing.template import Grid
 from synthbrain.samplers import SAMPLERS, sample
 from synthbrain.samplers.schedule import NoiseSchedule
 from synthbrain.sampling import QC_MODES

@@ -49,10 +49,11 @@ from synthbrain import __version__, _io, overlap
 from synthbrain.cohort.cohort import Cohort, Problem, SubjectRecord
 from synthbrain.cohort.geometry import load_oriented
 from synthbrain.cohort.labels import LabelScheme
+from synthbrain.grid import Grid
 from synthbrain.preprocessing import qc
 from synthbrain.preprocessing.intensity import robust_normalize
 from synthbrain.preprocessing.registration import KINDS, WINSORIZE, register, resample_to_grid
-from synthbrain.preprocessing.template import FIELD_OF_VIEW_MM, Grid, make_grid, registration_template, template_mask_on_grid
+from synthbrain.preprocessing.template import FIELD_OF_VIEW_MM, make_grid, registration_template, template_mask_on_grid
 
 OUTPUT_FILES = ("params.json", "manifest.json", "participants.tsv", "covariates.json", "label_scheme.json", "skipped.tsv")
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from synthbrain import _io
 from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.cohort.labels import LabelScheme
-from synthbrain.preprocessing.template import Grid
+from synthbrain.grid import Grid
 
 
 @dataclass
