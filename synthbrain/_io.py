@@ -1,4 +1,5 @@
-"""Writing outputs: atomic files, one writer per folder, staged folders, claimed folders.
+"""Writing outputs (atomic files, one writer per folder, staged folders, claimed folders) and reading
+JSON files and the dataclasses stored in them.
 
 This module is the one owner of how synthbrain writes (every writer calls it):
 
@@ -17,6 +18,10 @@ This module is the one owner of how synthbrain writes (every writer calls it):
 - a folder resumed by later runs (a training run, a prepared cohort, a shard store) is tied to one
   configuration by :func:`claim_folder`.
 
+Reading: :func:`read_json` is the one reader of a JSON object file (one wording for a missing,
+unreadable or invalid file), and :func:`dataclass_from_dict` the one reader of a dataclass from its
+JSON form (one wording for unknown keys).
+
 A lock file lives in the folder's parent (``.<name>.synthbrain-lock``) and is deleted by its owner on
 release. Locks are advisory: they guard synthbrain writers from one another, on one machine or on a
 shared file system that supports ``flock`` (local disks and NFSv4 do).
@@ -25,6 +30,7 @@ shared file system that supports ``flock`` (local disks and NFSv4 do).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import functools
 import hashlib
@@ -38,7 +44,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +92,43 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as strict JSON (RFC 8259): NaN and infinities become ``null``, numpy scalars and
     arrays plain numbers and lists, paths strings. Every JSON synthbrain writes goes through here."""
     write_text(path, json.dumps(strict_json(obj), indent=2, sort_keys=False, allow_nan=False, default=_json_default) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """The JSON object in the file ``path``; ``what`` says what should be there, for the error of a missing file.
+
+    Raises ``ValueError`` naming ``path`` for a missing file (``"<path>: missing; <what>"``), one that
+    cannot be read or is not UTF-8 (``unreadable``), text that is not JSON (``not valid JSON``) or JSON that is not an
+    object.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: missing; {what}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: unreadable ({err})") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JSON {type(data).__name__}; expected an object")
+    return data
+
+
+def dataclass_from_dict(cls: type, data: Mapping[str, Any], what: str, **convert: Callable[[Any], Any]) -> Any:
+    """``cls(**data)`` for a dataclass ``cls``, with ``convert[name](data[name])`` in place of each
+    value named in ``convert`` (e.g. ``channels=tuple`` for a JSON list); fields ``data`` leaves out take
+    their defaults. Raises ``ValueError`` for keys that are not fields of ``cls``
+    (``"<what>: unknown keys [...]; allowed: [...]"``), ``KeyError`` when a key named in ``convert`` is
+    absent, and what ``cls`` raises for a bad value.
+    """
+    allowed = sorted(field.name for field in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise ValueError(f"{what}: unknown keys {unknown}; allowed: {allowed}")
+    return cls(**{**data, **{name: function(data[name]) for name, function in convert.items()}})
 
 
 def strict_json(obj: Any) -> Any:
@@ -286,7 +329,7 @@ def claim_folder(
     config = json.loads(json.dumps(strict_json(config), default=_json_default))
     with folder_lock(folder, argument=argument, wait=True) if write else contextlib.nullcontext():
         if path.is_file():
-            previous = json.loads(path.read_text(encoding="utf-8"))
+            previous = read_json(path, what)
             if previous != config:
                 changed = sorted(k for k in set(config) | set(previous) if previous.get(k) != config.get(k))
                 raise error(f"{argument}={str(folder)!r} holds {what} (differing: {changed}); {hint}")

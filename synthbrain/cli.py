@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from synthbrain import __version__
+from synthbrain.sampling import SamplingSettings, add_sampling_arguments
 
 log = logging.getLogger("synthbrain")
 
@@ -105,15 +106,15 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def _bids_filter(args: argparse.Namespace) -> dict | None:
     """The BIDS filter of ``--bids-filter ENTITY=VALUE`` flags or ``--bids-filter-file`` (not both)."""
-    import json
+    from synthbrain import _io
 
     if args.bids_filter and args.bids_filter_file:
         raise SystemExit("--bids-filter and --bids-filter-file: give one of them (put every entity in the file)")
     if args.bids_filter_file is not None:
         try:
-            return json.loads(args.bids_filter_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise SystemExit(f"--bids-filter-file {args.bids_filter_file}: not a readable JSON file ({err})") from None
+            return _io.read_json(args.bids_filter_file, "a JSON object of BIDS entities")
+        except ValueError as err:
+            raise SystemExit(f"--bids-filter-file: {err}") from None
     if not args.bids_filter:
         return None
     entities = {}
@@ -172,7 +173,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     out = prepare_cohort(cohort, args.out, params, label_scheme=scheme, workers=args.workers, overwrite=args.overwrite, on_error=on_error)
     import json
 
-    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    from synthbrain import _io
+
+    summary = _io.read_json(out / "manifest.json", "prepare did not finish")["summary"]
     print(json.dumps(summary, indent=2))
     print(f"prepared cohort: {out}")
     return 0
@@ -353,16 +356,6 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sampling(p: argparse.ArgumentParser) -> None:
-    """Sampling options of commands that generate; each defaults to the model's own (its index)."""
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--sampler", default=None, choices=["ddim", "dpm++2m", "ddpm"], help="diffusion sampler (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale, 1 = none (default: the model's)")
-    p.add_argument(
-        "--timestep-spacing", default=None, choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the model's)"
-    )
-
-
 def _add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
@@ -377,11 +370,10 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
     p.add_argument("-n", type=int, default=1, help="number of volumes")
     p.add_argument("--seed", type=int, default=0, help="volume i gets the seed volume_seed(SEED, i), recorded in participants.tsv")
-    _add_sampling(p)
+    add_sampling_arguments(p)
     p.add_argument("--batch-size", type=int, default=4, help="volumes sampled together (memory, not results)")
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
-    p.add_argument("--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(
         "--out",
@@ -419,7 +411,7 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
 
 def _run_generate(args: argparse.Namespace) -> int:
     from synthbrain import _io
-    from synthbrain.devices import resolve_device
+    from synthbrain.device import resolve_device
     from synthbrain.generator import check_output_folder
 
     if args.n < 1:
@@ -540,12 +532,8 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
         generator,
         seed=args.seed,
         device=info.device,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
-        timestep_spacing=args.timestep_spacing,
+        **SamplingSettings.from_args(args).given(),
         extrapolate=args.extrapolate,
-        qc=args.qc,
         chunk_size=args.batch_size,
         cache_mb=0,
         shards=args.out,
@@ -614,14 +602,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter-steps", type=int, default=800, help="training steps of the evaluator segmenter")
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
-    _add_sampling(p)
+    add_sampling_arguments(p)
     p.add_argument("--device", default=None, help="device of the generator: cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from synthbrain.devices import resolve_device
+    from synthbrain.device import resolve_device
     from synthbrain.evaluation.evaluate import evaluate
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator
@@ -637,12 +625,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluators=args.evaluators,
         settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, seed=args.seed),
         feature_network=args.feature_network,
-        sampling={
-            "steps": args.steps,
-            "sampler": args.sampler,
-            "guidance_scale": args.guidance_scale,
-            "timestep_spacing": args.timestep_spacing,
-        },
+        sampling=SamplingSettings.from_args(args).given(),
         c2st_epochs=args.c2st_epochs,
     )
     print(f"report: {args.out / 'report.md'}")

@@ -21,7 +21,6 @@ that mixes two models. Both work on :class:`ModelParts`, the constructor argumen
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ if TYPE_CHECKING:  # the networks (MONAI), the density (scikit-learn) and the gr
     from synthbrain.cohort.covariates import CovariateSchema
     from synthbrain.cohort.distribution import CovariateDistribution
     from synthbrain.diffusion.model import ConditionalUNet
-    from synthbrain.preprocessing.template import Grid
+    from synthbrain.grid import Grid
     from synthbrain.samplers.schedule import NoiseSchedule
 
 INDEX = "synthbrain_generator.json"
@@ -43,6 +42,7 @@ INDEX = "synthbrain_generator.json"
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
 INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
 COMPONENTS = ("autoencoder", "unet")
+FOLDER_HOLDS = f"a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/"
 # Models saved before the timestep spacing was recorded (synthbrain 0.1) sampled with each sampler's spacing of that time.
 LEGACY_SPACING = {"ddim": "leading", "ddpm": "trailing", "dpm++2m": "trailing"}
 
@@ -128,7 +128,7 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
     folder = Path(folder)
     if not (folder / INDEX).is_file():
         raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")
-    index = read_json(folder / INDEX)
+    index = _io.read_json(folder / INDEX, FOLDER_HOLDS)
     unknown, absent = sorted(set(index) - INDEX_KEYS), sorted(INDEX_KEYS - set(index))
     if unknown or absent or index.get("class") != "BrainGenerator":
         raise ValueError(
@@ -157,11 +157,11 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
     schedule = load_config(NoiseSchedule, folder / "scheduler")
     schema_file, distribution_file = folder / "covariates" / "covariates.json", folder / "covariates" / "distribution.json"
     with about(schema_file):
-        schema = CovariateSchema.from_dict(read_json(schema_file))
+        schema = CovariateSchema.from_dict(_io.read_json(schema_file, FOLDER_HOLDS))
     distribution = None
     if distribution_file.is_file():
         with about(distribution_file):
-            distribution = CovariateDistribution.from_dict(read_json(distribution_file), schema)
+            distribution = CovariateDistribution.from_dict(_io.read_json(distribution_file, FOLDER_HOLDS), schema)
     defaults = index["defaults"]
     if isinstance(defaults, dict) and "timestep_spacing" not in defaults and defaults.get("sampler") in LEGACY_SPACING:
         defaults = {**defaults, "timestep_spacing": LEGACY_SPACING[defaults["sampler"]]}
@@ -186,20 +186,6 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
             "which the autoencoder and image grid give; the folder mixes files of different models"
         )
     return parts
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a model folder. Raises ``ValueError`` naming the file when it is missing, not
-    valid JSON, or not a JSON object."""
-    if not path.is_file():
-        raise ValueError(f"{path}: missing; a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a JSON {type(data).__name__}; expected an object")
-    return data
 
 
 @contextlib.contextmanager

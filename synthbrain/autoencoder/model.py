@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from monai.networks.nets.autoencoderkl import AutoencoderKL
 from torch import nn
 
+from synthbrain import _io
+
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
@@ -58,10 +60,7 @@ class AutoencoderConfig:
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
         """The config that :meth:`to_dict` wrote. ``data`` must hold ``channels``; other fields fall back to
         their defaults. Raises ``ValueError`` for unknown keys or invalid values, ``KeyError`` without ``channels``."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"autoencoder config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{**data, "channels": tuple(data["channels"])})
+        return _io.dataclass_from_dict(cls, data, "autoencoder config", channels=tuple)
 
 
 class AutoencoderOutput(NamedTuple):

@@ -53,10 +53,10 @@ import torch
 
 from synthbrain import _io
 from synthbrain.datasets.appearance import AppearanceRandomizer
-from synthbrain.devices import resolve_device
+from synthbrain.device import resolve_device
 from synthbrain.generator import BrainGenerator, GeneratedBrains, draws
 from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
-from synthbrain.generator.model import QC_MODES
+from synthbrain.sampling import QC_MODES
 
 _is_int = draws.is_int
 
@@ -427,7 +427,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         table = pd.concat(tables, ignore_index=True)
         table.insert(0, "index", table.pop("index"))
         _io.write_table(self.shards / "participants.tsv", table)
-        definition = json.loads((self.shards / "dataset.json").read_text())
+        definition = _io.read_json(self.shards / "dataset.json", "a shard store written by SyntheticBrainDataset")
         _io.write_json(
             self.shards / "manifest.json",
             {

@@ -14,7 +14,6 @@ with failing subjects drawn again when asked.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,24 +24,24 @@ import pandas as pd
 import torch
 
 from synthbrain import __version__, _io
-from synthbrain.devices import resolve_device
+from synthbrain.device import resolve_device
 from synthbrain.generator import draws
 from synthbrain.generator import qc as quality
 from synthbrain.generator.output import GeneratedBrains, covariate_ranges, model_name
 from synthbrain.hub import resolve_folder
 from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, read_model_folder, write_model_folder
 from synthbrain.samplers import SAMPLERS, sample
+from synthbrain.sampling import QC_MODES
 
 if TYPE_CHECKING:  # imported where a model is built or read: MONAI, scikit-learn and SciPy load on first use, not on import
     from synthbrain.autoencoder.model import BrainAutoencoder
     from synthbrain.cohort.covariates import CovariateSchema
     from synthbrain.cohort.distribution import CovariateDistribution
     from synthbrain.diffusion.model import ConditionalUNet
-    from synthbrain.preprocessing.template import Grid
+    from synthbrain.grid import Grid
     from synthbrain.samplers.schedule import NoiseSchedule
 
 DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing", "qc")
-QC_MODES = ("measure", "reject")
 # Precisions ``BrainGenerator.to`` takes: float32 and float64 cast the weights; bfloat16 and float16 keep float32 weights and
 # run under torch.autocast (MONAI's networks upcast attention and normalisation to float32, which only autocast reconciles).
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -218,7 +217,7 @@ class BrainGenerator:
         unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
         schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
         scheme_file = Path(meta["prepared"]) / "label_scheme.json"
-        classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
+        classes = [c["name"] for c in _io.read_json(scheme_file, "a prepared cohort")["classes"]] if scheme_file.is_file() else None
         table = pd.read_csv(Path(meta["prepared"]) / "participants.tsv", sep="\t", na_values=["n/a"])
         distribution = CovariateDistribution.fit(table, cache.schema, components=1)
         grid, defaults = Grid.from_dict(meta["image_grid"]), dict(defaults) if defaults else None
@@ -231,11 +230,10 @@ class BrainGenerator:
         bfloat16 / float16 computation (torch.autocast over float32 weights, since MONAI's networks
         keep attention and normalisation in float32). Images come back as float32 in every case.
         Raises ``ValueError`` for a dtype not in :data:`DTYPES` or a device this machine lacks
-        (:func:`synthbrain.devices.resolve_device`, the same message as the command line's)."""
+        (:func:`synthbrain.device.resolve_device`, the same message as the command line's)."""
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; allowed: {[str(d) for d in DTYPES]}")
-        if device is not None:
-            device = resolve_device(device)  # the command line's message for a device this machine lacks, not torch's bare error
+        device = None if device is None else resolve_device(device)
         weights = None if dtype is None else (torch.float64 if dtype == torch.float64 else torch.float32)
         for module in (self.autoencoder, self.unet):
             module.to(device=device, dtype=weights)

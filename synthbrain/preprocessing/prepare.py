@@ -45,14 +45,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from synthbrain import __version__, _io
+from synthbrain import __version__, _io, overlap
 from synthbrain.cohort.cohort import Cohort, Problem, SubjectRecord
 from synthbrain.cohort.geometry import load_oriented
 from synthbrain.cohort.labels import LabelScheme
+from synthbrain.grid import Grid
 from synthbrain.preprocessing import qc
 from synthbrain.preprocessing.intensity import robust_normalize
 from synthbrain.preprocessing.registration import KINDS, WINSORIZE, register, resample_to_grid
-from synthbrain.preprocessing.template import FIELD_OF_VIEW_MM, Grid, make_grid, registration_template, template_mask_on_grid
+from synthbrain.preprocessing.template import FIELD_OF_VIEW_MM, make_grid, registration_template, template_mask_on_grid
 
 OUTPUT_FILES = ("params.json", "manifest.json", "participants.tsv", "covariates.json", "label_scheme.json", "skipped.tsv")
 
@@ -251,7 +252,7 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
             jacobian = abs(float(np.linalg.det(matrix[:3, :3])))
             measured = scheme.measure_coarse_volumes(out_labels, grid.voxel_volume_mm3 * jacobian)
     has_mask = fine_grid is not None
-    dice = qc.dice(mask, template_mask) if has_mask else float("nan")
+    dice = overlap.dice(mask, template_mask) if has_mask else float("nan")
     bound = qc.size_bound_dice(float(mask.sum()), float(template_mask.sum())) if has_mask else float("nan")
     flags = qc.registration_flags(matrix, dice, bound)
     return {
@@ -323,7 +324,7 @@ def _load_record(out: Path, subject: SubjectRecord, params_hash: str) -> dict[st
     with other parameters, from other source files (another session, say) or another header trust."""
     folder = out / "subjects" / subject.subject_id
     try:
-        record = json.loads((folder / "record.json").read_text())
+        record = _io.read_json(folder / "record.json", "the subject is not finished")
     except (OSError, ValueError):
         return None
     files = [record.get("image"), record.get("labels")]

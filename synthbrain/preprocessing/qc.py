@@ -1,4 +1,8 @@
-"""Quality-control figures of a prepared cohort, as PNG files."""
+"""Quality-control figures of a prepared cohort, as PNG files.
+
+Figures are :class:`matplotlib.figure.Figure` objects made directly, not through pyplot: importing or
+using this module never sets or changes the caller's plotting backend.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from synthbrain import _io  # noqa: E402
-from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema  # noqa: E402
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2 |A ∩ B| / (|A| + |B|)`` of two boolean masks of one shape (1.0 when both are empty)."""
-    total = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
+from synthbrain import _io
+from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema
 
 
 def size_bound_dice(volume_a: float, volume_b: float) -> float:
@@ -92,8 +88,9 @@ def montage(
     template brain, same shape) drawn as a yellow contour. ``images``, ``labels`` and ``titles`` are one
     per row; ``num_classes`` fixes the colour scale (default: from each label map's maximum)."""
     rows = len(images)
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), dpi=100, squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    fig = Figure(figsize=(7.5, 2.6 * rows), dpi=100)
+    axes = fig.subplots(rows, 3, squeeze=False)
+    cmap = matplotlib.colormaps["tab10"]
     outline_slices = mid_slices(outline.astype(float)) if outline is not None else [None] * 3  # the same for every row
     for row, (image, lab, title) in enumerate(zip(images, labels, titles)):
         lab_slices = mid_slices(lab) if lab is not None else [None] * 3
@@ -111,7 +108,6 @@ def montage(
         axes[row, 0].set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
 
 
 def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSchema, extra: Sequence[str] = ()) -> None:
@@ -121,7 +117,8 @@ def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSche
     names = [n for n in [*schema.names, *extra] if n in table.columns]
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), dpi=100, squeeze=False)
+    fig = Figure(figsize=(3.4 * cols, 2.8 * rows), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(names) :]:
         ax.set_axis_off()
     for ax, name in zip(axes.flat, names):
@@ -144,4 +141,3 @@ def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSche
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)

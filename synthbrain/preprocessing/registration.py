@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from synthbrain.grid import Grid
 from synthbrain.preprocessing.intensity import robust_normalize
-from synthbrain.preprocessing.template import Grid
 
 KINDS = ("rigid", "affine")
 WINSORIZE = (0.5, 99.5)  # percentiles of the non-zero voxels that registration clips the intensities to

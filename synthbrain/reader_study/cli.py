@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from synthbrain import _io
+from synthbrain.sampling import SamplingSettings, add_sampling_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--synthetic-fraction", type=float, default=0.5, help="share of synthetic cases (default 0.5)")
     c.add_argument("--seed", type=int, default=0, help="seed of every draw (subjects, files, generation, ids, orders)")
     c.add_argument("--title", default=None, help="title shown to readers")
-    c.add_argument("--steps", type=int, default=None, help="with --model: sampling steps (default: the model's)")
-    c.add_argument("--sampler", default=None, help="with --model: ddim, dpm++2m or ddpm (default: the model's)")
-    c.add_argument("--guidance-scale", type=float, default=None, help="with --model: guidance scale (default: the model's)")
+    add_sampling_arguments(c, scope="with --model: ")
     c.add_argument("--device", default=None, help="with --model: cpu, cuda, ... (default: cuda if available)")
     c.add_argument("--out", type=Path, required=True, help="the study folder to write (new or empty)")
     c.set_defaults(func=_run_create)
@@ -93,15 +92,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _run_create(args: argparse.Namespace) -> int:
     from synthbrain.reader_study.create import create_study
 
-    generator, sampling = None, None
+    generator, sampling = None, SamplingSettings.from_args(args).given()
     if args.model is not None:
         from synthbrain import BrainGenerator
-        from synthbrain.devices import resolve_device
+        from synthbrain.device import resolve_device
 
         generator = BrainGenerator.from_pretrained(args.model).to(resolve_device(args.device))
-        sampling = {"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale}
-    elif any(v is not None for v in (args.steps, args.sampler, args.guidance_scale, args.device)):
-        raise ValueError("--steps, --sampler, --guidance-scale and --device apply to --model only")
+    elif sampling or args.device is not None:
+        raise ValueError("--steps, --sampler, --guidance-scale, --timestep-spacing, --qc and --device apply to --model only")
     summary = create_study(
         args.real,
         args.out,

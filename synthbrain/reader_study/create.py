@@ -109,9 +109,10 @@ def create_study(
     without replacement. Synthetic volumes come from either ``synthetic``, a folder written by
     :meth:`synthbrain.GeneratedBrains.save` (``sub-*/anat/*_T1w.nii.gz`` with ``*_dseg.nii.gz``),
     drawn without replacement, or ``generator``, a :class:`synthbrain.BrainGenerator` that
-    generates them (covariates drawn from its training distribution; ``sampling``: ``steps``,
-    ``sampler``, ``guidance_scale``; ``model_name`` is recorded in the key). All draws (subjects,
-    files, generation seeds, case ids, the study id, the readers' order seed) come from ``seed``:
+    generates them (covariates drawn from its training distribution; ``sampling``: keyword
+    arguments of ``generate``, e.g. :meth:`synthbrain.sampling.SamplingSettings.given`;
+    ``model_name`` is recorded in the key). All draws (subjects, files, generation seeds, case
+    ids, the study id, the readers' order seed) come from ``seed``:
     the same inputs and seed give a byte-identical folder (with a generator on a GPU, up to its
     own non-determinism).
 

@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-SPACINGS = ("leading", "linspace", "trailing")
+from synthbrain import _io
+from synthbrain.sampling import SPACINGS
+
 # Sampling must start at (or near) the noisiest timestep: a spacing whose first step lies more than this
 # fraction of the schedule below it is refused ("leading" with 2 of 1000 steps would start at t=500).
 MAX_START_GAP = 0.1
@@ -174,7 +176,4 @@ class NoiseSchedule:
     def from_dict(cls, data: dict[str, Any]) -> NoiseSchedule:
         """The schedule that :meth:`to_dict` wrote; missing fields take their defaults. Raises ``ValueError``
         for unknown keys or invalid values."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"noise schedule: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return _io.dataclass_from_dict(cls, data, "noise schedule")

@@ -3,8 +3,9 @@ import nibabel.processing
 import numpy as np
 import pytest
 
+from synthbrain.grid import Grid
 from synthbrain.preprocessing.registration import from_sitk, register, resample_to_grid, to_sitk
-from synthbrain.preprocessing.template import Grid, load_template
+from synthbrain.preprocessing.template import load_template
 from tests.helpers import rigid_matrix
 
 
