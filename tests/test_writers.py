@@ -234,10 +234,10 @@ def test_a_shard_chunk_has_one_writer(tmp_path, monkeypatch):
     datasets = [SyntheticBrainDataset(2, Fixed(age=50.0), generator, chunk_size=2, device="cpu", shards=tmp_path / "s") for _ in range(2)]
     generate = SyntheticBrainDataset._generate
 
-    def slow(self, indices):
+    def slow(self, indices, *args, **kwargs):
         made.append(threading.get_ident())
         time.sleep(0.5)
-        return generate(self, indices)
+        return generate(self, indices, *args, **kwargs)
 
     monkeypatch.setattr(SyntheticBrainDataset, "_generate", slow)
     threads = [threading.Thread(target=d.pregenerate, kwargs={"progress": False}) for d in datasets]
