@@ -13,8 +13,8 @@ scored by Dice per class and the error of the ventricular volume it measures (mL
 years) and ``sex`` (AUC) from a small CNN on 8 mm blocks, selected on the validation part too.
 Every training volume gets the same standard torchio augmentation (left-right flip, gamma, noise).
 
-Arms, each with the same number of optimisation steps. For each real training size n (pool
-subjects, half of each sex, seeded; the same subjects in every arm) and seed:
+Arms, each with the same number of optimisation steps (but ``generated-first``). For each real
+training size n (pool subjects, half of each sex, seeded; the same subjects in every arm) and seed:
 
 - ``real``: real subjects only;
 - ``+ generated``: half of every batch from the split generator's images (exactly, over the run);
@@ -27,16 +27,33 @@ subjects, half of each sex, seeded; the same subjects in every arm) and seed:
 - ``generated only``: no real subject (n = 0, once per seed);
 - ``+ more real (upper reference)``: half of every batch from the generator part's real subjects;
 - ``+ pretrained model``: half from ``--pretrained`` (e.g. the embedded default model), reported
-  only on ``--test`` cohorts that model never saw.
+  only on ``--test`` cohorts that model never saw;
+- share and schedule arms of the split generator's images (issue 31): ``generated-0.1``,
+  ``generated-0.25`` (and ``generated``, 0.5) of every batch; ``generated-S`` for any other share S
+  in [0, 1]; ``generated-linear``: 0.5 at the first step falling linearly to 0 at the last;
+  ``generated-first``: half the task's steps on generated subjects only, then as many real-only
+  steps as real-only trains (1.5 times the steps; one one-cycle learning-rate schedule over all).
+
+Real-only and, for segmentation, the share and schedule arms run at every n; the other arms at
+the smallest and largest n. Batches are mixed by the product's ``MixedDataset`` and
+``MixedBatchSampler`` (a schedule of the step: ``constant_share``, ``linear_decay``,
+``synthetic_then_real``), exactly as a user mixes them; every arm of a (task, n, seed) starts from
+the same weights with the same draws (one seed per task, n and seed), so a share of 0 is
+real-only bit for bit. The report's guidance table gives, per task and n, the best share or
+schedule against real-only, or "no setting helps".
 
 Each test cohort is also scored under fixed appearance shifts (:mod:`synthbrain.evaluation.shifts`).
 Statistics: means over seeds and test subjects with two-level bootstrap intervals (seeds x subjects,
 :mod:`synthbrain.evaluation.statistics`), and paired differences against real-only. The validity
 gate: real-only at the largest n must beat the smallest n with an interval excluding zero; a task
-that fails it gets no verdict. Resumable: finished runs are kept in OUT.subjects.tsv.gz.
+that fails it gets no verdict. Resumable: finished runs are kept in OUT.subjects.tsv.gz, keyed by
+a configuration hash; runs of other configurations (earlier versions) stay in the file untouched.
 
     python benchmarks/downstream.py --model runs/downstream/generator --split runs/downstream/split \\
         --pretrained default --out docs/benchmarks/downstream
+    python benchmarks/downstream.py --model runs/downstream/dm/generator --split runs/downstream/split \\
+        --arms real,generated-0.1,generated-0.25,generated,generated-linear,generated-first \\
+        --out docs/benchmarks/downstream-shares   # the share and schedule arms (issue 31; about 3.5 h on 2 cores)
     python benchmarks/downstream.py --quick ...   # minutes: tiny networks, few steps (a check, not a result)
 """
 
@@ -50,28 +67,27 @@ import sys
 import time
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+import torchio as tio
+from _report import markdown_table
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from sklearn.metrics import roc_auc_score
+from tqdm.auto import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-import torchio as tio  # noqa: E402
-from _report import markdown_table  # noqa: E402
-from sklearn.metrics import roc_auc_score  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from synthbrain import BrainGenerator, Uniform, _io  # noqa: E402
-from synthbrain.datasets.appearance import AppearanceRandomizer  # noqa: E402
-from synthbrain.datasets.mixing import synthetic_counts  # noqa: E402
-from synthbrain.evaluation.evaluate import load_cohort_on_grid  # noqa: E402
-from synthbrain.evaluation.networks import Encoder3d, predict  # noqa: E402
-from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
-from synthbrain.evaluation.shifts import SHIFTS, shifted_set  # noqa: E402
-from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean  # noqa: E402
-from synthbrain.generator import draws  # noqa: E402
+from synthbrain import BrainGenerator, Uniform, _io
+from synthbrain.datasets.appearance import AppearanceRandomizer
+from synthbrain.datasets.mixing import MixedBatchSampler, MixedDataset, constant_share, linear_decay, synthetic_then_real
+from synthbrain.datasets.synthetic import SyntheticBrainDataset
+from synthbrain.evaluation.evaluate import load_cohort_on_grid
+from synthbrain.evaluation.networks import Encoder3d, predict
+from synthbrain.evaluation.segmenter import dice_per_class
+from synthbrain.evaluation.shifts import SHIFTS, shifted_set
+from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean
+from synthbrain.generator import draws
 
 TASKS = ("segmentation", "age", "sex")
 REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED = (
@@ -86,25 +102,51 @@ REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY
     "upper",
     "pretrained",
 )
-# arm -> (its name in the report, where its extra subjects come from, how they are used)
+SHARE_PREFIX = "generated-"  # generated-S: a share S in [0, 1] of every batch from the split generator's images
+SHARE_10, SHARE_25, LINEAR, FIRST = "generated-0.1", "generated-0.25", "generated-linear", "generated-first"
+FRACTION = 0.5  # the share of every batch from the arm's extra subjects (the mixing arms)
+# arm -> (its name in the report, where its extra subjects come from, how they are used, the share):
+# "mix" a constant share of every batch, "linear" that share at the first step falling linearly to 0
+# at the last, "pretrain" the first half of the steps extra only (then real only), "first" as many
+# extra-only steps first (half the task's steps), then the task's steps real only, "only" extra only
 ARMS = {
-    REAL: ("real only", None, "real"),
-    GENERATED: ("+ generated", "generated", "mix"),
-    RANDOMIZED: ("+ randomized generated anatomy", "randomized", "mix"),
-    REAL_RANDOMIZED: ("+ randomized real anatomy (control)", "real randomized", "mix"),
-    BOTH: ("+ generated & randomized", "both", "mix"),
-    SPREAD: ("+ generated with covariates spread", "spread", "mix"),
-    PRETRAIN: ("pretrain on generated then fine-tune", "generated", "pretrain"),
-    SYNTH_ONLY: ("generated only", "generated", "only"),
-    UPPER: ("+ more real (upper reference)", "generator part", "mix"),
-    PRETRAINED: ("+ pretrained model", "pretrained", "mix"),
+    REAL: ("real only", None, "mix", 0.0),
+    GENERATED: ("+ generated", "generated", "mix", FRACTION),
+    RANDOMIZED: ("+ randomized generated anatomy", "randomized", "mix", FRACTION),
+    REAL_RANDOMIZED: ("+ randomized real anatomy (control)", "real randomized", "mix", FRACTION),
+    BOTH: ("+ generated & randomized", "both", "mix", FRACTION),
+    SPREAD: ("+ generated with covariates spread", "spread", "mix", FRACTION),
+    PRETRAIN: ("pretrain on generated then fine-tune", "generated", "pretrain", 1.0),
+    SYNTH_ONLY: ("generated only", "generated", "only", 1.0),
+    UPPER: ("+ more real (upper reference)", "generator part", "mix", FRACTION),
+    PRETRAINED: ("+ pretrained model", "pretrained", "mix", FRACTION),
+    SHARE_10: ("+ generated, share 0.1", "generated", "mix", 0.1),
+    SHARE_25: ("+ generated, share 0.25", "generated", "mix", 0.25),
+    LINEAR: ("+ generated, share 0.5 falling linearly to 0", "generated", "linear", FRACTION),
+    FIRST: ("generated first, then as many real steps as real only", "generated", "first", 1.0),
 }
+# the share and schedule arms: at every n for segmentation (the smallest and largest for age and sex),
+# and the candidates of the report's guidance table (with any generated-S arm given to --arms)
+SCHEDULE_ARMS = (SHARE_10, SHARE_25, GENERATED, LINEAR, FIRST)
+# One colour per arm in every panel of the figure (matplotlib's tab20, real-only in black), so that
+# one legend below the panels names them all.
+ARM_COLOURS = dict(
+    zip(
+        ARMS,
+        (
+            "#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
+            "#e377c2", "#7f7f7f", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+        ),
+        strict=True,
+    )
+)
 TASK_ARMS = {
     "segmentation": tuple(ARMS),
-    "age": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED),
-    "sex": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED),
+    "age": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED, SHARE_10, SHARE_25, LINEAR, FIRST),
+    "sex": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED, SHARE_10, SHARE_25, LINEAR, FIRST),
 }
-FRACTION = 0.5  # the share of every batch from the arm's extra subjects
+BATCH = 4
+MIXING = "MixedBatchSampler, schedule of the step; one seed per (task, n, seed) for every arm"  # in the configuration hash
 METRIC = {"segmentation": "mean Dice (foreground)", "age": "MAE (years)", "sex": "AUC"}
 HIGHER_IS_BETTER = {"segmentation": True, "age": False, "sex": True}
 AGE_CENTRE, AGE_SCALE = 50.0, 20.0
@@ -137,12 +179,66 @@ def main(argv: list[str] | None = None) -> dict:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     tasks = _choice(args.tasks, TASKS, "--tasks")
-    arms = _choice(args.arms, tuple(ARMS), "--arms")
+    arms = _arm_names(args.arms)
     if settings["seeds"] < 2 or settings["synthetic"] < 2:
         raise SystemExit(f"--seeds {settings['seeds']}, --synthetic {settings['synthetic']}: allowed >= 2 each")
     started = time.perf_counter()
     device = _device(args.device)
+    sizes = sorted({int(s) for s in str(settings["sizes"]).split(",")})
+    if PRETRAINED in arms and not args.pretrained:
+        arms = tuple(a for a in arms if a != PRETRAINED)
+    # --report-only reads the finished runs only: --model and --split name the configuration (its hash), and
+    # are not opened, so the committed report can be written again without the split generator.
+    if not args.report_only:
+        generator, parts, cohorts, classes = _inputs_of_training(args, sizes, settings, arms, device)
 
+    cells = [
+        (task, arm, 0 if ARMS[arm][2] == "only" else n, seed)
+        for task in tasks
+        for seed in range(settings["seeds"])
+        for arm in TASK_ARMS[task]
+        if arm in arms
+        for n in (sizes if arm == REAL or (task == "segmentation" and _is_schedule(arm)) else dict.fromkeys([sizes[0], sizes[-1]]))
+        if not (ARMS[arm][2] == "only" and n != sizes[0])
+    ]
+    configs = {task: _config(task, settings, args, device) for task in TASKS}
+    table_file = args.out.with_name(args.out.name + ".subjects.tsv.gz")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows, others = pd.DataFrame(), pd.DataFrame()
+    if table_file.is_file():  # runs of other configurations (earlier versions) are kept in the file, untouched
+        table = pd.read_csv(table_file, sep="\t", keep_default_na=False, na_values=["n/a"])
+        ours = table["config"] == table["task"].map(configs)
+        rows, others = table[ours], table[~ours]
+    done = set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist())) if len(rows) else set()
+    todo = [c for c in cells if c not in done]
+    print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({table_file})")
+    if todo and not args.report_only:
+        grid = generator.image_grid
+        pools = _synthetic_pools(generator, args, settings, classes, arms)
+        shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
+        for task, arm, n, seed in tqdm(todo, desc="downstream", unit="run"):
+            chosen = _subset(parts["pool"]["table"], max(n, sizes[0]), seed)
+            network = _train(task, arm, chosen, parts, pools, settings, seed, len(classes), device)
+            scored = _score(task, arm, network, cohorts, shifted, classes, grid, device)
+            scored.insert(0, "config", configs[task])
+            scored[["task", "arm", "n", "seed"]] = [task, arm, n, seed]
+            rows = pd.concat([rows, scored], ignore_index=True)
+            with _io.atomic_path(table_file) as tmp:
+                pd.concat([others, rows], ignore_index=True).to_csv(tmp, sep="\t", index=False, na_rep="n/a", compression="gzip")
+    if not len(rows):
+        raise SystemExit(f"no finished runs of this configuration in {table_file}")
+    # The foreground classes: the model's, or without it (--report-only) those the runs recorded, in their order.
+    foreground = [m.removeprefix("dice ") for m in dict.fromkeys(rows["metric"]) if m.startswith("dice ")]
+    if not args.report_only and foreground and foreground != classes[1:]:
+        raise SystemExit(f"{table_file}: runs scored classes {foreground}; the model has {classes[1:]}")
+    missing = len([c for c in cells if c not in set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist()))])
+    report = _report(rows, tasks, sizes, foreground, settings, args, argv, missing, len(cells), time.perf_counter() - started, device)
+    return report
+
+
+def _inputs_of_training(args, sizes: list[int], settings: dict, arms: tuple[str, ...], device):
+    """The split generator, the split's parts and the test cohorts on its grid, and its label classes;
+    bad input is refused here, before any training."""
     generator = BrainGenerator.from_pretrained(args.model).to(device)
     grid, classes = generator.image_grid, list(generator.label_classes or [])
     if not classes:
@@ -162,52 +258,12 @@ def main(argv: list[str] | None = None) -> dict:
         if name in cohorts:
             raise SystemExit(f"--test {path}: a second test cohort named {name!r}; give folders of different names")
         cohorts[name] = _load(path, grid, classes)
-    pool = parts["pool"]["table"]
-    complete = pool[["sex", "age"]].notna().all(axis=1)
-    sizes = sorted({int(s) for s in str(settings["sizes"]).split(",")})
+    complete = parts["pool"]["table"][["sex", "age"]].notna().all(axis=1)
     if sizes[0] < 2 or sizes[-1] > int(complete.sum()):
         raise SystemExit(f"--sizes {settings['sizes']}: allowed 2 .. {int(complete.sum())} (the pool's subjects with sex and age)")
-    if PRETRAINED in arms and not args.pretrained:
-        arms = tuple(a for a in arms if a != PRETRAINED)
     if PRETRAINED in arms and len(cohorts) == 1:
         raise SystemExit("--pretrained: its arm is reported only on --test cohorts the model never saw; give --test, or drop the arm")
-
-    cells = [
-        (task, arm, 0 if ARMS[arm][2] == "only" else n, seed)
-        for task in tasks
-        for seed in range(settings["seeds"])
-        for arm in TASK_ARMS[task]
-        if arm in arms
-        for n in (sizes if arm == REAL else [sizes[0], sizes[-1]])
-        if not (ARMS[arm][2] == "only" and n != sizes[0])
-    ]
-    configs = {task: _config(task, settings, args, device) for task in TASKS}
-    table_file = args.out.with_name(args.out.name + ".subjects.tsv.gz")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = pd.DataFrame()
-    if table_file.is_file():
-        rows = pd.read_csv(table_file, sep="\t", keep_default_na=False, na_values=["n/a"])
-        rows = rows[rows["config"] == rows["task"].map(configs)]
-    done = set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist())) if len(rows) else set()
-    todo = [c for c in cells if c not in done]
-    print(f"{len(cells)} runs, {len(cells) - len(todo)} already done ({table_file})")
-    if todo and not args.report_only:
-        pools = _synthetic_pools(generator, args, settings, classes, arms)
-        shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
-        for task, arm, n, seed in tqdm(todo, desc="downstream", unit="run"):
-            chosen = _subset(pool, max(n, sizes[0]), seed)
-            network = _train(task, arm, chosen, parts, pools, settings, seed, len(classes), device)
-            scored = _score(task, arm, network, cohorts, shifted, classes, grid, device)
-            scored.insert(0, "config", configs[task])
-            scored[["task", "arm", "n", "seed"]] = [task, arm, n, seed]
-            rows = pd.concat([rows, scored], ignore_index=True)
-            with _io.atomic_path(table_file) as tmp:
-                rows.to_csv(tmp, sep="\t", index=False, na_rep="n/a", compression="gzip")
-    if not len(rows):
-        raise SystemExit(f"no finished runs of this configuration in {table_file}")
-    missing = len([c for c in cells if c not in set(map(tuple, rows[["task", "arm", "n", "seed"]].drop_duplicates().to_numpy().tolist()))])
-    report = _report(rows, tasks, sizes, classes, settings, args, argv, missing, len(cells), time.perf_counter() - started, device)
-    return report
+    return generator, parts, cohorts, classes
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -217,7 +273,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--test", type=Path, action="append", help="another prepared cohort to test on (repeatable)")
     parser.add_argument("--pretrained", default=None, help="a pretrained model (e.g. 'default') for its arm, scored on --test only")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, from {','.join(TASKS)}")
-    parser.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, from {','.join(ARMS)} (default: all)")
+    parser.add_argument(
+        "--arms",
+        default=",".join(ARMS),
+        help=f"comma-separated, from {','.join(ARMS)}, or {SHARE_PREFIX}S for another share S in [0, 1] (default: all named)",
+    )
     parser.add_argument("--sizes", default=None, help="real training sizes, e.g. 4,10,40 (augmented arms use the smallest and largest)")
     parser.add_argument("--seeds", type=int, default=None, help="training seeds per cell (default 5)")
     parser.add_argument("--synthetic", type=int, default=None, help="synthetic volumes per pool (default 200)")
@@ -234,6 +294,30 @@ def _choice(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
     if unknown or not chosen:
         raise SystemExit(f"{flag} {text!r}: unknown {unknown}; allowed: {', '.join(allowed)}")
     return chosen
+
+
+def _arm_names(text: str) -> tuple[str, ...]:
+    """The arms of ``--arms``: named ones, and ``generated-S`` for a share S in [0, 1] of every batch
+    (added to the arms of every task); anything else is an error naming it, before any training."""
+    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
+    for name in chosen:
+        if name in ARMS or not name.startswith(SHARE_PREFIX):
+            continue
+        try:
+            share = float(name.removeprefix(SHARE_PREFIX))
+        except ValueError:
+            continue  # unknown: named below
+        if not 0 <= share <= 1:
+            raise SystemExit(f"--arms {name}: a share of {share:g}; allowed: {SHARE_PREFIX}S with S in [0, 1]")
+        ARMS[name] = (f"+ generated, share {share:g}", "generated", "mix", share)
+        for task in TASKS:
+            TASK_ARMS[task] += (name,)
+    return _choice(text, tuple(ARMS), "--arms")
+
+
+def _is_schedule(arm: str) -> bool:
+    """A share or schedule arm of the split generator's images (the guidance table's candidates)."""
+    return arm in SCHEDULE_ARMS or (arm.startswith(SHARE_PREFIX) and arm in ARMS)
 
 
 def _device(name: str | None) -> torch.device:
@@ -253,9 +337,11 @@ def _device(name: str | None) -> torch.device:
 
 def _config(task: str, settings: dict, args: argparse.Namespace, device: torch.device) -> str:
     """Hash of what a task's runs depend on (resumed runs must match it). Runs on a GPU differ from
-    CPU runs in the last digits, so a GPU's runs are kept apart (the CPU key is the key of before)."""
+    CPU runs in the last digits, so a GPU's runs are kept apart. ``MIXING`` names how batches are
+    mixed: the runs of version 3 (the benchmark's own mixing loop, a seed per arm) have other
+    hashes and stay in the table beside these, read by nothing but the report that used them."""
     own = {k: v[task] if isinstance(v, dict) else v for k, v in settings.items()}
-    key = [task, own, str(args.model), str(args.split), sorted(map(str, args.test or [])), str(args.pretrained), FRACTION]
+    key = [task, own, str(args.model), str(args.split), sorted(map(str, args.test or [])), str(args.pretrained), FRACTION, MIXING]
     if device.type != "cpu":
         key.append(device.type)
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -304,10 +390,10 @@ def _synthetic_pools(generator: BrainGenerator, args, settings: dict, classes: l
         base = pools["generated"]
         images = [randomizer(lab, len(classes), generator.image_grid.affine, seed=20_000 + i)[0] for i, lab in enumerate(base["labels"])]
         pools["randomized"] = {**base, "images": torch.stack(images)}
-    if "both" in needed:
-        half = count // 2
+    if "both" in needed:  # alternate, as the sampler draws synthetic subjects in index order
+        odd = (torch.arange(count) % 2 == 1).view(-1, *[1] * (pools["generated"]["images"].ndim - 1))
         pools["both"] = {
-            "images": torch.cat([pools["generated"]["images"][:half], pools["randomized"]["images"][half:]]),
+            "images": torch.where(odd, pools["randomized"]["images"], pools["generated"]["images"]),
             "labels": pools["generated"]["labels"],
             "table": pools["generated"]["table"],
         }
@@ -321,7 +407,7 @@ def _synthetic_pools(generator: BrainGenerator, args, settings: dict, classes: l
         if other.image_grid.shape != generator.image_grid.shape or list(other.label_classes or []) != classes:
             raise SystemExit(f"--pretrained {args.pretrained}: another grid or label scheme than --model's")
         pools["pretrained"] = as_pool(other.generate(n=count, seed=40_000, batch_size=8, progress=True))
-    pools["randomizer"], pools["affine"] = randomizer, generator.image_grid.affine
+    pools["randomizer"], pools["affine"], pools["generator"] = randomizer, generator.image_grid.affine, generator
     return pools
 
 
@@ -380,10 +466,32 @@ def _augment(image: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torc
     return out, (subject["target"].data[0] if task == "segmentation" else target)
 
 
+def _plan(arm: str, steps: int) -> tuple:
+    """An arm's share of extra subjects as a function of the step (a ``MixedBatchSampler``
+    schedule) and its number of steps: ``steps`` for every arm but ``generated-first``, whose
+    ``steps // 2`` extra-only steps come before the ``steps`` real-only ones (so its real part gets
+    as many steps as real-only; one one-cycle learning-rate schedule spans all of them)."""
+    use, share = ARMS[arm][2], ARMS[arm][3]
+    if use == "linear":
+        return linear_decay(share, steps), steps
+    if use == "pretrain":
+        return synthetic_then_real(steps // 2), steps
+    if use == "first":
+        return synthetic_then_real(steps // 2), steps // 2 + steps
+    return constant_share(share), steps  # "mix", and "only" (a share of 1)
+
+
 def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, settings: dict, seed: int, num_classes: int, device):
-    """One network trained as the arm says, for the task's number of steps; the checkpoint with the
-    best validation score of four evaluations is returned (model selection on the val part)."""
-    _, source, use = ARMS[arm]
+    """One network trained as the arm says, the checkpoint with the best validation score of four
+    evaluations returned (model selection on the val part). Batches are mixed as a user mixes them:
+    a ``MixedDataset`` of the n real subjects (checked as any user's) and a synthetic index space as
+    long as the arm's pool, with a ``MixedBatchSampler`` and the arm's schedule of the step
+    (:func:`_plan`). Index ``num_real + i`` is item i of the pool, generated once and kept in memory
+    (the index space, a ``SyntheticBrainDataset``, is never read, so nothing is generated again).
+    The run's seed depends on the task, n and seed, not the arm: every arm starts from the same
+    weights with the same real order and augmentation draws, so a share of 0 is the real-only run,
+    bit for bit."""
+    _, source, _, _ = ARMS[arm]
     pool = parts["pool"]
     real = {"images": pool["images"][chosen], "labels": pool["labels"][chosen], "table": pool["table"].iloc[chosen].reset_index(drop=True)}
     if source == "real randomized":
@@ -394,17 +502,15 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
         extra = {"images": extra["images"][keep], "labels": extra["labels"][keep], "table": extra["table"][keep].reset_index(drop=True)}
     else:
         extra = pools.get(source) if source else None
-    steps, lr = settings["steps"][task], settings["lr"][task]
-    run_seed = int(np.random.SeedSequence([seed, TASKS.index(task), list(ARMS).index(arm), len(chosen)]).generate_state(1)[0])
-    rng = np.random.default_rng(run_seed)
+    lr = settings["lr"][task]
+    schedule, steps = _plan(arm, settings["steps"][task])
+    run_seed = int(np.random.SeedSequence([seed, TASKS.index(task), len(chosen)]).generate_state(1)[0])
+    generator = pools["generator"]
+    index_space = SyntheticBrainDataset(1 if extra is None else len(extra["images"]), generator=generator, device=generator.device)
+    mixed = MixedDataset((real["images"], real["labels"]), index_space)  # checks the real tensors as for any user
+    sampler = MixedBatchSampler(mixed, BATCH, schedule, num_batches=steps, seed=run_seed, schedule_unit="step", num_epochs=1)
     x_real, y_real = _inputs(task, real), _targets(task, real)
     x_extra, y_extra = (_inputs(task, extra), _targets(task, extra)) if extra is not None else (None, None)
-    counts = {
-        "real": [0] * steps,
-        "mix": synthetic_counts(FRACTION, 4, steps),
-        "pretrain": [4] * (steps // 2) + [0] * (steps - steps // 2),
-        "only": [4] * steps,
-    }[use]
     val = parts["val"]
     x_val = _inputs(task, val)
     loss_fn = _loss(task, num_classes)
@@ -412,15 +518,10 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
         torch.manual_seed(run_seed)
         model = _network(task, settings, num_classes).to(device)
         optimiser = torch.optim.Adam(model.parameters(), lr=lr / 25)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
-        orders = {"real": [], "extra": []}
+        one_cycle = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps)
         best, best_state = -np.inf, None
-        for step, k in enumerate(counts):
-            for key, size, need in (("real", len(x_real), 4 - k), ("extra", 0 if x_extra is None else len(x_extra), k)):
-                while len(orders[key]) < need:
-                    orders[key] += rng.permutation(size).tolist()
-            picks = [(x_real, y_real, i) for i in orders["real"][: 4 - k]] + [(x_extra, y_extra, i) for i in orders["extra"][:k]]
-            orders["real"], orders["extra"] = orders["real"][4 - k :], orders["extra"][k:]
+        for step, batch in enumerate(sampler):
+            picks = [(x_real, y_real, i) if i < mixed.num_real else (x_extra, y_extra, i - mixed.num_real) for i in batch]
             pairs = [_augment(x[i], y[i], task) for x, y, i in picks]
             model.train()
             inputs, targets = torch.stack([p[0] for p in pairs]).to(device), torch.stack([p[1] for p in pairs]).to(device)
@@ -428,7 +529,7 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            schedule.step()
+            one_cycle.step()
             if (step + 1) % max(1, steps // 4) == 0 or step + 1 == steps:
                 score = _validation_score(task, model, x_val, val, num_classes, device)
                 if score > best:
@@ -548,7 +649,7 @@ def _verdict(task: str, difference) -> str:
     return "helps" if good else "hurts" if bad else "no clear difference"
 
 
-def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, seconds, device) -> dict:
+def _report(rows, tasks, sizes, foreground, settings, args, argv, missing, total, seconds, device) -> dict:
     cohorts = list(dict.fromkeys(rows["cohort"]))
     tasks = [t for t in tasks if t in set(rows["task"])]
     command = "python benchmarks/downstream.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -591,8 +692,17 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         heading = f"## {task}: {METRIC[task]}, mean [95 % bootstrap interval over seeds and test subjects]"
         sections.append(heading + "\n\n" + markdown_table(pd.DataFrame(table)))
         if task == "segmentation":
-            sections += _segmentation_details(rows, arms, sizes, classes, cohorts, record)
+            sections += _segmentation_details(rows, arms, sizes, foreground, cohorts, record)
     head.append("**Verdict** (every difference whose interval excludes zero):\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "- none"))
+    guidance, record["guidance"] = _guidance(rows, tasks, gates)
+    if guidance:
+        sections.insert(
+            0,
+            "## Guidance: which share or schedule of generated images, for n real subjects\n\n"
+            f"From the runs on the {SPLIT_TEST} part: per task and n, the share or schedule arm with the best paired difference "
+            "against real-only at the same n and seed (among those whose interval excludes zero, where any does), its difference "
+            '[95 % interval], and where none is significantly better, "no setting helps".\n\n' + markdown_table(pd.DataFrame(guidance)),
+        )
     not_run = [f"task {t}" for t in TASKS if t not in tasks] + [
         f"{t}: {ARMS[a][0]}" for t in tasks for a in TASK_ARMS[t] if a not in present[t]
     ]
@@ -605,7 +715,7 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
         + f"Command (finished runs of the same configuration are resumed from `{args.out.name}.subjects.tsv.gz`): `{command}`.\n\n"
         + f"Steps per run (batch 4, the same in every arm): {settings['steps']}; peak learning rates {settings['lr']}; "
         + f"{settings['seeds']} seeds; {settings['synthetic']} volumes per synthetic pool; sizes {sizes} "
-        + "(augmented arms at the smallest and largest). "
+        + "(the share and schedule arms at every size for segmentation, the other augmented arms at the smallest and largest). "
         + (
             "Written with `--report-only` from the finished runs (nothing trained by this invocation)."
             if args.report_only
@@ -619,7 +729,59 @@ def _report(rows, tasks, sizes, classes, settings, args, argv, missing, total, s
     return record
 
 
-def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[str]:
+def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[dict], list[dict]]:
+    """The guidance table, from the runs: per task and n where share or schedule arms ran, the best
+    of them by the paired difference against real-only at the same n on the split's test part
+    (the best of those that help, where any does), with its interval and what to do. Returns the
+    table's rows and their record (the differences as numbers) for the report's JSON."""
+    table, record = [], []
+    for task in tasks:
+        metric, sign = HEADLINE[task], 1 if HIGHER_IS_BETTER[task] else -1
+        ran = rows[rows["task"] == task]
+        candidates = [a for a in dict.fromkeys([*TASK_ARMS[task], *ran["arm"]]) if _is_schedule(a) and a in set(ran["arm"])]
+        for n in sorted(set(ran[ran["arm"].isin(candidates)]["n"])):
+            differences = {a: _estimate(rows, task, a, n, SPLIT_TEST, metric, reference=(REAL, n)) for a in candidates}
+            differences = {a: d for a, d in differences.items() if d is not None and np.isfinite(d.value)}
+            if not differences:
+                continue
+            calls = {a: _verdict(task, d) for a, d in differences.items()}
+            helping = [a for a in differences if calls[a] == "helps"]
+            best = max(helping or differences, key=lambda a: sign * differences[a].value)
+            hurting = [ARMS[a][0] for a in differences if calls[a] == "hurts"]
+            if not gates[task]["passed"]:
+                advice = "no verdict (gate failed)"
+            elif helping:
+                advice = f"helps ({len(helping)} of {len(differences)} settings help)"
+            else:
+                advice = "no setting helps: train on real subjects only"
+            if gates[task]["passed"] and hurting:
+                advice += f"; hurts: {', '.join(hurting)}"
+            table.append(
+                {
+                    "task": task,
+                    "real n": int(n),
+                    "settings tried": len(differences),
+                    "best setting": ARMS[best][0] if helping else f"({ARMS[best][0]}: not significant)",
+                    "metric": METRIC[task],
+                    "vs real-only (same n)": _cell(differences[best], signed=True),
+                    "guidance": advice,
+                }
+            )
+            record.append(
+                {
+                    "task": task,
+                    "n": int(n),
+                    "best": best,
+                    "significant": bool(helping),
+                    "difference": differences[best].__dict__,
+                    "calls": calls,
+                    "guidance": advice,
+                }
+            )
+    return table, record
+
+
+def _segmentation_details(rows, arms, sizes, foreground, cohorts, record) -> list[str]:
     sections = []
     for cohort in cohorts:
         per_class, shifts = [], []
@@ -627,7 +789,7 @@ def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[s
             for n in sorted(set(rows[(rows["task"] == "segmentation") & (rows["arm"] == arm)]["n"])):
                 base = (REAL, sizes[0] if n == 0 else n)
                 row = {"arm": ARMS[arm][0], "real n": n}
-                metrics = [f"dice {c}" for c in classes[1:]] + ["ventricular volume error (mL)"]
+                metrics = [f"dice {c}" for c in foreground] + ["ventricular volume error (mL)"]
                 for metric in metrics:
                     value = _estimate(rows, "segmentation", arm, n, cohort, metric)
                     if value is None:
@@ -655,32 +817,44 @@ def _segmentation_details(rows, arms, sizes, classes, cohorts, record) -> list[s
     return sections
 
 
-def _plot(path: Path, rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Path:
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.2), dpi=100, squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+def _figure(rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Figure:
+    """One panel per task (its headline metric against the number of real subjects, on the split's
+    test part; the pretrained arm on the last test cohort), every arm in its :data:`ARM_COLOURS`
+    colour in every panel, and one legend below the panels naming each arm drawn."""
+    fig = Figure(figsize=(5.2 * len(tasks), 5.6), dpi=110, layout="constrained")
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    drawn = []
+    for ax, task in zip(axes, tasks):
         metric = HEADLINE[task]
-        for k, arm in enumerate([a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])]):
+        for k, arm in enumerate(a for a in TASK_ARMS[task] if a in set(rows[rows["task"] == task]["arm"])):
             points = []
             for n in sorted(set(rows[(rows["task"] == task) & (rows["arm"] == arm)]["n"])):
                 value = _estimate(rows, task, arm, n, SPLIT_TEST if arm != PRETRAINED else cohorts[-1], metric)
                 if value is not None and np.isfinite(value.value):
-                    points.append((max(n, 1) * (1 + 0.04 * k), value))
+                    points.append((max(n, 1) * (1 + 0.04 * k), value))  # a small shift per arm, so that intervals do not hide each other
             if not points:
                 continue
             x = [p[0] for p in points]
             y = [p[1].value for p in points]
             err = [[p[1].value - p[1].low for p in points], [p[1].high - p[1].value for p in points]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=ARMS[arm][0], lw=2 if arm == REAL else 1)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=ARM_COLOURS[arm], label=ARMS[arm][0], lw=2 if arm == REAL else 1)
+            drawn.append(arm)
         ax.set_xscale("log")
         ax.minorticks_off()
         ax.set_xticks([1, *sizes], ["0", *map(str, sizes)])
-        ax.set_xlabel("real training subjects (n; 0 = synthetic only)")
-        ax.set_ylabel(METRIC[task])
-        ax.set_title(task)
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    _io.save_figure(path, fig)
-    plt.close(fig)
+        ax.set_xlabel("real training subjects (n; 0 = generated only)", fontsize=10)
+        ax.set_ylabel(METRIC[task], fontsize=10)
+        ax.set_title(task, fontsize=11)
+        ax.tick_params(labelsize=9)
+        ax.grid(alpha=0.3)
+    arms = [a for a in ARMS if a in drawn]
+    handles = [Line2D([], [], color=ARM_COLOURS[a], marker="o", lw=2 if a == REAL else 1) for a in arms]
+    fig.legend(handles, [ARMS[a][0] for a in arms], loc="outside lower center", ncol=min(len(arms), 3), fontsize=10, frameon=False)
+    return fig
+
+
+def _plot(path: Path, rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: list[str]) -> Path:
+    _io.save_figure(path, _figure(rows, tasks, sizes, cohorts))
     return path
 
 

@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from _report import markdown_table  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
 from synthbrain.evaluation.evaluate import load_cohort_on_grid  # noqa: E402
@@ -99,9 +100,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                     "model": name,
                     "setting": label,
                     "broken share": float(1 - table["qc_pass"].mean()),
-                    "ventricular r (own labels)": float(np.corrcoef(table["ventricular_volume"], vent)[0, 1]),
+                    "ventricular r (own labels)": float(stats.pearsonr(table["ventricular_volume"], vent).statistic),
                     "ventricular measured / requested": float(vent.mean() / table["ventricular_volume"].mean()),
-                    "brain r (own labels)": float(np.corrcoef(table["brain_volume"], brain - vent - csf)[0, 1]),
+                    "brain r (own labels)": float(stats.pearsonr(table["brain_volume"], brain - vent - csf).statistic),
                     "FD": frechet_distance(a, features[:size]),
                     "precision": pr.precision,
                     "recall": pr.recall,

@@ -68,10 +68,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from synthbrain import _io
 from synthbrain.autoencoder.model import BrainAutoencoder
+from synthbrain.device import resolve_device
 from synthbrain.diffusion.model import ConditionalUNet
 from synthbrain.generator import BrainGenerator, draws
+from synthbrain.grid import Grid
 from synthbrain.monai_bundle import REFERENCE_AUTOENCODER, REFERENCE_DEFAULTS, REFERENCE_SCHEDULE, REFERENCE_UNET, reference_schema
-from synthbrain.preprocessing.template import Grid, make_grid
+from synthbrain.preprocessing.template import make_grid
 from synthbrain.samplers import SAMPLERS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,18 +304,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--fast-sampler {args.fast_sampler!r}: allowed: {list(SAMPLERS)}")
     if args.compile_mode not in COMPILE_MODES:
         parser.error(f"--compile-mode {args.compile_mode!r}: allowed: {list(COMPILE_MODES)}")
-    if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r}: allowed: cpu, cuda or cuda:N")
+        device = resolve_device(args.device, "--device")
+    except ValueError as err:
+        parser.error(str(err))
     if device.type not in ("cpu", "cuda"):
         parser.error(f"--device {args.device!r}: allowed: cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device!r}: CUDA is not available on this machine; use --device cpu")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        parser.error(f"--device {args.device!r}: this machine has {torch.cuda.device_count()} CUDA devices")
     if args.precision is None:
         args.precision = "bf16" if device.type == "cuda" else "fp32"
     if args.precision not in PRECISIONS:

@@ -11,7 +11,6 @@ Writes Markdown + JSON and copies the QC figures next to them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _report import markdown_table
+from scipy import stats
 
 from synthbrain import _io
 from synthbrain.cohort import read_folder
@@ -46,7 +46,7 @@ def main() -> None:
     prepare_cohort(cohort, args.out, params, workers=args.workers)
     total_seconds = time.perf_counter() - start
 
-    manifest = json.loads((args.out / "manifest.json").read_text())
+    manifest = _io.read_json(args.out / "manifest.json", "prepare did not finish")
     records = manifest["records"]
     table = pd.read_csv(args.out / "participants.tsv", sep="\t")
     ratio = table["dice_template"] / table["dice_template_size_bound"]
@@ -66,7 +66,7 @@ def main() -> None:
         "5th percentile Dice": float(table["dice_template"].quantile(0.05)),
         "template intracranial volume, L": template_icv_l,
         "subjects' intracranial volume, L (min-max)": f"{icv_l.min():.2f}-{icv_l.max():.2f}",
-        "Pearson r of Dice with intracranial volume": float(np.corrcoef(table["dice_template"], table["intracranial_volume"])[0, 1]),
+        "Pearson r of Dice with intracranial volume": float(stats.pearsonr(table["dice_template"], table["intracranial_volume"]).statistic),
         "median Dice / head-size bound": float(ratio.median()),
         "worst Dice / head-size bound (subject)": f"{ratio.min():.3f} ({table.loc[ratio.idxmin(), 'subject_id']})",
         "largest fraction of a brain outside the grid": float(table["brain_outside_fraction"].max()),

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
 from synthbrain.cohort import read_folder  # noqa: E402
-from synthbrain.preprocessing.qc import dice, size_bound_dice  # noqa: E402
+from synthbrain.overlap import dice  # noqa: E402
+from synthbrain.preprocessing.qc import size_bound_dice  # noqa: E402
 from synthbrain.preprocessing.registration import register, resample_to_grid  # noqa: E402
 from synthbrain.preprocessing.template import make_grid, registration_template, template_mask_on_grid  # noqa: E402
 

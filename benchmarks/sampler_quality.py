@@ -44,8 +44,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from _report import markdown_table  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from synthbrain import BrainGenerator, _io  # noqa: E402
+from synthbrain.device import resolve_device  # noqa: E402
 from synthbrain.evaluation import dice_per_class  # noqa: E402
 from synthbrain.generator.draws import volume_seeds  # noqa: E402
 from synthbrain.samplers import SAMPLERS  # noqa: E402
@@ -102,11 +104,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
     if args.reference_sampler not in DETERMINISTIC:
         parser.error(f"--reference-sampler {args.reference_sampler!r}: allowed: {list(DETERMINISTIC)} (a reference must be deterministic)")
     try:
-        args.device = torch.device(args.device)
-    except RuntimeError:
-        parser.error(f"--device {args.device!r}: allowed: cpu, cuda or cuda:N")
-    if args.device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
+        args.device = resolve_device(args.device, "--device")
+    except ValueError as err:
+        parser.error(str(err))
     return parser, args
 
 
@@ -144,10 +144,10 @@ def volume_metrics(images: torch.Tensor, labels: torch.Tensor | None, ref_images
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson r; NaN when either side does not vary."""
+    """Pearson r (scipy.stats.pearsonr); NaN for fewer than 3 pairs or when either side does not vary."""
     if len(x) < 3 or np.std(x) == 0 or np.std(y) == 0:
         return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])
+    return float(stats.pearsonr(x, y).statistic)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

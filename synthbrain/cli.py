@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from synthbrain import __version__
+from synthbrain.sampling import SamplingSettings, add_sampling_arguments
 
 log = logging.getLogger("synthbrain")
 
@@ -57,6 +58,20 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
         "sample (age from sub-*_sessions.tsv when given; split keeps a subject's sessions together). Default: one T1w per subject",
     )
     src.add_argument(
+        "--bids-filter",
+        action="append",
+        metavar="ENTITY=VALUE",
+        help="BIDS with several T1w images per subject (T1w and rec-norm_T1w, two runs): keep those whose entity has this value, "
+        "e.g. rec=norm, run=1, acq=mprage; 'rec=' keeps those without a rec entity (repeatable; the choice is recorded per subject)",
+    )
+    src.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        metavar="FILE.json",
+        help='the same as a JSON file in fMRIPrep\'s --bids-filter-file form, e.g. {"t1w": {"rec": "norm", "run": 1}} '
+        '(null: without that entity); a "dseg" query filters the label maps',
+    )
+    src.add_argument(
         "--trust-header",
         choices=["sform", "qform"],
         default=None,
@@ -89,29 +104,58 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_prepare)
 
 
-def _run_prepare(args: argparse.Namespace) -> int:
-    from synthbrain.cohort import read_bids, read_folder
-    from synthbrain.preprocessing.prepare import PrepareParams, prepare_cohort
+def _bids_filter(args: argparse.Namespace) -> dict | None:
+    """The BIDS filter of ``--bids-filter ENTITY=VALUE`` flags or ``--bids-filter-file`` (not both)."""
+    from synthbrain import _io
 
-    scheme = None if args.label_scheme == "none" else args.label_scheme
-    on_error = "skip" if args.skip_bad else "raise"
+    if args.bids_filter and args.bids_filter_file:
+        raise SystemExit("--bids-filter and --bids-filter-file: give one of them (put every entity in the file)")
+    if args.bids_filter_file is not None:
+        try:
+            return _io.read_json(args.bids_filter_file, "a JSON object of BIDS entities")
+        except ValueError as err:
+            raise SystemExit(f"--bids-filter-file: {err}") from None
+    if not args.bids_filter:
+        return None
+    entities = {}
+    for item in args.bids_filter:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--bids-filter {item!r}: expected ENTITY=VALUE, e.g. rec=norm or run=1 ('rec=' for none)")
+        entities[key] = value or None
+    return {"t1w": entities}
+
+
+def _read_cohort(args: argparse.Namespace, on_error: str):
+    """The cohort that ``prepare``'s input flags name (a folder with a table, or BIDS)."""
+    from synthbrain.cohort import read_bids, read_folder
+
     common = dict(
         columns=_key_values(args.column, "--column"),
         units=_key_values(args.unit, "--unit"),
-        label_scheme=scheme,
+        label_scheme=None if args.label_scheme == "none" else args.label_scheme,
         on_error=on_error,
         trust_header=args.trust_header,
     )
     if args.bids is not None:
         if args.images or args.table or args.labels:
             raise SystemExit("--bids excludes --images, --labels and --table")
-        cohort = read_bids(args.bids, derivatives=args.derivatives, session=args.session, **common)
-    else:
-        if args.images is None or args.table is None:
-            raise SystemExit("give --images and --table (and optionally --labels), or --bids")
-        if args.session is not None:
-            raise SystemExit(f"--session {args.session}: sessions are read from a BIDS dataset; give --bids")
-        cohort = read_folder(args.images, args.table, labels=args.labels, id_column=args.id_column, **common)
+        return read_bids(args.bids, derivatives=args.derivatives, session=args.session, bids_filter=_bids_filter(args), **common)
+    if args.images is None or args.table is None:
+        raise SystemExit("give --images and --table (and optionally --labels), or --bids")
+    if args.session is not None:
+        raise SystemExit(f"--session {args.session}: sessions are read from a BIDS dataset; give --bids")
+    if args.bids_filter or args.bids_filter_file:
+        raise SystemExit("--bids-filter/--bids-filter-file: entities are read from a BIDS dataset; give --bids")
+    return read_folder(args.images, args.table, labels=args.labels, id_column=args.id_column, **common)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from synthbrain.preprocessing.prepare import PrepareParams, prepare_cohort
+
+    scheme = None if args.label_scheme == "none" else args.label_scheme
+    on_error = "skip" if args.skip_bad else "raise"
+    cohort = _read_cohort(args, on_error)
     if args.limit is not None:
         if args.limit < 1:
             raise SystemExit(f"--limit {args.limit}: must be >= 1")
@@ -129,7 +173,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     out = prepare_cohort(cohort, args.out, params, label_scheme=scheme, workers=args.workers, overwrite=args.overwrite, on_error=on_error)
     import json
 
-    summary = json.loads((out / "manifest.json").read_text())["summary"]
+    from synthbrain import _io
+
+    summary = _io.read_json(out / "manifest.json", "prepare did not finish")["summary"]
     print(json.dumps(summary, indent=2))
     print(f"prepared cohort: {out}")
     return 0
@@ -169,6 +215,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae.add_argument("--adversarial-weight", type=float, default=0.0, help="weight of the patch-adversarial term (0: off)")
     ae.add_argument("--adversarial-warmup", type=int, default=0, help="steps before the discriminator and the adversarial term start")
     ae.add_argument("--adversarial-criterion", default="least_squares", choices=["least_squares", "hinge"], help="adversarial loss")
+    ae.add_argument(
+        "--adaptive-adversarial-weight", action="store_true", help="scale the adversarial term by Esser et al.'s adaptive weight"
+    )
+    ae.add_argument("--discriminator-channels", type=int, default=32, help="first-layer channels of the patch discriminator")
+    ae.add_argument("--discriminator-layers", type=int, default=3, help="stride-2 layers of the patch discriminator")
+    ae.add_argument("--patch-size", type=_ints, default=None, help="train on random crops D,H,W (or one edge N) in voxels; default whole")
     ae.add_argument("--init", default=None, help="an autoencoder component folder to start from (fine-tuning)")
     ae.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     ae.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and posterior noise")
@@ -191,6 +243,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.add_argument("--embed-condition", action="store_true", help="also add the covariates to the timestep embedding (every block)")
     df.add_argument("--groups", type=int, default=32, help="GroupNorm groups")
     df.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction", "sample"], help="what the UNet predicts")
+    df.add_argument(
+        "--zero-terminal-snr", action="store_true", help="rescale the noise schedule so its last step is pure noise (Lin et al. 2024)"
+    )
     df.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting with this gamma (default: plain MSE)")
     df.add_argument("--steps", type=int, default=3000, help="optimisation steps")
     df.add_argument("--batch-size", type=int, default=8, help="latents per step and process")
@@ -234,6 +289,10 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
         weights=weights,
         adversarial_warmup=args.adversarial_warmup,
         adversarial_criterion=args.adversarial_criterion,
+        adaptive_adversarial_weight=args.adaptive_adversarial_weight,
+        discriminator_channels=args.discriminator_channels,
+        discriminator_layers=args.discriminator_layers,
+        patch_size=None if args.patch_size is None else (args.patch_size * 3 if len(args.patch_size) == 1 else args.patch_size),
         perceptual_network=args.perceptual_network,
         init=args.init,
     )
@@ -289,21 +348,12 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         from synthbrain.samplers import get_sampler
 
         defaults["timestep_spacing"] = get_sampler(defaults["sampler"]).DEFAULT_SPACING
-    train_diffusion(args.latents, args.run, config, training, NoiseSchedule(prediction_type=args.prediction), device=args.device)
+    schedule = NoiseSchedule(prediction_type=args.prediction, zero_terminal_snr=args.zero_terminal_snr)
+    train_diffusion(args.latents, args.run, config, training, schedule, device=args.device)
     if setup_distributed(args.device).is_main:
         folder = BrainGenerator.from_training(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")
         print(f"generator: {folder}  (load with BrainGenerator.from_pretrained or synthbrain generate --model)")
     return 0
-
-
-def _add_sampling(p: argparse.ArgumentParser) -> None:
-    """Sampling options of commands that generate; each defaults to the model's own (its index)."""
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--sampler", default=None, choices=["ddim", "dpm++2m", "ddpm"], help="diffusion sampler (default: the model's)")
-    p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale, 1 = none (default: the model's)")
-    p.add_argument(
-        "--timestep-spacing", default=None, choices=["leading", "trailing", "linspace"], help="timestep spacing (default: the model's)"
-    )
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -320,13 +370,18 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
     p.add_argument("-n", type=int, default=1, help="number of volumes")
     p.add_argument("--seed", type=int, default=0, help="volume i gets the seed volume_seed(SEED, i), recorded in participants.tsv")
-    _add_sampling(p)
+    add_sampling_arguments(p)
     p.add_argument("--batch-size", type=int, default=4, help="volumes sampled together (memory, not results)")
     p.add_argument("--extrapolate", action="store_true", help="allow covariates outside the training range")
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
-    p.add_argument("--qc", default=None, choices=["measure", "reject"], help="reject: draw failing subjects again (default: the model's)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--out", type=Path, required=True, help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder (BIDS-like: sub-*/anat, participants.tsv, preview.png), written when complete; finished batches wait "
+        "in OUT.partial, so an interrupted run resumes when the same command is run again",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a previous synthbrain output in --out")
     p.add_argument(
         "--shards",
@@ -355,14 +410,26 @@ def _covariate_flags(extra: list[str]) -> dict[str, str]:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from synthbrain.datasets.synthetic import resolve_device
-    from synthbrain.generator import BrainGenerator, check_output_folder
+    from synthbrain import _io
+    from synthbrain.device import resolve_device
+    from synthbrain.generator import check_output_folder
 
     if args.n < 1:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
     device = resolve_device(args.device)
-    if not args.shards:  # refused before the model is loaded and the volumes generated, not after
+    if args.shards and args.raw:
+        raise ValueError("--raw with --shards: the shards hold the dataset's volumes, background set to 0; drop one of the two")
+    if args.shards:  # a shard store takes many writers (ranks, reruns): each chunk is locked while it is written
+        return _generate(args, device)
+    check_output_folder(args.out, args.overwrite)  # refused before the model is loaded and the volumes generated, not after
+    with _io.folder_lock(args.out, argument="out"):  # one writer from here to the saved dataset
         check_output_folder(args.out, args.overwrite)
+        return _generate(args, device)
+
+
+def _generate(args: argparse.Namespace, device) -> int:
+    from synthbrain.generator import BrainGenerator
+
     generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)
     covariates = {}
     for name, text in args.covariates.items():
@@ -370,25 +437,79 @@ def _run_generate(args: argparse.Namespace) -> int:
             flags = ", ".join(f"--{n.replace('_', '-')}" for n in generator.schema.names)
             raise ValueError(f"--{name.replace('_', '-')}: not a covariate of this model; its covariates: {flags}")
         covariates[name] = text if generator.schema[name].kind == "categorical" else _number(name, text)
+    missing = [name for name in generator.schema.names if name not in covariates]
+    if missing and generator.distribution is None:
+        flags = " ".join(f"--{name.replace('_', '-')} VALUE" for name in missing)
+        raise ValueError(f"covariates: missing {missing}, and this model has no covariate distribution to draw them from; give {flags}")
     generator.to(device)
     if args.shards:
         return _generate_shards(args, generator, covariates)
-    out = generator.generate(
-        covariates,
-        n=args.n,
-        seed=args.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
-        timestep_spacing=args.timestep_spacing,
-        batch_size=args.batch_size,
-        extrapolate=args.extrapolate,
-        raw=args.raw,
-        qc=args.qc,
-        progress=True,
-    )
-    print(f"wrote {args.n} volumes to {out.save(args.out, overwrite=args.overwrite)}")
+    return _generate_folder(args, generator, covariates, device)
+
+
+def _generate_folder(args: argparse.Namespace, generator, covariates: dict, device) -> int:
+    """The NIfTI dataset of ``generate``, made through the shard mechanism: each batch is kept in
+    OUT.partial/ as it is finished (``SyntheticBrainDataset(shards=...)``), so an interrupted run
+    keeps its volumes and the same command resumes; the dataset is then written to OUT in one
+    move (``GeneratedBrains.save``) and OUT.partial/ removed."""
+    import shutil
+
+    from synthbrain import _io
+    from synthbrain.datasets import Fixed, SyntheticBrainDataset
+    from synthbrain.datasets.synthetic import ShardsInUse
+
+    partial = partial_folder(args.out)
+    shown = _io.shown_path(partial)
+    if partial.exists() and not (partial / "dataset.json").is_file() and (not partial.is_dir() or any(partial.iterdir())):
+        raise ValueError(f"--out {args.out}: {shown} exists and is not what an interrupted synthbrain generate leaves; move it away")
+    try:
+        dataset = SyntheticBrainDataset(
+            args.n,
+            Fixed(**covariates) if covariates else None,
+            generator,
+            seed=args.seed,
+            device=device,
+            steps=args.steps,
+            sampler=args.sampler,
+            guidance_scale=args.guidance_scale,
+            timestep_spacing=args.timestep_spacing,
+            extrapolate=args.extrapolate,
+            qc=args.qc,
+            raw=args.raw,
+            chunk_size=args.batch_size,
+            cache_mb=0,
+            prefetch=False,
+            shards=partial,
+        )
+    except ShardsInUse as err:
+        raise ValueError(
+            f"--out {args.out}: {shown} holds the finished volumes of an interrupted generate with other settings ({err}); "
+            f"run that command again to finish it, or delete {shown} to start this one"
+        ) from None
+    resumed = dataset.written()
+    if resumed:
+        print(f"resuming: {resumed} of {args.n} volumes already in {shown}", file=sys.stderr)
+
+    def interrupted() -> str:
+        done = dataset.written()
+        return (
+            f"the {done} of {args.n} volumes finished so far are kept in {shown} (chunk-*/images.npy, labels.npy, covariates.tsv); "
+            f"run the same command again to generate the other {args.n - done} and write {args.out} "
+            "(a previous output there stays as it was until then)"
+        )
+
+    args.on_interrupt = interrupted
+    dataset.pregenerate(progress=True)
+    folder = dataset.collect().save(args.out, overwrite=args.overwrite)
+    shutil.rmtree(partial)
+    print(f"wrote {args.n} volumes to {folder}")
     return 0
+
+
+def partial_folder(out: Path) -> Path:
+    """Where ``synthbrain generate --out OUT`` keeps finished volumes until OUT is written: OUT.partial beside it."""
+    out = Path(out)
+    return out.parent / f"{out.name.rstrip('/') or out.resolve().name}.partial"
 
 
 def _number(name: str, text: str) -> float:
@@ -411,16 +532,13 @@ def _generate_shards(args: argparse.Namespace, generator, covariates: dict) -> i
         generator,
         seed=args.seed,
         device=info.device,
-        steps=args.steps,
-        sampler=args.sampler,
-        guidance_scale=args.guidance_scale,
-        timestep_spacing=args.timestep_spacing,
+        **SamplingSettings.from_args(args).given(),
         extrapolate=args.extrapolate,
-        qc=args.qc,
         chunk_size=args.batch_size,
         cache_mb=0,
         shards=args.out,
     )
+    args.on_interrupt = lambda: f"the chunks finished so far are kept in {args.out}; run the same command again to write the rest"
     dataset.pregenerate(info.rank, info.world_size, progress=info.is_main)
     if info.world_size > 1:
         dist.barrier()
@@ -484,14 +602,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter-steps", type=int, default=800, help="training steps of the evaluator segmenter")
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
-    _add_sampling(p)
+    add_sampling_arguments(p)
     p.add_argument("--device", default=None, help="device of the generator: cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from synthbrain.datasets.synthetic import resolve_device
+    from synthbrain.device import resolve_device
     from synthbrain.evaluation.evaluate import evaluate
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator
@@ -507,7 +625,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         evaluators=args.evaluators,
         settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, seed=args.seed),
         feature_network=args.feature_network,
-        sampling={"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale},
+        sampling=SamplingSettings.from_args(args).given(),
         c2st_epochs=args.c2st_epochs,
     )
     print(f"report: {args.out / 'report.md'}")
@@ -584,12 +702,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"synthbrain {args.command}: error: {_as_flags(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"synthbrain {args.command}: interrupted; outputs are written atomically, so nothing half-written was left "
-            "(a previous output is intact, and training or preparation resumes when the command is run again)",
-            file=sys.stderr,
-        )
+        note = getattr(args, "on_interrupt", None)  # set by a command once it has work to keep
+        print(f"synthbrain {args.command}: interrupted; {note() if note else _interrupted(args.command)}", file=sys.stderr)
         return 130
+
+
+def _interrupted(command: str) -> str:
+    """What an interrupt left, for a command that has not said more (``args.on_interrupt``)."""
+    atomic = "outputs are written atomically, so nothing half-written was left (a previous output is intact)"
+    if command in ("train", "prepare"):
+        return f"{atomic}; run the same command again to resume where it stopped"
+    return atomic
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ weights are all errors (``ValueError`` naming the file)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,14 +34,7 @@ def load_config(config_class: Any, folder: str | Path, class_name: str | None = 
     (default: the config class's name); the version is ignored. Raises ``ValueError`` naming the file for a
     missing or invalid ``config.json``, another class, or keys or values that ``from_dict`` refuses."""
     folder = Path(folder)
-    if not (folder / CONFIG).is_file():
-        raise ValueError(f"{folder / CONFIG}: missing config.json; a component folder holds {CONFIG} (and {WEIGHTS} for a network)")
-    try:
-        config = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{folder / CONFIG}: not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{folder / CONFIG}: a JSON {type(config).__name__}; expected an object")
+    config = _io.read_json(folder / CONFIG, f"a component folder holds {CONFIG} (and {WEIGHTS} for a network)")
     expected = class_name or config_class.__name__
     found = config.pop("class", None)
     if found != expected:

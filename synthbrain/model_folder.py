@@ -21,26 +21,28 @@ that mixes two models. Both work on :class:`ModelParts`, the constructor argumen
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from synthbrain import __version__, _io
-from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.cohort.covariates import CovariateSchema
-from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.components import WEIGHTS, load_component, load_config, save_component, save_config
-from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
-from synthbrain.preprocessing.template import Grid
-from synthbrain.samplers.schedule import NoiseSchedule
+
+if TYPE_CHECKING:  # the networks (MONAI), the density (scikit-learn) and the grid (SciPy) are imported where a folder is read
+    from synthbrain.autoencoder.model import BrainAutoencoder
+    from synthbrain.cohort.covariates import CovariateSchema
+    from synthbrain.cohort.distribution import CovariateDistribution
+    from synthbrain.diffusion.model import ConditionalUNet
+    from synthbrain.grid import Grid
+    from synthbrain.samplers.schedule import NoiseSchedule
 
 INDEX = "synthbrain_generator.json"
 # The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
 INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
 COMPONENTS = ("autoencoder", "unet")
+FOLDER_HOLDS = f"a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/"
 # Models saved before the timestep spacing was recorded (synthbrain 0.1) sampled with each sampler's spacing of that time.
 LEGACY_SPACING = {"ddim": "leading", "ddpm": "trailing", "dpm++2m": "trailing"}
 
@@ -74,11 +76,13 @@ class ModelParts:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "source"}
 
 
+@_io.writes_folder("folder")
 def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``parts`` as a model folder (replacing a previous one only once the new one is complete;
     its ``README.md`` model card is kept). ``extra`` maps further file names to JSON content written
     beside the index (e.g. a conversion record). A non-empty folder that is not a model folder is
-    refused (``ValueError``), so a mistyped path never deletes other files."""
+    refused (``ValueError``), so a mistyped path never deletes other files. One writer at a time
+    (:func:`synthbrain._io.writes_folder`; another is a :class:`~synthbrain._io.FolderInUseError`)."""
     target = Path(folder)
     if target.is_dir() and any(target.iterdir()) and not (target / INDEX).is_file():
         raise ValueError(f"folder={str(folder)!r} holds files but no {INDEX}; a model is written only into a new, empty or model folder")
@@ -114,10 +118,17 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
     """The parts of a model folder, checked as the module docstring says; networks are loaded on the CPU.
     A model written before the timestep spacing was recorded gets its sampler's spacing of that time
     (:data:`LEGACY_SPACING`). Raises ``ValueError`` naming the file for any check that fails."""
+    from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+    from synthbrain.cohort.covariates import CovariateSchema
+    from synthbrain.cohort.distribution import CovariateDistribution
+    from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+    from synthbrain.preprocessing.template import Grid
+    from synthbrain.samplers.schedule import NoiseSchedule
+
     folder = Path(folder)
     if not (folder / INDEX).is_file():
         raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")
-    index = read_json(folder / INDEX)
+    index = _io.read_json(folder / INDEX, FOLDER_HOLDS)
     unknown, absent = sorted(set(index) - INDEX_KEYS), sorted(INDEX_KEYS - set(index))
     if unknown or absent or index.get("class") != "BrainGenerator":
         raise ValueError(
@@ -146,11 +157,11 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
     schedule = load_config(NoiseSchedule, folder / "scheduler")
     schema_file, distribution_file = folder / "covariates" / "covariates.json", folder / "covariates" / "distribution.json"
     with about(schema_file):
-        schema = CovariateSchema.from_dict(read_json(schema_file))
+        schema = CovariateSchema.from_dict(_io.read_json(schema_file, FOLDER_HOLDS))
     distribution = None
     if distribution_file.is_file():
         with about(distribution_file):
-            distribution = CovariateDistribution.from_dict(read_json(distribution_file), schema)
+            distribution = CovariateDistribution.from_dict(_io.read_json(distribution_file, FOLDER_HOLDS), schema)
     defaults = index["defaults"]
     if isinstance(defaults, dict) and "timestep_spacing" not in defaults and defaults.get("sampler") in LEGACY_SPACING:
         defaults = {**defaults, "timestep_spacing": LEGACY_SPACING[defaults["sampler"]]}
@@ -175,20 +186,6 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
             "which the autoencoder and image grid give; the folder mixes files of different models"
         )
     return parts
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from a model folder. Raises ``ValueError`` naming the file when it is missing, not
-    valid JSON, or not a JSON object."""
-    if not path.is_file():
-        raise ValueError(f"{path}: missing; a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a JSON {type(data).__name__}; expected an object")
-    return data
 
 
 @contextlib.contextmanager

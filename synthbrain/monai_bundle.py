@@ -21,7 +21,6 @@ DDIM with eta 0 at timesteps 980, 960, ..., 0, no latent scale factor, and the 1
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -35,9 +34,10 @@ from synthbrain import __version__, _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cohort.covariates import CATEGORICAL, CONTINUOUS, Covariate, CovariateSchema
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain.grid import Grid
 from synthbrain.hub import resolve_folder
 from synthbrain.model_folder import ModelParts, write_model_folder
-from synthbrain.preprocessing.template import Grid, make_grid
+from synthbrain.preprocessing.template import make_grid
 from synthbrain.samplers.schedule import NoiseSchedule
 
 BUNDLE_NAME = "brain_image_synthesis_latent_diffusion_model"
@@ -206,7 +206,7 @@ def network_configs(folder: str | os.PathLike) -> tuple[AutoencoderConfig, Diffu
         path = configs / name
         if path.is_file():
             if name.endswith(".json"):
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = _io.read_json(path, "a MONAI bundle inference config")
             else:
                 import yaml
 
@@ -366,6 +366,7 @@ def load_bundle(folder: str | os.PathLike, *, image_grid: Grid | None = None) ->
     )
 
 
+@_io.writes_folder("out")  # checked and written by one process: a model finished meanwhile is not replaced
 def convert_bundle(bundle: str | os.PathLike, out: str | os.PathLike, *, revision: str | None = None, overwrite: bool = False) -> Path:
     """Write a bundle (a folder, or a Hub id) as a synthbrain model folder (safetensors + configs).
 

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from synthbrain import _io
+from synthbrain.device import resolve_device
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_FORMAT = 2  # state dicts by name, per-rank generator states by name
@@ -61,7 +62,7 @@ def setup_distributed(device: str | None = None) -> DistInfo:
     rank = dist.get_rank() if dist.is_initialized() else 0
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
-    return DistInfo(rank, world_size, torch.device(device))
+    return DistInfo(rank, world_size, resolve_device(device))
 
 
 def _leave_group() -> None:
@@ -103,16 +104,14 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
 
 def write_history(run_dir: Path, history: list[dict[str, float]], title: str) -> None:
     """Loss history as JSON and as a PNG figure (log scale, one line per positive loss term)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: the caller's plotting backend stays as it is
 
     _io.write_json(run_dir / "history.json", history)
     if not history:
         return
     keys = sorted({k for h in history for k in h if k != "step"})
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    fig = Figure(figsize=(6, 3.6), dpi=100)
+    ax = fig.subplots()
     for key in keys:
         points = [(h["step"], h[key]) for h in history if key in h and h[key] is not None and h[key] > 0]
         if points:
@@ -123,7 +122,6 @@ def write_history(run_dir: Path, history: list[dict[str, float]], title: str) ->
     ax.legend(fontsize=8)
     fig.tight_layout()
     _io.save_figure(run_dir / "losses.png", fig)
-    plt.close(fig)
 
 
 def epoch_order(sampler: DistributedSampler, step: int, batch_size: int) -> list[int]:

@@ -136,7 +136,7 @@ def make_prepared(root: Path, n: int = 4, shape=(16, 16, 16), seed: int = 0) -> 
     import pandas as pd
 
     from synthbrain.cohort import LabelScheme, default_schema
-    from synthbrain.preprocessing.template import Grid
+    from synthbrain.grid import Grid
 
     rng = np.random.default_rng(seed)
     grid = Grid(tuple(shape), 4.0, (-30.0, -30.0, -30.0))
@@ -196,7 +196,7 @@ def tiny_generator(*, distribution: bool = False, steps: int = 4):
     from synthbrain.cohort.distribution import CovariateDistribution
     from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
     from synthbrain.generator import BrainGenerator
-    from synthbrain.preprocessing.template import Grid
+    from synthbrain.grid import Grid
     from synthbrain.samplers import NoiseSchedule
 
     torch.manual_seed(0)

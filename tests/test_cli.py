@@ -230,3 +230,31 @@ def test_ctrl_c_prints_one_line(monkeypatch, capsys, tmp_path):
     assert main(["generate", "--out", str(tmp_path / "x")]) == 130
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("synthbrain generate: interrupted; outputs are written atomically")
+
+
+def test_cli_generate_passes_every_setting_on(tmp_path, capsys):
+    """Each flag of synthbrain generate reaches generation (the provenance records what generate
+    used, the seeds what it drew from), and with --shards the dataset that writes them (its
+    definition); --raw, which the shards cannot hold, is refused with them rather than dropped."""
+    from synthbrain.datasets import Fixed, SyntheticBrainDataset, volume_seed
+    from tests.helpers import tiny_generator
+
+    generator = tiny_generator(distribution=True, steps=3)
+    model = generator.save_pretrained(tmp_path / "model")
+    settings = dict(steps=4, sampler="dpm++2m", guidance_scale=2.0, timestep_spacing="linspace")
+    flags = ["--steps", "4", "--sampler", "dpm++2m", "--guidance-scale", "2", "--timestep-spacing", "linspace", "--seed", "5"]
+    covariates = {"age": 95.0, "sex": "F", "ventricular_volume": 20.0, "brain_volume": 1200.0}  # 95: outside the fitted ages
+    given = ["--age", "95", "--sex", "F", "--ventricular-volume", "20", "--brain-volume", "1200", "--extrapolate"]
+    common = ["generate", "--model", str(model), "-n", "2", *given, "--device", "cpu", *flags]
+    assert main([*common, "--raw", "--out", str(tmp_path / "volumes")]) == 0
+    provenance = json.loads((tmp_path / "volumes" / "provenance.json").read_text())
+    assert {k: provenance[k] for k in (*settings, "raw", "extrapolate")} == {**settings, "raw": True, "extrapolate": True}
+    assert sorted(provenance["subjects"].values()) == sorted(volume_seed(5, i) for i in range(2))
+    assert (pd.read_csv(tmp_path / "volumes" / "participants.tsv", sep="\t")["age"] == 95.0).all()
+    assert main([*common, "--shards", "--out", str(tmp_path / "shards")]) == 0
+    dataset = SyntheticBrainDataset(2, Fixed(**covariates), generator, seed=5, chunk_size=4, device="cpu", extrapolate=True, **settings)
+    written = json.loads((tmp_path / "shards" / "dataset.json").read_text())
+    assert {k: v for k, v in written.items() if k != "model"} == {k: v for k, v in dataset.definition().items() if k != "model"}
+    capsys.readouterr()
+    assert main([*common, "--raw", "--shards", "--out", str(tmp_path / "raw-shards")]) == 2
+    assert "--raw with --shards" in capsys.readouterr().err

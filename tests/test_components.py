@@ -38,7 +38,7 @@ def test_wrong_class_unknown_keys_and_missing_files_are_errors(saved, tmp_path):
     (folder / "config.json").write_text(json.dumps({**config, "dropout": 0.1}))
     with pytest.raises(ValueError, match=r"unknown keys \['dropout'\]"):
         load_component(BrainAutoencoder, AutoencoderConfig, folder)
-    with pytest.raises(ValueError, match="missing config.json"):
+    with pytest.raises(ValueError, match=r"nowhere/config.json: missing; a component folder holds config.json"):
         load_component(BrainAutoencoder, AutoencoderConfig, tmp_path / "nowhere")
 
 

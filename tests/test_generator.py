@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from synthbrain.generator import INDEX, BrainGenerator, volume_seed
-from synthbrain.preprocessing.template import Grid
+from synthbrain.grid import Grid
 from tests.helpers import tiny_generator
 
 GRID = Grid((16, 16, 16), 4.0, (-30.0, -30.0, -30.0))
@@ -57,7 +57,7 @@ def test_tampered_truncated_or_incomplete_folders_are_refused(generator, tmp_pat
         BrainGenerator.from_pretrained(folder)
     folder = generator.save_pretrained(tmp_path / "again")
     (folder / "autoencoder" / "config.json").unlink()
-    with pytest.raises(ValueError, match="missing config.json"):
+    with pytest.raises(ValueError, match=r"autoencoder/config.json: missing; a component folder holds config.json"):
         BrainGenerator.from_pretrained(folder)
     (folder / INDEX).unlink()
     with pytest.raises(ValueError, match=f"no {INDEX}"):

@@ -74,3 +74,36 @@ def test_shown_paths_are_relative_below_the_working_directory(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     assert _io.shown_path(tmp_path / "runs" / "model") == "runs/model"
     assert _io.shown_path("/elsewhere/model") == "/elsewhere/model" and _io.shown_path("rel/x") == "rel/x"
+
+
+def test_read_json_names_the_file_for_every_fault(tmp_path):
+    path = tmp_path / "thing.json"
+    with pytest.raises(ValueError, match=r"thing\.json: missing; a folder holds thing\.json$"):
+        _io.read_json(path, "a folder holds thing.json")
+    path.write_text('{"a": [1, 2')
+    with pytest.raises(ValueError, match=r"thing\.json: not valid JSON \(Expecting"):
+        _io.read_json(path, "x")
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"thing\.json: a JSON list; expected an object"):
+        _io.read_json(path, "x")
+    path.write_bytes(b'{"a": "\xff"}')
+    with pytest.raises(ValueError, match=r"thing\.json: unreadable \(.*utf-8"):
+        _io.read_json(path, "x")
+    path.write_text('{"a": [1, 2], "b": null}')
+    assert _io.read_json(path, "x") == {"a": [1, 2], "b": None}
+
+
+def test_dataclass_from_dict_refuses_unknown_keys_and_converts_named_fields():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Config:
+        channels: tuple
+        width: int = 3
+
+    assert _io.dataclass_from_dict(Config, {"channels": [1, 2]}, "config", channels=tuple) == Config((1, 2), 3)
+    assert _io.dataclass_from_dict(Config, {"channels": (1,), "width": 5}, "config") == Config((1,), 5)
+    with pytest.raises(ValueError, match=r"^config: unknown keys \['depth', 'extra'\]; allowed: \['channels', 'width'\]$"):
+        _io.dataclass_from_dict(Config, {"channels": [1], "extra": 1, "depth": 2}, "config")
+    with pytest.raises(KeyError, match="channels"):
+        _io.dataclass_from_dict(Config, {"width": 1}, "config", channels=tuple)

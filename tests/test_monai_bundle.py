@@ -22,6 +22,7 @@ from synthbrain.autoencoder.model import BrainAutoencoder
 from synthbrain.cli import main
 from synthbrain.diffusion.model import ConditionalUNet
 from synthbrain.generator import INDEX, BrainGenerator
+from synthbrain.grid import Grid
 from synthbrain.monai_bundle import (
     HUB_ID,
     REFERENCE_AUTOENCODER,
@@ -35,7 +36,7 @@ from synthbrain.monai_bundle import (
     reference_schema,
     unet_config,
 )
-from synthbrain.preprocessing.template import Grid, make_grid
+from synthbrain.preprocessing.template import make_grid
 from tests.helpers import randomised
 
 # The network definitions of the released bundle's configs/inference.json (MONAI model zoo, version 1.0.0).

@@ -1,4 +1,4 @@
-"""Deliberate breaks of core behaviours (issue 22), each applied to a throwaway copy of the checkout
+"""Deliberate breaks of core behaviours (issues 22 and 35), each applied to a throwaway copy of the checkout
 and checked against the narrow test selection that should catch it. See docs/testing.md.
 
     python tools/breaks.py            # every break, one after the other
@@ -111,6 +111,243 @@ BREAKS = {
         "    value = diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.trace(root)",
         "    value = diff @ diff",
         ["tests/evaluation/test_metrics.py"],
+    ),
+    # issue 35: the code that connects the parts (each the question "is this computed from the right input?")
+    "dataset: qc not passed on to generation": (
+        "synthbrain/datasets/synthetic.py",
+        '{"extrapolate": bool(extrapolate), "qc": qc}',
+        '{"extrapolate": bool(extrapolate)}',
+        ["tests/datasets/test_synthetic.py", "-k", "qc_reject"],
+    ),
+    "dataset: guidance_scale not passed on to generation": (
+        "synthbrain/datasets/synthetic.py",
+        "generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)",
+        "generator.sampling_settings(steps, sampler, None, timestep_spacing)",
+        ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
+    ),
+    "dataset: timestep_spacing not passed on to generation": (
+        "synthbrain/datasets/synthetic.py",
+        "generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)",
+        "generator.sampling_settings(steps, sampler, guidance_scale, None)",
+        ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
+    ),
+    "dataset: steps not passed on to generation": (
+        "synthbrain/datasets/synthetic.py",
+        "generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)",
+        "generator.sampling_settings(None, sampler, guidance_scale, timestep_spacing)",
+        ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
+    ),
+    "dataset: extrapolate not passed on to generation": (
+        "synthbrain/datasets/synthetic.py",
+        '{"extrapolate": bool(extrapolate), "qc": qc}',
+        '{"extrapolate": False, "qc": qc}',
+        ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
+    ),
+    "generate: a redraw drops the given covariates": (
+        "synthbrain/generator/model.py",
+        "again = given.iloc[failing].reset_index(drop=True) if given is not None else None",
+        "again = None",
+        ["tests/generator/test_generate.py", "-k", "redraw"],
+    ),
+    "generate: a redraw ignores the condition sampler": (
+        "synthbrain/generator/model.py",
+        "given=again, cond_sampler=cond_sampler,",
+        "given=again, cond_sampler=None,",
+        ["tests/generator/test_generate.py", "tests/datasets/test_synthetic.py", "-k", "redraw or qc_reject"],
+    ),
+    "generate: a redraw samples with the model's default settings": (
+        "synthbrain/generator/model.py",
+        "self._sample(part, redraw, settings, batch_size, extrapolate, raw, False)",
+        "self._sample(part, redraw, self.sampling_settings(), batch_size, extrapolate, raw, False)",
+        ["tests/generator/test_generate.py", "-k", "redraw"],
+    ),
+    "generate: a redraw masks the background despite raw": (
+        "synthbrain/generator/model.py",
+        "self._sample(part, redraw, settings, batch_size, extrapolate, raw, False)",
+        "self._sample(part, redraw, settings, batch_size, extrapolate, False, False)",
+        ["tests/generator/test_generate.py", "-k", "redraw"],
+    ),
+    "generate: a redraw keeps the failing volume's label map": (
+        "synthbrain/generator/model.py",
+        "images[i], labels[i] = new_images[k], new_labels[k]",
+        "images[i], labels[i] = new_images[k], labels[i]",
+        ["tests/generator/test_generate.py", "-k", "redraw"],
+    ),
+    "prepare: resume counts a subject done though its image or label file is missing": (
+        "synthbrain/preprocessing/prepare.py",
+        "if record.get(\"params_hash\") != params_hash or not all((folder / f).is_file() for f in files if f):",
+        "if record.get(\"params_hash\") != params_hash:",
+        ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
+    ),
+    "prepare: resume keeps a subject made from another source file": (
+        "synthbrain/preprocessing/prepare.py",
+        "if not same_sources or record.get(\"trust_header\") != subject.trust_header:",
+        "if record.get(\"trust_header\") != subject.trust_header:",
+        ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
+    ),
+    "prepare: resume keeps a subject read with another header trust": (
+        "synthbrain/preprocessing/prepare.py",
+        "if not same_sources or record.get(\"trust_header\") != subject.trust_header:",
+        "if not same_sources:",
+        ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
+    ),
+    "prepare: resume redoes a subject whose dataset moved (same content)": (
+        "synthbrain/preprocessing/prepare.py",
+        "    return digest is not None and Path(path).is_file() and _io.sha256_file(path) == digest",
+        "    return False",
+        ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
+    ),
+    "downstream: augmented arms draw their real subjects with another seed": (
+        "benchmarks/downstream.py",
+        "chosen = _subset(pool, max(n, sizes[0]), seed)",
+        "chosen = _subset(pool, max(n, sizes[0]), seed + (arm != REAL))",
+        ["tests/benchmarks/test_downstream.py", "-k", "quick_mode"],
+    ),
+    "downstream: scored on the validation part instead of the test part": (
+        "benchmarks/downstream.py",
+        "cohorts = {SPLIT_TEST: parts[\"test\"]}",
+        "cohorts = {SPLIT_TEST: parts[\"val\"]}",
+        ["tests/benchmarks/test_downstream.py", "-k", "quick_mode"],
+    ),
+    "downstream: model selection on the test part": (
+        "benchmarks/downstream.py",
+        "    val = parts[\"val\"]\n",
+        "    val = parts[\"test\"]\n",
+        ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: the upper reference draws from the pool part": (
+        "benchmarks/downstream.py",
+        "        extra = parts[\"generator\"]\n",
+        "        extra = parts[\"pool\"]\n",
+        ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: the real-anatomy control renders every pool subject": (
+        "benchmarks/downstream.py",
+        "extra = _real_randomized(real, ",
+        "extra = _real_randomized(pool, ",
+        ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: a quarter of every batch synthetic instead of half": (
+        "benchmarks/downstream.py",
+        "\"mix\": synthetic_counts(FRACTION, 4, steps),",
+        "\"mix\": synthetic_counts(0.25, 4, steps),",
+        ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: the spread pool without its uniform sampler": (
+        "benchmarks/downstream.py",
+        "generator.generate(cond_sampler=sampler, n=count, seed=30_000,",
+        "generator.generate(n=count, seed=30_000,",
+        ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: the generated & randomized pool all generated": (
+        "benchmarks/downstream.py",
+        "pools[\"randomized\"][\"images\"][half:]",
+        "pools[\"generated\"][\"images\"][half:]",
+        ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
+    ),
+    "downstream: shifted-domain Dice scored on the unshifted images": (
+        "benchmarks/downstream.py",
+        "out = predict(model, shifted[(name, shift)], device=device)",
+        "out = predict(model, cohort[\"images\"], device=device)",
+        ["tests/benchmarks/test_downstream.py", "-k", "scores_are"],
+    ),
+    "downstream: ventricular volume error against the first subject's volume": (
+        "benchmarks/downstream.py",
+        "np.abs(found - cohort[\"ventricles_ml\"].numpy())",
+        "np.abs(found - cohort[\"ventricles_ml\"].numpy()[0])",
+        ["tests/benchmarks/test_downstream.py", "-k", "scores_are"],
+    ),
+    "evaluate: memorisation baseline among the training subjects though a held-out cohort is given": (
+        "synthbrain/evaluation/evaluate.py",
+        "            nearest_neighbour_distances(flat_held, flat_training).distances,\n"
+        "            nearest_neighbour_ratio(flat_held, flat_training),\n",
+        "            nearest_neighbour_distances(flat_training, flat_training, exclude_self=True).distances,\n"
+        "            nearest_neighbour_ratio(flat_training, flat_training, exclude_self=True),\n",
+        ["tests/evaluation/test_evaluate.py", "-k", "held_out"],
+    ),
+    "evaluate: reconstructions of A instead of B": (
+        "synthbrain/evaluation/evaluate.py",
+        "_reconstruct(generator, images[part_b], fractions[part_b])",
+        "_reconstruct(generator, images[part_a], fractions[part_a])",
+        ["tests/evaluation/test_evaluate.py", "-k", "reconstructions"],
+    ),
+    "evaluate: the reconstructions row scores B itself": (
+        "synthbrain/evaluation/evaluate.py",
+        "(\"autoencoder reconstructions of B vs A\", [features[\"reconstructions\"]]),",
+        "(\"autoencoder reconstructions of B vs A\", [features[\"B\"]]),",
+        ["tests/evaluation/test_evaluate.py", "-k", "real_b"],
+    ),
+    "evaluate: evaluators trained on B's images": (
+        "synthbrain/evaluation/evaluate.py",
+        "        judges = Evaluators.fit(\n            images[part_a],",
+        "        judges = Evaluators.fit(\n            images[part_b],",
+        ["tests/evaluation/test_evaluate.py", "-k", "writes_the_report"],
+    ),
+    "evaluate: evaluators' accuracy scored against A's truths": (
+        "synthbrain/evaluation/evaluate.py",
+        "judges.score(real_measured, real_segmentation, fractions[part_b], table_b)",
+        "judges.score(real_measured, real_segmentation, fractions[part_a], table.loc[part_a].reset_index(drop=True))",
+        ["tests/evaluation/test_evaluate.py", "-k", "reconstructions"],
+    ),
+    "evaluate: spot-the-fake real vs real compares A with A": (
+        "synthbrain/evaluation/evaluate.py",
+        "\"real vs real (B vs A)\": classifier_two_sample_test(images[part_a], images[part_b],",
+        "\"real vs real (B vs A)\": classifier_two_sample_test(images[part_a], images[part_a],",
+        ["tests/evaluation/test_evaluate.py", "-k", "reconstructions"],
+    ),
+    "evaluate: spot-the-fake synthetic vs real against A only": (
+        "synthbrain/evaluation/evaluate.py",
+        "classifier_two_sample_test(images[complete], synthetic,",
+        "classifier_two_sample_test(images[part_a], synthetic,",
+        ["tests/evaluation/test_evaluate.py", "-k", "reconstructions"],
+    ),
+    "evaluate: sampling settings not passed on to generation": (
+        "synthbrain/evaluation/evaluate.py",
+        "generator.generate(n=n, seed=seed, progress=progress, **sampling)",
+        "generator.generate(n=n, seed=seed, progress=progress)",
+        ["tests/evaluation/test_evaluate.py", "-k", "reconstructions or cli"],
+    ),
+    "evaluate CLI drops --timestep-spacing": (
+        "synthbrain/cli.py",
+        "            \"timestep_spacing\": args.timestep_spacing,\n        },\n        c2st_epochs",
+        "        },\n        c2st_epochs",
+        ["tests/evaluation/test_evaluate.py", "-k", "cli"],
+    ),
+    "generate CLI drops --timestep-spacing": (
+        "synthbrain/cli.py",
+        "        timestep_spacing=args.timestep_spacing,\n        batch_size=args.batch_size,\n",
+        "        batch_size=args.batch_size,\n",
+        ["tests/test_cli.py", "-k", "passes_every"],
+    ),
+    "generate CLI drops --raw": (
+        "synthbrain/cli.py",
+        "        raw=args.raw,\n",
+        "",
+        ["tests/test_cli.py", "-k", "passes_every"],
+    ),
+    "generate --shards drops --guidance-scale": (
+        "synthbrain/cli.py",
+        "        guidance_scale=args.guidance_scale,\n        timestep_spacing=args.timestep_spacing,\n        extrapolate=",
+        "        timestep_spacing=args.timestep_spacing,\n        extrapolate=",
+        ["tests/test_cli.py", "-k", "passes_every"],
+    ),
+    "reader study: every real case shows the first drawn subject": (
+        "synthbrain/reader_study/create.py",
+        "cases.append((\"real\", source, _blind(item[\"image\"].numpy()[0], mask,",
+        "cases.append((\"real\", source, _blind(cohort[chosen_real[0]][\"image\"].numpy()[0], mask,",
+        ["tests/reader_study/test_create.py", "-k", "key_names"],
+    ),
+    "reader study: a synthetic file masked by its own haze, not its label map": (
+        "synthbrain/reader_study/create.py",
+        "_blind(image, dseg > 0, source,",
+        "_blind(image, image > 0, source,",
+        ["tests/reader_study/test_create.py", "-k", "key_names"],
+    ),
+    "reader study: generated cases paired with another volume's seed": (
+        "synthbrain/reader_study/create.py",
+        "covariates = {k: _plain(v) for k, v in generated.covariates.iloc[i].items()}",
+        "covariates = {k: _plain(v) for k, v in generated.covariates.iloc[(i + 1) % n_synthetic].items()}",
+        ["tests/reader_study/test_create.py", "-k", "from_a_model"],
     ),
 }
 

@@ -113,6 +113,8 @@ def unpack(source: str | Path, target: str | Path, *, threads: int = 8) -> dict[
     import nibabel as nib
     import nibabel.openers
 
+    from synthbrain import _io
+
     source, target = Path(source), Path(target)
     try:
         raw = lzma.decompress(source.read_bytes())
@@ -132,12 +134,11 @@ def unpack(source: str | Path, target: str | Path, *, threads: int = 8) -> dict[
         if key.startswith("text:"):
             (target / key[len("text:") :]).write_text(str(data[key]), encoding="utf-8")
 
-    def write(i: int) -> None:
+    def write(i: int) -> None:  # atomic, as synthbrain writes every image
         folder = target / "subjects" / ids[i]
-        folder.mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(images[i].astype(np.float32) / np.float32(255.0), affines[i]), folder / "t1.nii.gz")
+        _io.save_image(folder / "t1.nii.gz", nib.Nifti1Image(images[i].astype(np.float32) / np.float32(255.0), affines[i]))
         if labels is not None:
-            nib.save(nib.Nifti1Image(labels[i], affines[i]), folder / "labels.nii.gz")
+            _io.save_image(folder / "labels.nii.gz", nib.Nifti1Image(labels[i], affines[i]))
 
     level = nibabel.openers.Opener.default_compresslevel
     nibabel.openers.Opener.default_compresslevel = 1

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         stages[-1]["last losses"] = last_losses(dm_run)
     ok = ok and stage("evaluate", None, lambda: synthbrain(ev), _command(ev, work))
     if ok and (evaluation / "report.json").is_file():
-        summary["evaluation"] = json.loads((evaluation / "report.json").read_text())
+        summary["evaluation"] = _io.read_json(evaluation / "report.json", "evaluate did not finish")
     summary["complete"] = ok
     write(args.out, summary, evaluation / "report.md" if ok else None, work)
     if not ok:

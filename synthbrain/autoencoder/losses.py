@@ -161,6 +161,23 @@ class AdversarialLoss:
         return 0.5 * (real + fake)
 
 
+def adaptive_adversarial_weight(
+    reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor, max_weight: float = 1e4
+) -> torch.Tensor:
+    """The adaptive weight of the adversarial term (Esser et al. 2021, *Taming Transformers*, eq. 7):
+    ``||grad_L(reconstruction)|| / (||grad_L(adversarial)|| + 1e-4)``, where grad_L is the gradient with
+    respect to ``last_layer`` (the weight of the decoder's last convolution), clamped to
+    [0, ``max_weight``] and detached. Multiplied by the configured adversarial weight, it keeps the
+    adversarial gradient at the decoder's output on the scale of the reconstruction gradient, so the
+    discriminator neither dominates nor vanishes as the losses move. Both losses are scalars that
+    depend on ``last_layer``; the graph is kept for the backward pass that follows. Returns a 0-d tensor.
+    """
+    rec_grad = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)[0]
+    adv_grad = torch.autograd.grad(adversarial, last_layer, retain_graph=True)[0]
+    weight = rec_grad.norm() / (adv_grad.norm() + 1e-4)
+    return weight.clamp(0.0, max_weight).detach()
+
+
 def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)), summed over latent elements, averaged over the batch; a scalar."""
     kl = 0.5 * (mu.pow(2) + sigma.pow(2) - 2 * torch.log(sigma.clamp_min(1e-8)) - 1)

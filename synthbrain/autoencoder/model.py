@@ -13,8 +13,10 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import AutoencoderKL
+from monai.networks.nets.autoencoderkl import AutoencoderKL
 from torch import nn
+
+from synthbrain import _io
 
 
 @dataclass(frozen=True)
@@ -58,10 +60,7 @@ class AutoencoderConfig:
     def from_dict(cls, data: dict[str, Any]) -> AutoencoderConfig:
         """The config that :meth:`to_dict` wrote. ``data`` must hold ``channels``; other fields fall back to
         their defaults. Raises ``ValueError`` for unknown keys or invalid values, ``KeyError`` without ``channels``."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"autoencoder config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{**data, "channels": tuple(data["channels"])})
+        return _io.dataclass_from_dict(cls, data, "autoencoder config", channels=tuple)
 
 
 class AutoencoderOutput(NamedTuple):
@@ -140,6 +139,25 @@ class BrainAutoencoder(nn.Module):
         (N, num_classes, d*f, h*f, w*f), or None for an image-only model), with f = ``config.downsample``."""
         out = self.net.decode(z)
         return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
+
+    @torch.no_grad()
+    def reconstruct(self, image: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Deterministic reconstruction as generation decodes: the posterior mean decoded, the image
+        clamped to [0, 1] and, for a model with classes, set to 0 where the decoded label map is
+        background. Arguments and errors as :meth:`encode`. Returns the image (N, 1, D, H, W) and the
+        decoded class indices (N, D, H, W) int64 (None for an image-only model)."""
+        mu, _ = self.encode(image, labels)
+        decoded, logits = self.decode(mu)
+        decoded = decoded.float().clamp(0, 1)
+        if logits is None:
+            return decoded, None
+        classes = logits.argmax(1)
+        return decoded * (classes[:, None] > 0), classes
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The weight of the decoder's last convolution (for the adaptive adversarial weight)."""
+        return self.net.decoder.blocks[-1].conv.weight
 
     def forward(
         self, image: torch.Tensor, labels: torch.Tensor | None = None, *, generator: torch.Generator | None = None

@@ -24,6 +24,7 @@ from synthbrain.autoencoder.losses import (
     AdversarialLoss,
     AutoencoderLossWeights,
     PerceptualLoss,
+    adaptive_adversarial_weight,
     autoencoder_loss,
     make_discriminator,
 )
@@ -39,9 +40,19 @@ class AutoencoderTraining:
     ``adversarial_warmup``: steps before the discriminator and the adversarial term start.
     ``perceptual_network``: a TorchScript file for :class:`PerceptualLoss` (None: deepbet's network).
     ``discriminator_channels`` / ``discriminator_layers``: the ``PatchDiscriminator``'s width and depth;
-    ``adversarial_criterion``: ``least_squares`` or ``hinge``. ``init``: an autoencoder component
+    ``adversarial_criterion``: ``least_squares`` or ``hinge``. ``adaptive_adversarial_weight``: scale
+    the adversarial term by :func:`~synthbrain.autoencoder.losses.adaptive_adversarial_weight` (Esser et
+    al. 2021) on top of ``weights.adversarial``. ``patch_size``: train on one random (D, H, W) crop per
+    subject and step, in voxels of the training grid, each a multiple of the model's downsampling
+    (MAISI trains its autoencoder on patches; the network is fully convolutional, so whole volumes
+    are encoded afterwards); None trains on whole volumes. ``init``: an autoencoder component
     folder (``config.json`` + ``model.safetensors``) whose weights the run starts from; its config
     must equal the model config.
+
+    Raises ``ValueError`` naming the option and value for a step, batch or checkpoint count below 1, a
+    negative seed or warm-up, an adversarial term trained from scratch without a warm-up (the
+    discriminator would face an untrained decoder), a patch size that is not three integers >= 1,
+    or a learning rate that is not a finite number > 0.
     """
 
     steps: int = 500
@@ -54,6 +65,8 @@ class AutoencoderTraining:
     weights: AutoencoderLossWeights = field(default_factory=AutoencoderLossWeights)
     adversarial_warmup: int = 0
     adversarial_criterion: str = "least_squares"
+    adaptive_adversarial_weight: bool = False
+    patch_size: tuple[int, int, int] | None = None
     discriminator_channels: int = 32
     discriminator_layers: int = 3
     discriminator_learning_rate: float | None = None  # None: learning_rate
@@ -77,12 +90,25 @@ class AutoencoderTraining:
             raise ValueError(f"adversarial_criterion={self.adversarial_criterion!r}; allowed: {list(ADVERSARIAL_CRITERIA)}")
         if not isinstance(self.weights, AutoencoderLossWeights):
             raise ValueError(f"weights={self.weights!r}; allowed: an AutoencoderLossWeights")
+        if self.weights.adversarial > 0 and self.init is None and self.adversarial_warmup < 1:
+            raise ValueError(
+                f"adversarial_warmup={self.adversarial_warmup!r} with weights.adversarial={self.weights.adversarial} and no init; "
+                "allowed: an integer >= 1 (reconstruction-only steps before the discriminator starts), or an init to fine-tune"
+            )
+        if self.patch_size is not None:
+            patch = self.patch_size
+            whole = all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in patch) if isinstance(patch, tuple) else False
+            if not (whole and len(patch) == 3):
+                raise ValueError(f"patch_size={patch!r}; allowed: None (whole volumes) or a tuple of three integers >= 1 (D, H, W)")
 
     def to_dict(self) -> dict:
         """The settings as plain JSON values (recorded in the run's ``run.json``)."""
-        return {**asdict(self), "weights": asdict(self.weights)}
+        data = {**asdict(self), "weights": asdict(self.weights)}
+        data["patch_size"] = None if self.patch_size is None else list(self.patch_size)
+        return data
 
 
+@_io.writes_folder("run_dir")  # one training per run folder (rank 0 holds the lock)
 def train_autoencoder(
     prepared: str | Path,
     run_dir: str | Path,
@@ -110,6 +136,14 @@ def train_autoencoder(
     if any(n % model_config.downsample for n in cohort.output_grid.shape):
         raise ValueError(
             f"the training grid {cohort.output_grid.shape} is not divisible by the autoencoder's downsampling {model_config.downsample}"
+        )
+    patch = settings.patch_size
+    if patch is not None and (
+        any(p > n for p, n in zip(patch, cohort.output_grid.shape)) or any(p % model_config.downsample for p in patch)
+    ):
+        raise ValueError(
+            f"patch_size={patch}; allowed: at most the training grid {cohort.output_grid.shape} per axis and each a multiple "
+            f"of the autoencoder's downsampling {model_config.downsample}"
         )
     if len(cohort) < settings.batch_size * info.world_size:
         raise ValueError(f"batch_size={settings.batch_size} x {info.world_size} processes exceeds the {len(cohort)} subjects")
@@ -147,15 +181,31 @@ def train_autoencoder(
         d_optimiser = torch.optim.Adam(discriminator.parameters(), lr=settings.discriminator_learning_rate or settings.learning_rate)
         state |= {"discriminator": discriminator, "discriminator_optimizer": d_optimiser}
         criterion = AdversarialLoss(settings.adversarial_criterion)
+        seen = patch or cohort.output_grid.shape
+        try:
+            with torch.no_grad():
+                discriminator.eval()(torch.zeros(2, 1, *seen, device=info.device))  # eval: no running statistics updated
+        except (RuntimeError, ValueError):
+            raise ValueError(
+                f"the discriminator's {settings.discriminator_layers} stride-2 layers do not fit a {'patch' if patch else 'volume'} "
+                f"of {tuple(seen)} voxels; allowed: fewer discriminator_layers or a larger patch_size"
+            ) from None
+        discriminator.train()
     noise = torch.Generator(device=info.device).manual_seed(settings.seed * 1000 + info.rank)
+    crops = torch.Generator().manual_seed(settings.seed * 1000 + info.rank + 500)  # patch corners, CPU
+    generators = {"noise": noise} | ({"crops": crops} if patch is not None else {})
     if info.world_size > 1:
         model = DistributedDataParallel(model)
         if adversarial:
             discriminator = DistributedDataParallel(discriminator)
 
     def step(batch: dict, index: int) -> dict[str, float]:
-        image = batch["image"].to(info.device)
-        labels = batch["labels"].to(info.device) if model_config.num_classes else None
+        image = batch["image"]
+        labels = batch["labels"] if model_config.num_classes else None
+        if patch is not None:
+            image, labels = random_patches(image, labels, patch, crops)
+        image = image.to(info.device)
+        labels = labels.to(info.device) if labels is not None else None
         with training.autocast(info.device):
             out = model(image, labels, generator=noise)
         parts = autoencoder_loss(out, image, labels, weights, perceptual)
@@ -166,7 +216,12 @@ def train_autoencoder(
             with training.autocast(info.device):
                 fake_logits = discriminator(out.image.float().contiguous())[-1]
             parts["adversarial"] = criterion.generator(fake_logits)
-            total = total + weights.adversarial * parts["adversarial"]
+            scale = weights.adversarial
+            if settings.adaptive_adversarial_weight:
+                adaptive = adaptive_adversarial_weight(total, parts["adversarial"], training.unwrap(model).last_layer)
+                parts["adaptive_weight"] = adaptive
+                scale = scale * adaptive
+            total = total + scale * parts["adversarial"]
         optimiser.zero_grad(set_to_none=True)
         total.backward()
         optimiser.step()
@@ -188,7 +243,7 @@ def train_autoencoder(
             run_dir=run_dir,
             info=info,
             state=state,
-            generators={"noise": noise},
+            generators=generators,
             dataset=cohort,
             step=step,
             steps=settings.steps,
@@ -204,3 +259,26 @@ def train_autoencoder(
     if info.is_main:
         save_component(training.unwrap(model), run_dir / "autoencoder")
     return run_dir / "autoencoder"
+
+
+def random_patches(
+    image: torch.Tensor, labels: torch.Tensor | None, size: tuple[int, int, int], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One random crop of ``size`` (D, H, W) voxels per subject, the same window for image and labels.
+
+    ``image``: (N, 1, D, H, W); ``labels``: class indices (N, D, H, W), class fractions (N, C, D, H, W) or
+    None. Corners are drawn uniformly from ``generator`` (a CPU ``torch.Generator``), one per subject and
+    axis, in the order subject, then D, H, W. Returns the cropped image and labels (or None).
+    Raises ``ValueError`` when ``size`` exceeds the volume.
+    """
+    spatial = image.shape[2:]
+    if any(p > n for p, n in zip(size, spatial)):
+        raise ValueError(f"patch size {tuple(size)} exceeds the volume {tuple(spatial)}")
+    images, label_crops = [], []
+    for i in range(image.shape[0]):
+        corner = [int(torch.randint(0, n - p + 1, (1,), generator=generator)) for p, n in zip(size, spatial)]
+        window = tuple(slice(c, c + p) for c, p in zip(corner, size))
+        images.append(image[i, :, window[0], window[1], window[2]])
+        if labels is not None:
+            label_crops.append(labels[i][(..., *window)])
+    return torch.stack(images), (torch.stack(label_crops) if labels is not None else None)

@@ -11,10 +11,11 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from synthbrain.cohort.cohort import _SAMPLE_ID, NIFTI_SUFFIXES, Cohort, _assemble, _check_dir, _Found, _read_table
+from synthbrain.cohort.cohort import _SAMPLE_ID, Cohort, _assemble, _check_dir, _Found, _read_table, _stem, image_files
 from synthbrain.cohort.covariates import CONTINUOUS, CovariateSchema, default_schema, is_missing
 from synthbrain.cohort.geometry import check_trust
 from synthbrain.cohort.labels import LabelScheme
@@ -36,6 +37,7 @@ def read_bids(
     check_images: bool = True,
     session: str | None = None,
     trust_header: str | None = None,
+    bids_filter: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Cohort:
     """Read a BIDS dataset: ``participants.tsv``, ``sub-*/[ses-*/]anat/*_T1w.nii[.gz]`` and label maps
     ``derivatives/<derivatives or any>/sub-*/[ses-*/]anat/*_<label_suffix>.nii[.gz]``.
@@ -45,8 +47,27 @@ def read_bids(
     a problem whose message names the file it would have matched. The ``sex`` column may use the
     levels the specification recommends (``male``/``female``, ``m``/``f``, any case).
 
+    Image files are NIfTI in any form :func:`~synthbrain.cohort.cohort.read_folder` reads (any case of
+    suffix, ``.hdr``/``.img`` pairs); a ``_T1w`` or label file in another format is a problem naming it.
+
+    Several T1w images per subject and session (``T1w`` and ``rec-norm_T1w``, two runs, two
+    acquisitions) are chosen between with ``bids_filter``, as fMRIPrep's ``--bids-filter-file``:
+    ``{"t1w": {"rec": "norm", "run": 1}}`` keeps the T1w images whose entities have those values
+    (:func:`check_bids_filter`: the entities ``acq``, ``ce``, ``rec``, ``run``, ``echo``, ``part``,
+    ``chunk``, ``inv``, ``mt`` or pybids' long names such as ``reconstruction``; a value, a list of
+    values any of which matches, or None for "without this entity"; ``run``/``echo``/``chunk``/``inv``
+    compare as numbers, so 1 matches ``run-01``), and ``{"<label_suffix>": {...}}`` likewise the
+    label maps. A subject left with more than one T1w image is a problem whose message lists them,
+    the entities in which they differ and the filter that would choose one; one left with none,
+    a problem listing its T1w images. The choice is recorded per sample in ``SubjectRecord.info``
+    (``"t1w"``: the file, its entities and the candidates; ``prepare`` writes it to each subject's
+    record) and the filter in ``Cohort.reading``. When several label maps match a sample, those
+    whose entities contradict the chosen image's are left out and the ones sharing most of its
+    entities kept (``sub-01_run-2_dseg`` for ``sub-01_run-2_T1w``).
+
     Sessions (``ses-<label>``, BIDS "Sessions file"): with ``session=None`` (default) a subject must
-    have one T1w image; several (sessions, runs) are a problem whose message says how to choose.
+    have one T1w image left after ``bids_filter``; images in several sessions are a problem whose
+    message says how to choose.
     ``session="<label>"`` (``"1"`` or ``"ses-1"``) reads that session of every subject (a subject
     without it is a problem), ``subject_id`` staying ``sub-<label>``. ``session="all"`` takes every
     session of every subject as its own sample, ``subject_id`` ``sub-<label>_ses-<label>``. Either
@@ -55,27 +76,34 @@ def read_bids(
     the value at that session over ``participants.tsv`` (recorded in ``SubjectRecord.info``); a
     subject with several sessions whose sessions file lacks a value takes the ``participants.tsv``
     one, and a warning says so. Label maps are matched by subject and session. Other arguments as
-    in :func:`read_folder`; ``session`` that is not None, ``"all"`` or a BIDS label is a
-    ``ValueError`` naming it.
+    in :func:`read_folder`; ``session`` that is not None, ``"all"`` or a BIDS label, or a
+    ``bids_filter`` that :func:`check_bids_filter` refuses, is a ``ValueError`` naming it.
     """
     check_trust(trust_header)
     session = _check_session(session)
+    filters = check_bids_filter(bids_filter, label_suffix)
     root = Path(root)
     _check_dir("root", root)
     frame = _read_table(root / "participants.tsv", "participant_id")
     ids = frame["participant_id"].tolist()
-    images = [p for p in root.glob("sub-*/**/anat/*_T1w.nii*") if p.name.endswith(NIFTI_SUFFIXES)]
+    images, refused = image_files(p for p in root.glob("sub-*/**/anat/*") if p.is_file() and _stem(p).endswith("_T1w"))
     deriv_root = root / "derivatives"
-    pattern = f"{derivatives or '*'}/sub-*/**/anat/*_{label_suffix}.nii*"
-    label_files = [p for p in deriv_root.glob(pattern) if p.name.endswith(NIFTI_SUFFIXES)] if deriv_root.is_dir() else []
+    label_files: list[Path] = []
+    if deriv_root.is_dir():
+        found_labels = deriv_root.glob(f"{derivatives or '*'}/sub-*/**/anat/*")
+        label_files, refused_labels = image_files(p for p in found_labels if p.is_file() and _stem(p).endswith(f"_{label_suffix}"))
+        refused += refused_labels
     if derivatives is not None and not (deriv_root / derivatives).is_dir():
         raise ValueError(f"derivatives={derivatives!r}: no folder {deriv_root / derivatives}")
-    frame, id_column, found = _bids_samples(root, frame, images, label_files, session, columns or {}, schema or default_schema())
+    frame, id_column, found = _bids_samples(
+        root, frame, images, label_files, session, columns or {}, schema or default_schema(), filters, label_suffix
+    )
+    found.refused = refused
     for sid in set(ids):
         if not sid.startswith("sub-"):
             found.hints[sid] = found.hints.get(sid, "") + "; BIDS participant_id values are sub-<label>"
     cohort = _assemble(frame, id_column, found, columns, units, schema, label_scheme, on_error, check_images, trust_header)
-    cohort.reading = {"layout": "bids", "root": str(root), "session": session, "trust_header": trust_header}
+    cohort.reading = {"layout": "bids", "root": str(root), "session": session, "trust_header": trust_header, "bids_filter": filters}
     return cohort
 
 
@@ -89,6 +117,135 @@ def _check_session(session: str | None) -> str | None:
             "or a session label such as '1' or 'ses-1' (BIDS ses-<label>: letters and digits)"
         )
     return "ses-" + label
+
+
+# The entities that tell a subject's T1w images apart (BIDS "Anatomy imaging data"), by short name,
+# with pybids' long names (what fMRIPrep's --bids-filter-file uses) as other spellings.
+FILTER_ENTITIES = {
+    "acq": "acquisition",
+    "ce": "ceagent",
+    "rec": "reconstruction",
+    "run": "run",
+    "echo": "echo",
+    "part": "part",
+    "chunk": "chunk",
+    "inv": "inversion",
+    "mt": "mtransfer",
+}
+_INDEX_ENTITIES = ("run", "echo", "chunk", "inv")  # BIDS <index>: a number, so run 1 is run-01
+
+
+def check_bids_filter(bids_filter: Mapping[str, Any] | None, label_suffix: str = "dseg") -> dict[str, dict[str, Any]]:
+    """A BIDS filter (fMRIPrep's ``--bids-filter-file`` form, ``{"t1w": {"rec": "norm", "run": 1}}``)
+    checked and written with short entity names, JSON-ready. Queries: ``"t1w"`` and ``label_suffix``
+    (the label maps); entities: :data:`FILTER_ENTITIES` (short or long names); ``"datatype": "anat"``
+    and the query's own ``"suffix"`` are accepted and add nothing. A value is a label (letters and
+    digits), a number for ``run``/``echo``/``chunk``/``inv``, None (the entity must be absent) or a
+    list of these (any matches). Raises ``ValueError`` naming the query, key and value otherwise
+    (``session`` is chosen with ``session=``, not here)."""
+    if bids_filter is None:
+        return {}
+    if not isinstance(bids_filter, Mapping):
+        raise ValueError(f"bids_filter={bids_filter!r}; allowed: a mapping such as {{'t1w': {{'rec': 'norm', 'run': 1}}}}")
+    queries = {"t1w": "T1w", label_suffix.lower(): label_suffix}
+    long_names = {long: short for short, long in FILTER_ENTITIES.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for query, entities in bids_filter.items():
+        if query not in queries:
+            raise ValueError(f"bids_filter: query {query!r}; allowed: {sorted(queries)} (the T1w images and the label maps)")
+        if not isinstance(entities, Mapping):
+            raise ValueError(f"bids_filter[{query!r}]={entities!r}; allowed: a mapping of entity to value, e.g. {{'rec': 'norm'}}")
+        checked: dict[str, Any] = {}
+        for key, value in entities.items():
+            if (key, value) in (("datatype", "anat"), ("suffix", queries[query])):
+                continue
+            short = key if key in FILTER_ENTITIES else long_names.get(key)
+            if short is None:
+                hint = "; choose the session with session= (--session)" if key in ("ses", "session") else ""
+                allowed = sorted(FILTER_ENTITIES) + sorted(long_names)
+                raise ValueError(
+                    f"bids_filter[{query!r}]: entity {key!r}; allowed: {allowed}, 'datatype': 'anat', 'suffix': {queries[query]!r}{hint}"
+                )
+            values = list(value) if isinstance(value, (list, tuple)) else [value]
+            checked[short] = [_filter_value(query, key, short, v) for v in values]
+            if not isinstance(value, (list, tuple)):
+                checked[short] = checked[short][0]
+        out[query] = checked
+    return out
+
+
+def _filter_value(query: str, key: str, short: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if short in _INDEX_ENTITIES:
+        text = str(value)
+        if isinstance(value, bool) or not text.isdigit():
+            raise ValueError(f"bids_filter[{query!r}][{key!r}]={value!r}; allowed: a non-negative integer (BIDS index), or None")
+        return int(text)
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or not _BIDS_LABEL.match(str(value)):
+        raise ValueError(f"bids_filter[{query!r}][{key!r}]={value!r}; allowed: a BIDS label (letters and digits), or None (absent)")
+    return str(value)
+
+
+def file_entities(path: Path) -> dict[str, str]:
+    """The ``key-value`` entities of a BIDS file name (``sub-01_rec-norm_T1w.nii.gz`` gives
+    ``{"sub": "01", "rec": "norm"}``); the suffix and extension are left out."""
+    parts = _stem(path).split("_")[:-1]
+    return dict(part.split("-", 1) for part in parts if "-" in part)
+
+
+def _matches(entities: Mapping[str, str], query: Mapping[str, Any]) -> bool:
+    for short, wanted in query.items():
+        have = entities.get(short)
+        options = wanted if isinstance(wanted, list) else [wanted]
+        if not any(_same(short, have, option) for option in options):
+            return False
+    return True
+
+
+def _same(short: str, have: str | None, wanted: Any) -> bool:
+    if wanted is None or have is None:
+        return wanted is None and have is None
+    if short in _INDEX_ENTITIES:
+        return have.isdigit() and str(wanted).isdigit() and int(have) == int(wanted)
+    return have == str(wanted)
+
+
+def _differing(files: list[Path]) -> dict[str, list[str | None]]:
+    """The entities in which ``files`` differ (session included), each with its values in file order."""
+    entities = [file_entities(p) for p in files]
+    keys = sorted({k for e in entities for k in e} - {"sub"})
+    return {k: [e.get(k) for e in entities] for k in keys if len({e.get(k) for e in entities}) > 1}
+
+
+def _choice_hint(files: list[Path], label_suffix_query: str = "t1w") -> str:
+    """How to choose one of ``files``: the entities in which they differ and a filter that picks the first."""
+    differ = {k: v for k, v in _differing(files).items() if k != "ses"}
+    if not differ:
+        return ""
+    key, values = next(iter(differ.items()))
+    example = values[-1] if values[-1] is not None else None
+    shown = ", ".join(f"{k} {[v if v is not None else '(none)' for v in vals]}" for k, vals in differ.items())
+    flag_value = "" if example is None else example
+    return (
+        f"; they differ in {shown}: choose with bids_filter={{{label_suffix_query!r}: {{{key!r}: {example!r}}}}} "
+        f"(--bids-filter {key}={flag_value}, or --bids-filter-file FILE.json in fMRIPrep's form; "
+        f"None / '{key}=' for the one without {key})"
+    )
+
+
+def _closest(image: Path, labels: list[Path]) -> list[Path]:
+    """The label maps made from ``image``: none of their :data:`FILTER_ENTITIES` (or session)
+    contradicts the image's (a label map without ``run`` fits any run), and of those the ones
+    sharing most of them."""
+    wanted = file_entities(image)
+    scored = []
+    for path in labels:
+        have = {k: v for k, v in file_entities(path).items() if k in FILTER_ENTITIES or k == "ses"}
+        if all(_same(k, v, wanted.get(k)) for k, v in have.items()):
+            scored.append((len(have), path))
+    best = max((n for n, _ in scored), default=0)
+    return [p for n, p in scored if n == best]
 
 
 def _bids_entities(path: Path) -> tuple[str, str | None] | None:
@@ -126,9 +283,12 @@ def _bids_samples(
     session: str | None,
     columns: Mapping[str, str],
     schema: CovariateSchema,
+    filters: Mapping[str, Mapping[str, Any]],
+    label_suffix: str,
 ) -> tuple[pd.DataFrame, str, _Found]:
     """The samples of a BIDS dataset as a table with one row per sample, and their files.
 
+    Each sample's T1w images and label maps are those ``filters`` keeps (see :func:`read_bids`).
     ``session=None``: one sample per participant, all its T1w images (more than one is a problem);
     a session label: one sample per participant, its images in that session; ``"all"``: one sample
     per participant and session. A sample with a session takes the covariates that the
@@ -150,11 +310,6 @@ def _bids_samples(
             samples = [(f"{pid}_{ses}" if ses else pid, ses, [ses]) for ses in sessions or [None]]
         elif session is None:
             samples = [(pid, sessions[0] if len(sessions) == 1 else None, sessions)]
-            if len(named) > 1:
-                found.duplicate_hints[pid] = (
-                    f"; they are in sessions {named}: pass session='<label>' (--session) to read one session, "
-                    "or session='all' to take each session as its own sample"
-                )
         else:
             samples = [(pid, session, [session])]
             if not image_groups.get((pid, session)) and sessions:
@@ -178,10 +333,35 @@ def _bids_samples(
                 found.bad[sample].append(reason)
             values[_SAMPLE_ID] = sample
             rows.append(values)
-            found.images[sample] = [p for key in keys for p in image_groups.get((pid, key), [])]
+            candidates = [p for key in keys for p in image_groups.get((pid, key), [])]
+            chosen = [p for p in candidates if _matches(file_entities(p), filters.get("t1w", {}))]
+            if candidates and not chosen:
+                found.hints[sample] = (
+                    f"; no T1w image matches bids_filter {{'t1w': {dict(filters['t1w'])}}} (its T1w images: {[p.name for p in candidates]})"
+                )
+            elif len(chosen) > 1:
+                in_sessions = sorted({_bids_entities(p)[1] for p in chosen} - {None})
+                hint = (
+                    f"; they are in sessions {in_sessions}: pass session='<label>' (--session) to read one session, "
+                    "or session='all' to take each session as its own sample"
+                    if len(in_sessions) > 1
+                    else ""
+                )
+                found.duplicate_hints[sample] = hint + _choice_hint(chosen)
+            found.images[sample] = chosen
             label_keys = keys if session is not None else _sessions_of(label_groups, pid)  # session=None: any session
-            found.labels[sample] = [p for key in label_keys for p in label_groups.get((pid, key), [])]
-            info = {"covariates_from_sessions_tsv": from_sessions} if from_sessions else {}
+            label_candidates = [p for key in label_keys for p in label_groups.get((pid, key), [])]
+            labels = [p for p in label_candidates if _matches(file_entities(p), filters.get(label_suffix.lower(), {}))]
+            if len(chosen) == 1 and len(labels) > 1:
+                labels = _closest(chosen[0], labels)
+            if len(labels) > 1:
+                found.label_hints[sample] = _choice_hint(labels, label_suffix.lower())
+            found.labels[sample] = labels
+            info: dict[str, Any] = {"covariates_from_sessions_tsv": from_sessions} if from_sessions else {}
+            if len(chosen) == 1 and (filters or len(candidates) > 1):  # the choice made among several, or by a filter
+                info["t1w"] = {"file": chosen[0].name, "entities": file_entities(chosen[0]), "candidates": [p.name for p in candidates]}
+            if len(labels) == 1 and len(label_candidates) > 1:
+                info["labels"] = {"file": labels[0].name, "candidates": [p.name for p in label_candidates]}
             found.meta[sample] = {"participant_id": pid, "session_id": ses, "info": info}
     extra = sorted({k for r in rows for k in r} - set(frame.columns))
     samples_table = pd.DataFrame(rows, columns=[*frame.columns, *extra]).fillna("")  # a column only some sessions tables have

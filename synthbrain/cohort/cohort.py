@@ -34,10 +34,34 @@ import pandas as pd
 
 from synthbrain import _io
 from synthbrain.cohort.covariates import CovariateSchema, default_schema, is_missing
-from synthbrain.cohort.geometry import HeaderError, HeaderGeometry, check_trust, read_geometry
+from synthbrain.cohort.geometry import (
+    HeaderError,
+    HeaderGeometry,
+    VoxelError,
+    check_trust,
+    check_voxel_form,
+    load_image,
+    read_geometry,
+    read_header,
+    voxels,
+)
 from synthbrain.cohort.labels import LabelScheme
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# The image files read, matched in any case (S01.NII.GZ as s01.nii.gz): NIfTI-1 or -2 single files,
+# and NIfTI pairs named by their header (.hdr), whose voxels are in the .img of the same name.
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".hdr.gz", ".hdr")
+_PAIR_PARTNERS = {".hdr": ".img", ".hdr.gz": ".img.gz", ".img": ".hdr", ".img.gz": ".hdr.gz"}
+# Image files nibabel reads in other forms: refused by name, never passed over in silence.
+OTHER_IMAGE_FORMATS = {
+    ".mgz": "a FreeSurfer MGH image",
+    ".mgh": "a FreeSurfer MGH image",
+    ".mnc": "a MINC image",
+    ".par": "a Philips PAR/REC image",
+    ".nii.bz2": "a bzip2-compressed NIfTI",
+    ".nii.zst": "a zstd-compressed NIfTI",
+}
+_ALLOWED_FORMS = "allowed: NIfTI-1 or -2 as .nii, .nii.gz or a .hdr/.img pair (any case of suffix)"
 ON_ERROR = ("raise", "skip")
 
 
@@ -173,11 +197,12 @@ def read_folder(
         _check_dir("labels", Path(labels))
     frame = _read_table(table, id_column)
     ids = frame[id_column].tolist()
-    image_files = _nifti_files(images)
-    label_files = _nifti_files(Path(labels)) if labels is not None else []
-    image_matches, image_orphans = _match_by_prefix(image_files, ids)
-    label_matches, label_orphans = _match_by_prefix(label_files, ids)
+    image_paths, refused = _image_folder(images)
+    label_paths, refused_labels = _image_folder(Path(labels)) if labels is not None else ([], [])
+    image_matches, image_orphans = _match_by_prefix(image_paths, ids)
+    label_matches, label_orphans = _match_by_prefix(label_paths, ids)
     found = _Found(image_matches, image_orphans, label_matches, label_orphans, labels is not None, _belongs_by_prefix)
+    found.refused = refused + refused_labels
     cohort = _assemble(frame, id_column, found, columns, units, schema, label_scheme, on_error, check_images, trust_header)
     cohort.reading = {"layout": "folder", "images": str(images), "table": str(table), "trust_header": trust_header}
     return cohort
@@ -200,7 +225,9 @@ class _Found:
     bad: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))  # problems found while matching
     hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "no image file"
     duplicate_hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "N image files match"
+    label_hints: dict[str, str] = field(default_factory=dict)  # id -> more words for "N label maps match"
     warnings: list[str] = field(default_factory=list)
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # image files in a form that is not read, and why
 
 
 def _assemble(
@@ -248,6 +275,13 @@ def _assemble(
     bad: dict[str, list[str]] = defaultdict(list)
     for sid, reasons in found.bad.items():
         bad[sid].extend(reasons)
+    by_length = sorted(set(ids), key=len, reverse=True)
+    for path, reason in found.refused:  # a file of a subject makes the subject bad: which of its files was meant is unknown
+        owner = next((sid for sid in by_length if found.belongs(path, sid)), None)
+        if owner is None:
+            problems.append(Problem(None, str(path), reason))
+        else:
+            bad[owner].append(f"{path.name}: {reason}")
 
     for sid in frame[id_column]:
         if not _SAFE_ID.match(sid):
@@ -255,6 +289,15 @@ def _assemble(
     counts = frame[id_column].value_counts()
     for sid in counts.index[counts > 1]:
         bad[sid].append(f"subject id appears in {counts[sid]} table rows")
+    by_case: dict[str, list[str]] = defaultdict(list)
+    for sid in dict.fromkeys(frame[id_column]):
+        by_case[sid.lower()].append(sid)
+    for same in (group for group in by_case.values() if len(group) > 1):
+        for sid in same:
+            bad[sid].append(
+                f"subject id differs only in case from {[other for other in same if other != sid]}: their output folders would be "
+                "one folder on a case-insensitive file system (macOS, Windows), and BIDS forbids such ids; rename one of them"
+            )
 
     covariates: dict[str, dict[str, Any]] = defaultdict(dict)
     for c in schema.covariates:
@@ -281,7 +324,7 @@ def _assemble(
             bad[sid].append(f"{len(image_files)} image files match this id: {names}{found.duplicate_hints.get(sid, '')}")
         lab = found.labels.get(sid, [])
         if len(lab) > 1:
-            bad[sid].append(f"{len(lab)} label maps match this id: {[p.name for p in lab]}")
+            bad[sid].append(f"{len(lab)} label maps match this id: {[p.name for p in lab]}{found.label_hints.get(sid, '')}")
         elif not lab and expect_labels:
             warnings.append(f"subject {sid}: no label map; it is prepared without labels")
         if len(image_files) == 1 and len(lab) <= 1:
@@ -293,8 +336,11 @@ def _assemble(
         reasons: list[str] = []
         notes: list[str] = []
         for path, what in ((pair[1], "image"), (pair[2], "label map")):
-            if path is not None:
-                _geometry(path, what, trust_header, reasons, notes)  # headers only: cheap, and checked either way
+            if path is not None and _geometry(path, what, trust_header, reasons, notes) is not None:  # headers only: cheap
+                try:
+                    check_voxel_form(read_header(path), path)  # what prepare will read, from the header
+                except VoxelError as err:
+                    reasons.append(f"{what} {err}")
         return pair[0], (reasons, {}, notes)
 
     if pairs:
@@ -399,15 +445,17 @@ def _rows(matrix: np.ndarray) -> str:
 
 def _load_checked(path: Path, what: str, reasons: list[str]):
     try:
-        img = nib.load(path)
-        data = np.asanyarray(img.dataobj)
+        img = load_image(path)
     except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, zlib.error) as err:
         reasons.append(f"{what} is unreadable or truncated: {path.name} ({type(err).__name__}: {err})")
         return None, None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        reasons.append(f"{what} is not 3D: shape {data.shape} in {path.name}")
+    try:
+        data = voxels(img, path)  # what prepare reads (load_oriented), so what passes here passes there
+    except VoxelError as err:
+        reasons.append(f"{what} {err}")
+        return None, None
+    except (EOFError, OSError, ValueError, zlib.error) as err:
+        reasons.append(f"{what} is unreadable or truncated: {path.name} ({type(err).__name__}: {err})")
         return None, None
     if np.issubdtype(data.dtype, np.floating):
         n_bad = int((~np.isfinite(data)).sum())
@@ -462,15 +510,44 @@ def _read_table(path: Path, id_column: str) -> pd.DataFrame:
     return frame
 
 
-def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.name.endswith(NIFTI_SUFFIXES))
+def image_suffix(name: str) -> str | None:
+    """The image suffix of a file name, lower case (``.nii.gz`` for ``S01.NII.GZ``), among
+    :data:`IMAGE_SUFFIXES`, the ``.img`` of a pair and :data:`OTHER_IMAGE_FORMATS`; None for other files."""
+    lower = name.lower()
+    known = sorted({*IMAGE_SUFFIXES, *_PAIR_PARTNERS, *OTHER_IMAGE_FORMATS}, key=len, reverse=True)
+    return next((suffix for suffix in known if lower.endswith(suffix) and len(lower) > len(suffix)), None)
+
+
+def image_files(files) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Sort ``files`` into the image files to read (:data:`IMAGE_SUFFIXES`, any case; a pair by its
+    ``.hdr``) and those refused with a reason: a pair's half without the other half, and image files
+    in other formats (:data:`OTHER_IMAGE_FORMATS`). Hidden files and other files are left out."""
+    files = sorted(p for p in files if not p.name.startswith("."))
+    present = {(p.parent, p.name.lower()) for p in files}
+    images, refused = [], []
+    for path in files:
+        suffix = image_suffix(path.name)
+        if suffix is None:
+            continue
+        stem = path.name[: -len(suffix)].lower()
+        partner = _PAIR_PARTNERS.get(suffix)
+        if partner is not None and (path.parent, stem + partner) not in present:
+            half = "its header" if partner.startswith(".hdr") else "its voxels"
+            refused.append((path, f"a NIfTI pair without {half} ({path.name[: -len(suffix)]}{partner} is missing); {_ALLOWED_FORMS}"))
+        elif suffix in IMAGE_SUFFIXES:
+            images.append(path)
+        elif suffix in OTHER_IMAGE_FORMATS:
+            refused.append((path, f"{OTHER_IMAGE_FORMATS[suffix]}; {_ALLOWED_FORMS}; convert it to NIfTI"))
+    return images, refused
+
+
+def _image_folder(folder: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    return image_files(p for p in folder.iterdir() if p.is_file())
 
 
 def _stem(path: Path) -> str:
-    for suffix in NIFTI_SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
+    suffix = image_suffix(path.name)
+    return path.name[: -len(suffix)] if suffix else path.name
 
 
 def _belongs_by_prefix(path: Path, sid: str) -> bool:

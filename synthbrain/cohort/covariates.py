@@ -9,7 +9,6 @@ conditioning vector. Values outside the fitted range raise an error unless the c
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -299,14 +298,8 @@ class CovariateSchema:
         unknown covariate fields, or invalid covariates."""
         if set(data) != {"covariates"}:
             raise ValueError(f"covariate schema: keys {sorted(data)}; expected exactly ['covariates']")
-        known = set(Covariate.__dataclass_fields__)
-        covariates = []
-        for item in data["covariates"]:
-            unknown = sorted(set(item) - known)
-            if unknown:
-                raise ValueError(f"covariate schema: unknown keys {unknown} in {item.get('name')!r}; allowed: {sorted(known)}")
-            covariates.append(Covariate(**{**item, "categories": tuple(item.get("categories", ()))}))
-        return cls(covariates)
+        items = [{**item, "categories": tuple(item.get("categories", ()))} for item in data["covariates"]]
+        return cls([_io.dataclass_from_dict(Covariate, item, f"covariate schema: {item.get('name')!r}") for item in items])
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_dict` as JSON to ``path`` (atomically)."""
@@ -315,8 +308,8 @@ class CovariateSchema:
     @classmethod
     def load(cls, path: str | Path) -> CovariateSchema:
         """The schema saved at ``path`` by :meth:`save`. Raises ``ValueError`` as :meth:`from_dict` (and for
-        invalid JSON), ``FileNotFoundError`` when there is no file."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        a missing or invalid JSON file, :func:`synthbrain._io.read_json`)."""
+        return cls.from_dict(_io.read_json(path, "a covariate schema written by CovariateSchema.save"))
 
 
 def default_schema() -> CovariateSchema:

@@ -53,6 +53,10 @@ class HeaderError(ValueError):
         super().__init__(f"{self.path.name}: " + "; ".join(problems))
 
 
+class VoxelError(ValueError):
+    """A file's voxels are not one volume of real-valued scalars (see :func:`voxels`)."""
+
+
 @dataclass(frozen=True)
 class HeaderGeometry:
     """The transform chosen for one file.
@@ -113,6 +117,14 @@ def read_header(path: str | Path) -> nib.Nifti1Header:
     for klass in (nib.Nifti1Header, nib.Nifti2Header):
         if klass.may_contain_header(block):
             return klass(binaryblock=block[: klass.sizeof_hdr], check=False)
+    if nib.AnalyzeHeader.may_contain_header(block):
+        raise HeaderError(
+            path,
+            [
+                "an Analyze 7.5 header (no NIfTI magic), which holds no orientation (left and right are unknown); "
+                "allowed: NIfTI-1 or NIfTI-2; convert it to NIfTI with the image's real orientation"
+            ],
+        )
     raise ValueError(f"{Path(path).name}: not a NIfTI-1 or NIfTI-2 header (magic {block[344:348]!r})")
 
 
@@ -216,12 +228,61 @@ def read_geometry(path: str | Path, trust: str | None = None) -> HeaderGeometry:
 
 
 def load_oriented(path: str | Path, trust: str | None = None) -> tuple[nib.Nifti1Image, HeaderGeometry]:
-    """The image of ``path`` with its checked transform as its affine (voxels in memory, scaled by
-    the header's ``scl_slope``/``scl_inter``; the dtype nibabel gives, float for scaled data), and the
-    :class:`HeaderGeometry` that chose it. Raises as :func:`read_geometry`."""
+    """The image of ``path`` with its checked transform as its affine (3D voxels in memory, as
+    :func:`voxels` gives them: scaled by the header's ``scl_slope``/``scl_inter``, the dtype nibabel
+    gives, float for scaled data), and the :class:`HeaderGeometry` that chose it. Raises as
+    :func:`read_geometry` and :func:`voxels`."""
     geometry = read_geometry(path, trust)
-    data = np.asanyarray(nib.load(path).dataobj)
-    return nib.Nifti1Image(data, geometry.affine), geometry
+    data = voxels(load_image(path), path)
+    return nib.Nifti1Image(data, geometry.affine, dtype=data.dtype), geometry
+
+
+def load_image(path: str | Path) -> nib.spatialimages.SpatialImage:
+    """The NIfTI-1/-2 image of ``path`` (voxels not yet read): a single file (``.nii``, ``.nii.gz``) or
+    a pair named by its header (``.hdr``, ``.hdr.gz``, voxels in the ``.img``/``.img.gz`` beside it),
+    with any case of suffix (nibabel's own loader derives a lower-case name from ``s01.Nii``).
+    Raises ``ValueError`` for another header, ``FileNotFoundError`` for a pair without its ``.img``."""
+    path = Path(path)
+    header = read_header(path)
+    single = bytes(header["magic"]).startswith((b"n+1", b"n+2"))
+    if isinstance(header, nib.Nifti2Header):
+        klass = nib.Nifti2Image if single else nib.Nifti2Pair
+    else:
+        klass = nib.Nifti1Image if single else nib.Nifti1Pair
+    if single:
+        file_map = {"image": nib.fileholders.FileHolder(str(path))}
+    else:
+        lower = path.name.lower()
+        wanted = lower[: lower.rindex(".hdr")] + ".img" + (".gz" if lower.endswith(".gz") else "")
+        partner = next((p for p in path.parent.iterdir() if p.name.lower() == wanted), None)
+        if partner is None:
+            raise FileNotFoundError(f"{path.name}: a NIfTI pair header whose voxels ({wanted}, any case) are missing")
+        file_map = {"header": nib.fileholders.FileHolder(str(path)), "image": nib.fileholders.FileHolder(str(partner))}
+    return klass.from_file_map(file_map)
+
+
+def voxels(img: nib.spatialimages.SpatialImage, path: str | Path) -> np.ndarray:
+    """The voxels of a 3D image file: an integer or floating-point (D, H, W) array in native byte
+    order, scaled by ``scl_slope``/``scl_inter`` (nibabel's ``dataobj``); trailing axes of length 1
+    (``(D, H, W, 1)``, ``(D, H, W, 1, 1)``) are dropped. Raises :class:`VoxelError` (a ``ValueError``)
+    naming the file for other data types (complex, RGB) and for more than one volume or fewer than 3
+    axes; what nibabel raises for a truncated or unreadable file."""
+    check_voxel_form(img.header, path)
+    data = np.asanyarray(img.dataobj)
+    return data.reshape(data.shape[:3]).astype(data.dtype.newbyteorder("="), copy=False)
+
+
+def check_voxel_form(header: nib.Nifti1Header, path: str | Path) -> None:
+    """Raise :class:`VoxelError` naming ``path`` unless its header (:func:`read_header`, or an
+    image's) describes one 3D volume (trailing axes of length 1 allowed) of integer or floating-point
+    voxels; what :func:`voxels` reads, checked without reading the voxels."""
+    name = Path(path).name
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "iuf" or dtype.fields is not None:
+        raise VoxelError(f"{name}: voxel data type {dtype} is not real-valued; allowed: real-valued scalars (an integer or floating type)")
+    shape = tuple(int(n) for n in header.get_data_shape())
+    if len(shape) < 3 or any(n != 1 for n in shape[3:]):
+        raise VoxelError(f"{name}: not 3D: shape {shape}; allowed: one 3D volume (trailing axes of length 1 are dropped)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from synthbrain import _io
+
 BUILTIN_SCHEMES = ("muse-coarse",)
 
 
@@ -77,12 +79,10 @@ class LabelScheme:
         ``ValueError`` when it is neither, or as :meth:`from_dict`."""
         if str(name_or_path) in BUILTIN_SCHEMES:
             text = resources.files("synthbrain.cohort").joinpath("label_schemes").joinpath(f"{name_or_path}.json").read_text("utf-8")
-        else:
-            path = Path(name_or_path)
-            if not path.is_file():
-                raise ValueError(f"label_scheme={str(name_or_path)!r}: neither a built-in scheme {list(BUILTIN_SCHEMES)} nor a JSON file")
-            text = path.read_text("utf-8")
-        return cls.from_dict(json.loads(text))
+            return cls.from_dict(json.loads(text))
+        if not Path(name_or_path).is_file():
+            raise ValueError(f"label_scheme={str(name_or_path)!r}: neither a built-in scheme {list(BUILTIN_SCHEMES)} nor a JSON file")
+        return cls.from_dict(_io.read_json(name_or_path, "a label scheme JSON file"))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form that :meth:`from_dict` reads."""

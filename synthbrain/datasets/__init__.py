@@ -6,7 +6,14 @@ fraction per batch). Where covariates come from (condition samplers) is part of 
 :mod:`synthbrain.generator.conditions`, re-exported here.
 """
 
-from synthbrain.datasets.mixing import MixedBatchSampler, MixedDataset
+from synthbrain.datasets.mixing import (
+    MixedBatchSampler,
+    MixedDataset,
+    constant_share,
+    cosine_decay,
+    linear_decay,
+    synthetic_then_real,
+)
 from synthbrain.datasets.synthetic import SyntheticBrainDataset
 from synthbrain.generator.conditions import Density, Empirical, Fixed, Uniform, check_sampler
 from synthbrain.generator.draws import volume_seed
@@ -20,5 +27,9 @@ __all__ = [
     "SyntheticBrainDataset",
     "Uniform",
     "check_sampler",
+    "constant_share",
+    "cosine_decay",
+    "linear_decay",
+    "synthetic_then_real",
     "volume_seed",
 ]

@@ -13,7 +13,6 @@ diffusion stage's training set at the cost of one more encoding pass.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +54,7 @@ class LatentCache:
         folder = Path(folder)
         if not (folder / "latents.json").is_file():
             raise ValueError(f"latents={str(folder)!r}: no latents.json (run the latent caching step first)")
-        meta = json.loads((folder / "latents.json").read_text())
+        meta = _io.read_json(folder / "latents.json", "run the latent caching step first")
         tensors = load_file(folder / "latents.safetensors")
         schema = CovariateSchema.from_dict(meta["schema"])
         return cls(tensors["latents"], tensors["conditions"], meta["subject_ids"], meta["scale"], schema, meta)
@@ -66,6 +65,7 @@ class LatentCache:
 
 
 @torch.no_grad()
+@_io.writes_folder("out")
 def cache_latents(
     autoencoder: str | Path,
     prepared: str | Path,

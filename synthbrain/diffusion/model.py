@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from monai.networks.nets import DiffusionModelUNet
+from monai.networks.nets.diffusion_model_unet import DiffusionModelUNet
 from torch import nn
+
+from synthbrain import _io
 
 NULL_CONDITION = -1.0
 
@@ -89,10 +91,7 @@ class DiffusionConfig:
         other fields fall back to their defaults (so a config written before a field existed keeps the
         default, e.g. ``classifier_free_guidance=True``). Raises ``ValueError`` for unknown keys or invalid
         values, ``KeyError`` without ``channels`` or ``attention_levels``."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"diffusion config: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**{**data, "channels": tuple(data["channels"]), "attention_levels": tuple(data["attention_levels"])})
+        return _io.dataclass_from_dict(cls, data, "diffusion config", channels=tuple, attention_levels=tuple)
 
 
 class ConditionalUNet(nn.Module):

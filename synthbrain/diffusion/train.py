@@ -73,6 +73,7 @@ def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | None) 
     return weight.float()
 
 
+@_io.writes_folder("run_dir")  # one training per run folder (rank 0 holds the lock)
 def train_diffusion(
     latents: str | Path,
     run_dir: str | Path,

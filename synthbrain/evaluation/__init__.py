@@ -24,7 +24,8 @@ from synthbrain.evaluation.metrics import (
     pairwise_ms_ssim,
     wilson_interval,
 )
-from synthbrain.evaluation.segmenter import VoxelSegmenter, dice_per_class
+from synthbrain.evaluation.segmenter import VoxelSegmenter
+from synthbrain.overlap import dice_per_class
 
 __all__ = [
     "VoxelSegmenter",

@@ -116,6 +116,7 @@ def load_cohort_on_grid(real: str | Path, grid) -> tuple[PreparedCohort, torch.T
     return cohort, torch.stack([it["image"] for it in items]), labels
 
 
+@_io.writes_folder("out")  # one evaluation per report folder
 def evaluate(
     generator,
     real: str | Path,
@@ -137,7 +138,7 @@ def evaluate(
     ``held_out``: a prepared cohort of real subjects the generator never saw (for the memorisation
     baseline). ``evaluators``: folder of saved evaluator networks (default ``out/evaluators``),
     reused when trained on the same subjects with the same settings, trained and saved otherwise.
-    ``sampling``: ``steps``, ``sampler``, ``guidance_scale`` (default: the model's).
+    ``sampling``: ``steps``, ``sampler``, ``guidance_scale``, ``timestep_spacing`` (default: the model's).
     """
     if not (isinstance(n, int) and n >= 4):
         raise ValueError(f"n={n!r}; allowed: an integer >= 4")
@@ -198,7 +199,9 @@ def evaluate(
     memorisation = _memorisation(synthetic, images, held_out, grid)
 
     figures = {
-        "montage": report.montage_figure(out / "montage.png", synthetic, own_labels, requested, scheme.num_classes),
+        "montage": report.montage_figure(
+            out / "montage.png", synthetic, own_labels, requested, scheme.class_names, grid.spacing, generator.units
+        ),
         "histograms": report.histograms(out / "intensity-histograms.png", synthetic, own_labels, images[part_b], fractions[part_b]),
         "conditioning": report.scatter(out / "conditioning.png", requested, measured, own, table_b, real_measured, volumes),
         "nearest": report.nearest_pairs(out / "nearest-neighbours.png", synthetic, images, table, memorisation),

@@ -17,7 +17,6 @@ later evaluation reuses them only when that matches.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +26,14 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from scipy import stats
 from sklearn.linear_model import LogisticRegressionCV, RidgeCV
 from sklearn.metrics import roc_auc_score
 
 from synthbrain import _io
 from synthbrain.cohort.labels import LabelScheme
 from synthbrain.evaluation.networks import UNet3d, dice_cross_entropy, predict, train_network
-from synthbrain.evaluation.segmenter import dice_per_class
+from synthbrain.overlap import dice_per_class
 
 SEX_CODES = ("F", "M")
 
@@ -203,7 +203,7 @@ class Evaluators:
         out = {"n": len(table), "median_dice": dict(zip(self.scheme.class_names, dice.tolist()))}
         for name in [*self.volumes, *(["age"] if self.age is not None else [])]:
             true, got = table[name].to_numpy(float), measured[name].to_numpy()
-            out[name] = {"pearson_r": float(np.corrcoef(true, got)[0, 1]), "mae": float(np.abs(true - got).mean())}
+            out[name] = {"pearson_r": float(stats.pearsonr(true, got).statistic), "mae": float(np.abs(true - got).mean())}
         if self.sex is not None:
             male = table["sex"].to_numpy() == "M"
             p = measured["p_male"].to_numpy()
@@ -213,6 +213,7 @@ class Evaluators:
 
     # -- storage -------------------------------------------------------------------------------
 
+    @_io.writes_folder("folder")  # evaluators shared by several evaluations are written by one at a time
     def save(self, folder: str | Path) -> Path:
         """Write ``evaluators.safetensors`` (segmenter weights, the linear models) and ``evaluators.json``
         (``info``, label scheme, voxel volume) into ``folder``; returns ``folder``."""
@@ -232,10 +233,10 @@ class Evaluators:
         the feature network they were trained with; ``info["feature_network"]`` names it). Raises
         ``FileNotFoundError`` for missing files and ``RuntimeError`` for segmenter weights that do not fit."""
         folder = Path(folder)
-        info = json.loads((folder / "evaluators.json").read_text())
+        info = _io.read_json(folder / "evaluators.json", "a folder of evaluators written by Evaluators.save")
         tensors = load_file(str(folder / "evaluators.safetensors"))
         scheme = LabelScheme.from_dict(info.pop("scheme"))
-        settings = EvaluatorSettings(**{**info["settings"], "segmenter_channels": tuple(info["settings"]["segmenter_channels"])})
+        settings = _io.dataclass_from_dict(EvaluatorSettings, info["settings"], "evaluator settings", segmenter_channels=tuple)
         segmenter = UNet3d(scheme.num_classes, settings.segmenter_channels)
         segmenter.load_state_dict({k.removeprefix("segmenter."): v for k, v in tensors.items() if k.startswith("segmenter.")})
         linear = {

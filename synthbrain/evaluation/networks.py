@@ -18,8 +18,12 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceLoss
 from torch import nn
 from tqdm.auto import tqdm
+
+# One minus the soft Dice of each class, summed over the batch and space: (C, 1, 1, 1) for 3D input.
+SOFT_DICE = DiceLoss(softmax=True, batch=True, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5)
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -82,18 +86,17 @@ class Encoder3d(nn.Module):
 def dice_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Segmentation loss: cross-entropy against class fractions (or indices) plus one minus the
     mean soft Dice over classes present in the batch (as nnU-Net), which keeps small classes such
-    as the ventricles from being traded for the large ones.
+    as the ventricles from being traded for the large ones. The soft Dice is MONAI's
+    :class:`~monai.losses.DiceLoss` (softmax, summed over the batch, smoothing 1e-5), averaged here
+    over the present classes only (MONAI averages over all).
 
     ``logits``: (N, C, D, H, W); ``target``: class fractions (N, C, D, H, W) or class indices (N, D, H, W).
     Returns a scalar tensor."""
     if target.ndim == logits.ndim - 1:  # class indices (any dtype: augmentation may return floats)
         target = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
-    probabilities = torch.softmax(logits, 1)
-    dims = (0, *range(2, logits.ndim))
-    overlap, total = (probabilities * target).sum(dims), (probabilities + target).sum(dims)
-    present = target.sum(dims) > 0
-    dice = (2 * overlap + 1e-5) / (total + 1e-5)
-    return F.cross_entropy(logits, target) + 1 - dice[present].mean()
+    one_minus_dice = SOFT_DICE(logits, target).flatten()  # (C,)
+    present = target.sum((0, *range(2, logits.ndim))) > 0
+    return F.cross_entropy(logits, target) + one_minus_dice[present].mean()
 
 
 def train_network(

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from synthbrain import _io
-from synthbrain.preprocessing.qc import mid_slices, montage
+from synthbrain.figures import mid_slices, save_brain_rows, title_text
 
 PAPER = {  # Pinaya et al. 2022 (../shared/reference/paper-model.md); other features and resolution, so for orientation only
     "ventricular_volume r": 0.972,
@@ -161,14 +161,13 @@ def _listing(indices: list[int]) -> str:
     return f"{len(indices)} ({', '.join(map(str, indices[:20]))}{', ...' if len(indices) > 20 else ''})"
 
 
-def montage_figure(path: Path, images, labels, covariates, num_classes: int, rows: int = 6) -> Path:
-    shown = [c for c in covariates.columns if not c.startswith("qc_") and c != "seed"]
-    titles = [
-        f"synthetic {i}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in r[shown].items())
-        for i, r in covariates.head(rows).iterrows()
-    ]
-    montage(path, [x[0].numpy() for x in images[:rows]], [lab.numpy() for lab in labels[:rows]], titles, num_classes=num_classes)
-    return path
+def montage_figure(path: Path, images, labels, covariates, class_names, spacing_mm: float, units=None, rows: int = 6) -> Path:
+    """The first ``rows`` synthetic volumes (images (N, 1, D, H, W), their own label maps (N, D, H, W)):
+    plain views beside the labelled ones with a class legend, titled with the requested covariates
+    and their units (:func:`synthbrain.figures.brain_rows`)."""
+    titles = [title_text(f"synthetic {i}", r.to_dict(), units) for i, r in covariates.head(rows).iterrows()]
+    shown = [x[0].numpy() for x in images[:rows]], [lab.numpy() for lab in labels[:rows]]
+    return save_brain_rows(path, *shown, titles, spacing_mm, class_names)
 
 
 def histograms(path: Path, synthetic, own_labels, real, real_fractions) -> Path:

@@ -17,6 +17,8 @@ import numpy as np
 from scipy import ndimage
 from sklearn.ensemble import HistGradientBoostingClassifier
 
+from synthbrain.overlap import dice_per_class  # noqa: F401  (re-exported from its former home)
+
 SCALES = (3, 5, 9)
 
 
@@ -35,16 +37,6 @@ def voxel_features(image: np.ndarray) -> np.ndarray:
         columns += [mean, np.sqrt(np.clip(square - mean * mean, 0, None))]
     columns += [c.astype(np.float32) / (n - 1) for c, n in zip(np.indices(image.shape), image.shape)]
     return np.stack([c.ravel() for c in columns], axis=1)
-
-
-def dice_per_class(a: np.ndarray, b: np.ndarray, num_classes: int) -> np.ndarray:
-    """Dice of each class 0..num_classes-1 between two non-negative integer class maps of one shape:
-    (num_classes,) float64, NaN where both lack the class."""
-    a, b = np.asarray(a).ravel(), np.asarray(b).ravel()
-    both = np.bincount(a[a == b], minlength=num_classes)[:num_classes]
-    total = np.bincount(a, minlength=num_classes)[:num_classes] + np.bincount(b, minlength=num_classes)[:num_classes]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, 2.0 * both / total, np.nan)
 
 
 class VoxelSegmenter:

@@ -6,9 +6,26 @@ where covariates come from) -> ``model`` (:class:`BrainGenerator`: sampling and 
 ``folder`` is the model format on disk; the embedded default model lives in ``synthbrain/models/default``.
 """
 
-from synthbrain.generator.draws import volume_seed
-from synthbrain.generator.model import BrainGenerator
-from synthbrain.generator.output import GeneratedBrains, check_output_folder
-from synthbrain.model_folder import DEFAULT_MODEL, INDEX
+# Imported on first use (PEP 562), like the package's own exports: importing the generator loads
+# neither MONAI nor scikit-learn until a model is read or built.
+_EXPORTS = {
+    "DEFAULT_MODEL": "synthbrain.model_folder",
+    "INDEX": "synthbrain.model_folder",
+    "BrainGenerator": "synthbrain.generator.model",
+    "GeneratedBrains": "synthbrain.generator.output",
+    "check_output_folder": "synthbrain.generator.output",
+    "volume_seed": "synthbrain.generator.draws",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = ["DEFAULT_MODEL", "INDEX", "BrainGenerator", "GeneratedBrains", "check_output_folder", "volume_seed"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'synthbrain.generator' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *globals()})

@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema, is_missing
-from synthbrain.cohort.distribution import draw_mixture, fit_mixture
 
 ConditionSampler = Callable[[np.random.Generator], Mapping[str, Any]]
 
@@ -269,6 +268,8 @@ class Density:
             std = np.where(std > 0, std, 1.0)
             rows = (rows - mean) / std
             if estimator == "gmm":
+                from synthbrain.cohort.distribution import fit_mixture  # scikit-learn, on first use
+
                 fit = fit_mixture(rows, components, seed)
             else:
                 kde = KernelDensity(kernel="gaussian", bandwidth=bandwidth if bandwidth is not None else "scott").fit(rows)
@@ -294,6 +295,8 @@ class Density:
         failure = f"{self!r}: no draw inside the observed range in max_tries={self.max_tries} tries; raise max_tries"
         if self.estimator == "gmm":
             try:
+                from synthbrain.cohort.distribution import draw_mixture
+
                 z = draw_mixture(fit, rng, low, high, max_tries=self.max_tries)
             except ValueError:
                 raise RuntimeError(failure) from None

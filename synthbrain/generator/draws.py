@@ -29,15 +29,17 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema, is_missing
-from synthbrain.cohort.distribution import CovariateDistribution
 from synthbrain.generator.conditions import check_sampler
+
+if TYPE_CHECKING:  # a type only: scikit-learn loads when a density is read or fitted
+    from synthbrain.cohort.distribution import CovariateDistribution
 
 CONDITION, DENSITY, SAMPLER, APPEARANCE = 1, 2, 3, 4  # stream purposes (spawn keys)
 SEED_BITS = 63

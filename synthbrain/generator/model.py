@@ -14,33 +14,34 @@ with failing subjects drawn again when asked.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from synthbrain import __version__, _io, monai_bundle
-from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
-from synthbrain.cohort.covariates import CovariateSchema
-from synthbrain.cohort.distribution import CovariateDistribution
-from synthbrain.components import WEIGHTS, load_component, load_config
-from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+from synthbrain import __version__, _io
+from synthbrain.device import resolve_device
 from synthbrain.generator import draws
 from synthbrain.generator import qc as quality
-from synthbrain.generator.output import GeneratedBrains
+from synthbrain.generator.output import GeneratedBrains, covariate_ranges, model_name
 from synthbrain.hub import resolve_folder
 from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, read_model_folder, write_model_folder
-from synthbrain.preprocessing.template import Grid
 from synthbrain.samplers import SAMPLERS, sample
-from synthbrain.samplers.schedule import NoiseSchedule
+from synthbrain.sampling import QC_MODES
+
+if TYPE_CHECKING:  # imported where a model is built or read: MONAI, scikit-learn and SciPy load on first use, not on import
+    from synthbrain.autoencoder.model import BrainAutoencoder
+    from synthbrain.cohort.covariates import CovariateSchema
+    from synthbrain.cohort.distribution import CovariateDistribution
+    from synthbrain.diffusion.model import ConditionalUNet
+    from synthbrain.grid import Grid
+    from synthbrain.samplers.schedule import NoiseSchedule
 
 DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing", "qc")
-QC_MODES = ("measure", "reject")
 # Precisions ``BrainGenerator.to`` takes: float32 and float64 cast the weights; bfloat16 and float16 keep float32 weights and
 # run under torch.autocast (MONAI's networks upcast attention and normalisation to float32, which only autocast reconciles).
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -120,6 +121,23 @@ class BrainGenerator:
         self.distribution = distribution
         self._autocast: torch.dtype | None = None  # bfloat16 / float16 after .to(dtype=...): autocast over float32 weights
 
+    def __repr__(self) -> str:
+        """A summary: where the model came from, its grid, label classes, covariates (units and
+        training ranges), sampling defaults, device and precision."""
+        name = model_name(self.source.get("path"))
+        grid = self.image_grid
+        classes = f"{len(self.label_classes)} label classes ({', '.join(self.label_classes)})" if self.label_classes else "no label maps"
+        d = self.defaults
+        return (
+            f"BrainGenerator(model: {name}\n"
+            f"  grid: {' x '.join(map(str, grid.shape))} voxels of {grid.spacing:g} mm (MNI), "
+            f"latent {' x '.join(map(str, self.latent_shape))}\n"
+            f"  {classes}\n"
+            f"  covariates: {covariate_ranges(self.schema)}\n"
+            f"  sampling: {d['sampler']}, {d['steps']} steps, guidance {d['guidance_scale']:g}, {d['timestep_spacing']} spacing, "
+            f"qc {d['qc']}; on {self.device}, {str(self.dtype).removeprefix('torch.')})"
+        )
+
     # ------------------------------------------------------------------ construction and persistence
 
     @classmethod
@@ -169,6 +187,8 @@ class BrainGenerator:
                 raise ValueError(f"name_or_path='default': the embedded model is missing from this installation ({DEFAULT_MODEL})")
             return cls.from_parts(read_model_folder(DEFAULT_MODEL))
         folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+        from synthbrain import monai_bundle
+
         if not (folder / INDEX).is_file() and monai_bundle.is_bundle(folder):
             return cls.from_parts(monai_bundle.load_bundle(folder))
         return cls.from_parts(read_model_folder(folder))
@@ -181,7 +201,13 @@ class BrainGenerator:
         (``RUN/latents``, which names its autoencoder, covariate schema, latent scale and image grid) and
         a diffusion run folder (``unet/``, ``scheduler/``); ``defaults`` are its sampling defaults. The
         covariate density is a one-component Gaussian per sex fitted on the training cohort's table."""
+        from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+        from synthbrain.cohort.distribution import CovariateDistribution
+        from synthbrain.components import WEIGHTS, load_component, load_config
         from synthbrain.diffusion.latents import LatentCache
+        from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+        from synthbrain.preprocessing.template import Grid
+        from synthbrain.samplers.schedule import NoiseSchedule
 
         cache = LatentCache.load(latents)
         meta = cache.meta
@@ -191,7 +217,7 @@ class BrainGenerator:
         unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
         schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
         scheme_file = Path(meta["prepared"]) / "label_scheme.json"
-        classes = [c["name"] for c in json.loads(scheme_file.read_text())["classes"]] if scheme_file.is_file() else None
+        classes = [c["name"] for c in _io.read_json(scheme_file, "a prepared cohort")["classes"]] if scheme_file.is_file() else None
         table = pd.read_csv(Path(meta["prepared"]) / "participants.tsv", sep="\t", na_values=["n/a"])
         distribution = CovariateDistribution.fit(table, cache.schema, components=1)
         grid, defaults = Grid.from_dict(meta["image_grid"]), dict(defaults) if defaults else None
@@ -202,9 +228,12 @@ class BrainGenerator:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BrainGenerator:
         """Move to ``device`` and, with ``dtype``, change the precision: float32 or float64 weights, or
         bfloat16 / float16 computation (torch.autocast over float32 weights, since MONAI's networks
-        keep attention and normalisation in float32). Images come back as float32 in every case."""
+        keep attention and normalisation in float32). Images come back as float32 in every case.
+        Raises ``ValueError`` for a dtype not in :data:`DTYPES` or a device this machine lacks
+        (:func:`synthbrain.device.resolve_device`, the same message as the command line's)."""
         if dtype is not None and dtype not in DTYPES:
             raise ValueError(f"dtype={dtype!r}; allowed: {[str(d) for d in DTYPES]}")
+        device = None if device is None else resolve_device(device)
         weights = None if dtype is None else (torch.float64 if dtype == torch.float64 else torch.float32)
         for module in (self.autoencoder, self.unet):
             module.to(device=device, dtype=weights)
@@ -217,6 +246,11 @@ class BrainGenerator:
         if dtype is not None:
             self._autocast = dtype if dtype in (torch.bfloat16, torch.float16) else None
         return self
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Each covariate's physical unit (``"years"``, ``"mL"``; ``""`` for a categorical one)."""
+        return {c.name: c.unit for c in self.schema.covariates}
 
     @property
     def device(self) -> torch.device:
@@ -291,6 +325,7 @@ class BrainGenerator:
 
         ``seed``: an int (volume i gets ``volume_seed(seed, i)``, see :mod:`synthbrain.generator.draws`)
         or one volume seed per volume (a list alone sets ``n``); the ``seed`` column of the result reproduces each volume alone.
+        ``progress=True`` shows one bar over the volumes (with more than one batch) and the sampler's steps of each batch.
         ``steps``, ``sampler`` (``ddim``, ``dpm++2m``, ``ddpm``), ``guidance_scale`` (classifier-free
         guidance; 1 = none) and ``timestep_spacing`` (``leading``, ``trailing``, ``linspace``) default
         to the model's. ``raw=True`` keeps the decoder's output everywhere; by default voxels whose
@@ -377,7 +412,13 @@ class BrainGenerator:
             "grid": self.image_grid.to_dict(),
         }
         return GeneratedBrains(
-            torch.stack(images), torch.stack(labels) if labels else None, used, self.image_grid.affine, self.label_classes, provenance
+            torch.stack(images),
+            torch.stack(labels) if labels else None,
+            used,
+            self.image_grid.affine,
+            self.label_classes,
+            provenance,
+            self.units,
         )
 
     def _sample(self, table, seeds, settings, batch_size, extrapolate, raw, progress):
@@ -388,6 +429,10 @@ class BrainGenerator:
         autocast = torch.autocast(self.device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
         guidance = settings["guidance_scale"]
         images, labels = [], []
+        from tqdm.auto import tqdm
+
+        # One bar over the volumes when there are several batches; the sampler's steps of each batch below it (not kept).
+        bar = tqdm(total=len(seeds), desc="generate", unit="volume", disable=not progress or len(seeds) <= batch_size)
         for start in range(0, len(seeds), batch_size):
             part = slice(start, min(start + batch_size, len(seeds)))
             noise = draws.initial_noise(seeds[part], self.latent_shape).to(self.device, weights)
@@ -416,6 +461,8 @@ class BrainGenerator:
                 images.extend(image if raw else image * (label > 0).unsqueeze(1))
             else:
                 images.extend(image)
+            bar.update(part.stop - part.start)
+        bar.close()
         checks = None
         if labels:  # measured on the unmasked decoder output would hide nothing: dark labelled voxels are inside the mask
             checks = quality.measure(torch.stack(images), torch.stack(labels))

@@ -25,7 +25,8 @@ class GeneratedBrains:
     (years, "F"/"M", mL) and the volume ``seed`` that reproduces it alone, plus the quality-control
     measures of :mod:`synthbrain.generator.qc` where label maps exist; ``affine``: voxel -> MNI mm
     (RAS) (4, 4), shared by every subject; ``provenance``: model hashes, sampler, steps, guidance
-    scale, timestep spacing and every other setting.
+    scale, timestep spacing and every other setting; ``units``: each covariate's physical unit
+    (``"years"``, ``"mL"``, ``""`` for a categorical one), for summaries and the preview's titles.
     """
 
     images: torch.Tensor
@@ -34,9 +35,31 @@ class GeneratedBrains:
     affine: np.ndarray
     label_classes: tuple[str, ...] | None = None
     provenance: dict[str, Any] | None = None
+    units: dict[str, str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def __repr__(self) -> str:
+        """A summary instead of the tensors: volumes, shapes, grid, covariates (ranges with units,
+        counts of levels), quality control and the model and sampling that made them."""
+        shape = tuple(self.images.shape)
+        spacing = np.abs(np.diag(np.asarray(self.affine))[:3])
+        mm = f"{spacing[0]:g}" if np.allclose(spacing, spacing[0]) else " x ".join(f"{v:g}" for v in spacing)
+        classes = len(self.label_classes or ())
+        labels = "no label maps" if self.labels is None else f"label maps {tuple(self.labels.shape)} of {classes} classes"
+        lines = [
+            f"GeneratedBrains: {len(self)} volumes, images {shape} {str(self.images.dtype).removeprefix('torch.')}, {labels}",
+            f"  grid: {' x '.join(map(str, shape[2:]))} voxels of {mm} mm (MNI)",
+            f"  covariates: {covariate_summary(self.covariates, self.units)}",
+        ]
+        if "qc_pass" in self.covariates:
+            lines.append(f"  quality control: {int(self.covariates['qc_pass'].sum())} of {len(self)} pass")
+        p = self.provenance or {}
+        if p:
+            name = model_name((p.get("model") or {}).get("path"))
+            lines.append(f"  model: {name}; {p.get('sampler')}, {p.get('steps')} steps, guidance {p.get('guidance_scale')}")
+        return "\n".join(lines)
 
     def save(self, folder: str | os.PathLike, *, prefix: str = "synth", overwrite: bool = False) -> Path:
         """Write a BIDS-like dataset: ``sub-<prefix><i>/anat/..._T1w.nii.gz`` and ``..._dseg.nii.gz``,
@@ -47,16 +70,21 @@ class GeneratedBrains:
         it holds a previous synthbrain dataset (so a mistyped path never deletes other files). The
         dataset is written into a hidden folder beside ``folder`` and moved into place when complete
         (:func:`synthbrain._io.staged_folder`): an interrupted or failed save leaves the previous
-        state. Raises ``ValueError`` for a bad ``prefix`` or an output folder that cannot be used."""
+        state. The folder is checked again and written under its writer lock (:func:`synthbrain._io.folder_lock`),
+        so a dataset another process finished meanwhile is not replaced without ``overwrite``. Raises
+        ``ValueError`` for a bad ``prefix`` or an output folder that cannot be used, and
+        :class:`~synthbrain._io.FolderInUseError` (a ``ValueError``) while another process writes it."""
         if not (isinstance(prefix, str) and prefix.isalnum()):
             raise ValueError(f"prefix={prefix!r}; allowed: letters and digits only (it becomes part of BIDS subject labels)")
-        check_output_folder(folder, overwrite)
-        with _io.staged_folder(folder) as staging:
-            self._write(staging, prefix)
+        check_output_folder(folder, overwrite)  # before the lock, which creates the parent folder
+        with _io.folder_lock(folder):
+            check_output_folder(folder, overwrite)
+            with _io.staged_folder(folder) as staging:
+                self._write(staging, prefix)
         return Path(folder)
 
     def _write(self, folder: Path, prefix: str) -> None:
-        from synthbrain.preprocessing import qc
+        from synthbrain.figures import save_brain_rows, title_text  # matplotlib, when a dataset is written
 
         ids = [f"sub-{prefix}{i:05d}" for i in range(len(self.images))]
         for i, sid in enumerate(ids):
@@ -83,17 +111,14 @@ class GeneratedBrains:
             },
         )
         shown = min(len(ids), 8)
-        columns = [c for c in self.covariates.columns if not c.startswith("qc_")]
-        qc.montage(
+        spacing = float(np.abs(np.asarray(self.affine)[0, 0]))
+        save_brain_rows(
             folder / "preview.png",
             [self.images[i, 0].numpy() for i in range(shown)],
             [self.labels[i].numpy() if self.labels is not None else None for i in range(shown)],
-            [
-                f"{ids[i]}  "
-                + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.covariates.iloc[i][columns].items())
-                for i in range(shown)
-            ],
-            len(self.label_classes) if self.label_classes else None,
+            [title_text(ids[i], self.covariates.iloc[i].to_dict(), self.units) for i in range(shown)],
+            spacing,
+            self.label_classes,
         )
 
 
@@ -133,3 +158,45 @@ def is_generated_dataset(folder: Path) -> bool:
         return (folder / "provenance.json").is_file() and description["GeneratedBy"][0]["Name"] == "synthbrain"
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return False
+
+
+def covariate_summary(table: pd.DataFrame, units: dict[str, str] | None = None) -> str:
+    """One line over the subjects: each covariate's range (with its unit) or its levels' counts;
+    the volume seeds and quality-control columns are left out."""
+    parts = []
+    for name in table.columns:
+        if name == "seed" or name.startswith("qc_"):
+            continue
+        column = table[name]
+        unit = f" {(units or {}).get(name, '')}".rstrip()
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            low, high = column.min(), column.max()
+            parts.append(f"{name} {low:.4g}{unit}" if low == high else f"{name} {low:.4g} to {high:.4g}{unit}")
+        else:
+            counts = column.astype(str).value_counts().sort_index()
+            parts.append(f"{name} " + ", ".join(f"{level} {count}" for level, count in counts.items()))
+    return "; ".join(parts)
+
+
+def covariate_ranges(schema) -> str:
+    """One line over a model's covariates (a :class:`~synthbrain.cohort.covariates.CovariateSchema`):
+    levels of a categorical one, the training range and unit of a continuous one."""
+    parts = []
+    for c in schema.covariates:
+        if c.categories:
+            parts.append(f"{c.name} ({', '.join(c.categories)})")
+        elif c.low is not None:
+            parts.append(f"{c.name} {c.low:.4g} to {c.high:.4g}" + (f" {c.unit}" if c.unit else ""))
+        else:
+            parts.append(f"{c.name}" + (f" ({c.unit})" if c.unit else ""))
+    return "; ".join(parts)
+
+
+def model_name(path: str | os.PathLike | None) -> str:
+    """How a summary names a model: ``default`` for the embedded model, else its folder (relative to
+    the working directory when below it), or ``in memory`` for one never loaded from disk."""
+    from synthbrain.model_folder import DEFAULT_MODEL
+
+    if not path:
+        return "in memory"
+    return "default" if Path(path).resolve() == DEFAULT_MODEL else _io.shown_path(path)

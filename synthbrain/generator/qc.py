@@ -22,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 DARK = 0.05
 BRIGHT = 0.3
@@ -33,6 +32,8 @@ COLUMNS = (*THRESHOLDS, "qc_pass")
 def measure(images: torch.Tensor, labels: torch.Tensor) -> pd.DataFrame:
     """The QC measures of a batch: ``images`` (B, 1, D, H, W), ``labels`` (B, D, H, W); one row per
     subject with the columns of :data:`COLUMNS` (``qc_pass``: every measure within its threshold)."""
+    from scipy import ndimage  # on first use: importing the generator does not load SciPy
+
     if images.ndim != 5 or labels.ndim != 4 or images.shape[0] != labels.shape[0] or images.shape[2:] != labels.shape[1:]:
         raise ValueError(f"images {tuple(images.shape)}, labels {tuple(labels.shape)}; allowed: (B, 1, D, H, W) and (B, D, H, W)")
     rows = []

@@ -45,14 +45,15 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from synthbrain import __version__, _io
+from synthbrain import __version__, _io, overlap
 from synthbrain.cohort.cohort import Cohort, Problem, SubjectRecord
 from synthbrain.cohort.geometry import load_oriented
 from synthbrain.cohort.labels import LabelScheme
+from synthbrain.grid import Grid
 from synthbrain.preprocessing import qc
 from synthbrain.preprocessing.intensity import robust_normalize
-from synthbrain.preprocessing.registration import KINDS, register, resample_to_grid
-from synthbrain.preprocessing.template import FIELD_OF_VIEW_MM, Grid, make_grid, registration_template, template_mask_on_grid
+from synthbrain.preprocessing.registration import KINDS, WINSORIZE, register, resample_to_grid
+from synthbrain.preprocessing.template import FIELD_OF_VIEW_MM, make_grid, registration_template, template_mask_on_grid
 
 OUTPUT_FILES = ("params.json", "manifest.json", "participants.tsv", "covariates.json", "label_scheme.json", "skipped.tsv")
 
@@ -65,9 +66,12 @@ class PrepareParams:
     ``field_of_view_mm``: the grid's minimum extent (x, y, z) in mm; ``registration``: ``"rigid"`` (keeps
     head size) or ``"affine"``; ``skull_strip``: set voxels outside the brain mask to 0; ``percentiles``:
     the intensity percentiles inside the brain mapped to 0 and 1; ``seed``: the registration's metric
-    sampling seed; ``registration_spacing``: mm, the template's spacing for registration. Raises
-    ``ValueError`` for an unknown registration, a spacing or field of view ``make_grid`` refuses, a
-    registration spacing outside [1, 8] mm, or percentiles not ``0 <= low < high <= 100``.
+    sampling seed; ``registration_spacing``: mm, the template's spacing for registration;
+    ``registration_percentiles``: the percentiles of the non-zero voxels that registration clips the
+    intensities to (:func:`~synthbrain.preprocessing.registration.registration_intensities`; the
+    output keeps the original intensities). Raises ``ValueError`` for an unknown registration, a
+    spacing or field of view ``make_grid`` refuses, a registration spacing outside [1, 8] mm, or
+    percentiles not ``0 <= low < high <= 100``.
     """
 
     spacing: float = 2.0
@@ -77,6 +81,7 @@ class PrepareParams:
     percentiles: tuple[float, float] = (0.5, 99.5)
     seed: int = 0
     registration_spacing: float = 2.0  # mm; the template is resampled to it for registration
+    registration_percentiles: tuple[float, float] = WINSORIZE
 
     def __post_init__(self) -> None:
         if self.registration not in KINDS:
@@ -84,9 +89,10 @@ class PrepareParams:
         make_grid(self.spacing, self.field_of_view_mm)  # validates spacing and field of view
         if not (isinstance(self.registration_spacing, (int, float)) and 1.0 <= self.registration_spacing <= 8.0):
             raise ValueError(f"registration_spacing={self.registration_spacing!r}; allowed: mm in [1, 8]")
-        lo, hi = self.percentiles
-        if not (0.0 <= lo < hi <= 100.0):
-            raise ValueError(f"percentiles={self.percentiles!r}; allowed: 0 <= low < high <= 100")
+        for name in ("percentiles", "registration_percentiles"):
+            lo, hi = getattr(self, name)
+            if not (0.0 <= lo < hi <= 100.0):
+                raise ValueError(f"{name}={getattr(self, name)!r}; allowed: 0 <= low < high <= 100")
 
     def to_dict(self, scheme: LabelScheme | None) -> dict[str, Any]:
         """The parameters as written to ``params.json``, with the label scheme ``scheme`` (or None) as its JSON form."""
@@ -98,6 +104,7 @@ class PrepareParams:
             "percentiles": list(self.percentiles),
             "seed": self.seed,
             "registration_spacing": self.registration_spacing,
+            "registration_percentiles": list(self.registration_percentiles),
             "label_scheme": scheme.to_dict() if scheme is not None else None,
         }
 
@@ -113,6 +120,7 @@ class PrepareError(RuntimeError):
         )
 
 
+@_io.writes_folder("out")
 def prepare_cohort(
     cohort: Cohort,
     out: str | Path,
@@ -128,6 +136,8 @@ def prepare_cohort(
 
     ``workers`` processes run in parallel (default: one per available CPU core). A folder prepared
     with other parameters is refused unless ``overwrite=True``, which deletes its previous outputs.
+    One ``prepare`` writes ``out`` at a time (:func:`synthbrain._io.writes_folder`; another is a
+    :class:`~synthbrain._io.FolderInUseError`).
     ``label_scheme``: a :class:`LabelScheme`, a built-in name or a JSON path, or None to keep the fine
     labels. Returns ``out``. Raises ``ValueError`` for a bad ``on_error`` or ``workers``, or an ``out``
     that is not empty and not a prepared cohort or was prepared with other parameters;
@@ -145,7 +155,15 @@ def prepare_cohort(
     out = Path(out)
     param_dict = params.to_dict(label_scheme)
     params_hash = hashlib.sha256(json.dumps(param_dict, sort_keys=True).encode()).hexdigest()[:16]
-    _claim_folder(out, param_dict, overwrite)
+    _clear_or_refuse(out, overwrite)
+    _io.claim_folder(
+        out,
+        "params.json",
+        param_dict,
+        argument="out",
+        what="a cohort prepared with other parameters",
+        hint="pass overwrite=True to start again, or choose another folder",
+    )
     _io.remove_stale_temporaries(out)
     grid = make_grid(params.spacing, params.field_of_view_mm)
 
@@ -184,7 +202,8 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
     the brain mask's Dice with the template mask and the most its volume allows (NaN without labels);
     ``brain_outside_fraction``: the fraction of native brain voxels that land outside the grid;
     ``intensity_low``/``intensity_high``: the source intensities mapped to 0 and 1; ``registration``
-    and ``header``: how the subject was aligned and read.
+    and ``header``: how the subject was aligned and read (``registration["flags"]``: the reasons
+    :func:`~synthbrain.preprocessing.qc.registration_flags` gives, empty when it looks right).
 
     Each file is read with the header transform :func:`synthbrain.cohort.geometry.load_oriented`
     checks and chooses (``record.trust_header``); an untrustworthy header raises ``ValueError``.
@@ -203,7 +222,17 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
 
     moving = data * native_mask if (params.skull_strip and native_mask is not None) else data
     fixed, fixed_affine, fixed_mask = registration_template(params.registration_spacing)
-    result = register(moving, img.affine, fixed, fixed_affine, params.registration, params.seed, fixed_mask)
+    result = register(
+        moving,
+        img.affine,
+        fixed,
+        fixed_affine,
+        params.registration,
+        params.seed,
+        fixed_mask,
+        winsorize=params.registration_percentiles,
+        name=str(record.image),
+    )
     matrix = result.matrix_ras()  # template RAS mm -> subject RAS mm
 
     image = resample_to_grid(data, img.affine, grid, result.transform, labels=False)
@@ -223,8 +252,9 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
             jacobian = abs(float(np.linalg.det(matrix[:3, :3])))
             measured = scheme.measure_coarse_volumes(out_labels, grid.voxel_volume_mm3 * jacobian)
     has_mask = fine_grid is not None
-    dice = qc.dice(mask, template_mask) if has_mask else float("nan")
+    dice = overlap.dice(mask, template_mask) if has_mask else float("nan")
     bound = qc.size_bound_dice(float(mask.sum()), float(template_mask.sum())) if has_mask else float("nan")
+    flags = qc.registration_flags(matrix, dice, bound)
     return {
         "image": image.astype(np.float32),
         "labels": out_labels,
@@ -234,7 +264,13 @@ def prepare_subject(record: SubjectRecord, grid: Grid, params: PrepareParams, sc
         "mask_source": mask_source,
         "intensity_low": low,
         "intensity_high": high,
-        "registration": {"kind": result.kind, "metric": result.metric, "template_to_subject_ras": matrix.tolist()},
+        "registration": {
+            "kind": result.kind,
+            "metric": result.metric,
+            "template_to_subject_ras": matrix.tolist(),
+            "intensities_clipped_to": list(result.moving_range),
+            "flags": flags,
+        },
         "volumes_on_grid_ml": measured,
         "header": header,
     }
@@ -288,7 +324,7 @@ def _load_record(out: Path, subject: SubjectRecord, params_hash: str) -> dict[st
     with other parameters, from other source files (another session, say) or another header trust."""
     folder = out / "subjects" / subject.subject_id
     try:
-        record = json.loads((folder / "record.json").read_text())
+        record = _io.read_json(folder / "record.json", "the subject is not finished")
     except (OSError, ValueError):
         return None
     files = [record.get("image"), record.get("labels")]
@@ -311,27 +347,19 @@ def _same_source(recorded: str | None, digest: str | None, path: Path | None) ->
     return digest is not None and Path(path).is_file() and _io.sha256_file(path) == digest
 
 
-def _claim_folder(out: Path, param_dict: dict[str, Any], overwrite: bool) -> None:
-    params_file = out / "params.json"
+def _clear_or_refuse(out: Path, overwrite: bool) -> None:
+    """Before a non-empty ``out`` is claimed: ``overwrite`` deletes a previous preparation's outputs (and
+    only those); without it, a folder that is not a prepared cohort is refused."""
     if out.exists() and any(out.iterdir()):
         if overwrite:
             for name in OUTPUT_FILES:
                 (out / name).unlink(missing_ok=True)
             for name in ("subjects", "qc"):
                 shutil.rmtree(out / name, ignore_errors=True)
-        elif not params_file.is_file():
+        elif not (out / "params.json").is_file():
             raise ValueError(
                 f"out={str(out)!r} exists, is not empty and is not a prepared cohort; choose another folder or pass overwrite=True"
             )
-        else:
-            previous = json.loads(params_file.read_text())
-            if previous != json.loads(json.dumps(param_dict)):
-                changed = sorted(k for k in set(previous) | set(param_dict) if previous.get(k) != json.loads(json.dumps(param_dict)).get(k))
-                raise ValueError(
-                    f"out={str(out)!r} was prepared with other parameters (differing: {changed}); "
-                    "pass overwrite=True to start again, or choose another folder"
-                )
-    _io.write_json(params_file, param_dict)
 
 
 def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid, scheme) -> None:
@@ -379,6 +407,7 @@ def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid
             "min": _stat(alignment.min()),
             "worst_subject": table.loc[alignment.idxmin(), "subject_id"] if len(alignment) else None,
         },
+        "registration_flagged": {r["subject_id"]: r["registration"]["flags"] for r in records if r["registration"].get("flags")},
         "brain_outside_fraction_max": _stat(table["brain_outside_fraction"].max()) if len(table) else None,
         "seconds_per_subject_median": _stat(table["seconds"].median()) if len(table) else None,
     }

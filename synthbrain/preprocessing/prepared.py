@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,9 +11,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from synthbrain import _io
 from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.cohort.labels import LabelScheme
-from synthbrain.preprocessing.template import Grid
+from synthbrain.grid import Grid
 
 
 @dataclass
@@ -46,9 +46,9 @@ class PreparedCohort(torch.utils.data.Dataset):
             raise ValueError(
                 f"root={str(root)!r}: no manifest.json; not a finished prepared cohort (run synthbrain prepare, which resumes)"
             )
-        manifest = json.loads(manifest_path.read_text())
+        manifest = _io.read_json(manifest_path, "not a finished prepared cohort")
         scheme_path = root / "label_scheme.json"
-        scheme = LabelScheme.from_dict(json.loads(scheme_path.read_text())) if scheme_path.is_file() else None
+        scheme = LabelScheme.from_dict(_io.read_json(scheme_path, "a prepared cohort")) if scheme_path.is_file() else None
         ids = {"subject_id": str, "participant_id": str, "session_id": str}
         table = pd.read_csv(root / "participants.tsv", sep="\t", dtype=ids, na_values=["n/a"])
         grid = Grid.from_dict(manifest["grid"])

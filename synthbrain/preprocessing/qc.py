@@ -1,4 +1,8 @@
-"""Quality-control figures of a prepared cohort, as PNG files."""
+"""Quality-control figures of a prepared cohort, as PNG files.
+
+Figures are :class:`matplotlib.figure.Figure` objects made directly, not through pyplot: importing or
+using this module never sets or changes the caller's plotting backend.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from synthbrain import _io  # noqa: E402
-from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema  # noqa: E402
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice overlap ``2 |A ∩ B| / (|A| + |B|)`` of two boolean masks of one shape (1.0 when both are empty)."""
-    total = a.sum() + b.sum()
-    return float(2.0 * np.logical_and(a, b).sum() / total) if total else 1.0
+from synthbrain import _io
+from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema
+from synthbrain.figures import mid_slices
 
 
 def size_bound_dice(volume_a: float, volume_b: float) -> float:
@@ -31,11 +28,45 @@ def size_bound_dice(volume_a: float, volume_b: float) -> float:
     return 2.0 * min(volume_a, volume_b) / (volume_a + volume_b) if volume_a + volume_b else 1.0
 
 
-def mid_slices(volume: np.ndarray) -> list[np.ndarray]:
-    """Axial, coronal and sagittal mid-slices (2D arrays) of a 3D volume indexed along RAS, oriented for
-    display (anterior up in the axial slice, superior up in the others)."""
-    i, j, k = (n // 2 for n in volume.shape)
-    return [np.rot90(volume[:, :, k]), np.rot90(volume[:, j, :]), np.rot90(volume[i, :, :])]
+# What a registration to the template may plausibly do to a brain (:func:`registration_flags`).
+REGISTRATION_LIMITS = {
+    # Dice with the template brain over the most the two brain volumes allow (size_bound_dice): IXI-HH's
+    # worst subject reached 0.955 with its label-map brain (docs/benchmarks/prepare-ixi-hh-2mm-rigid.md)
+    "min_dice_over_size_bound": 0.90,
+    # rotation of the head in the scanner frame: heads lie within about 20 degrees of the scanner axes
+    "max_rotation_deg": 30.0,
+    # scaling of an affine registration (1 for rigid): IXI-HH brains were scaled 1.17-1.59x (docs/preprocessing.md)
+    "scale_range": (0.5, 2.0),
+}
+
+
+def registration_flags(template_to_subject_ras: np.ndarray, dice: float, size_bound: float) -> list[str]:
+    """Why a registration to the template looks wrong: a list of reasons, empty when it looks right.
+
+    ``template_to_subject_ras``: the (4, 4) RAS mm matrix found; ``dice`` and ``size_bound``: the brain
+    mask's Dice with the template brain and :func:`size_bound_dice` (NaN without a brain mask: that
+    check is left out). Flagged (:data:`REGISTRATION_LIMITS`): Dice / size bound below
+    ``min_dice_over_size_bound`` (the brain lands beside the template's), a rotation beyond
+    ``max_rotation_deg`` (the rotation of the matrix's polar decomposition), or a scaling (its
+    singular values) outside ``scale_range``. An outlying voxel that moved the registration by a
+    millimetre or two is prevented by :func:`~synthbrain.preprocessing.registration.registration_intensities`,
+    not caught here; this catches registrations gone wrong."""
+    flags = []
+    ratio = dice / size_bound if np.isfinite(dice) and np.isfinite(size_bound) and size_bound > 0 else float("nan")
+    least = REGISTRATION_LIMITS["min_dice_over_size_bound"]
+    if np.isfinite(ratio) and ratio < least:
+        flags.append(f"Dice / size bound {ratio:.3f} < {least:g}: the brain is misaligned with the template's")
+    u, scales, vt = np.linalg.svd(np.asarray(template_to_subject_ras, dtype=float)[:3, :3])
+    rotation = u @ vt
+    angle = float(np.degrees(np.arccos(np.clip((np.trace(rotation) - 1.0) / 2.0, -1.0, 1.0))))
+    if np.linalg.det(rotation) < 0:
+        flags.append("the transform mirrors the brain (negative determinant)")
+    elif angle > REGISTRATION_LIMITS["max_rotation_deg"]:
+        flags.append(f"rotation {angle:.1f} deg > {REGISTRATION_LIMITS['max_rotation_deg']:g} deg")
+    low, high = REGISTRATION_LIMITS["scale_range"]
+    if scales.min() < low or scales.max() > high:
+        flags.append(f"scaling {scales.min():.2f}-{scales.max():.2f} outside [{low:g}, {high:g}]")
+    return flags
 
 
 def montage(
@@ -51,8 +82,9 @@ def montage(
     template brain, same shape) drawn as a yellow contour. ``images``, ``labels`` and ``titles`` are one
     per row; ``num_classes`` fixes the colour scale (default: from each label map's maximum)."""
     rows = len(images)
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.6 * rows), dpi=100, squeeze=False)
-    cmap = plt.get_cmap("tab10")
+    fig = Figure(figsize=(7.5, 2.6 * rows), dpi=100)
+    axes = fig.subplots(rows, 3, squeeze=False)
+    cmap = matplotlib.colormaps["tab10"]
     outline_slices = mid_slices(outline.astype(float)) if outline is not None else [None] * 3  # the same for every row
     for row, (image, lab, title) in enumerate(zip(images, labels, titles)):
         lab_slices = mid_slices(lab) if lab is not None else [None] * 3
@@ -70,7 +102,6 @@ def montage(
         axes[row, 0].set_title(title, fontsize=8, loc="left")
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)
 
 
 def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSchema, extra: Sequence[str] = ()) -> None:
@@ -80,7 +111,8 @@ def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSche
     names = [n for n in [*schema.names, *extra] if n in table.columns]
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.8 * rows), dpi=100, squeeze=False)
+    fig = Figure(figsize=(3.4 * cols, 2.8 * rows), dpi=100)
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat[len(names) :]:
         ax.set_axis_off()
     for ax, name in zip(axes.flat, names):
@@ -103,4 +135,3 @@ def covariate_plots(path: str | Path, table: pd.DataFrame, schema: CovariateSche
         ax.tick_params(labelsize=8)
     fig.tight_layout()
     _io.save_figure(path, fig)
-    plt.close(fig)

@@ -78,6 +78,7 @@ def _split_rows(table: pd.DataFrame, fractions: dict[str, float], *, seed: int, 
     return parts
 
 
+@_io.writes_folder("out")
 def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, float], *, seed: int = 0) -> dict[str, Path]:
     """Write one prepared-cohort folder per part under ``out`` (``out/<part>``) and ``out/split.tsv``.
     Re-running with the same arguments rewrites the same split; an ``out`` holding another split
@@ -110,7 +111,7 @@ def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, f
         _io.write_table(folder / "participants.tsv", rows)
         for subject_id in rows["subject_id"]:
             target = (cohort.root / "subjects" / subject_id).resolve()
-            os.symlink(os.path.relpath(target, folder / "subjects"), folder / "subjects" / subject_id, target_is_directory=True)
+            os.symlink(os.path.relpath(target, (folder / "subjects").resolve()), folder / "subjects" / subject_id, target_is_directory=True)
         folders[name] = folder
     _io.write_table(split_file, listing)
     return folders

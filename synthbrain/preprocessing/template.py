@@ -1,6 +1,7 @@
 """The template space: the MNI ICBM 2009a template and the fixed output grids built on it.
 
-Every prepared volume and every generated volume lives on a :class:`Grid`: RAS+ axes in MNI mm,
+Every prepared volume and every generated volume lives on a :class:`~synthbrain.grid.Grid` (defined
+in :mod:`synthbrain.grid`, a core type every stage imports; importable from here as before): RAS+ axes in MNI mm,
 isotropic spacing, a shape padded to a multiple of 8 voxels (so autoencoders and UNets can halve it
 three times), centred on the template's brain. At 1 mm the default field of view is the reference
 model's 160 x 224 x 160.
@@ -9,7 +10,6 @@ model's 160 x 224 x 160.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
@@ -18,43 +18,13 @@ import nibabel.processing
 import numpy as np
 from scipy import ndimage
 
+from synthbrain.grid import Grid
+
 TEMPLATE_FILE = "mni_icbm152_2009a_t1_1mm.nii.gz"
 FIELD_OF_VIEW_MM = (160.0, 224.0, 160.0)
 # Centre of the template brain mask's bounding box, x [-72, 72], y [-107, 73], z [-72, 82] mm.
 BRAIN_CENTRE_MM = (0.0, -17.0, 5.0)
 SPACING_RANGE_MM = (0.5, 8.0)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """A voxel grid in MNI space: ``shape`` voxels of ``spacing`` mm (isotropic), axes along RAS+, voxel
-    (0, 0, 0) at ``origin`` mm."""
-
-    shape: tuple[int, int, int]
-    spacing: float
-    origin: tuple[float, float, float]
-
-    @property
-    def affine(self) -> np.ndarray:
-        """The (4, 4) float64 voxel-index → MNI RAS+ mm matrix: ``diag(spacing)`` plus ``origin``."""
-        affine = np.diag([self.spacing] * 3 + [1.0])
-        affine[:3, 3] = self.origin
-        return affine
-
-    @property
-    def voxel_volume_mm3(self) -> float:
-        """The volume of one voxel in mm3 (``spacing ** 3``)."""
-        return self.spacing**3
-
-    def to_dict(self) -> dict:
-        """JSON-ready: ``shape``, ``spacing`` (mm), ``origin`` (mm) and ``space`` (``"MNI152NLin2009aSym"``)."""
-        return {"shape": list(self.shape), "spacing": self.spacing, "origin": list(self.origin), "space": "MNI152NLin2009aSym"}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Grid:
-        """The grid that :meth:`to_dict` wrote (``space`` is not read). Raises ``KeyError`` for a missing
-        ``shape``, ``spacing`` or ``origin``."""
-        return cls(tuple(int(x) for x in data["shape"]), float(data["spacing"]), tuple(float(x) for x in data["origin"]))
 
 
 def make_grid(spacing: float, field_of_view_mm: tuple[float, float, float] = FIELD_OF_VIEW_MM, multiple: int = 8) -> Grid:

@@ -10,8 +10,17 @@ Definitions (synthetic is the positive class; every answer counts, ``unsure`` as
   chance (0.5): a value near 0.5 with a large p means the readers could not tell.
 - agreement: Cohen's kappa (Cohen 1960; ``sklearn.metrics.cohen_kappa_score``) for every pair of
   readers over the cases both answered, and Fleiss' kappa (Fleiss 1971, computed here) over the
-  cases every reader answered; the three answers are the categories. Undefined (null) where the
-  expected agreement is 1 (everyone gave one answer).
+  cases every reader answered; the three answers are the categories. Not computed (null, with the
+  reason) over fewer than ``min_shared_cases`` cases (default :data:`MIN_SHARED_CASES`: a kappa of
+  a handful of cases is noise) or where the expected agreement is 1 (everyone gave one answer).
+- time per case: the server's time (``server_seconds``: from when the server first showed the case
+  in the answering session to the answer), not the browser's, which a reader's machine can make
+  anything. Times over ``max_seconds`` (a break, not reading) and answers without a server time
+  are left out of the medians and listed; browser times more than :data:`CLIENT_TOLERANCE_S` over
+  the server's are flagged as implausible.
+- readers: those with at least one answer; names entered without an answer are counted apart.
+  ``exclude_readers`` leaves named readers (a test reader) out of every number, and the report
+  says whom and how many answers.
 - accuracy against confidence: decided answers grouped by the confidence (1-5) given.
 - the synthetic cases that fooled readers most: share of readers who called them real.
 
@@ -25,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -34,10 +44,13 @@ import pandas as pd
 from scipy import stats
 
 from synthbrain import _io
-from synthbrain.reader_study.store import LABELS, open_store
+from synthbrain.reader_study.store import LABELS, normalise_name, open_store
 from synthbrain.reader_study.study import KEY_DIR, load_study, read_key
 
 POOLED = "all readers (pooled)"
+MIN_SHARED_CASES = 10  # fewest cases a kappa is computed on
+MAX_SECONDS = 3600.0  # a server time per case above this is a break, not reading
+CLIENT_TOLERANCE_S = 5.0  # how far the browser's time may exceed the server's (request latency, rounding)
 
 
 def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float | None, float | None]:
@@ -86,14 +99,18 @@ def cohen_kappa(a: list[str], b: list[str]) -> float | None:
     return None if not np.isfinite(value) else float(value)
 
 
+ANSWER_COLUMNS = ["reader", "case_id", "position", "label", "confidence", "seconds", "server_seconds", "answered_at"]
+
+
 def load_answers(folder: str | Path) -> tuple[pd.DataFrame, dict[str, dict], Any]:
     """The answers of a study joined with its key: one row per answer with ``reader, case_id,
-    position, label, confidence, seconds, answered_at, truth, correct``; also the key entries by
-    case id and the study. ValueError when the folder, key or database is missing or mismatched."""
+    position, label, confidence, seconds, server_seconds, answered_at, truth, correct``; also the
+    key entries by case id and the study. ValueError when the folder, key or database is missing or
+    mismatched."""
     study = load_study(folder, key="required")
     key = {str(c["id"]): c for c in read_key(study.folder)["cases"]}
     store = open_store(study, create=False)
-    table = pd.DataFrame(store.answers(), columns=["reader", "case_id", "position", "label", "confidence", "seconds", "answered_at"])
+    table = pd.DataFrame(store.answers(), columns=ANSWER_COLUMNS)
     unknown = sorted(set(table["case_id"]) - set(key))
     if unknown:
         raise ValueError(f"study={str(folder)!r}: the database holds answers to cases the study does not have: {unknown[:10]}")
@@ -102,11 +119,34 @@ def load_answers(folder: str | Path) -> tuple[pd.DataFrame, dict[str, dict], Any
     return table, key, study
 
 
+def time_notes(answers: pd.DataFrame, max_seconds: float = MAX_SECONDS) -> pd.Series:
+    """Per answer, why its time is not used or is doubtful (``""`` when it is fine): no server time;
+    a server time over ``max_seconds`` (left out of the medians); a browser time more than
+    :data:`CLIENT_TOLERANCE_S` over the server's (flagged; the server's is used)."""
+    notes = []
+    for server, client in zip(answers["server_seconds"], answers["seconds"]):
+        if pd.isna(server):
+            notes.append("no server time: left out")
+        elif server > max_seconds:
+            notes.append(f"server time {server:.0f} s over {max_seconds:g} s (a break?): left out")
+        elif not pd.isna(client) and client > server + CLIENT_TOLERANCE_S:
+            notes.append(f"browser time {client:.4g} s exceeds the server's {server:.1f} s: implausible, not used")
+        else:
+            notes.append("")
+    return pd.Series(notes, index=answers.index, dtype=object)
+
+
+def usable_seconds(answers: pd.DataFrame) -> pd.Series:
+    """The server times of the answers whose ``time_note`` does not say ``left out``."""
+    return answers.loc[~answers["time_note"].str.endswith("left out"), "server_seconds"].dropna()
+
+
 def reader_metrics(answers: pd.DataFrame) -> list[dict[str, Any]]:
     """Per reader (and, with more than one reader, pooled, last): answers, accuracy, sensitivity,
     specificity, unsure share (each a :func:`proportion`), accuracy of decided answers with the exact
-    two-sided binomial p against 0.5 (``scipy.stats.binomtest``), median seconds per case. ``answers``
-    is :func:`load_answers`'s table."""
+    two-sided binomial p against 0.5 (``scipy.stats.binomtest``), the median server time per case
+    and how many times were left out. ``answers`` is :func:`load_answers`'s table with
+    :func:`time_notes` as ``time_note``."""
     rows = []
     groups = [(name, group) for name, group in answers.groupby("reader", sort=False)]
     if len(groups) > 1:
@@ -116,7 +156,7 @@ def reader_metrics(answers: pd.DataFrame) -> list[dict[str, Any]]:
         decided = group[group["label"] != "unsure"]
         correct_decided = int(decided["correct"].sum())
         p_chance = float(stats.binomtest(correct_decided, len(decided), 0.5).pvalue) if len(decided) else None
-        seconds = group["seconds"].dropna()
+        seconds = usable_seconds(group)
         rows.append(
             {
                 "reader": name,
@@ -128,26 +168,40 @@ def reader_metrics(answers: pd.DataFrame) -> list[dict[str, Any]]:
                 "decided_accuracy": proportion(correct_decided, len(decided)),
                 "p_vs_chance": p_chance,
                 "median_seconds": float(seconds.median()) if len(seconds) else None,
+                "times_left_out": int(len(group) - len(seconds)),
             }
         )
     return rows
 
 
-def agreement(answers: pd.DataFrame) -> dict[str, Any]:
+def agreement(answers: pd.DataFrame, min_shared_cases: int = MIN_SHARED_CASES) -> dict[str, Any]:
     """Cohen's kappa per pair of readers (cases both answered) and Fleiss' kappa over the cases
-    every reader answered (None with fewer than 2 readers or no such case)."""
+    every reader answered (with 2 or more readers). A kappa is None, with its ``reason``, over fewer
+    than ``min_shared_cases`` cases or where it is undefined (expected agreement 1)."""
     wide = answers.pivot(index="case_id", columns="reader", values="label")
     readers = list(dict.fromkeys(answers["reader"]))
+
+    def kappa(cases: int, compute) -> tuple[float | None, str | None]:
+        if cases < min_shared_cases:
+            return None, f"not computed: {cases} shared case(s), at least {min_shared_cases} needed"
+        value = compute()
+        return value, None if value is not None else "undefined: every answer in one category (expected agreement 1)"
+
     pairs = []
     for a, b in combinations(readers, 2):
         both = wide[[a, b]].dropna()
-        pairs.append({"reader_a": a, "reader_b": b, "cases": len(both), "kappa": cohen_kappa(both[a].tolist(), both[b].tolist())})
-    complete = wide[readers].dropna() if readers else wide
-    fleiss = None
-    if len(readers) >= 2 and len(complete):
-        counts = np.stack([(complete == label).sum(axis=1).to_numpy() for label in LABELS], axis=1)
-        fleiss = fleiss_kappa(counts)
-    return {"cohen": pairs, "fleiss": {"readers": len(readers), "cases": int(len(complete)) if len(readers) >= 2 else 0, "kappa": fleiss}}
+        value, reason = kappa(len(both), lambda: cohen_kappa(both[a].tolist(), both[b].tolist()))
+        pairs.append({"reader_a": a, "reader_b": b, "cases": len(both), "kappa": value, "reason": reason})
+    fleiss = {"readers": len(readers), "cases": 0, "kappa": None, "reason": "fewer than 2 readers"}
+    if len(readers) >= 2:
+        complete = wide[readers].dropna()
+
+        def compute() -> float | None:
+            return fleiss_kappa(np.stack([(complete == label).sum(axis=1).to_numpy() for label in LABELS], axis=1))
+
+        value, reason = kappa(len(complete), compute)
+        fleiss = {"readers": len(readers), "cases": int(len(complete)), "kappa": value, "reason": reason}
+    return {"cohen": pairs, "fleiss": fleiss, "min_shared_cases": min_shared_cases}
 
 
 def by_confidence(answers: pd.DataFrame) -> list[dict[str, Any]]:
@@ -195,21 +249,59 @@ def describe_source(source: dict[str, Any]) -> str:
     return "?"
 
 
-def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def analyse(
+    folder: str | Path,
+    out: str | Path | None = None,
+    *,
+    exclude_readers: Sequence[str] = (),
+    min_shared_cases: int = MIN_SHARED_CASES,
+    max_seconds: float = MAX_SECONDS,
+) -> dict[str, Any]:
     """Analyse a study's answers; write ``report.md``, ``report.json`` (strict JSON),
-    ``report.png`` and ``answers.tsv`` (every answer with its truth) into ``out`` (default
-    ``STUDY/analysis``) and return the report's numbers. ValueError when the study is incomplete,
-    its key does not match, or nobody has answered."""
+    ``report.png`` and ``answers.tsv`` (every answer with its truth, its ``time_note`` and whether
+    its reader was ``excluded``) into ``out`` (default ``STUDY/analysis``) and return the report's
+    numbers.
+
+    ``exclude_readers``: reader names (as entered; case and spacing do not matter) whose answers
+    are left out of every number (a test reader); ``min_shared_cases`` (>= 2): fewest cases a
+    kappa is computed on; ``max_seconds`` (> 0): server time per case above which a time is left
+    out of the medians. ValueError for a name no reader has, a bad ``min_shared_cases`` or
+    ``max_seconds``, an incomplete study, a key that does not match, or no answers (left)."""
+    if not (isinstance(min_shared_cases, int) and not isinstance(min_shared_cases, bool) and min_shared_cases >= 2):
+        raise ValueError(f"min_shared_cases={min_shared_cases!r}; allowed: an integer >= 2")
+    if not (isinstance(max_seconds, (int, float)) and math.isfinite(max_seconds) and max_seconds > 0):
+        raise ValueError(f"max_seconds={max_seconds!r}; allowed: a finite number > 0")
+    if isinstance(exclude_readers, str):
+        raise ValueError(f"exclude_readers={exclude_readers!r}: expected a list of names, not one string")
     table, key, study = load_answers(folder)
+    store = open_store(study, create=False)
+    registered = store.readers()
+    by_key = {normalise_name(r.name)[1]: r for r in registered}
+    excluded = []
+    for name in exclude_readers:
+        try:
+            wanted = normalise_name(name)[1]
+        except ValueError as err:
+            raise ValueError(f"exclude_readers: {err}") from None
+        if wanted not in by_key:
+            raise ValueError(f"exclude_readers: no reader named {name!r}; readers: {[r.name for r in registered]}")
+        excluded.append(by_key[wanted].name)
+    excluded = list(dict.fromkeys(excluded))
     if table.empty:
         raise ValueError(f"study={str(folder)!r}: no answers yet; nothing to analyse")
+    table["time_note"] = time_notes(table, max_seconds)
+    table["excluded"] = table["reader"].isin(excluded)
+    used = table[~table["excluded"]].reset_index(drop=True)
+    if used.empty:
+        raise ValueError(f"study={str(folder)!r}: no answers left once {excluded} are excluded; nothing to analyse")
     out = Path(out) if out is not None else study.folder / "analysis"
-    cases = case_table(table, key)
+    cases = case_table(used, key)
     synthetic = cases[cases["truth"] == "synthetic"].sort_values(["fooled", "said_unsure"], ascending=False, na_position="last")
     real = cases[cases["truth"] == "real"].sort_values(["fooled", "said_unsure"], ascending=False, na_position="last")
-    store = open_store(study, create=False)
     cue_path = study.folder / KEY_DIR / "cue_check.json"
     cue = _read_cues(cue_path)
+    readers = [{"name": r.name, "answered": r.answered, "of": len(r.case_order)} for r in registered]
+    noted = used[used["time_note"] != ""]
     report = {
         "study": _io.shown_path(study.folder),
         "title": study.title,
@@ -218,11 +310,22 @@ def analyse(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]
             "real": int((cases["truth"] == "real").sum()),
             "synthetic": int((cases["truth"] == "synthetic").sum()),
         },
-        "readers": [{"name": r.name, "answered": r.answered, "of": len(r.case_order)} for r in store.readers()],
+        "n_readers": int(used["reader"].nunique()),
+        "n_names_entered": len(registered),
+        "readers": [r for r in readers if r["answered"] > 0 and r["name"] not in excluded],
+        "without_answers": [r["name"] for r in readers if r["answered"] == 0],
+        "excluded_readers": [{"name": name, "answers": int((table["reader"] == name).sum())} for name in excluded],
         "closed": store.is_closed(),
-        "per_reader": reader_metrics(table),
-        "agreement": agreement(table),
-        "by_confidence": by_confidence(table),
+        "per_reader": reader_metrics(used),
+        "agreement": agreement(used, min_shared_cases),
+        "by_confidence": by_confidence(used),
+        "times": {
+            "measure": "server_seconds",
+            "max_seconds": float(max_seconds),
+            "client_tolerance_s": CLIENT_TOLERANCE_S,
+            "left_out": int(used["time_note"].str.endswith("left out").sum()),
+            "notes": noted[["reader", "case_id", "seconds", "server_seconds", "time_note"]].to_dict("records"),
+        },
         "fooled_most": synthetic.to_dict("records"),
         "real_called_synthetic_most": real.to_dict("records"),
         "cue_check": cue,
@@ -263,8 +366,10 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
         f"# Reader study: {report['title']}",
         "",
         f"Study `{report['study']}`: {c['total']} cases ({c['real']} real, {c['synthetic']} synthetic), "
-        f"{len(report['readers'])} reader(s), study {'closed' if report['closed'] else 'still open'}. "
+        f"{report['n_readers']} reader(s) analysed, study {'closed' if report['closed'] else 'still open'}. "
         "Synthetic is the positive class; `unsure` counts as not correct; intervals are 95 % Wilson score intervals.",
+        "",
+        _readers_line(report),
         "",
         "![per-reader accuracy, accuracy against confidence, fooling cases](report.png)",
         "",
@@ -284,7 +389,7 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
     lines += [
         "",
         "p vs chance: exact two-sided binomial test of the accuracy of decided answers against 0.5. The pooled row treats all "
-        "answers as independent (its interval is too narrow).",
+        "answers as independent (its interval is too narrow). median s: the server's time per case (see Time per case).",
         "",
         "## Agreement between readers",
         "",
@@ -292,14 +397,15 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
     agreement = report["agreement"]
     if agreement["cohen"]:
         lines += ["| reader A | reader B | cases both answered | Cohen's kappa |", "| --- | --- | --- | --- |"]
-        lines += [f"| {p['reader_a']} | {p['reader_b']} | {p['cases']} | {_num(p['kappa'])} |" for p in agreement["cohen"]]
+        lines += [f"| {p['reader_a']} | {p['reader_b']} | {p['cases']} | {_kappa(p)} |" for p in agreement["cohen"]]
         fleiss = agreement["fleiss"]
-        lines += ["", f"Fleiss' kappa over the {fleiss['cases']} cases all {fleiss['readers']} readers answered: {_num(fleiss['kappa'])}."]
+        lines += ["", f"Fleiss' kappa over the {fleiss['cases']} cases all {fleiss['readers']} readers answered: {_kappa(fleiss)}."]
     else:
         lines.append("One reader only: no agreement to measure.")
     lines += [
         "",
-        "Categories: real, synthetic, unsure. Kappa 0 is chance agreement, 1 perfect; n/a where undefined.",
+        "Categories: real, synthetic, unsure. Kappa 0 is chance agreement, 1 perfect; computed over at least "
+        f"{agreement['min_shared_cases']} shared cases.",
         "",
         "## Accuracy against confidence",
         "",
@@ -331,6 +437,24 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
             f"| {row['case_id']} | {row['source']} | {row['answers']} | {row['said_synthetic']} | {row['said_unsure']} | "
             f"{row['said_real']} | {_num(row['fooled'])} |"
         )
+    times = report["times"]
+    lines += [
+        "",
+        "## Time per case",
+        "",
+        "Measured by the server, from when it first showed the case in the answering session to the answer (the browser's "
+        f"own time is only checked against it). {times['left_out']} time(s) left out of the medians "
+        f"(no server time, or over {times['max_seconds']:g} s); browser times more than {times['client_tolerance_s']:g} s over "
+        "the server's are flagged as implausible.",
+    ]
+    if times["notes"]:
+        lines += ["", "| reader | case | browser s | server s | note |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"| {n['reader']} | {n['case_id']} | {_num(n['seconds'], 1)} | {_num(n['server_seconds'], 1)} | {n['time_note']} |"
+            for n in times["notes"][:20]
+        ]
+        if len(times["notes"]) > 20:
+            lines.append(f"\n{len(times['notes']) - 20} more in report.json.")
     lines += ["", "## Cue check", ""]
     cue = report["cue_check"]
     if cue is None:
@@ -341,6 +465,20 @@ def _markdown(report: dict[str, Any], out: Path) -> str:
     answers, numbers = _io.shown_path(out / "answers.tsv"), _io.shown_path(out / "report.json")
     lines += ["", f"Every answer with its truth: `{answers}`; every number: `{numbers}`.", ""]
     return "\n".join(lines)
+
+
+def _readers_line(report: dict[str, Any]) -> str:
+    line = f"Readers: {report['n_readers']} answered and analysed, of {report['n_names_entered']} name(s) entered"
+    if report["without_answers"]:
+        shown = ", ".join(report["without_answers"][:10]) + (", ..." if len(report["without_answers"]) > 10 else "")
+        line += f"; {len(report['without_answers'])} without an answer ({shown})"
+    if report["excluded_readers"]:
+        line += "; left out on request: " + ", ".join(f"{r['name']} ({r['answers']} answers)" for r in report["excluded_readers"])
+    return line + "."
+
+
+def _kappa(entry: dict[str, Any]) -> str:
+    return _num(entry["kappa"]) if entry["kappa"] is not None else f"n/a ({entry['reason']})"
 
 
 def _figure(path: Path, report: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from synthbrain import _io
+from synthbrain.sampling import SamplingSettings, add_sampling_arguments
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,9 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--synthetic-fraction", type=float, default=0.5, help="share of synthetic cases (default 0.5)")
     c.add_argument("--seed", type=int, default=0, help="seed of every draw (subjects, files, generation, ids, orders)")
     c.add_argument("--title", default=None, help="title shown to readers")
-    c.add_argument("--steps", type=int, default=None, help="with --model: sampling steps (default: the model's)")
-    c.add_argument("--sampler", default=None, help="with --model: ddim, dpm++2m or ddpm (default: the model's)")
-    c.add_argument("--guidance-scale", type=float, default=None, help="with --model: guidance scale (default: the model's)")
+    add_sampling_arguments(c, scope="with --model: ")
     c.add_argument("--device", default=None, help="with --model: cpu, cuda, ... (default: cuda if available)")
     c.add_argument("--out", type=Path, required=True, help="the study folder to write (new or empty)")
     c.set_defaults(func=_run_create)
@@ -68,21 +67,39 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("study", type=Path)
     a.add_argument("--out", type=Path, default=None, help="report folder (default STUDY/analysis)")
+    a.add_argument(
+        "--exclude-reader",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this reader's answers out of every number (a test reader); repeat for several; the report names them",
+    )
+    a.add_argument(
+        "--min-shared-cases",
+        type=int,
+        default=None,
+        help="fewest cases two readers must share for a kappa (default 10); fewer: reported as not computed",
+    )
+    a.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="server time per case above which the time is left out of the medians, as a break (default 3600)",
+    )
     a.set_defaults(func=_run_analyse)
 
 
 def _run_create(args: argparse.Namespace) -> int:
     from synthbrain.reader_study.create import create_study
 
-    generator, sampling = None, None
+    generator, sampling = None, SamplingSettings.from_args(args).given()
     if args.model is not None:
         from synthbrain import BrainGenerator
-        from synthbrain.datasets.synthetic import resolve_device
+        from synthbrain.device import resolve_device
 
         generator = BrainGenerator.from_pretrained(args.model).to(resolve_device(args.device))
-        sampling = {"steps": args.steps, "sampler": args.sampler, "guidance_scale": args.guidance_scale}
-    elif any(v is not None for v in (args.steps, args.sampler, args.guidance_scale, args.device)):
-        raise ValueError("--steps, --sampler, --guidance-scale and --device apply to --model only")
+    elif sampling or args.device is not None:
+        raise ValueError("--steps, --sampler, --guidance-scale, --timestep-spacing, --qc and --device apply to --model only")
     summary = create_study(
         args.real,
         args.out,
@@ -140,10 +157,18 @@ def _run_close(args: argparse.Namespace) -> int:
 
 
 def _run_analyse(args: argparse.Namespace) -> int:
-    from synthbrain.reader_study.analysis import analyse
+    from synthbrain.reader_study.analysis import MAX_SECONDS, MIN_SHARED_CASES, analyse
 
     out = args.out if args.out is not None else args.study / "analysis"
-    report = analyse(args.study, out)
+    report = analyse(
+        args.study,
+        out,
+        exclude_readers=args.exclude_reader,
+        min_shared_cases=MIN_SHARED_CASES if args.min_shared_cases is None else args.min_shared_cases,
+        max_seconds=MAX_SECONDS if args.max_seconds is None else args.max_seconds,
+    )
+    left_out = "".join(f"; left out: {r['name']} ({r['answers']} answers)" for r in report["excluded_readers"])
+    print(f"{report['n_readers']} reader(s) analysed, of {report['n_names_entered']} name(s) entered{left_out}")
     for row in report["per_reader"]:
         acc = row["accuracy"]
         print(f"{row['reader']}: accuracy {acc['value']:.2f} [{acc['low']:.2f}, {acc['high']:.2f}] over {acc['n']} answers")

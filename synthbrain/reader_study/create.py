@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -90,6 +88,7 @@ def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-3)
 
 
+@_io.writes_folder("out")  # checked empty and written by one process: a study is never replaced
 def create_study(
     real: str | os.PathLike,
     out: str | os.PathLike,
@@ -110,16 +109,18 @@ def create_study(
     without replacement. Synthetic volumes come from either ``synthetic``, a folder written by
     :meth:`synthbrain.GeneratedBrains.save` (``sub-*/anat/*_T1w.nii.gz`` with ``*_dseg.nii.gz``),
     drawn without replacement, or ``generator``, a :class:`synthbrain.BrainGenerator` that
-    generates them (covariates drawn from its training distribution; ``sampling``: ``steps``,
-    ``sampler``, ``guidance_scale``; ``model_name`` is recorded in the key). All draws (subjects,
-    files, generation seeds, case ids, the study id, the readers' order seed) come from ``seed``:
+    generates them (covariates drawn from its training distribution; ``sampling``: keyword
+    arguments of ``generate``, e.g. :meth:`synthbrain.sampling.SamplingSettings.given`;
+    ``model_name`` is recorded in the key). All draws (subjects, files, generation seeds, case
+    ids, the study id, the readers' order seed) come from ``seed``:
     the same inputs and seed give a byte-identical folder (with a generator on a GPU, up to its
     own non-determinism).
 
     Raises ValueError for a bad argument (naming it, its value and what is allowed), an ``out``
-    that exists and is not empty, too few subjects or files, volumes without label maps, real and
-    synthetic volumes that cannot be brought onto the same grid (naming both grids), or a file
-    cue found by the check (then nothing is written).
+    that exists and is not empty or that another process is writing
+    (:class:`synthbrain._io.FolderInUseError`), too few subjects or files, volumes without label
+    maps, real and synthetic volumes that cannot be brought onto the same grid (naming both
+    grids), or a file cue found by the check (then nothing is written).
     """
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 2):
         raise ValueError(f"n={n!r}; allowed: an integer >= 2 (at least one real and one synthetic case)")
@@ -198,9 +199,7 @@ def create_study(
 
     order = rng.permutation(n)  # which random id each drawn case gets
     assigned = sorted(((case_ids[order[i]], truth, source, volume) for i, (truth, source, volume) in enumerate(cases)), key=lambda c: c[0])
-    staging = out.parent / f"{_io.TMP_PREFIX}{uuid.uuid4().hex[:12]}-{out.name or 'study'}"
-    try:
-        staging.mkdir(parents=True)
+    with _io.staged_folder(out, argument="out") as staging:
         entries, key_entries = [], []
         for case_id, truth, source, volume in assigned:  # written in id order: file times say nothing either
             path = case_path(staging, case_id)
@@ -247,13 +246,6 @@ def create_study(
                 f"out={str(out)!r}: the cue check found file cues, so the study is not written: {'; '.join(check['file_cues'])}"
             )
         cues.write_cue_report(staging, check)
-        if out.exists():
-            out.rmdir()  # checked empty above
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return {
         "out": str(out),
         "study_id": study_id,

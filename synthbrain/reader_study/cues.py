@@ -9,9 +9,12 @@ Two kinds of test, on the case files of a study and its key:
   ROC curve (AUC: the probability that a synthetic case has the larger value, ties counting half)
   and the two-sided Mann-Whitney U test (``scipy.stats.mannwhitneyu``). Artefact statistics (faint
   background haze, isolated specks, number of grey levels, saturation, non-zero border) should
-  carry no information: p < 0.01 flags a *possible cue*. Content statistics (brain size, mean and
-  spread of brain intensity) are what readers are meant to judge; a difference there is reported as
-  a content difference, not a cue.
+  carry no information: p < 0.01 flags a *possible cue*. Sharpness statistics (mean gradient
+  magnitude inside the brain, share of high-frequency power) are flagged the same way: a generator
+  that blurs lets a reader tell its cases by sharpness alone, without judging anatomy, and a model
+  trained at a coarser resolution than the real cases does exactly that. Content statistics (brain
+  size, mean and spread of brain intensity) are what readers are meant to judge; a difference there
+  is reported as a content difference, not a cue.
 
 With few cases the test has little power: a clean check at n = 40 does not prove there is no cue.
 """
@@ -19,6 +22,7 @@ With few cases the test has little power: a clean check at n = 40 does not prove
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,12 @@ ARTEFACT = {
     "saturated_share": "share of non-zero voxels at 255",
     "border_share": "share of non-zero voxels on the outer faces of the grid",
 }
+SHARPNESS = {
+    "gradient_mean": "mean gradient magnitude inside the brain (grey levels per voxel, central differences)",
+    "highfreq_share": "share of the brain's intensity variance above the scale of a Gaussian of sigma 1 voxel (high-pass residual)",
+}
+INTERIOR_VOXELS = 2  # sharpness is measured this many voxels in from the brain's edge (the edge itself is a shape, not a texture)
+HIGHPASS_SIGMA = 1.0  # voxels
 CONTENT = {
     "brain_share": "share of the grid inside the brain (non-zero)",
     "brain_mean": "mean brain intensity (0-255)",
@@ -44,8 +54,36 @@ CONTENT = {
 }
 
 
+def sharpness(volume: np.ndarray) -> dict[str, float]:
+    """The sharpness statistics (:data:`SHARPNESS`) of a uint8 (X, Y, Z) case, over the brain
+    (non-zero voxels) eroded by :data:`INTERIOR_VOXELS` (6-connected), so the brain's outline does
+    not count:
+
+    - ``gradient_mean``: mean of ``|grad v|`` (``numpy.gradient``, central differences; grey levels
+      per voxel);
+    - ``highfreq_share``: ``sum(r^2) / sum((v - mean v)^2)`` with the high-pass residual
+      ``r = v - G(v)`` (``scipy.ndimage.gaussian_filter``, sigma :data:`HIGHPASS_SIGMA` voxel): near 1
+      for voxel-scale noise or detail, 0 for smooth intensity ramps; 0 for a constant brain.
+
+    Both are NaN (not measured; the cue check says on how many cases it measured) when no voxel lies
+    that far inside the brain."""
+    volume = np.asarray(volume, dtype=np.float64)
+    interior = ndimage.binary_erosion(volume > 0, structure=ndimage.generate_binary_structure(3, 1), iterations=INTERIOR_VOXELS)
+    if not interior.any():
+        return {"gradient_mean": math.nan, "highfreq_share": math.nan}
+    gradient = np.sqrt(sum(np.square(g) for g in np.gradient(volume)))
+    residual = (volume - ndimage.gaussian_filter(volume, HIGHPASS_SIGMA))[interior]
+    inside = volume[interior]
+    spread = float(np.square(inside - inside.mean()).sum())
+    return {
+        "gradient_mean": float(gradient[interior].mean()),
+        "highfreq_share": float(np.square(residual).sum() / spread) if spread > 0 else 0.0,
+    }
+
+
 def case_statistics(volume: np.ndarray) -> dict[str, float]:
-    """The per-case statistics (see :data:`ARTEFACT` and :data:`CONTENT`) of a uint8 (X, Y, Z) case."""
+    """The per-case statistics (see :data:`ARTEFACT`, :data:`SHARPNESS` and :data:`CONTENT`) of a
+    uint8 (X, Y, Z) case."""
     nonzero = volume > 0
     values = volume[nonzero].astype(np.float64)
     count = max(int(nonzero.sum()), 1)
@@ -58,6 +96,7 @@ def case_statistics(volume: np.ndarray) -> dict[str, float]:
         "grey_levels": float(len(np.unique(volume))),
         "saturated_share": float((volume == 255).sum() / count),
         "border_share": float((nonzero & border).sum() / count),
+        **sharpness(volume),
         "brain_share": float(nonzero.mean()),
         "brain_mean": float(values.mean()) if values.size else 0.0,
         "brain_std": float(values.std()) if values.size else 0.0,
@@ -107,18 +146,21 @@ def check_cues(folder: str | Path) -> dict[str, Any]:
             cues.append(f"{name} differs between cases (real: {by_class['real']}, synthetic: {by_class['synthetic']})")
     table = {c: case_statistics(volumes[c]) for c in ids}
     features, content = [], []
-    for name, meaning in {**ARTEFACT, **CONTENT}.items():
+    for name, meaning in {**ARTEFACT, **SHARPNESS, **CONTENT}.items():
         values = np.array([table[c][name] for c in ids])
-        auc, p = auc_and_p(values[is_synthetic], values[~is_synthetic])
-        kind = "artefact" if name in ARTEFACT else "content"
-        flagged = p < ALPHA
+        measured = np.isfinite(values)  # sharpness is not measured on a brain too small to have an interior
+        synthetic, real = values[is_synthetic & measured], values[~is_synthetic & measured]
+        auc, p = auc_and_p(synthetic, real) if len(synthetic) and len(real) else (None, None)
+        kind = "artefact" if name in ARTEFACT else "sharpness" if name in SHARPNESS else "content"
+        flagged = p is not None and p < ALPHA
         features.append(
             {
                 "feature": name,
                 "meaning": meaning,
                 "kind": kind,
-                "real_median": float(np.median(values[~is_synthetic])),
-                "synthetic_median": float(np.median(values[is_synthetic])),
+                "cases_measured": int(measured.sum()),
+                "real_median": float(np.median(real)) if len(real) else None,
+                "synthetic_median": float(np.median(synthetic)) if len(synthetic) else None,
                 "auc": auc,
                 "p_value": p,
                 "flag": flagged,
@@ -126,7 +168,9 @@ def check_cues(folder: str | Path) -> dict[str, Any]:
         )
         if flagged:
             sentence = f"{name} ({meaning}) separates the classes: AUC {auc:.2f}, Mann-Whitney p = {p:.2g}"
-            (cues if kind == "artefact" else content).append(sentence)
+            if kind == "sharpness":
+                sentence += "; the cases differ in sharpness, which readers can see without judging anatomy"
+            (content if kind == "content" else cues).append(sentence)
     return {
         "n_cases": len(ids),
         "n_real": int((~is_synthetic).sum()),
@@ -160,13 +204,14 @@ def write_cue_report(folder: str | Path, result: dict[str, Any]) -> Path:
         "",
         f"## Per-case statistics (AUC of synthetic vs real; flagged when Mann-Whitney p < {result['alpha']})",
         "",
-        "| statistic | kind | real median | synthetic median | AUC | p | flagged |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| statistic | kind | cases measured | real median | synthetic median | AUC | p | flagged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in result["features"]:
         lines.append(
-            f"| {row['feature']}: {row['meaning']} | {row['kind']} | {row['real_median']:.4g} | {row['synthetic_median']:.4g} | "
-            f"{row['auc']:.2f} | {row['p_value']:.2g} | {'**yes**' if row['flag'] else 'no'} |"
+            f"| {row['feature']}: {row['meaning']} | {row['kind']} | {row['cases_measured']} | {_g(row['real_median'], '.4g')} | "
+            f"{_g(row['synthetic_median'], '.4g')} | {_g(row['auc'], '.2f')} | {_g(row['p_value'], '.2g')} | "
+            f"{'**yes**' if row['flag'] else 'no'} |"
         )
     lines += ["", "## Result", ""]
     lines += [f"- cue: {c}" for c in result["cues"]] or ["- no cue found (a clean check with few cases does not prove there is none)"]
@@ -174,3 +219,7 @@ def write_cue_report(folder: str | Path, result: dict[str, Any]) -> Path:
     path = folder / KEY_DIR / "cue_check.md"
     _io.write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _g(value: float | None, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)

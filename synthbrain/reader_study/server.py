@@ -10,7 +10,7 @@ Routes (JSON unless said otherwise; the session is an HttpOnly, SameSite=Strict 
     POST /api/logout                         stop for now (forgets the cookie's session)
     GET  /api/progress                       the reader's progress and current case (id, slices per view)
     GET  /api/case/<id>/<view>/<index>       one slice as PNG (view: axial, coronal, sagittal)
-    POST /api/answer    {"case_id", "label", "confidence", "seconds"}
+    POST /api/answer    {"case_id", "label", "confidence", "seconds", "reader"}  ("seconds", "reader" optional)
 
 Nothing from a request becomes a file path: a case id is looked up among the study's cases (a
 dict built at start from ``study.json``), the page's files come through Flask's static route
@@ -21,8 +21,12 @@ radiological convention (the patient's right on the left of the screen; sagittal
 left), and sent as uncompressed PNG, so every slice of a view has the same size, real or not.
 
 Answers are refused with 400 (malformed), 401 (no session), 403 (study closed, foreign origin),
-404 (unknown case), 409 (already answered, not the next case), 413 (body over 4 KiB) or 415 (not
-JSON). A POST must be JSON with no foreign ``Origin``, which, with the SameSite cookie, keeps other
+404 (unknown case), 409 (already answered, not the next case, or ``reader`` is not the session's
+reader: another tab logged in someone else), 413 (body over 4 KiB) or 415 (not JSON); the body's
+``error`` says why, and the page shows it. The case a progress answer names is marked served
+(:meth:`AnswerStore.mark_served`): the server's own time per case runs from there.
+
+A POST must be JSON with no foreign ``Origin``, which, with the SameSite cookie, keeps other
 web pages from answering in a reader's name. Bound to localhost, the server also refuses any
 ``Host`` but ``localhost`` / ``127.0.0.1`` (DNS rebinding).
 """
@@ -112,11 +116,13 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
     def reader_or_refuse():
         return store.reader_for(request.cookies.get(COOKIE))
 
-    def progress(reader) -> dict:
+    def progress(reader, token: str) -> dict:
+        """The reader's state; the case it returns is marked served (the server's time on it starts)."""
         position = reader.next_position
         case = None
         if position is not None:
             case = {"id": reader.case_order[position], "position": position + 1, "views": sizes}
+            store.mark_served(token, case["id"])
         return {
             "reader": reader.name,
             "answered": reader.answered,
@@ -187,7 +193,7 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
             token, reader = store.start_session(body.get("name"))
         except ValueError as err:
             raise AnswerRefused(str(err), 400) from None
-        response = jsonify(progress(reader))
+        response = jsonify(progress(reader, token))
         response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/")
         return response
 
@@ -200,7 +206,7 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
 
     @app.get("/api/progress")
     def current():
-        return jsonify(progress(reader_or_refuse()))
+        return jsonify(progress(reader_or_refuse(), request.cookies.get(COOKIE)))
 
     @app.get("/api/case/<case_id>/<view>/<int:index>")
     def slice_png(case_id: str, view: str, index: int):
@@ -218,13 +224,20 @@ def create_app(folder: str | Path, *, trusted_hosts: tuple[str, ...] | None = No
     @app.post("/api/answer")
     def answer():
         body = json_body()
-        unknown = sorted(set(body) - {"case_id", "label", "confidence", "seconds"})
+        unknown = sorted(set(body) - {"case_id", "label", "confidence", "seconds", "reader"})
         if unknown:
             raise AnswerRefused(f"malformed request: unknown field(s) {[str(u)[:20] for u in unknown[:5]]}", 400)
-        reader = store.record_answer(
-            request.cookies.get(COOKIE), body.get("case_id"), body.get("label"), body.get("confidence"), body.get("seconds")
-        )
-        return jsonify(progress(reader)), 201
+        token = request.cookies.get(COOKIE)
+        if "reader" in body:  # the reader the page was showing: another tab may have logged in someone else since
+            session_reader = store.reader_for(token).name
+            if body["reader"] != session_reader:
+                raise AnswerRefused(
+                    f"this page is reading as {str(body['reader'])[:64]!r}, but this browser is now logged in as "
+                    f"{session_reader!r} (in another tab or window); the answer was not saved",
+                    409,
+                )
+        reader = store.record_answer(token, body.get("case_id"), body.get("label"), body.get("confidence"), body.get("seconds"))
+        return jsonify(progress(reader, token)), 201
 
     return app
 

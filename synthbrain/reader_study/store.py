@@ -5,11 +5,16 @@ Schema (``answers.sqlite``)::
     study(id = 1, study_id, created_at, closed_at)       one row; closed_at set by close()
     readers(reader_id, name, name_key UNIQUE, order_seed, case_order, created_at)
     sessions(token_sha256 PRIMARY KEY, reader_id, created_at)
-    answers(reader_id, case_id, position, label, confidence, seconds, answered_at,
+    served(reader_id, case_id, session_sha256, served_at, PRIMARY KEY (reader_id, case_id))
+    answers(reader_id, case_id, position, label, confidence, seconds, answered_at, server_seconds,
             PRIMARY KEY (reader_id, case_id), UNIQUE (reader_id, position))
 
 ``label`` is ``real``, ``synthetic`` or ``unsure`` (CHECK constraint); ``confidence`` 1-5 (NULL
-for unsure); ``case_order`` is the reader's shuffled case ids as a JSON list. The database is in
+for unsure); ``case_order`` is the reader's shuffled case ids as a JSON list. ``seconds`` is the
+time on the case as the reader's browser measured it (sent with the answer, not trusted);
+``server_seconds`` the time the server measured: from when it first showed the case to the reader
+in the session that answers it (``served``: a reload keeps the time, stopping and continuing
+later starts it again) to when the answer arrived. The database is in
 WAL mode with ``synchronous=FULL``: every answer is one ``BEGIN IMMEDIATE`` transaction, committed
 to disk before the server acknowledges it. Several threads or processes may write at once (SQLite
 serialises the writers; ``busy_timeout`` makes them wait instead of failing), and a process killed
@@ -68,9 +73,17 @@ CREATE TABLE IF NOT EXISTS answers (
     confidence INTEGER CHECK (confidence IS NULL OR confidence BETWEEN 1 AND 5),
     seconds REAL CHECK (seconds IS NULL OR seconds >= 0),
     answered_at TEXT NOT NULL,
+    server_seconds REAL CHECK (server_seconds IS NULL OR server_seconds >= 0),
     PRIMARY KEY (reader_id, case_id),
     UNIQUE (reader_id, position),
     CHECK ((label = 'unsure') = (confidence IS NULL))
+);
+CREATE TABLE IF NOT EXISTS served (
+    reader_id INTEGER NOT NULL REFERENCES readers (reader_id),
+    case_id TEXT NOT NULL,
+    session_sha256 TEXT NOT NULL,
+    served_at TEXT NOT NULL,
+    PRIMARY KEY (reader_id, case_id)
 );
 """
 
@@ -144,6 +157,8 @@ class AnswerStore:
         db = self.connect()
         try:
             db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")  # idempotent: CREATE ... IF NOT EXISTS
+            if "server_seconds" not in {row[1] for row in db.execute("PRAGMA table_info(answers)")}:  # made before it was measured
+                db.execute("ALTER TABLE answers ADD COLUMN server_seconds REAL CHECK (server_seconds IS NULL OR server_seconds >= 0)")
         finally:
             db.close()
         with self._transaction() as db:
@@ -222,6 +237,22 @@ class AnswerStore:
             with self._transaction() as db:
                 db.execute("DELETE FROM sessions WHERE token_sha256 = ?", (_digest(token),))
 
+    def mark_served(self, token: object, case_id: str) -> None:
+        """Record that the session ``token`` is shown ``case_id`` now, unless this session was shown
+        it before (a reload keeps the first time; a new session, after stopping, starts it again).
+        The time to the answer is then ``server_seconds`` (see :meth:`record_answer`). AnswerRefused
+        (401) without a valid session, 404 for an unknown case."""
+        if case_id not in self._known:
+            raise AnswerRefused(f"unknown case id {str(case_id)[:40]!r}", 404)
+        reader = self.reader_for(token)
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO served (reader_id, case_id, session_sha256, served_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (reader_id, case_id) DO UPDATE SET session_sha256 = excluded.session_sha256, served_at = excluded.served_at "
+                "WHERE session_sha256 != excluded.session_sha256",
+                (reader.reader_id, case_id, _digest(token), now()),
+            )
+
     @staticmethod
     def _reader(db: sqlite3.Connection, reader_id: int) -> Reader:
         name, order = db.execute("SELECT name, case_order FROM readers WHERE reader_id = ?", (reader_id,)).fetchone()
@@ -235,8 +266,11 @@ class AnswerStore:
 
         Refused (:class:`AnswerRefused`): 400 for a malformed value (label not one of
         :data:`LABELS`; confidence not an integer 1-5 for real / synthetic, or given for unsure;
-        seconds not a number >= 0), 401 without a valid session, 404 for an unknown case id, 403
-        once the study is closed, 409 for a case already answered or not the reader's next case.
+        seconds not a number 0 <= seconds < 1e7), 401 without a valid session, 404 for an unknown case
+        id, 403 once the study is closed, 409 for a case already answered or not the reader's next
+        case. ``seconds`` (the browser's time, optional) is stored as given; ``server_seconds`` is
+        measured from :meth:`mark_served` (None when the case was never marked served, or the
+        system clock was set back in between).
         """
         if not isinstance(case_id, str) or case_id not in self._known:
             raise AnswerRefused(f"unknown case id {str(case_id)[:40]!r}", 404)
@@ -250,7 +284,7 @@ class AnswerStore:
         if seconds is not None and not (
             isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < 1e7 and seconds == seconds
         ):
-            raise AnswerRefused(f"seconds {str(seconds)[:20]!r}; allowed: a number >= 0", 400)
+            raise AnswerRefused(f"seconds {str(seconds)[:20]!r}; allowed: a number 0 <= seconds < 1e7", 400)
         reader = self.reader_for(token)
         with self._transaction() as db:
             if db.execute("SELECT closed_at FROM study WHERE id = 1").fetchone()[0] is not None:
@@ -261,9 +295,24 @@ class AnswerStore:
             position = reader.next_position
             if position is None or reader.case_order[position] != case_id:
                 raise AnswerRefused(f"case {case_id} is not this reader's next case", 409)
+            answered_at = datetime.now(timezone.utc)
+            served = db.execute("SELECT served_at FROM served WHERE reader_id = ? AND case_id = ?", (reader.reader_id, case_id)).fetchone()
+            server_seconds = None if served is None else (answered_at - datetime.fromisoformat(served[0])).total_seconds()
+            if server_seconds is not None and server_seconds < 0:  # the clock was set back meanwhile: no measure, not a made-up 0
+                server_seconds = None
             db.execute(
-                "INSERT INTO answers (reader_id, case_id, position, label, confidence, seconds, answered_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (reader.reader_id, case_id, position, label, confidence, None if seconds is None else float(seconds), now()),
+                "INSERT INTO answers (reader_id, case_id, position, label, confidence, seconds, answered_at, server_seconds) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    reader.reader_id,
+                    case_id,
+                    position,
+                    label,
+                    confidence,
+                    None if seconds is None else float(seconds),
+                    answered_at.isoformat(timespec="milliseconds"),
+                    server_seconds,
+                ),
             )
             return self._reader(db, reader.reader_id)
 
@@ -289,7 +338,7 @@ class AnswerStore:
         try:
             db.row_factory = sqlite3.Row
             rows = db.execute(
-                "SELECT r.name AS reader, a.case_id, a.position, a.label, a.confidence, a.seconds, a.answered_at "
+                "SELECT r.name AS reader, a.case_id, a.position, a.label, a.confidence, a.seconds, a.server_seconds, a.answered_at "
                 "FROM answers a JOIN readers r USING (reader_id) ORDER BY r.reader_id, a.position"
             ).fetchall()
             return [dict(row) for row in rows]

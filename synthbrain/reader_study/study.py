@@ -17,7 +17,6 @@ lowercase hex digits; its file name is derived from the id, never read from a fi
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ KEY_FILE = "key.json"
 DATABASE = "answers.sqlite"
 CASE_ID = re.compile(r"[0-9a-f]{8}")
 TRUTHS = ("real", "synthetic")
+INCOMPLETE = "the study folder is incomplete"
 
 
 def case_path(folder: Path, case_id: str) -> Path:
@@ -66,8 +66,7 @@ def write_case(path: Path, volume: np.ndarray, affine: np.ndarray) -> None:
     image.header["aux_file"] = b""
     image.header["cal_min"], image.header["cal_max"] = 0.0, 255.0
     image.header.set_slope_inter(1.0, 0.0)
-    with _io.atomic_path(path) as tmp:
-        nib.save(image, tmp)
+    _io.save_image(path, image)
 
 
 def read_case(path: Path) -> np.ndarray:
@@ -122,7 +121,7 @@ def load_study(folder: str | Path, *, key: str = "optional", verify: bool = True
     shown = str(folder)
     if not folder.is_dir():
         raise ValueError(f"study={shown!r}: no such folder; allowed: a folder written by synthbrain reader-study create")
-    meta = _read_json(folder / STUDY_FILE, f"study={shown!r}: {STUDY_FILE}")
+    meta = _io.read_json(folder / STUDY_FILE, INCOMPLETE)
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(
             f"study={shown!r}: {STUDY_FILE} has format {meta.get('format')!r} version {meta.get('format_version')!r}; "
@@ -161,7 +160,7 @@ def read_key(folder: str | Path) -> dict[str, Any]:
             f"study={str(folder)!r} is incomplete: missing {KEY_DIR}/{KEY_FILE} "
             "(the key; if it was moved away during the study, put it back)"
         )
-    return _read_json(path, f"study={str(folder)!r}: {KEY_DIR}/{KEY_FILE}")
+    return _io.read_json(path, INCOMPLETE)
 
 
 def check_key(study: Study, key: dict[str, Any]) -> None:
@@ -191,13 +190,3 @@ def truth_table(folder: str | Path) -> dict[str, dict[str, Any]]:
     return {str(c["id"]): c for c in read_key(study.folder)["cases"]}
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise ValueError(f"{what}: missing; the study folder is incomplete")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ValueError(f"{what}: unreadable ({err})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{what}: expected a JSON object")
-    return data

@@ -15,8 +15,9 @@ from tqdm.auto import tqdm
 from synthbrain.samplers import ddim, ddpm, dpm_solver
 from synthbrain.samplers.schedule import NoiseSchedule
 from synthbrain.samplers.state import StepOutput
+from synthbrain.sampling import SAMPLER_NAMES
 
-SAMPLERS: dict[str, ModuleType] = {"ddpm": ddpm, "ddim": ddim, "dpm++2m": dpm_solver}
+SAMPLERS: dict[str, ModuleType] = dict(zip(SAMPLER_NAMES, (ddpm, ddim, dpm_solver), strict=True))
 
 __all__ = ["SAMPLERS", "NoiseSchedule", "StepOutput", "get_sampler", "sample"]
 

@@ -19,8 +19,9 @@ DEFAULT_SPACING = "trailing"  # starts from the noisiest timestep, which few-ste
 
 
 def _lambda(abar: float) -> float:
-    """Half the log signal-to-noise ratio, log(alpha / sigma)."""
-    return 0.5 * (math.log(abar) - math.log1p(-abar))
+    """Half the log signal-to-noise ratio, log(alpha / sigma); -inf at zero signal (a zero-terminal-SNR
+    schedule's last step, from which the update below is its limit: sample * sigma_prev / sigma_t + alpha_prev * x0)."""
+    return -math.inf if abar == 0.0 else 0.5 * (math.log(abar) - math.log1p(-abar))
 
 
 def step(

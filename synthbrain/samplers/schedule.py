@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-SPACINGS = ("leading", "linspace", "trailing")
+from synthbrain import _io
+from synthbrain.sampling import SPACINGS
+
 # Sampling must start at (or near) the noisiest timestep: a spacing whose first step lies more than this
 # fraction of the schedule below it is refused ("leading" with 2 of 1000 steps would start at t=500).
 MAX_START_GAP = 0.1
@@ -31,8 +33,14 @@ class NoiseSchedule:
     ``"scaled_linear"`` (linear in sqrt(beta), as Stable Diffusion and diffusers) or ``"cosine"`` (Nichol
     and Dhariwal 2021; ``beta_start`` and ``beta_end`` then unused); ``prediction_type``: what the network
     outputs, ``"epsilon"`` (the noise), ``"sample"`` (x0) or ``"v_prediction"`` (v = sqrt(abar) noise -
-    sqrt(1 - abar) x0, Salimans and Ho 2022). Raises ``ValueError`` for T < 2, an unknown schedule or
-    prediction type, or betas outside 0 < beta_start < beta_end < 1.
+    sqrt(1 - abar) x0, Salimans and Ho 2022); ``zero_terminal_snr``: rescale the betas so that the last
+    timestep is pure noise (abar_{T-1} = 0; Lin et al. 2024, "Common diffusion noise schedules and
+    sample steps are flawed", Algorithm 1: sqrt(abar) shifted to end at 0 and scaled to keep its first
+    value). Without it the noisiest training step keeps a little signal (sqrt(abar_{T-1}) = 0.0098 of the
+    amplitude for the defaults) that sampling from pure noise never has, whose lowest frequencies
+    the network then takes from the noise. It needs a prediction that stays finite at zero signal
+    (``v_prediction`` or ``sample``). Raises ``ValueError`` for T < 2, an unknown schedule or prediction type, betas
+    outside 0 < beta_start < beta_end < 1, or ``zero_terminal_snr`` with epsilon prediction.
     """
 
     num_train_timesteps: int = 1000
@@ -40,6 +48,7 @@ class NoiseSchedule:
     beta_start: float = 0.0015
     beta_end: float = 0.0205
     prediction_type: str = "epsilon"
+    zero_terminal_snr: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.num_train_timesteps, int) and self.num_train_timesteps >= 2):
@@ -50,10 +59,28 @@ class NoiseSchedule:
             raise ValueError(f"prediction_type={self.prediction_type!r}; allowed: {list(PREDICTION_TYPES)}")
         if not (0 < self.beta_start < self.beta_end < 1):
             raise ValueError(f"beta_start={self.beta_start}, beta_end={self.beta_end}; need 0 < beta_start < beta_end < 1")
+        if not isinstance(self.zero_terminal_snr, bool):
+            raise ValueError(f"zero_terminal_snr={self.zero_terminal_snr!r}; allowed: True or False")
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            raise ValueError(
+                "zero_terminal_snr=True with prediction_type='epsilon': the noise cannot be turned into a sample at zero signal; "
+                "allowed: prediction_type 'v_prediction' or 'sample'"
+            )
 
     @cached_property
     def betas(self) -> torch.Tensor:
-        """Noise variance per step, float64 (T,) in (0, 1) (the cosine schedule's clamped to <= 0.999)."""
+        """Noise variance per step, float64 (T,) in (0, 1) (the cosine schedule's clamped to <= 0.999); with
+        ``zero_terminal_snr`` the last one is 1."""
+        betas = self._base_betas()
+        if not self.zero_terminal_snr:
+            return betas
+        root = torch.cumprod(1.0 - betas, dim=0).sqrt()
+        first, last = root[0].clone(), root[-1].clone()
+        abar = ((root - last) * first / (first - last)) ** 2
+        alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+        return 1.0 - alphas
+
+    def _base_betas(self) -> torch.Tensor:
         n = self.num_train_timesteps
         if self.beta_schedule == "linear":
             return torch.linspace(self.beta_start, self.beta_end, n, dtype=torch.float64)
@@ -66,7 +93,8 @@ class NoiseSchedule:
 
     @cached_property
     def alphas_cumprod(self) -> torch.Tensor:
-        """Cumulative products ``abar_t`` of (1 - beta) up to each step, float64 (T,), decreasing in (0, 1)."""
+        """Cumulative products ``abar_t`` of (1 - beta) up to each step, float64 (T,), decreasing in (0, 1)
+        (the last one 0 with ``zero_terminal_snr``)."""
         return torch.cumprod(1.0 - self.betas, dim=0)
 
     def alpha_bar(self, t: int) -> float:
@@ -148,7 +176,4 @@ class NoiseSchedule:
     def from_dict(cls, data: dict[str, Any]) -> NoiseSchedule:
         """The schedule that :meth:`to_dict` wrote; missing fields take their defaults. Raises ``ValueError``
         for unknown keys or invalid values."""
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"noise schedule: unknown keys {unknown}; allowed: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return _io.dataclass_from_dict(cls, data, "noise schedule")

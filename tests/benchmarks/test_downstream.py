@@ -5,6 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
+from synthbrain import BrainGenerator, Uniform
+from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.preprocessing.split import split_prepared
 from tests.helpers import load_benchmark, make_prepared, tiny_generator
 
@@ -35,8 +37,28 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     argv = ["--model", str(setup["model"]), "--split", str(setup["split"]), "--test", str(setup["other"]), "--pretrained"]
     argv += [str(setup["model"]), "--quick", "--tasks", "segmentation,sex", "--out", str(out)]
     arms = ",".join([script.REAL, script.GENERATED, script.REAL_RANDOMIZED, script.SYNTH_ONLY, script.PRETRAINED])
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    classes = list(generator.label_classes)
+    parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("pool", "val", "test")}
+    trained, train = [], script._train
+    monkeypatch.setattr(script, "_train", lambda task, arm, chosen, *a: trained.append((task, arm, chosen)) or train(task, arm, chosen, *a))
     record = script.main([*argv, "--arms", arms])
+    monkeypatch.setattr(script, "_train", train)
     table = _table(out)
+    # every arm at (task, n, seed) trains on real-only's real subjects there: the n pool subjects drawn with (n, seed)
+    keys = table[["task", "arm", "n", "seed"]].drop_duplicates().itertuples(index=False)  # in the order the runs were made
+    chosen = {}
+    for (task, arm, n, seed), (trained_task, trained_arm, subjects) in zip(keys, trained, strict=True):
+        assert (trained_task, trained_arm) == (task, arm)
+        if n:
+            chosen.setdefault((task, n, seed), {})[arm] = subjects.tolist()
+    assert {k for k, v in chosen.items() if v} == {(t, n, s) for t in ("segmentation", "sex") for n in (2, 4) for s in (0, 1)}
+    for (task, n, seed), by_arm in chosen.items():
+        assert by_arm[script.REAL] == script._subset(parts["pool"]["table"], n, seed).tolist() and len(by_arm[script.REAL]) == n
+        assert all(subjects == by_arm[script.REAL] for subjects in by_arm.values()), (task, n, seed, by_arm)
+    # scored on the test cohorts: the truth recorded per test subject is that subject's
+    male = table[(table["metric"] == "male") & (table["cohort"] == script.SPLIT_TEST)].groupby("subject")["value"].first()
+    assert male.tolist() == (parts["test"]["table"]["sex"] == "M").astype(float).tolist()
     runs = table[["task", "arm", "n", "seed"]].drop_duplicates()
     # real-only at every size, augmented arms at the smallest and largest, synthetic only once per seed
     seg = runs[runs["task"] == "segmentation"]
@@ -53,6 +75,7 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     assert "ventricular volume error (mL)" in set(table["metric"])
     report = out.with_suffix(".md").read_text()
     assert "quick mode" in report and "Validity gate" in report and "Shifted-domain test" in report
+    assert "## Guidance: which share or schedule" in report  # + generated (share 0.5) is a share arm
     assert "](downstream.png)" in report and out.with_suffix(".png").stat().st_size > 0
     # what was cut is named in the report itself: the age task and the arms not chosen
     line = next(line for line in report.splitlines() if line.startswith("**Not in this report**"))
@@ -61,6 +84,9 @@ def test_quick_mode_end_to_end_and_resume_after_a_kill_gives_the_same_table(scri
     assert not {"segmentation: real only", "sex: + generated", "sex: + pretrained model"} & not_run
     written = json.loads(out.with_suffix(".json").read_text())
     assert set(written["tasks"]) == {"segmentation", "sex"} and "gate" in written["tasks"]["segmentation"]
+    assert {(g["task"], g["n"], g["best"]) for g in written["guidance"]} == {
+        (t, n, script.GENERATED) for t in ("segmentation", "sex") for n in (2, 4)
+    }
     for cell in written["tasks"]["segmentation"]["cells"]:  # bootstrap intervals stay inside Dice's range
         estimate = cell["estimate"]
         assert 0 <= estimate["low"] <= estimate["value"] <= estimate["high"] <= 1
@@ -124,6 +150,14 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
         script.main([*common, "--tasks", "segmentation,height"])
     with pytest.raises(SystemExit, match="--arms 'real,magic': unknown \\['magic'\\]"):
         script.main([*common, "--arms", "real,magic"])
+    for arm, message in (
+        ("generated-1.5", r"--arms generated-1.5: a share of 1.5; allowed: generated-S with S in \[0, 1\]"),
+        ("generated--0.1", r"--arms generated--0.1: a share of -0.1; allowed"),
+        ("generated-half", r"--arms 'real,generated-half': unknown \['generated-half'\]"),
+        ("generated-nan", r"--arms generated-nan: a share of nan; allowed"),
+    ):
+        with pytest.raises(SystemExit, match=message):
+            script.main([*common, "--arms", f"real,{arm}"])
     with pytest.raises(SystemExit, match="--sizes 2,99: allowed 2 .. "):
         script.main([*common, "--sizes", "2,99"])
     no_val = tmp_path / "split-without-val"
@@ -150,6 +184,311 @@ def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monke
 def test_gpu_runs_are_kept_apart_from_cpu_runs(script):
     args = script._parse(["--model", "m", "--split", "s"])
     cpu = script._config("segmentation", script.FULL, args, torch.device("cpu"))
-    assert cpu == "e0fce61b7b6a"  # as before --device existed: a change would orphan the committed CPU runs
+    # mixing through MixedBatchSampler (issue 31) changed the floating-point path: a new hash, not v3's e0fce61b7b6a
+    # (whose runs stay in the committed table); a change of this one would orphan the runs made with it
+    assert cpu == "d668ffcb269b"
     assert cpu != script._config("segmentation", script.FULL, args, torch.device("cuda"))
     assert cpu != script._config("age", script.FULL, args, torch.device("cpu"))
+
+
+def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, setup, monkeypatch):
+    """What each arm's network sees, spied at the augmentation of every training volume (and its
+    model selection, at the validation score: on the validation part): the real
+    volumes are exactly the chosen pool subjects with their own targets (all of them over the run,
+    none for generated-only), the extra volumes come from the arm's own source with their own
+    targets, in the arm's share (half of every batch; the first half of the steps for pretraining;
+    all for generated-only). Each pool is what its arm says: generated volumes reproduce from their
+    seeds, the randomised ones are renders of the generated label maps, the spread ones have
+    covariates drawn uniformly over the model's range."""
+    import argparse
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    classes, affine = list(generator.label_classes), generator.image_grid.affine
+    parts = {name: script._load(setup["split"] / name, generator.image_grid, classes) for name in ("generator", "pool", "val", "test")}
+    marked = parts["pool"]["labels"].clone()  # the tiny cohort's label maps repeat; one marker voxel each makes them all differ
+    for j in range(len(marked)):
+        marked[j, 0, 0, j] = 1
+    parts["pool"] = {**parts["pool"], "labels": marked}
+    settings = {**script.QUICK, "synthetic": 4}
+    args = argparse.Namespace(pretrained=str(setup["model"]))
+    pools = script._synthetic_pools(generator, args, settings, classes, tuple(script.ARMS))
+
+    def reproduced(pool, **kwargs):
+        return torch.cat([generator.generate(seed=[int(s)], **kwargs).images for s in pool["table"]["seed"]])
+
+    torch.testing.assert_close(pools["generated"]["images"], reproduced(pools["generated"]), atol=1e-5, rtol=0)
+    schema = generator.schema
+    uniform = Uniform(**{k: (schema[k].low, schema[k].high) for k in ("age", "ventricular_volume")}, sex=list(schema["sex"].categories))
+    torch.testing.assert_close(pools["spread"]["images"], reproduced(pools["spread"], cond_sampler=uniform), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pools["pretrained"]["images"], reproduced(pools["pretrained"]), atol=1e-5, rtol=0)  # the same model here
+    seeds = [set(pools[name]["table"]["seed"]) for name in ("generated", "spread", "pretrained")]
+    assert not (seeds[0] & seeds[1] or seeds[0] & seeds[2] or seeds[1] & seeds[2])  # each pool its own draws
+    assert torch.equal(pools["randomized"]["labels"], pools["generated"]["labels"])
+    for i, labels in enumerate(pools["generated"]["labels"]):  # renders of the generated label maps
+        render = AppearanceRandomizer()(labels, len(classes), affine, seed=20_000 + i)[0]
+        torch.testing.assert_close(pools["randomized"]["images"][i], render)
+    assert torch.equal(pools["both"]["images"][:2], pools["generated"]["images"][:2])
+    assert torch.equal(pools["both"]["images"][2:], pools["randomized"]["images"][2:])
+
+    seen, validated = [], []
+    augment, validation_score = script._augment, script._validation_score
+    monkeypatch.setattr(script, "_augment", lambda image, target, task: seen.append((image, target)) or augment(image, target, task))
+
+    def validation_spy(task, model, x_val, val, *a):
+        validated.append(torch.equal(x_val, script._inputs(task, parts["val"])) and val["table"].equals(parts["val"]["table"]))
+        return validation_score(task, model, x_val, val, *a)
+
+    monkeypatch.setattr(script, "_validation_score", validation_spy)
+    chosen = script._subset(parts["pool"]["table"], 3, seed=1)
+    for task in ("segmentation", "sex"):
+        real_x, real_y = script._inputs(task, parts["pool"]), script._targets(task, parts["pool"])
+        for arm in script.TASK_ARMS[task]:
+            _, source, use = script.ARMS[arm]
+            seen.clear()
+            script._train(task, arm, chosen, parts, pools, settings, 1, len(classes), torch.device("cpu"))
+            steps = settings["steps"][task]
+            assert len(seen) == 4 * steps
+            real = [next((j for j in range(len(real_x)) if torch.equal(x, real_x[j])), None) for x, _ in seen]
+            extra = [k for k, j in enumerate(real) if j is None]
+            for (_, y), j in zip(seen, real):
+                if j is not None:
+                    assert torch.equal(y, real_y[j]), (task, arm)  # each real volume with its own target
+            expected = {"real": 0, "mix": 2 * steps, "pretrain": 2 * steps, "only": 4 * steps}[use]
+            assert len(extra) == expected, (task, arm)
+            if use == "pretrain":
+                assert extra == list(range(2 * steps))  # the first half of the steps
+            if use != "only":
+                assert {j for j in real if j is not None} == set(chosen.tolist()), (task, arm)
+            if source == "real randomized":  # renders of the chosen real label maps
+                assert all(any(torch.equal(seen[k][1], real_y[j]) for j in chosen) for k in extra), arm
+                continue
+            if not extra:
+                continue
+            part = parts["generator"] if source == "generator part" else pools[source]
+            pool_x, pool_y = script._inputs(task, part), script._targets(task, part)
+            for k in extra:
+                x, y = seen[k]
+                match = next((j for j in range(len(pool_x)) if torch.equal(x, pool_x[j])), None)
+                assert match is not None and torch.equal(y, pool_y[match]), (task, arm)
+    assert validated and all(validated)  # model selection on the validation part, never the test part
+
+
+class _Levels(torch.nn.Module):
+    """Segments by intensity: each voxel gets the class whose level (evenly spaced in [0, 1]) is nearest."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.levels = torch.linspace(0, 1, num_classes)[None, :, None, None, None]
+
+    def forward(self, x):
+        return -((x - self.levels) ** 2)
+
+
+class _MeanLogit(torch.nn.Module):
+    """One output per volume from its mean intensity (a stand-in for the age and sex networks)."""
+
+    def forward(self, x):
+        return (x.mean(dim=(1, 2, 3, 4)) - 0.2)[:, None] * 10
+
+
+def test_scores_are_of_each_test_cohort_its_truths_and_its_shifted_images(script, setup):
+    """A network that segments by intensity: each test subject's Dice is that of its prediction on
+    its own image against its own label map, under a shift on its shifted image (which changes the
+    Dice somewhere), the ventricular volume error against its own volume; age and sex against its
+    own table; the pretrained model's arm on the other cohorts only."""
+    from synthbrain.evaluation.segmenter import dice_per_class
+    from synthbrain.evaluation.shifts import SHIFTS, shifted_set
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    grid, classes, cpu = generator.image_grid, list(generator.label_classes), torch.device("cpu")
+    cohorts = {script.SPLIT_TEST: setup["split"] / "test", "other-site": setup["other"]}
+    cohorts = {name: script._load(folder, grid, classes) for name, folder in cohorts.items()}
+    shifted = {(name, shift): shifted_set(shift, c["images"], grid.affine, seed=7) for name, c in cohorts.items() for shift in SHIFTS}
+    rows = script._score("segmentation", script.REAL, _Levels(len(classes)), cohorts, shifted, classes, grid, cpu)
+
+    def got(name, metric):
+        return rows[(rows["cohort"] == name) & (rows["metric"] == metric)].sort_values("subject")["value"].to_numpy()
+
+    def dice(images, truth):
+        predicted = _Levels(len(classes))(images).argmax(1)
+        return np.array([np.nanmean(dice_per_class(t, p, len(classes))[1:]) for t, p in zip(truth.numpy(), predicted.numpy())])
+
+    changed = False
+    for name, cohort in cohorts.items():
+        plain = dice(cohort["images"], cohort["labels"])
+        np.testing.assert_allclose(got(name, "dice"), plain)
+        predicted = _Levels(len(classes))(cohort["images"]).argmax(1)
+        found = (predicted == classes.index("ventricles")).flatten(1).sum(1).numpy() * grid.voxel_volume_mm3 / 1000
+        np.testing.assert_allclose(got(name, "ventricular volume error (mL)"), np.abs(found - cohort["ventricles_ml"].numpy()), rtol=1e-6)
+        for shift in script.SHIFTS:
+            under = dice(shifted[(name, shift)], cohort["labels"])
+            np.testing.assert_allclose(got(name, f"dice, {shift}"), under)
+            changed |= not np.allclose(under, plain)
+    assert changed  # the shifts change this network's Dice: a score of the unshifted images would show
+    pretrained = script._score("segmentation", script.PRETRAINED, _Levels(len(classes)), cohorts, shifted, classes, grid, cpu)
+    assert set(pretrained["cohort"]) == {"other-site"}
+    for task in ("age", "sex"):
+        rows = script._score(task, script.REAL, _MeanLogit(), cohorts, shifted, classes, grid, cpu)
+        for name, cohort in cohorts.items():
+            out = _MeanLogit()(script._inputs(task, cohort))[:, 0].numpy()
+            table = cohort["table"]
+            if task == "age":
+                error = np.abs(out * 20 + 50 - table["age"].to_numpy(float))
+                np.testing.assert_allclose(got(name, "absolute error (years)"), error, rtol=1e-6)
+            else:
+                np.testing.assert_allclose(got(name, "p(male)"), 1 / (1 + np.exp(-out)), rtol=1e-6)
+                np.testing.assert_array_equal(got(name, "male"), (table["sex"] == "M").to_numpy(float))
+
+
+@pytest.fixture(scope="module")
+def training(setup):
+    """What ``_train`` needs, from the tiny split and generator (quick settings, one synthetic pool)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    try:
+        import downstream as script
+    finally:
+        sys.path.pop(0)
+    from synthbrain import BrainGenerator
+
+    generator = BrainGenerator.from_pretrained(setup["model"])
+    grid, classes = generator.image_grid, list(generator.label_classes)
+    parts = {name: script._load(setup["split"] / name, grid, classes) for name in ("generator", "pool", "val")}
+    args = script._parse(["--model", str(setup["model"]), "--split", str(setup["split"])])
+    settings = dict(script.QUICK)
+    pools = script._synthetic_pools(generator, args, settings, classes, (script.GENERATED,))
+    chosen = script._subset(parts["pool"]["table"], 2, seed=0)
+    return {"parts": parts, "pools": pools, "settings": settings, "chosen": chosen, "classes": len(classes)}
+
+
+def _weights(script, training, arm, task="segmentation"):
+    t = training
+    model = script._train(task, arm, t["chosen"], t["parts"], t["pools"], t["settings"], 0, t["classes"], torch.device("cpu"))
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_share_of_0_is_the_real_only_run_bit_for_bit(script, training):
+    script._arm_names("real,generated-0,generated-0.5")
+    for task in ("segmentation", "sex"):
+        real, zero = _weights(script, training, script.REAL, task), _weights(script, training, "generated-0", task)
+        assert all(torch.equal(real[k], zero[k]) for k in real)
+    real, half = _weights(script, training, script.REAL), _weights(script, training, script.GENERATED)
+    assert not all(torch.equal(real[k], half[k]) for k in real)  # mixing does change the network
+
+
+def test_the_arms_schedules_give_their_planned_synthetic_totals(script, training, monkeypatch):
+    seen = []
+    original = script._augment
+    monkeypatch.setattr(script, "_augment", lambda image, target, task: seen.append(image) or original(image, target, task))
+    pool = training["pools"]["generated"]["images"]
+    steps = training["settings"]["steps"]["segmentation"]  # 4
+    # per arm: its steps and its synthetic total, the exact sum of share * batch size over the steps (rounded half up)
+    for arm, total_steps, synthetic in (
+        (script.SHARE_25, steps, 4),  # 0.25 of 16
+        (script.SHARE_10, steps, 2),  # 0.1 of 16 = 1.6
+        (script.LINEAR, steps, 5),  # 0.5 * (4 + 3 + 2 + 1) / 4 * 4 = 5
+        (script.PRETRAIN, steps, 8),  # the first 2 of 4 steps
+        (script.FIRST, steps + steps // 2, 8),  # 2 synthetic steps, then 4 real ones
+    ):
+        seen.clear()
+        schedule, planned = script._plan(arm, steps)
+        assert planned == total_steps
+        _weights(script, training, arm)
+        assert len(seen) == 4 * total_steps
+        from_pool = [any(torch.equal(image, p) for p in pool) for image in seen]
+        assert sum(from_pool) == synthetic
+        assert sum(float(schedule(t)) for t in range(total_steps)) * 4 == pytest.approx(synthetic, abs=0.5)
+    assert [sum(from_pool[4 * t : 4 * t + 4]) for t in range(6)] == [4, 4, 0, 0, 0, 0]  # synthetic first, then real
+
+
+def test_the_guidance_table_is_generated_from_the_runs(script):
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.5, 0.7, size=(5, 20))  # seeds x subjects, shared by the arms (paired)
+    # (arm, n) -> the true gain over real-only
+    gains = {
+        (script.REAL, 4): 0.0,
+        (script.REAL, 40): 0.08,
+        (script.SHARE_10, 4): 0.05,
+        (script.GENERATED, 4): 0.02,
+        (script.SHARE_25, 4): 0.06,  # the best point estimate, but noisy over seeds: not significant, so not the advice
+        (script.SHARE_10, 40): 0.08,
+        (script.GENERATED, 40): 0.05,
+    }
+    rows = []
+    for (arm, n), gain in gains.items():
+        spread = np.array([[0.2], [-0.2], [0.2], [-0.2], [0.05]]) if arm == script.SHARE_25 else 0  # per seed
+        values = np.clip(base + gain + spread + rng.normal(0, 0.002, base.shape), 0, 1)
+        for (seed, subject), value in np.ndenumerate(values):
+            rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed, "cohort": script.SPLIT_TEST})
+            rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
+    rows = pd.DataFrame(rows)
+    gates = {"segmentation": script._gate(rows, "segmentation", [4, 40])}
+    table, record = script._guidance(rows, ["segmentation"], gates)
+    assert [(r["real n"], r["best setting"]) for r in table] == [
+        (4, "+ generated, share 0.1"),
+        (40, "(+ generated, share 0.1: not significant)"),
+    ]
+    assert table[0]["guidance"] == "helps (2 of 3 settings help)"
+    assert table[1]["guidance"] == "no setting helps: train on real subjects only; hurts: + generated"
+    assert record[0]["difference"]["value"] == pytest.approx(0.05, abs=0.002) and record[0]["significant"]
+    assert record[1]["calls"] == {script.SHARE_10: "no clear difference", script.GENERATED: "hurts"}
+    failed = script._guidance(rows, ["segmentation"], {"segmentation": {"passed": False}})[0]
+    assert [r["guidance"] for r in failed] == ["no verdict (gate failed)"] * 2
+
+
+def test_runs_of_other_configurations_stay_in_the_table(script, setup, tmp_path, monkeypatch):
+    out = tmp_path / "downstream"
+    table = out.with_name(out.name + ".subjects.tsv.gz")
+    old = pd.DataFrame([{"config": "e0fce61b7b6a", "task": "sex", "arm": "real", "n": 2, "seed": 0, "cohort": "split test"}])
+    old[["subject", "metric", "value"]] = [0, "p(male)", 0.25]
+    old.to_csv(table, sep="\t", index=False, compression="gzip")
+    fake = pd.DataFrame(
+        [
+            {"cohort": script.SPLIT_TEST, "subject": s, "metric": m, "value": v}
+            for s in range(4)
+            for m, v in (("p(male)", s / 4), ("male", s % 2))
+        ]
+    )
+    monkeypatch.setattr(script, "_train", lambda *a, **k: None)
+    monkeypatch.setattr(script, "_score", lambda *a, **k: fake.copy())
+    argv = [
+        "--model",
+        str(setup["model"]),
+        "--split",
+        str(setup["split"]),
+        "--quick",
+        "--tasks",
+        "sex",
+        "--arms",
+        "real",
+        "--out",
+        str(out),
+    ]
+    script.main(argv)
+    written = _table(out)
+    assert (written["config"] == "e0fce61b7b6a").sum() == 1 and len(written) == 1 + 2 * 2 * len(fake)  # 2 sizes x 2 seeds
+
+
+def test_share_arms_run_at_every_size_for_segmentation_and_at_the_ends_for_age(script, setup, tmp_path, monkeypatch):
+    def fake_score(task, arm, *args, **kwargs):
+        return pd.DataFrame([{"cohort": script.SPLIT_TEST, "subject": s, "metric": script.HEADLINE[task], "value": 0.5} for s in range(3)])
+
+    monkeypatch.setattr(script, "_train", lambda *a, **k: None)
+    monkeypatch.setattr(script, "_score", fake_score)
+    out = tmp_path / "downstream"
+    argv = ["--model", str(setup["model"]), "--split", str(setup["split"]), "--quick", "--tasks", "segmentation,age"]
+    script.main([*argv, "--sizes", "2,3,4", "--arms", f"real,{script.SHARE_10},{script.RANDOMIZED},generated-0.6", "--out", str(out)])
+    runs = _table(out)[["task", "arm", "n", "seed"]].drop_duplicates()
+    sizes = runs.groupby(["task", "arm"])["n"].apply(lambda n: sorted(set(n))).to_dict()
+    assert sizes == {
+        ("segmentation", script.REAL): [2, 3, 4],
+        ("segmentation", script.SHARE_10): [2, 3, 4],
+        ("segmentation", "generated-0.6"): [2, 3, 4],
+        ("segmentation", script.RANDOMIZED): [2, 4],
+        ("age", script.REAL): [2, 3, 4],
+        ("age", script.SHARE_10): [2, 4],
+        ("age", "generated-0.6"): [2, 4],
+    }
+    assert script._plan("generated-0.6", 10)[0](9) == pytest.approx(0.6)

@@ -85,18 +85,19 @@ def test_index_must_be_an_int_in_range(mixed):
 
 def test_every_form_of_real_data_becomes_a_float32_image_with_class_indices(generator, synthetic, unlabelled):
     labels = torch.randint(0, 3, SHAPE)
-    one_hot = torch.nn.functional.one_hot(labels, 3).permute(3, 0, 1, 2).float()  # (C, D, H, W) class fractions
-    two_classes = torch.stack([1 - (labels == 1).float(), (labels == 1).float()])  # (2, D, H, W)
+    one_hot = torch.nn.functional.one_hot(labels, 8).permute(3, 0, 1, 2).float()  # (C, D, H, W) class fractions, the model's 8 classes
     image = torch.rand(*SHAPE, dtype=torch.float64)  # no channel axis, float64
-    for given, expected in ((one_hot, labels), (two_classes, (labels == 1).long()), (labels[None], labels), (labels.float(), labels)):
+    for given, expected in ((one_hot, labels), (labels[None], labels), (labels.float(), labels)):
         item = MixedDataset([(image, given)], synthetic)[0]
         assert item["image"].dtype == torch.float32 and item["image"].shape == (1, *SHAPE)
         torch.testing.assert_close(item["image"][0], image.float())
         assert item["labels"].dtype == torch.long and torch.equal(item["labels"], expected)
         assert item["appearance"] == "real" and item["is_synthetic"] is False
         assert math.isnan(item["covariates"]["age"]) and item["covariates"]["sex"] == "n/a"
-    as_uint8 = MixedDataset([((image * 255).to(torch.uint8), labels)], synthetic)[0]
+    as_uint8 = MixedDataset([((image > 0.5).to(torch.uint8), labels)], synthetic)[0]
     assert as_uint8["image"].dtype == torch.float32
+    with pytest.raises(ValueError, match=r"^real\[0\] \(0\): image intensities in \[0, 25[45]\]; allowed: \[0, 1\]"):  # not rescaled
+        MixedDataset([((image * 255).to(torch.uint8), labels)], synthetic)
     # without labels on either side: no labels key, from tensors and from torchio subjects with an image only
     assert "labels" not in MixedDataset(torch.rand(2, 1, *SHAPE), unlabelled)[1]
     image_only = tio.SubjectsDataset([tio.Subject(image=tio.ScalarImage(tensor=image[None].float(), affine=generator.image_grid.affine))])

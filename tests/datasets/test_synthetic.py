@@ -236,3 +236,59 @@ def test_close_waits_for_the_prefetched_chunk_and_a_later_access_prefetches_agai
     assert dataset._executor is not None
     dataset.close()
     torch.testing.assert_close(dataset[3]["image"], SyntheticBrainDataset(8, None, generator, seed=7, device="cpu")[3]["image"])
+
+
+def test_sampling_settings_reach_generation(generator):
+    """Each sampling setting of the dataset reaches generate: an item equals generate with the same
+    settings at the item's seed (each setting here is not the model's default, so a dataset that
+    dropped one would give another image); extrapolate lets an out-of-range age through."""
+    settings = dict(steps=4, sampler="dpm++2m", guidance_scale=2.0, timestep_spacing="linspace")  # the model: 3, ddim, 1, trailing
+    sampler = Fixed(sex="F", age=95.0, ventricular_volume=20.0, brain_volume=1200.0)  # 95: outside the fitted ages, extrapolated
+    dataset = SyntheticBrainDataset(3, sampler, generator, seed=2, device="cpu", extrapolate=True, **settings)
+    item = dataset[1]
+    alone = generator.generate(cond_sampler=sampler, seed=[dataset.item_seed(1)], extrapolate=True, **settings)
+    torch.testing.assert_close(item["image"], alone.images[0], atol=1e-5, rtol=0)
+    assert item["covariates"]["age"] == 95.0
+    default = generator.generate(cond_sampler=sampler, seed=[dataset.item_seed(1)], extrapolate=True)
+    assert (default.images[0] - item["image"]).abs().max() > 1e-3
+    for name, value in settings.items():  # each setting alone changes the image
+        other = generator.generate(cond_sampler=sampler, seed=[dataset.item_seed(1)], extrapolate=True, **(settings | {name: None}))
+        assert (other.images[0] - item["image"]).abs().max() > 1e-3, name
+
+
+def test_qc_reject_reaches_generation_and_an_item_is_the_redraw(generator, monkeypatch):
+    """qc="reject": an item failing quality control is drawn again, with the seed
+    volume_seed(item seed, 1) and the dataset's condition sampler and settings, and the redraw is
+    what the item holds; with qc="measure" the failing volume is served."""
+    from synthbrain.generator import qc as quality
+
+    sampler, settings = Uniform(age=(30, 60), sex=["F", "M"]), dict(steps=2, sampler="dpm++2m")
+    real_measure, calls = quality.measure, []
+
+    def fails_index_two_once(images, labels):  # the dataset's index 2 is position 2 of its one call
+        table = real_measure(images, labels)
+        table["qc_pass"] = True
+        if not calls:
+            table.loc[2, "qc_pass"] = False
+        calls.append(len(images))
+        return table
+
+    monkeypatch.setattr(quality, "measure", fails_index_two_once)
+    rejecting = SyntheticBrainDataset(4, sampler, generator, seed=6, device="cpu", qc="reject", **settings)
+    items = rejecting.__getitems__([0, 1, 2, 3])
+    assert calls == [4, 1]
+    monkeypatch.setattr(quality, "measure", real_measure)
+    redraw = volume_seed(rejecting.item_seed(2), 1)
+    alone = generator.generate(cond_sampler=sampler, seed=[redraw], **settings)
+    torch.testing.assert_close(items[2]["image"], alone.images[0], atol=1e-5, rtol=0)
+    assert items[2]["covariates"] == {k: alone.covariates[k][0] for k in generator.schema.names}  # drawn by the sampler from the new seed
+    first = generator.generate(cond_sampler=sampler, seed=[rejecting.item_seed(2)], **settings)
+    assert (first.images[0] - items[2]["image"]).abs().max() > 1e-3
+    passing = SyntheticBrainDataset(4, sampler, generator, seed=6, device="cpu", **settings)[1]["image"]
+    torch.testing.assert_close(items[1]["image"], passing)  # an item that passes is not drawn again
+    calls.clear()
+    monkeypatch.setattr(quality, "measure", fails_index_two_once)
+    measuring = SyntheticBrainDataset(4, sampler, generator, seed=6, device="cpu", qc="measure", **settings)
+    served = measuring.__getitems__([0, 1, 2, 3])
+    assert calls == [4]  # measured, not drawn again
+    torch.testing.assert_close(served[2]["image"], first.images[0], atol=1e-5, rtol=0)

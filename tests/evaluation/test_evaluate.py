@@ -62,7 +62,15 @@ def test_evaluators_round_trip_through_safetensors(cohort, tmp_path):
 def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, monkeypatch):
     generator = tiny_generator(distribution=True)
     out = tmp_path / "report"
+    fitted, fit = [], Evaluators.fit
+    monkeypatch.setattr(Evaluators, "fit", classmethod(lambda cls, *a, **k: fitted.append(a) or fit(*a, **k)))
     summary = evaluate(generator, cohort, out, n=8, settings=TINY, c2st_epochs=1, progress=False)
+    # the evaluators are trained on A (images, label fractions and table of A's subjects, in A's order) and on nothing else
+    part_a, _, images, _, covariates = _real_halves(cohort, generator)
+    (got_images, got_fractions, got_table, *_), = fitted
+    fractions = load_cohort_on_grid(cohort, generator.image_grid)[2]
+    assert torch.equal(got_images, images[part_a]) and torch.equal(got_fractions, fractions[part_a])
+    assert got_table["subject_id"].tolist() == [f"p{i:02d}" for i in part_a]
     for name in ("report.md", "report.json", "synthetic.tsv", "montage.png", "conditioning.png", "nearest-neighbours.png"):
         assert (out / name).is_file(), name
     assert (out / "evaluators" / "evaluators.safetensors").is_file()
@@ -92,12 +100,6 @@ def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, 
     assert same[:3] == same[3:]  # same seed, same report (compared as JSON: NaN equals NaN there)
 
 
-def test_memorisation_baseline_uses_a_held_out_cohort_when_given(cohort, tmp_path):
-    held_out = make_prepared(tmp_path / "held", n=4, seed=5)
-    summary = evaluate(
-        tiny_generator(distribution=True), cohort, tmp_path / "r", n=8, held_out=held_out, settings=TINY, c2st_epochs=1, progress=False
-    )
-    assert summary["memorisation"]["baseline"] == "held-out real subjects"
 
 
 def test_evaluate_rejects_bad_input(cohort, tmp_path):
@@ -112,10 +114,13 @@ def test_evaluate_rejects_bad_input(cohort, tmp_path):
 def test_cli_evaluate(cohort, tmp_path, capsys):
     folder = tiny_generator(distribution=True).save_pretrained(tmp_path / "model")
     args = ["--real", str(cohort), "-n", "8", "--segmenter-steps", "2", "--c2st-epochs", "1", "--out", str(tmp_path / "rep")]
-    code = main(["evaluate", "--model", str(folder), *args])
+    sampling = ["--steps", "2", "--sampler", "dpm++2m", "--guidance-scale", "2", "--timestep-spacing", "linspace"]
+    code = main(["evaluate", "--model", str(folder), *args, *sampling])
     assert code == 0
     assert "report:" in capsys.readouterr().out
     assert (tmp_path / "rep" / "report.md").is_file()
+    used = json.loads((tmp_path / "rep" / "report.json").read_text())["sampling"]  # as the generated volumes' provenance records
+    assert used == {"sampler": "dpm++2m", "steps": 2, "guidance_scale": 2.0, "timestep_spacing": "linspace"}
 
 
 # ---- known answers: stand-in generators ---------------------------------------------------------
@@ -137,6 +142,7 @@ class StandInGenerator:
         from synthbrain.generator.output import GeneratedBrains
 
         assert n == len(self.images)
+        self.asked = {"n": n, "seed": seed, **sampling}
         provenance = {"model": "stand-in", "sampler": "none", "steps": 0, "guidance_scale": 1.0, "timestep_spacing": "none"}
         return GeneratedBrains(self.images, self.labels, self.covariates, self.image_grid.affine, self.label_classes, provenance)
 
@@ -180,6 +186,8 @@ def test_a_generator_returning_real_b_scores_exactly_as_real_b(cohort, tmp_path,
     realism = _rows(summary, "realism", "comparison")
     assert _same(realism["synthetic vs A"] | {"comparison": None}, realism["real (B) vs A"] | {"comparison": None})
     assert realism["real (B) vs A"]["Fréchet distance"] > 1e-3  # B against A, not A against itself
+    # the random autoencoder's reconstructions are not B: their row is their own
+    assert abs(realism["autoencoder reconstructions of B vs A"]["Fréchet distance"] - realism["real (B) vs A"]["Fréchet distance"]) > 1e-3
 
     conditioning = {(r["covariate"], r["requested vs measured by"]): r for r in summary["conditioning"]}
     for covariate in (*VOLUMES, "age", "sex"):
@@ -218,3 +226,75 @@ def test_a_collapsed_generator_has_no_diversity_and_is_flagged_as_a_copy(cohort,
     assert memorisation["synthetic_median"] < 1e-6 < 0.1 < memorisation["real_min"]
     report = (tmp_path / "r" / "report.md").read_text()
     assert f"Synthetic volumes closer to a training subject than any real subject is: {n} (0, 1, 2, 3, 4, 5)" in report
+
+
+def test_memorisation_baseline_is_computed_against_the_held_out_cohort(cohort, tmp_path, shared_evaluators):
+    """A "held-out" cohort that holds the training subjects themselves: each is at distance 0 (and
+    ratio 0) from the training set, so the baseline's minimum and median are 0 and no synthetic
+    volume can be nearer. A baseline computed among the training subjects, or among the held-out
+    subjects, would be above 0."""
+    like = tiny_generator()
+    part_a, part_b, images, labels, covariates = _real_halves(cohort, like)
+    stand_in = StandInGenerator(like, images[part_b], labels[part_b], covariates.loc[part_b])
+    summary = evaluate(
+        stand_in, cohort, tmp_path / "r", n=len(part_b), held_out=cohort, evaluators=shared_evaluators, settings=TINY, c2st_epochs=1,
+        progress=False,
+    )
+    memorisation = summary["memorisation"]
+    assert memorisation["baseline"] == "held-out real subjects"
+    assert memorisation["real_min"] == memorisation["real_median"] == 0.0 and memorisation["ratio_real_min"] == 0.0
+    assert memorisation["synthetic_min"] == pytest.approx(0, abs=1e-6) and memorisation["flagged"] == []
+
+
+class IdentityAutoencoder(torch.nn.Module):
+    """Encodes an image with its label fractions as they are and decodes them back: its
+    reconstructions of real subjects are the subjects themselves."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.config = type("Config", (), {"num_classes": num_classes})()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def encode(self, image, labels):
+        return torch.cat([image, labels], 1), None
+
+    def decode(self, latent):
+        return latent[:, :1], latent[:, 1:]
+
+
+def test_reconstructions_are_of_b_and_each_set_reaches_its_comparison(cohort, tmp_path, shared_evaluators, monkeypatch):
+    """An autoencoder that reconstructs exactly: its reconstructions of B score exactly as B itself
+    (Fréchet distance, precision, recall, MMD against A); each spot-the-fake test is given the sets
+    it names (a spy: with 6 volumes a side its accuracy is too coarse to tell sets apart); the
+    evaluators' accuracy equals a direct call on B; generate gets the evaluation's n, seed and
+    sampling settings."""
+    from synthbrain.evaluation import evaluate as evaluate_module
+
+    c2st_sets, c2st = [], evaluate_module.classifier_two_sample_test
+    monkeypatch.setattr(evaluate_module, "classifier_two_sample_test", lambda a, b, **k: c2st_sets.append((a, b)) or c2st(a, b, **k))
+    like = tiny_generator()
+    part_a, part_b, images, labels, covariates = _real_halves(cohort, like)
+    real, _, fractions = load_cohort_on_grid(cohort, like.image_grid)
+    stand_in = StandInGenerator(like, images[part_b], labels[part_b], covariates.loc[part_b])
+    stand_in.autoencoder = IdentityAutoencoder(fractions.shape[1])
+    sampling = {"steps": 2, "sampler": "dpm++2m", "guidance_scale": None, "timestep_spacing": "linspace"}
+    summary = evaluate(
+        stand_in, cohort, tmp_path / "r", n=len(part_b), seed=0, evaluators=shared_evaluators, settings=TINY, c2st_epochs=1,
+        sampling=sampling, progress=False,
+    )
+    assert stand_in.asked == {"n": len(part_b), "seed": 0, "steps": 2, "sampler": "dpm++2m", "timestep_spacing": "linspace"}
+    realism = _rows(summary, "realism", "comparison")
+    reconstructions = realism["autoencoder reconstructions of B vs A"]
+    assert _same(reconstructions | {"comparison": None}, realism["real (B) vs A"] | {"comparison": None})
+    expected = {  # every real subject has every covariate here, so "real" is the whole cohort
+        "synthetic vs real": (images, images[part_b]),
+        "autoencoder reconstructions of B vs real A": (images[part_a], images[part_b]),
+        "real vs real (B vs A)": (images[part_a], images[part_b]),
+    }
+    assert list(summary["c2st"]) == list(expected) and len(c2st_sets) == 3
+    for (name, (a, b)), (got_a, got_b) in zip(expected.items(), c2st_sets):
+        assert torch.equal(got_a, a) and torch.equal(got_b, b), name
+    judges = Evaluators.load(shared_evaluators, FeatureExtractor())
+    table_b = real.table.reset_index(drop=True).loc[part_b].reset_index(drop=True)
+    accuracy = judges.score(*judges.measure(images[part_b]), fractions[part_b], table_b)
+    assert _same(summary["evaluators"]["accuracy_on_B"], accuracy)

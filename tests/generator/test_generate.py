@@ -208,3 +208,40 @@ def test_models_saved_before_the_spacing_was_recorded_keep_their_sampling(tmp_pa
     index["defaults"].pop("timestep_spacing")
     (folder / INDEX).write_text(json.dumps(index))
     assert BrainGenerator.from_pretrained(folder).defaults["timestep_spacing"] == "leading"  # as DDIM sampled in synthbrain 0.1
+
+
+def _failing_once(monkeypatch, index):
+    """quality.measure, except that volume ``index`` of the first call fails (and every other passes)."""
+    real_measure, calls = quality.measure, []
+
+    def measure(images, labels):
+        table = real_measure(images, labels)
+        table["qc_pass"] = True
+        if not calls:
+            table.loc[index, "qc_pass"] = False
+        calls.append(len(images))
+        return table
+
+    monkeypatch.setattr(quality, "measure", measure)
+    return calls
+
+
+def test_a_redraw_keeps_the_given_covariates_and_every_setting_of_the_call(generator, monkeypatch):
+    """The redraw of a failing volume is generated with the call's covariates (given ones stay, an
+    extrapolated age included), sampling settings and raw output: the recorded seed with the same
+    call reproduces it alone. A redraw that fell back to drawn covariates, the model's default
+    settings or the masked output would give another volume."""
+    settings = dict(steps=2, sampler="dpm++2m", guidance_scale=2.0, timestep_spacing="linspace", raw=True, extrapolate=True)
+    given = {**QUERY, "age": [30.0, 95.0, 50.0], "brain_volume": [1100.0, 1200.0, 1300.0]}  # 95: outside the fitted ages
+    calls = _failing_once(monkeypatch, 1)
+    out = generator.generate(given, seed=11, qc="reject", **settings)
+    assert calls == [3, 1] and out.covariates["qc_redraws"].tolist() == [0, 1, 0]
+    assert out.covariates["age"].tolist() == [30.0, 95.0, 50.0] and out.covariates["brain_volume"][1] == 1200.0
+    redrawn = int(out.covariates["seed"][1])
+    assert redrawn == volume_seed(volume_seed(11, 1), 1)
+    alone = generator.generate({**QUERY, "age": 95.0, "brain_volume": 1200.0}, seed=[redrawn], qc="measure", **settings)
+    torch.testing.assert_close(alone.images[0], out.images[1], atol=1e-5, rtol=0)
+    assert (out.images[1][(out.labels[1] == 0).unsqueeze(0)] > 0).any()  # raw: the decoder's haze kept in the redraw too
+    first = generator.generate({**QUERY, "age": 95.0, "brain_volume": 1200.0}, seed=[volume_seed(11, 1)], qc="measure", **settings)
+    assert (first.images[0] - out.images[1]).abs().max() > 1e-3  # the failing volume was replaced
+    assert (out.labels[1] != alone.labels[0]).float().mean() < 0.01 < (out.labels[1] != first.labels[0]).float().mean()  # its labels too

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -131,6 +132,43 @@ def test_interrupted_run_leaves_no_partial_file_and_resumes(template_folder, tmp
     prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
     assert (first / "record.json").stat().st_mtime_ns == done_at  # not redone
     assert json.loads((out / "manifest.json").read_text())["summary"]["subjects"] == 3
+
+
+def test_resume_redoes_a_subject_whose_outputs_or_sources_changed_after_its_record(prepared, template_folder, tmp_path, monkeypatch):
+    """A subject counts as done only while its record's files are all there and it was made from
+    the same source files (by path, or by content when the dataset moved) and header trust: a
+    record left without its label map or image, or made from another source file, is redone; a
+    record whose source moved with the same content is kept. The manifest is complete after."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(prepared, out)
+    subjects = out / "subjects"
+    (subjects / "a02" / "labels.nii.gz").unlink()  # a crash between writes, or a user's clean-up
+    (subjects / "a03" / "t1.nii.gz").unlink()
+    moved = json.loads((subjects / "a01" / "record.json").read_text())
+    moved["source_image"] = str(tmp_path / "elsewhere" / "a01_T1.nii.gz")  # same digest: the dataset moved
+    _io.write_json(subjects / "a01" / "record.json", moved)
+    real, redone = prepare_module.prepare_subject, []
+    monkeypatch.setattr(prepare_module, "prepare_subject", lambda record, *a: redone.append(record.subject_id) or real(record, *a))
+    prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
+    assert sorted(redone) == ["a02", "a03"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [r["subject_id"] for r in manifest["records"]] == list(MOTIONS) and manifest["summary"]["subjects"] == 3
+    for sid in MOTIONS:
+        assert sorted(p.name for p in (subjects / sid).iterdir()) == ["labels.nii.gz", "record.json", "t1.nii.gz"]
+    again, first = (np.asarray(nib.load(root / "subjects" / "a02" / "labels.nii.gz").dataobj) for root in (out, prepared))
+    np.testing.assert_array_equal(again, first)  # redone: the same output as the first run
+
+    other = json.loads((subjects / "a01" / "record.json").read_text())
+    other["source_image_sha256"] = "0" * 64  # made from another file, now gone from that path
+    _io.write_json(subjects / "a01" / "record.json", other)
+    header = json.loads((subjects / "a02" / "record.json").read_text())
+    header["trust_header"] = "sform"  # read with another header transform than the cohort asks now
+    _io.write_json(subjects / "a02" / "record.json", header)
+    redone.clear()
+    prepare_cohort(cohort_of(template_folder), out, FAST, workers=1, progress=False)
+    assert sorted(redone) == ["a01", "a02"]
 
 
 def test_killed_process_resumes_without_corrupt_files(template_folder, tmp_path):
@@ -275,3 +313,38 @@ def test_longitudinal_bids_with_mirrored_sforms_prepared_by_the_qform(template_f
         assert error.max() < 4.0, (sid, error.max())
     loaded = PreparedCohort.load(out)
     assert loaded.table["participant_id"].tolist() == ["sub-01", "sub-01"]
+
+
+def test_one_hot_voxel_in_a_t1_file_does_not_move_its_preparation(template_folder, tmp_path):
+    """Issue 32, fault 2, as reported: a T1 with one voxel set to 30000 is aligned as without it."""
+    from synthbrain.preprocessing.prepare import prepare_subject
+
+    record = cohort_of(template_folder).subjects[0]
+    img = nib.load(record.image)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    hot = data.copy()
+    hot[tuple(np.argwhere(data > 0)[len(np.argwhere(data > 0)) // 3])] = 30000.0
+    path = tmp_path / "hot_T1.nii.gz"
+    nib.save(nib.Nifti1Image(hot, img.affine), path)
+    grid = make_grid(4.0)
+    plain = prepare_subject(record, grid, FAST, None)
+    outlier = prepare_subject(dataclasses.replace(record, image=path), grid, FAST, None)
+    points = np.argwhere(np.ones((8, 8, 8))) * 15.0 - [52, 70, 40]  # spread over the brain, mm
+    moved = [nib.affines.apply_affine(np.asarray(r["registration"]["template_to_subject_ras"]), points) for r in (plain, outlier)]
+    assert np.linalg.norm(moved[0] - moved[1], axis=1).max() < 0.5
+    assert outlier["registration"]["flags"] == [] and outlier["registration"]["intensities_clipped_to"] == [20.0, 100.0]
+
+
+def test_a_registration_that_went_wrong_is_flagged(template_folder, prepared, monkeypatch):
+    import SimpleITK as sitk
+
+    from synthbrain.preprocessing import prepare as module
+    from synthbrain.preprocessing.registration import RegistrationResult
+
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["summary"]["registration_flagged"] == {}  # the good registrations pass
+    assert all(r["registration"]["flags"] == [] for r in manifest["records"])
+    turned = sitk.Euler3DTransform((0.0, 0.0, 0.0), 0.0, 0.0, np.radians(50.0), (0.0, 0.0, 0.0))
+    monkeypatch.setattr(module, "register", lambda *args, **kwargs: RegistrationResult(turned, -0.1, "rigid"))
+    flags = module.prepare_subject(cohort_of(template_folder).subjects[0], make_grid(4.0), FAST, None)["registration"]["flags"]
+    assert len(flags) == 2 and flags[0].startswith("Dice / size bound") and flags[1] == "rotation 50.0 deg > 30 deg"

@@ -124,3 +124,21 @@ def test_a_part_folder_the_split_did_not_write_is_never_deleted(tmp_path):
     with pytest.raises(ValueError, match="exists but no split.tsv says this split wrote it"):
         split_prepared(prepared, out, {"train": 0.5, "test": 0.5}, seed=0)
     assert (out / "train" / "precious.txt").read_text() == "not from a split"
+
+
+def test_a_split_written_through_a_linked_folder_reads_its_subjects(tmp_path):
+    """The output path goes through a symbolic link to a folder elsewhere (a runs/ link to a data disk):
+    the subjects' relative links are computed from where they really lie, so they resolve."""
+    import shutil
+
+    root = make_prepared(tmp_path / "data" / "cohort", n=4)
+    real = tmp_path / "elsewhere" / "at" / "another" / "depth"
+    real.mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "runs").symlink_to(real, target_is_directory=True)
+    shutil.copytree(root, real / "cohort")
+    runs = tmp_path / "work" / "runs"
+    folders = split_prepared(runs / "cohort", runs / "split", {"a": 0.5, "b": 0.5}, seed=0)
+    for folder in folders.values():
+        cohort = PreparedCohort.load(folder)
+        assert cohort[0]["image"].shape == (1, 16, 16, 16)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from synthbrain import GeneratedBrains
-from synthbrain.preprocessing.template import Grid
+from synthbrain.grid import Grid
 from synthbrain.reader_study.create import create_study
 from tests.helpers import TINY_CLASSES, make_prepared
 

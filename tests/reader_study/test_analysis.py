@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 
+import pandas as pd
 import pytest
 
-from synthbrain.reader_study.analysis import analyse, fleiss_kappa, wilson
+from synthbrain.reader_study.analysis import MIN_SHARED_CASES, analyse, fleiss_kappa, wilson
 from synthbrain.reader_study.store import AnswerStore
 from synthbrain.reader_study.study import load_study
 
@@ -53,7 +55,8 @@ def answered(study):
         token, state = store.start_session(reader)
         for case_id in state.case_order:  # in the reader's own (shuffled) order
             code = by_case[case_id]
-            store.record_answer(token, case_id, LABEL[code[0]], int(code[1]) if len(code) > 1 else None, 10.0)
+            store.mark_served(token, case_id)
+            store.record_answer(token, case_id, LABEL[code[0]], int(code[1]) if len(code) > 1 else None)  # no browser time
     return study, cases
 
 
@@ -75,17 +78,17 @@ def test_per_reader_values(answered, tmp_path):
             low, high = _wilson_by_hand(k, n)
             assert (got["low"], got["high"]) == (pytest.approx(low, abs=1e-9), pytest.approx(high, abs=1e-9)), (reader, field)
     assert rows["C"]["p_vs_chance"] == pytest.approx(2 * 0.5**7)  # 7 of 7 decided right: exact binomial, two-sided
-    assert rows["A"]["median_seconds"] == 10.0
+    assert report["n_readers"] == 3 and report["n_names_entered"] == 3 and report["without_answers"] == []
 
 
 def test_agreement_confidence_and_fooling_cases(answered, tmp_path):
     study, cases = answered
-    report = analyse(study, tmp_path / "out")
+    report = analyse(study, tmp_path / "out", min_shared_cases=8)
     pairs = {(p["reader_a"], p["reader_b"]): p for p in report["agreement"]["cohen"]}
     # A vs B: observed 4/8; expected (3*4 + 4*3 + 1*1) / 64 = 25/64; kappa = (1/2 - 25/64) / (39/64) = 7/39
     assert pairs[("A", "B")]["cases"] == 8 and pairs[("A", "B")]["kappa"] == pytest.approx(7 / 39)
     # Fleiss over A, B, C: P_bar = 11/24, P_e = (11^2 + 10^2 + 3^2) / 24^2 = 230/576; kappa = 34/346 = 17/173
-    assert report["agreement"]["fleiss"] == {"readers": 3, "cases": 8, "kappa": pytest.approx(17 / 173)}
+    assert report["agreement"]["fleiss"] == {"readers": 3, "cases": 8, "kappa": pytest.approx(17 / 173), "reason": None}
     by_level = {row["confidence"]: (row["k"], row["n"]) for row in report["by_confidence"]}
     assert by_level == {1: (1, 1), 2: (2, 4), 3: (3, 5), 4: (5, 6), 5: (4, 5)}
     fooled = [(row["case_id"], row["said_real"], row["said_unsure"]) for row in report["fooled_most"]]
@@ -132,3 +135,91 @@ def test_analysis_needs_answers_and_a_matching_key(study, tmp_path):
     (study / "key" / "key.json").unlink()
     with pytest.raises(ValueError, match="missing key/key.json"):
         analyse(study, tmp_path / "out")
+
+
+def _answer(store, name: str, labels: list[str]) -> None:
+    """``name`` answers the first cases of their order with ``labels`` (codes as in ANSWERS)."""
+    token, state = store.start_session(name)
+    for case_id, code in zip(state.case_order, labels):
+        store.mark_served(token, case_id)
+        store.record_answer(token, case_id, LABEL[code[0]], int(code[1]) if len(code) > 1 else None, 3.0)
+
+
+def test_readers_are_those_who_answered_and_a_test_reader_can_be_left_out(answered, tmp_path):
+    study, _ = answered
+    meta = load_study(study)
+    store = AnswerStore(meta.database, meta.study_id, meta.case_ids, meta.order_seed)
+    for name in ("Dr Idle", "Nobody"):  # entered a name, answered nothing
+        store.start_session(name)
+    report = analyse(study, tmp_path / "all", min_shared_cases=8)
+    assert (report["n_readers"], report["n_names_entered"], report["without_answers"]) == (3, 5, ["Dr Idle", "Nobody"])
+    assert [r["name"] for r in report["readers"]] == ["A", "B", "C"]
+    assert (
+        "Readers: 3 answered and analysed, of 5 name(s) entered; 2 without an answer (Dr Idle, Nobody)."
+        in (tmp_path / "all" / "report.md").read_text()
+    )
+
+    report = analyse(study, tmp_path / "out", exclude_readers=[" c "], min_shared_cases=8)  # as entered: case and spacing ignored
+    rows = {r["reader"]: r for r in report["per_reader"]}
+    assert set(rows) == {"A", "B", "all readers (pooled)"} and report["n_readers"] == 2
+    assert (rows["all readers (pooled)"]["accuracy"]["k"], rows["all readers (pooled)"]["accuracy"]["n"]) == (8, 16)
+    assert report["excluded_readers"] == [{"name": "C", "answers": 8}]
+    assert report["agreement"]["fleiss"]["readers"] == 2 and [r["name"] for r in report["readers"]] == ["A", "B"]
+    assert sum(row["answers"] for row in report["fooled_most"] + report["real_called_synthetic_most"]) == 16
+    assert "left out on request: C (8 answers)" in (tmp_path / "out" / "report.md").read_text()
+    tsv = pd.read_csv(tmp_path / "out" / "answers.tsv", sep="\t")
+    assert len(tsv) == 24 and tsv.groupby("reader")["excluded"].all().to_dict() == {"A": False, "B": False, "C": True}
+    with pytest.raises(ValueError, match="exclude_readers: no reader named 'Dr Who'; readers: .*'Nobody'"):
+        analyse(study, tmp_path / "x", exclude_readers=["Dr Who"])
+    with pytest.raises(ValueError, match="no answers left"):
+        analyse(study, tmp_path / "x", exclude_readers=["a", "b", "c"])
+
+
+def test_kappa_needs_enough_shared_cases(answered, tmp_path):
+    study, _ = answered
+    meta = load_study(study)
+    _answer(AnswerStore(meta.database, meta.study_id, meta.case_ids, meta.order_seed), "D", ["r3"])  # one case only
+    report = analyse(study, tmp_path / "out")
+    pairs = {(p["reader_a"], p["reader_b"]): p for p in report["agreement"]["cohen"]}
+    assert MIN_SHARED_CASES > 8 and report["agreement"]["min_shared_cases"] == MIN_SHARED_CASES
+    assert pairs[("A", "D")]["cases"] == 1 and pairs[("A", "D")]["kappa"] is None
+    assert pairs[("A", "D")]["reason"] == f"not computed: 1 shared case(s), at least {MIN_SHARED_CASES} needed"
+    assert pairs[("A", "B")]["kappa"] is None and "8 shared case(s)" in pairs[("A", "B")]["reason"]
+    assert report["agreement"]["fleiss"]["cases"] == 1 and report["agreement"]["fleiss"]["kappa"] is None
+    assert "n/a (not computed: 1 shared case(s)" in (tmp_path / "out" / "report.md").read_text()
+    report = analyse(study, tmp_path / "out", min_shared_cases=8)  # A-B share 8 cases: computed, as by hand above
+    pairs = {(p["reader_a"], p["reader_b"]): p for p in report["agreement"]["cohen"]}
+    assert pairs[("A", "B")]["kappa"] == pytest.approx(7 / 39) and pairs[("A", "D")]["kappa"] is None
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="min_shared_cases"):
+            analyse(study, tmp_path / "out", min_shared_cases=bad)
+
+
+def test_time_per_case_is_the_servers_and_implausible_times_are_listed(answered, tmp_path):
+    study, cases = answered
+    # reader A: server times 10..70 s and one of 5000 s (a break); browser times as sent, one of 1e7 s
+    server = dict(zip(cases, [10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 5000.0]))
+    client = dict(zip(cases, [9.0, 19.0, 29.0, 9_999_999.0, 49.0, 59.0, 69.0, 4999.0]))
+    with sqlite3.connect(study / "answers.sqlite") as db:
+        (a,) = db.execute("SELECT reader_id FROM readers WHERE name = 'A'").fetchone()
+        for case_id in cases:
+            db.execute(
+                "UPDATE answers SET server_seconds = ?, seconds = ? WHERE reader_id = ? AND case_id = ?",
+                (server[case_id], client[case_id], a, case_id),
+            )
+        db.execute("UPDATE answers SET server_seconds = NULL WHERE reader_id != ? AND case_id = ?", (a, cases[0]))  # no server time
+    report = analyse(study, tmp_path / "out")
+    rows = {r["reader"]: r for r in report["per_reader"]}
+    assert rows["A"]["median_seconds"] == 40.0 and rows["A"]["times_left_out"] == 1  # 10..70: the 5000 s left out
+    assert rows["B"]["times_left_out"] == 1 and rows["C"]["times_left_out"] == 1
+    times = report["times"]
+    assert times["left_out"] == 3 and times["measure"] == "server_seconds"
+    notes = {(n["reader"], n["case_id"]): n["time_note"] for n in times["notes"]}
+    assert notes[("A", cases[7])] == "server time 5000 s over 3600 s (a break?): left out"
+    assert notes[("A", cases[3])].startswith("browser time 1e+07 s exceeds the server's 40.0 s: implausible")
+    assert notes[("B", cases[0])] == "no server time: left out" and len(notes) == 4
+    assert analyse(study, tmp_path / "o2", max_seconds=6000)["per_reader"][0]["median_seconds"] == 45.0  # the break counts
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Time per case" in markdown and "| A | " + cases[3] + " | 9999999.0 | 40.0 | browser time" in markdown
+    tsv = pd.read_csv(tmp_path / "out" / "answers.tsv", sep="\t", keep_default_na=False)
+    assert set(tsv["time_note"]) >= {"", "no server time: left out"}

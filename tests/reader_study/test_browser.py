@@ -17,6 +17,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ CHROMIUM_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1280,900",
+    "--window-size=1920,1080",  # a common screen; the page fits its frames to the window
 )
 
 
@@ -87,13 +88,9 @@ def _study_folder(study: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_a_reader_answers_three_cases_in_the_browser(browser, study, tmp_path):
+def _helpers(browser):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
-
-    folder = _study_folder(study, tmp_path)
-    wait = WebDriverWait(browser, 20)
 
     def element(element_id: str):
         return browser.find_element(By.ID, element_id)
@@ -103,6 +100,43 @@ def test_a_reader_answers_three_cases_in_the_browser(browser, study, tmp_path):
             "return ['axial', 'coronal', 'sagittal'].every(v => { const i = document.getElementById('img-' + v);"
             " return i.complete && i.naturalWidth > 0; });"
         )
+
+    return WebDriverWait(browser, 20), element, slices_loaded
+
+
+def _chosen(element) -> tuple[list[str], list[str]]:
+    """The label and confidence buttons shown as chosen."""
+    labels = [name for name in ("real", "synthetic", "unsure") if "selected" in element(f"label-{name}").get_attribute("class")]
+    levels = [str(c) for c in range(1, 6) if "selected" in element(f"confidence-{c}").get_attribute("class")]
+    return labels, levels
+
+
+def _with_modifier(browser, modifier, key: str) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(browser).key_down(modifier).send_keys(key).key_up(modifier).perform()
+
+
+def _stored(folder: Path) -> list[tuple]:
+    with sqlite3.connect(folder / "answers.sqlite") as db:
+        return db.execute(
+            "SELECT r.name, a.case_id, a.label, a.confidence FROM answers a JOIN readers r USING (reader_id) ORDER BY a.answered_at"
+        ).fetchall()
+
+
+def _log_in(browser, element, wait, name: str) -> None:
+    element("name").clear()
+    element("name").send_keys(name)
+    element("start").click()
+    wait.until(lambda d: not element("login").is_displayed())
+
+
+def test_a_reader_answers_three_cases_in_the_browser(browser, study, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    folder = _study_folder(study, tmp_path)
+    wait, element, slices_loaded = _helpers(browser)
 
     with live_server(create_app(folder, trusted_hosts=LOCAL_HOSTS)) as base:
         browser.get(base + "/")
@@ -126,10 +160,28 @@ def test_a_reader_answers_three_cases_in_the_browser(browser, study, tmp_path):
                 element(f"label-{label}").click()
                 if confidence is not None:
                     element(f"confidence-{confidence}").click()
+            if position == 1:
+                # Ctrl+S, Alt+U, Meta+R belong to the browser: the chosen answer stays as it is
+                for modifier, key in ((Keys.CONTROL, "s"), (Keys.ALT, "u"), (Keys.META, "r"), (Keys.CONTROL, "2")):
+                    _with_modifier(browser, modifier, key)
+                    assert _chosen(element) == (["real"], ["4"]), key
+                # Enter on a focused button other than Submit presses that button, and submits nothing
+                element("brightness").send_keys(Keys.ARROW_RIGHT)
+                element("reset-display").send_keys(Keys.ENTER)
+                time.sleep(0.5)  # time enough for an answer to reach the server, were one sent
+                assert element("reading").get_attribute("data-position") == "1" and _stored(folder) == []
+                assert element("brightness").get_attribute("value") == "100"
             if position == 1 and os.environ.get("SYNTHBRAIN_SCREENSHOT"):
                 element("slider-coronal").send_keys(Keys.ARROW_LEFT)
                 wait.until(lambda d: slices_loaded())
                 browser.save_screenshot(os.environ["SYNTHBRAIN_SCREENSHOT"])
+            if position == 1:  # + zooms every view around the point last clicked; 0 shows the whole view again
+                element("img-axial").click()
+                browser.find_element(By.TAG_NAME, "body").send_keys("+", "+")
+                assert element("reading").get_attribute("data-zoom") == "2"
+                assert "scale(2)" in element("img-coronal").get_attribute("style")
+                browser.find_element(By.TAG_NAME, "body").send_keys("0")
+                assert element("reading").get_attribute("data-zoom") == "1" and "scale" not in element("img-coronal").get_attribute("style")
             if position == 2:
                 browser.find_element(By.TAG_NAME, "body").send_keys(Keys.ENTER)
             else:
@@ -149,3 +201,88 @@ def test_a_reader_answers_three_cases_in_the_browser(browser, study, tmp_path):
         assert "4 of" in element("progress").text
         severe = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
         assert severe == []  # no script error, no Content-Security-Policy violation
+
+
+def test_refused_answers_are_shown_and_readers_switch(browser, study, tmp_path):
+    """An answer refused because another tab answered the case first, or because another tab
+    logged someone else in, or logged out, is not saved and the page says so and stays; a reader
+    who has finished hands the computer over with the log-out button of the last page."""
+    from selenium.webdriver.common.by import By
+
+    from synthbrain.reader_study.store import AnswerStore
+    from synthbrain.reader_study.study import load_study
+
+    wait, element, slices_loaded = _helpers(browser)
+
+    def answer(label: str, confidence: int) -> None:
+        wait.until(lambda d: slices_loaded())
+        element(f"label-{label}").click()
+        element(f"confidence-{confidence}").click()
+        element("submit").click()
+
+    def refused(position: str) -> str:
+        wait.until(lambda d: element("refusal").is_displayed())
+        assert element("reading").get_attribute("data-position") == position  # not advanced as if saved
+        assert element("submit").get_attribute("disabled") is not None and element("label-real").get_attribute("disabled") is not None
+        return element("refusal-text").text
+
+    meta = load_study(study)
+    store = AnswerStore(meta.database, meta.study_id, meta.case_ids, meta.order_seed)
+    token, done = store.start_session("Dr Done")
+    for case_id in done.case_order:
+        store.record_answer(token, case_id, "real", 3)
+
+    with live_server(create_app(study, trusted_hosts=LOCAL_HOSTS)) as base:
+        browser.get(base + "/")
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+        _log_in(browser, element, wait, "Dr One")
+        first = browser.current_window_handle
+        first_case = element("reading").get_attribute("data-case")
+        browser.switch_to.new_window("tab")  # the same reader in a second tab answers the case first
+        browser.get(base + "/")
+        wait.until(lambda d: element("reading").is_displayed() and element("reading").get_attribute("data-case") == first_case)
+        second = browser.current_window_handle
+        answer("synthetic", 5)
+        wait.until(lambda d: element("reading").get_attribute("data-position") == "2")
+
+        browser.switch_to.window(first)  # still showing case 1
+        answer("real", 3)
+        text = refused("1")
+        assert "Your answer to case 1 was NOT saved" in text and "already answered" in text
+        assert _stored(study)[-1] == ("Dr One", first_case, "synthetic", 5) and len(_stored(study)) == 9
+        element("resync").click()
+        wait.until(lambda d: element("reading").get_attribute("data-position") == "2" and not element("refusal").is_displayed())
+
+        browser.switch_to.window(second)  # there: stop, and another reader logs in
+        element("stop").click()
+        wait.until(lambda d: element("login").is_displayed())
+        _log_in(browser, element, wait, "Dr Two")
+        browser.switch_to.window(first)  # still Dr One's case 2
+        answer("real", 2)
+        text = refused("2")
+        assert "reading as 'Dr One', but this browser is now logged in as 'Dr Two'" in text
+        assert len(_stored(study)) == 9  # nothing saved for either reader
+
+        element("resync").click()  # this tab now reads as Dr Two, and says so
+        wait.until(lambda d: element("who").text == "Reader: Dr Two" and not element("refusal").is_displayed())
+        browser.switch_to.window(second)
+        element("stop").click()  # logged out there: no session left
+        wait.until(lambda d: element("login").is_displayed())
+        browser.switch_to.window(first)
+        wait.until(lambda d: slices_loaded())
+        element("label-unsure").click()
+        element("submit").click()
+        wait.until(lambda d: element("login").is_displayed())
+        assert "Your answer to case 1 was NOT saved: no reader session" in element("login-message").text
+        assert len(_stored(study)) == 9
+
+        _log_in(browser, element, wait, "dr done")  # a reader who has answered everything
+        assert element("done").is_displayed() and element("stop").is_displayed() and "Dr Done" in element("done").text
+        element("next-reader").click()
+        wait.until(lambda d: element("login").is_displayed())
+        assert element("who").text == "" and "next reader" in element("login-message").text
+        assert browser.execute_script("return document.cookie") == ""  # HttpOnly anyway; nothing left for the next reader
+        _log_in(browser, element, wait, "Dr Three")
+        assert element("who").text == "Reader: Dr Three" and element("reading").get_attribute("data-position") == "1"
+        severe = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        assert all("409" in m or "401" in m for m in severe), severe  # the refused requests, logged by the browser; no script error

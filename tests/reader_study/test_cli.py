@@ -37,10 +37,21 @@ def test_create_check_close_analyse(sources, tmp_path, monkeypatch, capsys):
         store.record_answer(token, case_id, "synthetic", 5)
     assert main(["reader-study", "close", "study"]) == 0 and "closed at" in capsys.readouterr().out
     assert store.is_closed()
+    for name in ("Test Reader", "Nobody"):  # entered a name, answered nothing
+        store.start_session(name)
     assert main(["reader-study", "analyze", "study", "--out", "report"]) == 0
-    assert "Reader One: accuracy 0.50" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Reader One: accuracy 0.50" in out and "1 reader(s) analysed, of 3 name(s) entered" in out
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["closed"] is True and report["study"] == "study"
+    assert report["closed"] is True and report["study"] == "study" and report["without_answers"] == ["Test Reader", "Nobody"]
+    assert main(["reader-study", "analyse", "study", "--exclude-reader", "nobody", "--min-shared-cases", "3", "--max-seconds", "60"]) == 0
+    assert "left out: Nobody (0 answers)" in capsys.readouterr().out
+    report = json.loads((tmp_path / "study" / "analysis" / "report.json").read_text())
+    assert report["agreement"]["min_shared_cases"] == 3 and report["times"]["max_seconds"] == 60.0
+    assert main(["reader-study", "analyse", "study", "--exclude-reader", "Dr Who"]) == 2
+    assert "exclude_readers: no reader named 'Dr Who'" in _error_line(capsys)
+    assert main(["reader-study", "analyse", "study", "--min-shared-cases", "1"]) == 2
+    assert "min_shared_cases=1; allowed: an integer >= 2" in _error_line(capsys)
 
 
 def test_create_from_a_model(sources, tmp_path, monkeypatch, capsys):
@@ -82,3 +93,34 @@ def test_help_lists_the_reader_study(capsys):
         main(["reader-study", "create", "--help"])
     text = capsys.readouterr().out
     assert "--synthetic-fraction" in text and "--model" in text
+
+
+def test_create_from_a_model_takes_and_records_every_sampling_flag(sources, tmp_path, monkeypatch):
+    asked = []
+
+    def fake_from_pretrained(cls, name, **kwargs):
+        generator = tiny_generator(distribution=True, steps=2)
+        real_generate = generator.generate
+        generator.generate = lambda **kw: asked.append(kw) or real_generate(**kw)
+        return generator
+
+    monkeypatch.setattr(BrainGenerator, "from_pretrained", classmethod(fake_from_pretrained))
+    args = ["reader-study", "create", "--real", str(sources["real"]), "--model", "tiny", "--n", "4", "--steps", "20"]
+    flags = ["--timestep-spacing", "leading", "--qc", "measure", "--sampler", "ddim", "--guidance-scale", "1"]
+    assert main([*args, *flags, "--out", str(tmp_path / "s")]) == 0
+    sampling = {"steps": 20, "timestep_spacing": "leading", "qc": "measure", "sampler": "ddim", "guidance_scale": 1.0}
+    assert asked[0].items() >= sampling.items()
+    assert json.loads((tmp_path / "s" / "key" / "key.json").read_text())["sampling"] == sampling
+
+
+def test_create_checks_the_sampling_flags_as_generate_does(sources, tmp_path, capsys):
+    base = ["reader-study", "create", "--real", str(sources["real"]), "--model", "tiny", "--out", str(tmp_path / "x")]
+    for flag, value in (("--sampler", "euler"), ("--timestep-spacing", "sideways"), ("--qc", "maybe")):
+        with pytest.raises(SystemExit) as info:
+            main([*base, flag, value])
+        assert info.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
+    assert main([*base, "--steps", "0"]) == 2 and "steps=0; allowed: an integer >= 1" in _error_line(capsys)
+    assert main([*base, "--guidance-scale", "-1"]) == 2 and "guidance_scale=-1.0; allowed: >= 0" in _error_line(capsys)
+    synthetic = ["reader-study", "create", "--real", str(sources["real"]), "--synthetic", str(sources["synthetic"])]
+    assert main([*synthetic, "--timestep-spacing", "leading", "--out", str(tmp_path / "y")]) == 2
+    assert "apply to --model only" in _error_line(capsys)

@@ -9,10 +9,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from synthbrain import _io
-from synthbrain.reader_study.create import create_study
-from synthbrain.reader_study.cues import check_cues
+from synthbrain.reader_study.create import blind_volume, create_study
+from synthbrain.reader_study.cues import check_cues, sharpness
 from synthbrain.reader_study.study import load_study, read_case, write_case
 from tests.helpers import make_prepared, tiny_generator
 from tests.reader_study.conftest import GRID, new_study
@@ -129,6 +130,43 @@ def test_cue_check_reports_file_and_haze_cues(sources, tmp_path):
     assert any(c.startswith("header") for c in result["file_cues"]) and any(c.startswith("file size") for c in result["file_cues"])
 
 
+def test_sharpness_statistics_known_answers():
+    volume = np.zeros((20, 20, 20), np.uint8)
+    ramp = 50 + 3 * np.arange(20)[:, None, None]  # 3 grey levels per voxel along x
+    volume[2:18, 2:18, 2:18] = np.broadcast_to(ramp, (20, 20, 20))[2:18, 2:18, 2:18]
+    assert sharpness(volume)["gradient_mean"] == pytest.approx(3.0)  # 2 voxels in: central differences see the ramp only
+    flat = np.where(volume > 0, 120, 0).astype(np.uint8)
+    assert sharpness(flat) == {"gradient_mean": 0.0, "highfreq_share": 0.0}
+    checker = (100 + 50 * (-1) ** np.indices((24, 24, 24)).sum(axis=0)).astype(np.uint8)  # voxel-scale detail only
+    assert sharpness(checker)["highfreq_share"] > 0.95
+    rng = np.random.default_rng(0)
+    noisy = np.clip(128 + rng.normal(0, 20, (24, 24, 24)), 1, 255)
+    blurred = np.clip(ndimage.gaussian_filter(noisy, 1.0), 1, 255)
+    sharp, soft = sharpness(noisy.astype(np.uint8)), sharpness(blurred.astype(np.uint8))
+    assert sharp["gradient_mean"] > 2 * soft["gradient_mean"] and sharp["highfreq_share"] > 2 * soft["highfreq_share"]
+    assert all(np.isnan(v) for v in sharpness(np.pad(np.full((3, 3, 3), 9, np.uint8), 2)).values())  # no interior: not measured
+
+
+def test_cue_check_flags_cases_that_differ_in_sharpness(sources, tmp_path):
+    study = new_study(sources, tmp_path / "s", n=12)  # 6 + 6: enough for p < 0.01
+    synthetic = [c["id"] for c in _key(study)["cases"] if c["truth"] == "synthetic"]
+    before = {row["feature"]: row for row in check_cues(study)["features"]}
+    for case_id in synthetic:  # blurred inside the same brain, the brightest voxel still 255 (no range cue): only sharpness changes
+        volume = read_case(study / "cases" / f"{case_id}.nii")
+        brain = volume > 0
+        soft = np.clip(np.round(ndimage.gaussian_filter(volume.astype(float), 1.0)), 1, 255).astype(np.uint8)
+        soft.flat[np.argmax(np.where(brain, soft, 0))] = 255
+        volume[brain] = soft[brain]
+        _replace_case(study, case_id, volume)
+    result = check_cues(study)
+    rows = {row["feature"]: row for row in result["features"]}
+    assert result["file_cues"] == []
+    for name in ("gradient_mean", "highfreq_share"):
+        assert rows[name]["kind"] == "sharpness" and rows[name]["flag"] and rows[name]["auc"] == 0.0  # every synthetic case softer
+        assert rows[name]["auc"] < before[name]["auc"]
+        assert any(c.startswith(f"{name} (") and "differ in sharpness" in c for c in result["cues"])
+
+
 def test_real_cohort_at_2mm_is_averaged_onto_the_synthetic_grid(sources, tmp_path):
     real = make_prepared(tmp_path / "real2mm", n=3, shape=(32, 32, 32))
     manifest = json.loads((real / "manifest.json").read_text())
@@ -146,16 +184,49 @@ def test_real_cohort_at_2mm_is_averaged_onto_the_synthetic_grid(sources, tmp_pat
     assert not (tmp_path / "t").exists()
 
 
+def _blinded_source(case: dict, real_cohort) -> np.ndarray:
+    """The blinded volume of the source a key entry names: a real subject of the prepared cohort or
+    a synthetic file with its label map beside it."""
+    source = case["source"]
+    if case["truth"] == "real":
+        image, labels = real_cohort.load_subject(source["subject_id"])
+        return blind_volume(image, labels > 0)
+    path = Path(source["folder"]) / source["file"]
+    dseg = path.with_name(path.name.replace("_T1w.nii.gz", "_dseg.nii.gz"))
+    return blind_volume(np.asarray(nib.load(path).dataobj, np.float32), np.asarray(nib.load(dseg).dataobj) > 0)
+
+
+def test_each_case_file_holds_the_volume_its_key_names(study, sources):
+    """Case files and key entries stay paired: every case file is the blinded volume of the real
+    subject or synthetic file its key entry names (and its digest the file's), so the truth
+    recorded for a case is the truth of what readers see."""
+    from synthbrain.preprocessing.prepared import PreparedCohort
+
+    real_cohort = PreparedCohort.load(sources["real"])
+    key = _key(study)
+    for case in key["cases"]:
+        path = study / "cases" / f"{case['id']}.nii"
+        np.testing.assert_array_equal(read_case(path), _blinded_source(case, real_cohort), err_msg=str(case["source"]))
+        assert case["sha256"] == _io.sha256_file(path)
+    volumes = [read_case(study / "cases" / f"{c['id']}.nii") for c in key["cases"]]
+    assert all(not np.array_equal(a, b) for i, a in enumerate(volumes) for b in volumes[:i])  # no case repeats another
+
+
 def test_synthetic_from_a_model(sources, tmp_path):
     out = tmp_path / "s"
-    summary = create_study(
-        sources["real"], out, generator=tiny_generator(distribution=True, steps=2), model_name="tiny", n=6, synthetic_fraction=0.5, seed=4
-    )
+    generator = tiny_generator(distribution=True, steps=2)
+    summary = create_study(sources["real"], out, generator=generator, model_name="tiny", n=6, synthetic_fraction=0.5, seed=4)
     assert summary["n_synthetic"] == 3 and summary["cues"]["file_cues"] == []
     made = [c for c in _key(out)["cases"] if c["truth"] == "synthetic"]
     assert [c["source"]["model"] for c in made] == ["tiny"] * 3
     assert len({c["source"]["seed"] for c in made}) == 3 and all("age" in c["source"]["covariates"] for c in made)
     assert len({(out / "cases" / f"{c['id']}.nii").stat().st_size for c in _key(out)["cases"]}) == 1
+    for case in made:  # each synthetic case is the volume its recorded seed and covariates give, blinded
+        covariates = {k: case["source"]["covariates"][k] for k in generator.schema.names}
+        again = generator.generate(covariates, seed=[case["source"]["seed"]])
+        want = blind_volume(again.images[0, 0].numpy(), again.labels[0].numpy() > 0)
+        got = read_case(out / "cases" / f"{case['id']}.nii").astype(int)
+        assert np.abs(got - want).max() <= 1 and (got != want).mean() < 0.001  # a batch of 3 against 1: float rounding at most
 
 
 def test_bad_input_is_named(sources, tmp_path):

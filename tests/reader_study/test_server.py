@@ -10,6 +10,7 @@ import signal
 import socket
 import sqlite3
 import threading
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -180,6 +181,69 @@ def test_answers_after_the_study_closed_are_refused(study):
     response, _ = _answer(client)
     assert response.status_code == 403 and "closed" in response.json["error"]
     assert client.get("/api/progress").json["closed"] is True
+
+
+def _served_at(study, case_id: str) -> str:
+    with sqlite3.connect(study / "answers.sqlite") as db:
+        return db.execute("SELECT served_at FROM served WHERE case_id = ?", (case_id,)).fetchone()[0]
+
+
+def _set_back(study, case_id: str, seconds: float) -> None:
+    """Pretend the case was first shown ``seconds`` earlier (a test cannot wait that long)."""
+    earlier = (datetime.fromisoformat(_served_at(study, case_id)) - timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+    with sqlite3.connect(study / "answers.sqlite") as db:
+        db.execute("UPDATE served SET served_at = ? WHERE case_id = ?", (earlier, case_id))
+
+
+def test_the_server_measures_the_time_per_case(study):
+    client = _client(study, "Timer")
+    case_id = client.get("/api/progress").json["case"]["id"]
+    _set_back(study, case_id, 30.0)
+    first_shown = _served_at(study, case_id)
+    client.get("/api/progress")  # a reload: the time runs on from when the case was first shown
+    assert _served_at(study, case_id) == first_shown
+    response = client.post("/api/answer", json={"case_id": case_id, "label": "real", "confidence": 3, "seconds": 9_999_999})
+    assert response.status_code == 201
+    with sqlite3.connect(study / "answers.sqlite") as db:
+        seconds, server_seconds = db.execute("SELECT seconds, server_seconds FROM answers WHERE case_id = ?", (case_id,)).fetchone()
+    assert seconds == 9_999_999 and 30.0 <= server_seconds < 40.0  # the browser's time kept as sent; the server's measured
+    following = response.json["case"]["id"]  # shown with the answer's reply
+    _set_back(study, following, 3600.0)
+    before = _served_at(study, following)
+    client.post("/api/logout")
+    assert client.post("/api/session", json={"name": "timer"}).status_code == 200  # stopped and continued: the time starts again
+    assert _served_at(study, following) > before
+
+
+def test_a_database_from_before_the_server_time_gains_the_column(study):
+    from synthbrain.reader_study.store import SCHEMA
+
+    meta = load_study(study)
+    old = SCHEMA.split("CREATE TABLE IF NOT EXISTS served")[0].replace(
+        "    server_seconds REAL CHECK (server_seconds IS NULL OR server_seconds >= 0),\n", ""
+    )
+    with sqlite3.connect(meta.database) as db:
+        db.executescript(old)
+        assert "server_seconds" not in {row[1] for row in db.execute("PRAGMA table_info(answers)")}
+    client = _client(study, "Reader")  # opens the store on the old file
+    assert _answer(client)[0].status_code == 201
+    rows = AnswerStore(meta.database, meta.study_id, meta.case_ids, meta.order_seed).answers()
+    assert len(rows) == 1 and rows[0]["server_seconds"] is not None
+
+
+def test_an_answer_from_a_page_of_another_reader_is_refused(study):
+    client = _client(study, "Dr One")
+    case_id = client.get("/api/progress").json["case"]["id"]
+    client.post("/api/session", json={"name": "Dr Two"})  # another tab of this browser logged in Dr Two
+    response = client.post("/api/answer", json={"case_id": case_id, "label": "real", "confidence": 3, "reader": "Dr One"})
+    assert response.status_code == 409
+    assert response.json["error"] == (
+        "this page is reading as 'Dr One', but this browser is now logged in as 'Dr Two' (in another tab or window); "
+        "the answer was not saved"
+    )
+    case_id = client.get("/api/progress").json["case"]["id"]
+    response = client.post("/api/answer", json={"case_id": case_id, "label": "real", "confidence": 3, "reader": "Dr Two"})
+    assert response.status_code == 201 and response.json["reader"] == "Dr Two"
 
 
 def test_resume_with_the_same_name_and_order_per_reader(study):

@@ -151,3 +151,52 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown keys"):
         NoiseSchedule.from_dict({"num_train_timesteps": 10, "clip": True})
     assert NoiseSchedule.from_dict(REFERENCE.to_dict()) == REFERENCE
+
+
+ZERO_SNR = NoiseSchedule(prediction_type="v_prediction", zero_terminal_snr=True)
+
+
+def _gaussian_v_model(schedule):
+    """The exact v-predictor for data ~ N(0, S^2): v = sqrt(abar) eps - sqrt(1 - abar) x0 with the exact
+    posterior means of eps and x0 (finite at zero signal, where x0's mean is 0 and eps = x_t)."""
+
+    def model(x, t):
+        abar = schedule.alpha_bar(t)
+        x0 = abar**0.5 * S**2 * x / _v(schedule, t)
+        eps = (1 - abar) ** 0.5 * x / _v(schedule, t)
+        return abar**0.5 * eps - (1 - abar) ** 0.5 * x0
+
+    return model
+
+
+def test_zero_terminal_snr_schedule_ends_in_pure_noise_and_keeps_the_first_step():
+    base = NoiseSchedule(prediction_type="v_prediction")
+    assert ZERO_SNR.alpha_bar(999) == 0.0 and base.alpha_bar(999) > 0
+    assert ZERO_SNR.alpha_bar(0) == pytest.approx(base.alpha_bar(0), rel=1e-12)
+    assert torch.all(ZERO_SNR.alphas_cumprod[1:] < ZERO_SNR.alphas_cumprod[:-1])  # still decreasing
+    # Lin et al. 2024, Algorithm 1: sqrt(abar) is the base one shifted and scaled, so it stays linear in the base
+    root, base_root = ZERO_SNR.alphas_cumprod.sqrt(), base.alphas_cumprod.sqrt()
+    slope = (root[0] - root[-1]) / (base_root[0] - base_root[-1])
+    torch.testing.assert_close(root, (base_root - base_root[-1]) * slope, rtol=0, atol=1e-12)
+    assert NoiseSchedule.from_dict(ZERO_SNR.to_dict()) == ZERO_SNR
+    with pytest.raises(ValueError, match=r"zero_terminal_snr=True with prediction_type='epsilon'.*allowed: prediction_type 'v_prediction'"):
+        NoiseSchedule(zero_terminal_snr=True)
+    with pytest.raises(ValueError, match=r"zero_terminal_snr=1; allowed: True or False"):
+        NoiseSchedule(prediction_type="v_prediction", zero_terminal_snr=1)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++2m", "ddpm"])
+def test_every_sampler_maps_pure_noise_to_the_data_distribution_on_a_zero_terminal_snr_schedule(sampler):
+    """From exact noise N(0, 1) at the noisiest step (the true marginal there, now that no signal is
+    left), the exact model's samples approach the exact answer: for the ODE samplers E[x0 | x_t] at the
+    last timestep of the probability-flow ODE, whose x_t has the spread sqrt(v_t) (v_T = 1)."""
+    x_T = torch.randn(20000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    steps = 1000 if sampler == "ddpm" else 200
+    x0 = sample(_gaussian_v_model(ZERO_SNR), x_T, ZERO_SNR, sampler, steps, generator=torch.Generator().manual_seed(1))
+    assert torch.isfinite(x0).all()
+    last = ZERO_SNR.timesteps(steps, "trailing")[-1]
+    expected = ZERO_SNR.alpha_bar(last) ** 0.5 * S**2 / _v(ZERO_SNR, last) ** 0.5
+    # measured: DDIM 1.4 % and DPM-Solver++ 0.2 % low; DDPM 2.1 % low (its plug-in posterior variance misses the
+    # uncertainty of x0 given x_t, by more where steps are large, as near a zero-SNR end)
+    tolerance = {"ddim": 0.02, "dpm++2m": 0.005, "ddpm": 0.03}[sampler]
+    assert x0.std().item() / x_T.std().item() == pytest.approx(expected, rel=tolerance)

@@ -1,0 +1,166 @@
+"""How much fine detail and variety does an autoencoder keep? Its reconstructions of held-out subjects.
+
+The autoencoder sets the detail floor of a latent diffusion model: whatever it loses, no sample can
+have (issue 30). For every subject of a prepared cohort the autoencoder never saw, the posterior mean
+is decoded as generation decodes it (:meth:`BrainAutoencoder.reconstruct`) and compared with the real
+image, inside each one's own brain (label map > 0), on the measures of ``synthbrain evaluate``
+(:mod:`synthbrain.evaluation.metrics`):
+
+- share of spectral power above 0.25 cycles/voxel and mean gradient magnitude (detail),
+- median pairwise L2 distance between subjects (variety),
+- L1 and PSNR against the real image, Dice of the decoded label map (fidelity).
+
+Ratios are reconstruction / real (1 = as detailed or varied as real brains). Writes OUT.md, OUT.json
+(strict JSON) and OUT.png (raw axial and coronal mid-slices, real above reconstruction, one intensity
+window, no overlay).
+
+    python benchmarks/autoencoder_detail.py --autoencoder runs/v4/ae/autoencoder --real runs/v4/split/test \\
+        --out docs/benchmarks/autoencoder-detail
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from _report import markdown_table
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
+
+from synthbrain import _io
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.components import load_component
+from synthbrain.evaluation.metrics import high_frequency_share, mean_gradient_magnitude, pairwise_distances
+from synthbrain.evaluation.segmenter import dice_per_class
+from synthbrain.preprocessing.prepared import PreparedCohort
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = _parse(argv)
+    autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, args.autoencoder).eval()
+    cohort = PreparedCohort.load(args.real, args.downsample)
+    if len(cohort) < 2:
+        raise SystemExit(f"--real {args.real}: {len(cohort)} subject; allowed: >= 2 (variety needs pairs)")
+    classes = autoencoder.config.num_classes
+    if classes and (cohort.label_scheme is None or cohort.label_scheme.num_classes != classes):
+        raise SystemExit(f"--real {args.real}: its label classes do not match the autoencoder's {classes}")
+    real, recon, real_labels, recon_labels, seconds = [], [], [], [], []
+    for index in tqdm(range(len(cohort)), desc="reconstruct", unit="subject"):
+        item = cohort[index]
+        image = item["image"][None]
+        labels = item["labels"][None] if autoencoder.config.num_classes else None
+        started = time.perf_counter()
+        decoded, classes = autoencoder.reconstruct(image, labels)
+        seconds.append(time.perf_counter() - started)
+        real.append(image)
+        recon.append(decoded)
+        truth = item["labels"].argmax(0) if item["labels"].is_floating_point() else item["labels"]
+        real_labels.append(truth[None])
+        recon_labels.append(classes if classes is not None else (decoded[:, 0] > 0).long())
+    real, recon = torch.cat(real), torch.cat(recon)
+    real_labels, recon_labels = torch.cat(real_labels), torch.cat(recon_labels)
+    real_brain, recon_brain = (real_labels > 0)[:, None], (recon_labels > 0)[:, None]
+
+    per_set = {
+        "real": _measures(real, real_brain),
+        "reconstructions": _measures(recon, recon_brain),
+    }
+    error = (recon - real).abs().flatten(1).mean(1).numpy()
+    mse = (recon - real).pow(2).flatten(1).mean(1).numpy()
+    pairs = zip(real_labels.numpy(), recon_labels.numpy())
+    dice = np.array([np.nanmean(dice_per_class(t, p, max(classes, 2))[1:]) for t, p in pairs])
+    result = {
+        "autoencoder": str(args.autoencoder),
+        "config": autoencoder.config.to_dict(),
+        "real": str(args.real),
+        "subjects": len(cohort),
+        "grid": list(cohort.output_grid.shape),
+        "spacing_mm": cohort.output_grid.spacing,
+        "measures": {
+            name: {
+                "real": per_set["real"][name],
+                "reconstructions": per_set["reconstructions"][name],
+                "ratio": per_set["reconstructions"][name] / per_set["real"][name],
+            }
+            for name in per_set["real"]
+        },
+        "l1": float(error.mean()),
+        "psnr_db": float((10 * np.log10(1.0 / mse)).mean()),
+        "label_dice": float(np.nanmean(dice)),
+        "seconds_per_volume": float(np.median(seconds)),
+        "command": "python benchmarks/autoencoder_detail.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _io.write_json(out.with_suffix(".json"), result)
+    _io.write_text(out.with_suffix(".md"), _markdown(result, out))
+    _figure(real, recon, out.with_suffix(".png"))
+    print(_markdown(result, out))
+    return result
+
+
+def _measures(volumes: torch.Tensor, brain: torch.Tensor) -> dict[str, float]:
+    return {
+        "high-frequency share": float(np.mean(high_frequency_share(volumes, brain))),
+        "mean gradient magnitude": float(np.mean(mean_gradient_magnitude(volumes, brain))),
+        "median pairwise L2": float(np.median(pairwise_distances(volumes, brain))),
+    }
+
+
+def _markdown(result: dict, out: Path) -> str:
+    rows = pd.DataFrame(
+        [[name, f"{m['real']:.4g}", f"{m['reconstructions']:.4g}", f"{m['ratio']:.2f}"] for name, m in result["measures"].items()],
+        columns=["measure", "real", "reconstructions", "ratio"],
+    )
+    return (
+        "# Autoencoder detail: reconstructions of held-out subjects\n\n"
+        f"Written by `{result['command']}`.\n\n"
+        f"Autoencoder `{result['autoencoder']}` (channels {result['config']['channels']}, {result['config']['latent_channels']} "
+        f"latent channels), {result['subjects']} subjects of `{result['real']}` it never saw, grid {result['grid']} at "
+        f"{result['spacing_mm']} mm, each inside its own brain (label map > 0). Ratio = reconstruction / real.\n\n"
+        + markdown_table(rows)
+        + f"\n\nL1 {result['l1']:.4f}, PSNR {result['psnr_db']:.2f} dB, label Dice (foreground mean) {result['label_dice']:.3f}, "
+        f"{result['seconds_per_volume']:.2f} s per volume (encode + decode, median, this machine).\n\n"
+        f"![axial and coronal mid-slices: real (top) and reconstruction (bottom)]({out.with_suffix('.png').name})\n"
+    )
+
+
+def _figure(real: torch.Tensor, recon: torch.Tensor, path: Path, count: int = 4) -> None:
+    """Raw mid-slices (no overlay, one grey window [0, 1]): per subject an axial and a coronal view,
+    real in the top row, its reconstruction below, at equal mm per pixel."""
+    count = min(count, len(real))
+    fig = Figure(figsize=(2.2 * 2 * count, 5.0), dpi=110)
+    axes = fig.subplots(2, 2 * count)
+    for i in range(count):
+        for row, volume in enumerate((real[i, 0], recon[i, 0])):
+            _, h, w = volume.shape  # MNI axes: x (left-right), y (back-front), z (down-up)
+            views = (volume[:, :, w // 2].T, volume[:, h // 2, :].T)  # axial (z fixed), coronal (y fixed)
+            for k, view in enumerate(views):
+                ax = axes[row, 2 * i + k]
+                ax.imshow(view.numpy(), cmap="gray", vmin=0, vmax=1, origin="lower", aspect="equal", interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if row == 0:
+                    ax.set_title(f"subject {i + 1} {'axial' if k == 0 else 'coronal'}", fontsize=9)
+        axes[0, 0].set_ylabel("real", fontsize=10)
+        axes[1, 0].set_ylabel("reconstruction", fontsize=10)
+    fig.tight_layout()
+    _io.save_figure(path, fig)
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--autoencoder", type=Path, required=True, help="an autoencoder component folder (RUN/autoencoder)")
+    parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
+    parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/autoencoder-detail"))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main()

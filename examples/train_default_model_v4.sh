@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Trains default model version 4 (2 mm, 80 x 112 x 80 voxels) from scratch. IN PROGRESS: the
+# autoencoder stage below is the one being trained; the diffusion stage and the sampling defaults
+# are not decided yet (they will be chosen by measured recall, variety and ventricular r, issue 30),
+# so this script stops after the autoencoder and its measurement. Resumable: run it again after an
+# interruption, or with a larger STEPS to train further.
+#
+#     bash examples/train_default_model_v4.sh ../shared/data/ixi-hh [RUNS_FOLDER] [AUTOENCODER_STEPS]
+#
+# Autoencoder: 8x compression per axis (4 levels, 16-32-64-64 channels, 8 latent channels), so the
+# 2 mm grid gives the 10 x 14 x 10 latent the diffusion stage already works on (as the released
+# brain LDM compresses 160 x 224 x 160 to 20 x 28 x 20). Trained on random 32 x 48 x 32 patches (64 x 96 x 64 mm)
+# (MAISI trains on patches; the network is fully convolutional), L1 + cross-entropy + KL +
+# perceptual (deepbet's features, weight 0.3), and after 1000 reconstruction-only steps a patch
+# discriminator with Esser et al.'s adaptive weight (0.5, as the LDM KL-f8 autoencoders).
+set -euo pipefail
+DATA=${1:?usage: train_default_model_v4.sh IXI_HH_FOLDER [RUNS_FOLDER] [AUTOENCODER_STEPS]}
+RUNS=${2:-runs}
+STEPS=${3:-4000}
+
+synthbrain prepare --images "$DATA/t1" --labels "$DATA/seg" --table "$DATA/participants.csv" --out "$RUNS/ixi-2mm-rigid" --spacing 2
+# 20 % of the subjects are held out (stratified by sex and age) so that reconstructions and samples
+# are measured on brains the model never saw.
+synthbrain split --prepared "$RUNS/ixi-2mm-rigid" --out "$RUNS/v4/split" --parts train=0.8,test=0.2 --seed 0
+synthbrain train autoencoder --prepared "$RUNS/v4/split/train" --run "$RUNS/v4/ae" \
+    --channels 16,32,64,64 --latent-channels 8 --patch-size 32,48,32 --batch-size 2 --lr 2e-4 \
+    --perceptual-weight 0.3 --adversarial-weight 0.5 --adaptive-adversarial-weight --adversarial-warmup 1000 \
+    --steps "$STEPS" --checkpoint-every 50 --seed 0 --mirror-latents
+python benchmarks/autoencoder_detail.py --autoencoder "$RUNS/v4/ae/autoencoder" --real "$RUNS/v4/split/test" \
+    --out docs/benchmarks/autoencoder-detail

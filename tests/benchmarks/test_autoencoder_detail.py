@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.components import save_component
+from synthbrain.evaluation.metrics import high_frequency_share
+from tests.helpers import load_benchmark, make_prepared
+
+TINY = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
+
+
+@pytest.fixture
+def script(monkeypatch):
+    return load_benchmark("autoencoder_detail", monkeypatch)
+
+
+def test_reconstruct_decodes_the_posterior_mean_clamped_and_masked_by_the_decoded_labels():
+    torch.manual_seed(0)
+    model = BrainAutoencoder(TINY).eval()
+    image, labels = torch.rand(2, 1, 16, 16, 16), torch.randint(0, 8, (2, 16, 16, 16))
+    got, classes = model.reconstruct(image, labels)
+    with torch.no_grad():
+        mu, _ = model.encode(image, labels)
+        decoded, logits = model.decode(mu)
+    assert torch.equal(classes, logits.argmax(1))
+    torch.testing.assert_close(got, decoded.clamp(0, 1) * (logits.argmax(1, keepdim=True) > 0), rtol=0, atol=0)
+    again, _ = model.reconstruct(image, labels)
+    assert torch.equal(got, again)  # no posterior noise
+
+
+def test_autoencoder_detail_scores_reconstructions_against_the_real_subjects(script, tmp_path):
+    prepared = make_prepared(tmp_path / "prepared", n=3)
+    torch.manual_seed(0)
+    model = BrainAutoencoder(TINY).eval()
+    folder = tmp_path / "autoencoder"
+    save_component(model, folder)
+    out = tmp_path / "report" / "detail"
+    result = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(out)])
+    written = json.loads(out.with_suffix(".json").read_text())
+    assert written == json.loads(json.dumps(result))  # strict JSON, the same numbers
+    assert written["subjects"] == 3 and written["grid"] == [16, 16, 16]
+    # the real column is the metric on the real images inside their own brains, computed independently here
+    from synthbrain.preprocessing.prepared import PreparedCohort
+
+    cohort = PreparedCohort.load(prepared)
+    images = torch.stack([cohort[i]["image"] for i in range(3)])
+    brain = torch.stack([cohort[i]["labels"] > 0 for i in range(3)])[:, None]
+    assert written["measures"]["high-frequency share"]["real"] == pytest.approx(float(np.mean(high_frequency_share(images, brain))))
+    for measure in written["measures"].values():
+        assert measure["ratio"] == pytest.approx(measure["reconstructions"] / measure["real"])
+    assert 0 <= written["label_dice"] <= 1 and np.isfinite(written["psnr_db"])
+    assert out.with_suffix(".png").stat().st_size > 0 and "| high-frequency share |" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit, match="allowed: >= 2"):
+        script.main(["--autoencoder", str(folder), "--real", str(make_prepared(tmp_path / "one", n=1)), "--out", str(out)])
