@@ -379,14 +379,8 @@ def _reconstruct(generator, images: torch.Tensor, fractions: torch.Tensor) -> tu
     for start in range(0, len(images), 4):
         image = images[start : start + 4].to(device)
         labels = fractions[start : start + 4].to(device) if autoencoder.config.num_classes else None
-        mu, _ = autoencoder.encode(image, labels)
-        decoded, logits = autoencoder.decode(mu)
-        decoded = decoded.float().clamp(0, 1)
-        if logits is not None:
-            brain = logits.argmax(1, keepdim=True) > 0
-            decoded = decoded * brain
-        else:
-            brain = fractions[start : start + 4].argmax(1, keepdim=True) > 0
+        decoded, classes = autoencoder.reconstruct(image, labels)
+        brain = (classes if classes is not None else fractions[start : start + 4].argmax(1).to(device))[:, None] > 0
         out.append(decoded.cpu())
         brains.append(brain.cpu())
     return torch.cat(out), torch.cat(brains)
