@@ -32,7 +32,7 @@ from _report import markdown_table
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from synthbrain import _io
+from synthbrain import _io, training
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.components import load_component
 from synthbrain.evaluation.metrics import high_frequency_share, mean_gradient_magnitude, pairwise_distances
@@ -42,7 +42,7 @@ from synthbrain.preprocessing.prepared import PreparedCohort
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parse(argv)
-    autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, args.autoencoder).eval()
+    autoencoder, step = _load(args)
     cohort = PreparedCohort.load(args.real, args.downsample)
     if len(cohort) < 2:
         raise SystemExit(f"--real {args.real}: {len(cohort)} subject; allowed: >= 2 (variety needs pairs)")
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     pairs = zip(real_labels.numpy(), recon_labels.numpy())
     dice = np.array([np.nanmean(dice_per_class(t, p, max(classes, 2))[1:]) for t, p in pairs])
     result = {
-        "autoencoder": str(args.autoencoder),
+        "autoencoder": str(args.autoencoder or args.run / training.CHECKPOINT),
+        "training_step": step,
         "config": autoencoder.config.to_dict(),
         "real": str(args.real),
         "subjects": len(cohort),
@@ -104,6 +105,23 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
+    """The autoencoder a finished run exported (``--autoencoder``), or the one in a run's latest
+    checkpoint (``--run``, to follow a long training; also its step)."""
+    if (args.autoencoder is None) == (args.run is None):
+        raise SystemExit("give one of --autoencoder FOLDER or --run RUN_DIR")
+    if args.autoencoder is not None:
+        return load_component(BrainAutoencoder, AutoencoderConfig, args.autoencoder).eval(), None
+    try:
+        config = AutoencoderConfig.from_dict(_io.read_json(args.run / "run.json", "a training run's record")["model"])
+        saved = training.load_checkpoint(args.run / training.CHECKPOINT)
+    except ValueError as err:
+        raise SystemExit(f"--run {args.run}: {err}") from None
+    model = BrainAutoencoder(config)
+    model.load_state_dict(saved["state"]["model"])
+    return model.eval(), int(saved["step"])
+
+
 def _measures(volumes: torch.Tensor, brain: torch.Tensor) -> dict[str, float]:
     return {
         "high-frequency share": float(np.mean(high_frequency_share(volumes, brain))),
@@ -120,7 +138,9 @@ def _markdown(result: dict, out: Path) -> str:
     return (
         "# Autoencoder detail: reconstructions of held-out subjects\n\n"
         f"Written by `{result['command']}`.\n\n"
-        f"Autoencoder `{result['autoencoder']}` (channels {result['config']['channels']}, {result['config']['latent_channels']} "
+        f"Autoencoder `{result['autoencoder']}`"
+        + ("" if result["training_step"] is None else f" at training step {result['training_step']}")
+        + f" (channels {result['config']['channels']}, {result['config']['latent_channels']} "
         f"latent channels), {result['subjects']} subjects of `{result['real']}` it never saw, grid {result['grid']} at "
         f"{result['spacing_mm']} mm, each inside its own brain (label map > 0). Ratio = reconstruction / real.\n\n"
         + markdown_table(rows)
@@ -155,7 +175,8 @@ def _figure(real: torch.Tensor, recon: torch.Tensor, path: Path, count: int = 4)
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--autoencoder", type=Path, required=True, help="an autoencoder component folder (RUN/autoencoder)")
+    parser.add_argument("--autoencoder", type=Path, default=None, help="an autoencoder component folder (RUN/autoencoder)")
+    parser.add_argument("--run", type=Path, default=None, help="instead: a training run folder, measured at its latest checkpoint")
     parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
     parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/autoencoder-detail"))

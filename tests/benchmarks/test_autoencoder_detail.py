@@ -55,3 +55,17 @@ def test_autoencoder_detail_scores_reconstructions_against_the_real_subjects(scr
     assert out.with_suffix(".png").stat().st_size > 0 and "| high-frequency share |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="allowed: >= 2"):
         script.main(["--autoencoder", str(folder), "--real", str(make_prepared(tmp_path / "one", n=1)), "--out", str(out)])
+
+
+def test_autoencoder_detail_follows_a_run_at_its_latest_checkpoint(script, tmp_path):
+    from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
+
+    prepared = make_prepared(tmp_path / "prepared", n=2)
+    settings = AutoencoderTraining(steps=2, batch_size=2, checkpoint_every=1, log_every=1)
+    folder = train_autoencoder(prepared, tmp_path / "run", TINY, settings, device="cpu", progress=False)
+    exported = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "a")])
+    followed = script.main(["--run", str(tmp_path / "run"), "--real", str(prepared), "--out", str(tmp_path / "b")])
+    assert followed["training_step"] == 2 and exported["training_step"] is None
+    assert followed["measures"] == exported["measures"]  # the last checkpoint holds the exported weights
+    with pytest.raises(SystemExit, match="give one of --autoencoder FOLDER or --run RUN_DIR"):
+        script.main(["--real", str(prepared), "--out", str(tmp_path / "c")])
