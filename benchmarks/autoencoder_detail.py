@@ -55,13 +55,13 @@ def main(argv: list[str] | None = None) -> dict:
         image = item["image"][None]
         labels = item["labels"][None] if autoencoder.config.num_classes else None
         started = time.perf_counter()
-        decoded, classes = autoencoder.reconstruct(image, labels)
+        decoded, decoded_classes = autoencoder.reconstruct(image, labels)
         seconds.append(time.perf_counter() - started)
         real.append(image)
         recon.append(decoded)
         truth = item["labels"].argmax(0) if item["labels"].is_floating_point() else item["labels"]
         real_labels.append(truth[None])
-        recon_labels.append(classes if classes is not None else (decoded[:, 0] > 0).long())
+        recon_labels.append(decoded_classes if decoded_classes is not None else (decoded[:, 0] > 0).long())
     real, recon = torch.cat(real), torch.cat(recon)
     real_labels, recon_labels = torch.cat(real_labels), torch.cat(recon_labels)
     real_brain, recon_brain = (real_labels > 0)[:, None], (recon_labels > 0)[:, None]

@@ -73,6 +73,7 @@ import torch
 import torch.nn.functional as F
 import torchio as tio
 from _report import markdown_table
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score
@@ -466,6 +467,14 @@ def _augment(image: torch.Tensor, target: torch.Tensor, task: str) -> tuple[torc
     return out, (subject["target"].data[0] if task == "segmentation" else target)
 
 
+def _colour(arm: str):
+    """The arm's colour in every panel: its own in :data:`ARM_COLOURS`, or for another share arm
+    ``generated-S`` the colour of S on matplotlib's viridis scale."""
+    if arm in ARM_COLOURS:
+        return ARM_COLOURS[arm]
+    return colormaps["viridis"](float(arm.removeprefix(SHARE_PREFIX)))
+
+
 def _plan(arm: str, steps: int) -> tuple:
     """An arm's share of extra subjects as a function of the step (a ``MixedBatchSampler``
     schedule) and its number of steps: ``steps`` for every arm but ``generated-first``, whose
@@ -837,7 +846,7 @@ def _figure(rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: lis
             x = [p[0] for p in points]
             y = [p[1].value for p in points]
             err = [[p[1].value - p[1].low for p in points], [p[1].high - p[1].value for p in points]]
-            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=ARM_COLOURS[arm], label=ARMS[arm][0], lw=2 if arm == REAL else 1)
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=_colour(arm), label=ARMS[arm][0], lw=2 if arm == REAL else 1)
             drawn.append(arm)
         ax.set_xscale("log")
         ax.minorticks_off()
@@ -848,7 +857,7 @@ def _figure(rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: lis
         ax.tick_params(labelsize=9)
         ax.grid(alpha=0.3)
     arms = [a for a in ARMS if a in drawn]
-    handles = [Line2D([], [], color=ARM_COLOURS[a], marker="o", lw=2 if a == REAL else 1) for a in arms]
+    handles = [Line2D([], [], color=_colour(a), marker="o", lw=2 if a == REAL else 1) for a in arms]
     fig.legend(handles, [ARMS[a][0] for a in arms], loc="outside lower center", ncol=min(len(arms), 3), fontsize=10, frameon=False)
     return fig
 

@@ -1,4 +1,6 @@
 import json
+import math
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -227,8 +229,8 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
     for i, labels in enumerate(pools["generated"]["labels"]):  # renders of the generated label maps
         render = AppearanceRandomizer()(labels, len(classes), affine, seed=20_000 + i)[0]
         torch.testing.assert_close(pools["randomized"]["images"][i], render)
-    assert torch.equal(pools["both"]["images"][:2], pools["generated"]["images"][:2])
-    assert torch.equal(pools["both"]["images"][2:], pools["randomized"]["images"][2:])
+    assert torch.equal(pools["both"]["images"][0::2], pools["generated"]["images"][0::2])  # alternating, as the sampler
+    assert torch.equal(pools["both"]["images"][1::2], pools["randomized"]["images"][1::2])  # takes them in index order
 
     seen, validated = [], []
     augment, validation_score = script._augment, script._validation_score
@@ -243,20 +245,21 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
     for task in ("segmentation", "sex"):
         real_x, real_y = script._inputs(task, parts["pool"]), script._targets(task, parts["pool"])
         for arm in script.TASK_ARMS[task]:
-            _, source, use = script.ARMS[arm]
+            _, source, use, _ = script.ARMS[arm]
             seen.clear()
             script._train(task, arm, chosen, parts, pools, settings, 1, len(classes), torch.device("cpu"))
-            steps = settings["steps"][task]
+            schedule, steps = script._plan(arm, settings["steps"][task])
             assert len(seen) == 4 * steps
             real = [next((j for j in range(len(real_x)) if torch.equal(x, real_x[j])), None) for x, _ in seen]
             extra = [k for k, j in enumerate(real) if j is None]
             for (_, y), j in zip(seen, real):
                 if j is not None:
                     assert torch.equal(y, real_y[j]), (task, arm)  # each real volume with its own target
-            expected = {"real": 0, "mix": 2 * steps, "pretrain": 2 * steps, "only": 4 * steps}[use]
-            assert len(extra) == expected, (task, arm)
-            if use == "pretrain":
-                assert extra == list(range(2 * steps))  # the first half of the steps
+            shares = [schedule(t) for t in range(steps)]  # exact fractions, or floats read as the decimals they print as
+            due = sum((x if isinstance(x, (int, Fraction)) else Fraction(str(x)) for x in shares), Fraction(0)) * 4
+            assert len(extra) == math.floor(due + Fraction(1, 2)), (task, arm)
+            if use in ("pretrain", "first"):
+                assert extra == list(range(len(extra)))  # the first steps
             if use != "only":
                 assert {j for j in real if j is not None} == set(chosen.tolist()), (task, arm)
             if source == "real randomized":  # renders of the chosen real label maps

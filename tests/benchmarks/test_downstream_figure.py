@@ -41,7 +41,7 @@ def _rows(script) -> tuple[pd.DataFrame, dict]:
 def test_every_arm_has_one_colour_in_every_panel_and_one_legend_names_them(script):
     rows, arms = _rows(script)
     fig = script._figure(rows, ["segmentation", "age", "sex"], [4, 40], [script.SPLIT_TEST])
-    names = {label: arm for arm, (label, _, _) in script.ARMS.items()}
+    names = {label: arm for arm, (label, *_) in script.ARMS.items()}
     seen = {}
     for ax, task in zip(fig.axes, ["segmentation", "age", "sex"]):
         drawn = {names[c.get_label()]: matplotlib.colors.to_hex(c.lines[0].get_color()) for c in ax.containers}
