@@ -16,7 +16,7 @@
 set -euo pipefail
 DATA=${1:?usage: train_default_model_v4.sh IXI_HH_FOLDER [RUNS_FOLDER] [AUTOENCODER_STEPS]}
 RUNS=${2:-runs}
-STEPS=${3:-4000}
+STEPS=${3:-20000}
 
 synthbrain prepare --images "$DATA/t1" --labels "$DATA/seg" --table "$DATA/participants.csv" --out "$RUNS/ixi-2mm-rigid" --spacing 2
 # 20 % of the subjects are held out (stratified by sex and age) so that reconstructions and samples
