@@ -36,7 +36,7 @@ from synthbrain import _io, training
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.components import load_component
 from synthbrain.evaluation.metrics import high_frequency_share, mean_gradient_magnitude, pairwise_distances
-from synthbrain.evaluation.segmenter import dice_per_class
+from synthbrain.overlap import dice_per_class
 from synthbrain.preprocessing.prepared import PreparedCohort
 
 

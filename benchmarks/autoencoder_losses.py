@@ -43,7 +43,7 @@ from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder 
 from synthbrain.components import load_component  # noqa: E402
 from synthbrain.evaluation.features import FeatureExtractor  # noqa: E402
 from synthbrain.evaluation.metrics import frechet_distance  # noqa: E402
-from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
+from synthbrain.overlap import dice_per_class  # noqa: E402
 from synthbrain.preprocessing.prepared import PreparedCohort  # noqa: E402
 from synthbrain.preprocessing.split import split_prepared  # noqa: E402
 

@@ -85,10 +85,10 @@ from synthbrain.datasets.mixing import MixedBatchSampler, MixedDataset, constant
 from synthbrain.datasets.synthetic import SyntheticBrainDataset
 from synthbrain.evaluation.evaluate import load_cohort_on_grid
 from synthbrain.evaluation.networks import Encoder3d, predict
-from synthbrain.evaluation.segmenter import dice_per_class
 from synthbrain.evaluation.shifts import SHIFTS, shifted_set
 from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean
 from synthbrain.generator import draws
+from synthbrain.overlap import dice_per_class
 
 TASKS = ("segmentation", "age", "sex")
 REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED = (

@@ -71,7 +71,7 @@ from synthbrain.evaluation.metrics import (  # noqa: E402
     pairwise_distances,
     pairwise_ms_ssim,
 )
-from synthbrain.evaluation.segmenter import dice_per_class  # noqa: E402
+from synthbrain.overlap import dice_per_class  # noqa: E402
 from synthbrain.preprocessing.prepared import PreparedCohort  # noqa: E402
 
 # What an evaluator must reach on real B for the rows it measures to count (documented in docs/evaluation.md):
@@ -267,7 +267,7 @@ def _load_or_fit_evaluators(folder: Path, cohort, images, fractions, table, name
     features, covariates) matches; otherwise trained on A's ``images``, ``fractions`` and ``table`` and saved there."""
     fingerprint = _fingerprint(cohort, table["subject_id"], settings, extractor.name, names)
     saved = folder / "evaluators.json"
-    if saved.is_file() and json.loads(saved.read_text())["fingerprint"] == fingerprint:
+    if saved.is_file() and _io.read_json(saved, "the evaluators' record").get("fingerprint") == fingerprint:
         return Evaluators.load(folder, extractor)
     judges = Evaluators.fit(
         images,
@@ -363,7 +363,7 @@ def spot_the_fake(sets: dict, statistics: dict[str, np.ndarray], *, seed: int, e
 
 
 def _fingerprint(cohort: PreparedCohort, subjects, settings: EvaluatorSettings, feature_name: str, covariates: list[str]) -> str:
-    manifest = json.loads((cohort.root / "manifest.json").read_text())
+    manifest = _io.read_json(cohort.root / "manifest.json", "a prepared cohort's manifest")
     key = json.dumps([manifest.get("params_hash"), cohort.downsample, sorted(subjects), asdict(settings), feature_name, covariates])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
