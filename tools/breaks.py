@@ -96,8 +96,8 @@ BREAKS = {
     ),
     "mixing rounds per batch": (
         "synthbrain/datasets/mixing.py",
-        "    return [_round(before + (b + 1) * step) - _round(before + b * step) for b in range(num_batches)]",
-        "    return [_round(step)] * num_batches",
+        "        counts.append(_round(due + share * batch_size) - _round(due))",
+        "        counts.append(_round(share * batch_size))",
         ["tests/datasets/test_mixing.py"],
     ),
     "DDIM off-by-one alpha": (
