@@ -9,11 +9,10 @@ from safetensors.torch import load_file
 
 from synthbrain.autoencoder import train as train_module
 from synthbrain.autoencoder.losses import AutoencoderLossWeights, adaptive_adversarial_weight
-from synthbrain.autoencoder.model import AutoencoderConfig
 from synthbrain.autoencoder.train import AutoencoderTraining, random_patches, train_autoencoder
+from tests.autoencoder.test_losses import TINY  # the tiny autoencoder of the loss tests
 from tests.helpers import make_prepared
 
-TINY = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
 PATCHED_GAN = AutoencoderTraining(
     steps=6,
     batch_size=2,

@@ -4,12 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.autoencoder.model import BrainAutoencoder
 from synthbrain.components import save_component
 from synthbrain.evaluation.metrics import high_frequency_share
+from tests.autoencoder.test_losses import TINY  # the tiny autoencoder of the loss tests
 from tests.helpers import load_benchmark, make_prepared
-
-TINY = AutoencoderConfig(num_classes=8, channels=(8, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
 
 
 @pytest.fixture
