@@ -51,6 +51,8 @@ def test_site_builds_strict_and_renders_every_reference(tmp_path):
         for name in names:
             assert f'id="{name}"' in html, f"{page.name}: {name} not rendered"
             rendered += 1
+        # the docstrings' Sphinx roles (:func:`x`) are shown as code, not as raw role text
+        assert not re.search(r":(func|meth|class|mod|data|attr):<code>", html), f"{page.name}: raw Sphinx roles"
     assert rendered >= 50
     # the model card outside docs/ that docs/index.md links is a page of the site, its own link into docs/ rewritten
     card = (tmp_path / "site" / "model-card" / "index.html").read_text()
