@@ -142,13 +142,13 @@ class BrainGenerator:
 
     @classmethod
     def from_parts(cls, parts: ModelParts) -> BrainGenerator:
-        """A generator from the parts :func:`synthbrain.model_folder.read` returns (weights already loaded)."""
+        """A generator from the parts :func:`synthbrain.model_folder.read_model_folder` returns (weights already loaded)."""
         generator = cls(**parts.arguments())
         generator.source = dict(parts.source)
         return generator
 
     def parts(self) -> ModelParts:
-        """This generator's networks, schedule and settings, as :func:`synthbrain.model_folder.write` saves them."""
+        """This generator's networks, schedule and settings, as :func:`synthbrain.model_folder.write_model_folder` saves them."""
         return ModelParts(
             self.autoencoder,
             self.unet,
