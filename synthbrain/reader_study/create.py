@@ -89,7 +89,7 @@ def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-3)
 
 
-class Case(NamedTuple):
+class _Case(NamedTuple):
     """One drawn case before it gets its id: ``truth`` ("real" or "synthetic"), ``source`` (what the
     key records of it) and the blinded uint8 (X, Y, Z) ``volume``."""
 
@@ -249,7 +249,7 @@ def _draw_ids(rng: np.random.Generator, n: int) -> _Draws:
     return _Draws(case_ids, study_id, int(rng.integers(0, 2**62)))
 
 
-def _real_cases(cohort, chosen: list[int], real: str | os.PathLike) -> list[Case]:
+def _real_cases(cohort, chosen: list[int], real: str | os.PathLike) -> list[_Case]:
     """The chosen subjects of the (grid-matched) cohort, blinded; the mask is label > 0 of each one's own labels."""
     cases = []
     for index in chosen:
@@ -257,11 +257,11 @@ def _real_cases(cohort, chosen: list[int], real: str | os.PathLike) -> list[Case
         labels = item["labels"].numpy()
         mask = labels.argmax(axis=0) > 0 if labels.ndim == 4 else labels > 0
         source = {"cohort": str(real), "subject_id": str(item["subject_id"])}
-        cases.append(Case("real", source, _blind(item["image"].numpy()[0], mask, source, f"real subject {item['subject_id']!r}")))
+        cases.append(_Case("real", source, _blind(item["image"].numpy()[0], mask, source, f"real subject {item['subject_id']!r}")))
     return cases
 
 
-def _folder_cases(files: list[Path], synthetic: str | os.PathLike, shape, affine: np.ndarray) -> list[Case]:
+def _folder_cases(files: list[Path], synthetic: str | os.PathLike, shape, affine: np.ndarray) -> list[_Case]:
     """The chosen synthetic files, each checked on (shape, affine) with its label map, blinded."""
     cases = []
     for path in files:
@@ -273,11 +273,11 @@ def _folder_cases(files: list[Path], synthetic: str | os.PathLike, shape, affine
                 f"(label map {describe_grid(dseg.shape, dseg_affine)}); allowed: all on {describe_grid(shape, affine)}"
             )
         source = {"folder": str(synthetic), "file": path.relative_to(synthetic).as_posix()}
-        cases.append(Case("synthetic", source, _blind(image, dseg > 0, source, f"synthetic file {path.name!r}")))
+        cases.append(_Case("synthetic", source, _blind(image, dseg > 0, source, f"synthetic file {path.name!r}")))
     return cases
 
 
-def _generated_cases(generator, request: _Request, generation_seed: int, shape, affine: np.ndarray) -> list[Case]:
+def _generated_cases(generator, request: _Request, generation_seed: int, shape, affine: np.ndarray) -> list[_Case]:
     """``n_synthetic`` volumes generated from ``generation_seed`` with the request's sampling settings, checked on
     (shape, affine) and blinded; the key records each one's seed and covariates."""
     model_name = request.model_name
@@ -294,18 +294,18 @@ def _generated_cases(generator, request: _Request, generation_seed: int, shape, 
         covariates = {k: _plain(v) for k, v in generated.covariates.iloc[i].items()}
         source = {"model": model_name, "seed": covariates.pop("seed", None), "covariates": covariates}
         mask = generated.labels[i].numpy() > 0
-        cases.append(Case("synthetic", source, _blind(generated.images[i, 0].numpy(), mask, source, f"synthetic volume {i}")))
+        cases.append(_Case("synthetic", source, _blind(generated.images[i, 0].numpy(), mask, source, f"synthetic volume {i}")))
     return cases
 
 
-def _assign_ids(cases: list[Case], case_ids: list[str], rng: np.random.Generator) -> list[tuple[str, Case]]:
+def _assign_ids(cases: list[_Case], case_ids: list[str], rng: np.random.Generator) -> list[tuple[str, _Case]]:
     """Each case with a random one of ``case_ids`` (a permutation drawn from ``rng``), sorted by id, so
     that neither the ids nor the order say which class a case is of."""
     order = rng.permutation(len(cases))
     return sorted(((case_ids[order[i]], case) for i, case in enumerate(cases)), key=lambda pair: pair[0])
 
 
-def _write_cases(staging: Path, assigned: list[tuple[str, Case]], affine: np.ndarray) -> list[dict[str, str]]:
+def _write_cases(staging: Path, assigned: list[tuple[str, _Case]], affine: np.ndarray) -> list[dict[str, str]]:
     """Write each case file (:func:`write_case`) in id order, so file times say nothing either; the
     study's case entries ``{"id", "sha256"}`` in the same order."""
     entries = []
@@ -337,7 +337,7 @@ def _study_manifest(request: _Request, draws: _Draws, shape, affine: np.ndarray,
     }
 
 
-def _study_key(request: _Request, draws: _Draws, assigned: list[tuple[str, Case]], entries: list[dict[str, str]]) -> dict[str, Any]:
+def _study_key(request: _Request, draws: _Draws, assigned: list[tuple[str, _Case]], entries: list[dict[str, str]]) -> dict[str, Any]:
     """``key/key.json``: the arguments, and each case's truth, digest and source, in id order."""
     return {
         "study_id": draws.study_id,
