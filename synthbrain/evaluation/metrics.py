@@ -8,7 +8,8 @@ be read beside the same number for real versus real data (two disjoint real sets
 - Realism: ``frechet_distance``, ``knn_precision_recall``, ``classifier_two_sample_test``.
 - Diversity: ``ms_ssim_3d`` / ``pairwise_ms_ssim`` (mean over pairs within one set), ``mmd``,
   ``pairwise_distances`` (L2 between every pair of volumes of one set).
-- Detail: ``high_frequency_share`` (share of spectral power above 0.25 cycles/voxel) and
+- Detail: ``high_frequency_share`` (share of spectral power above 0.25 cycles/voxel),
+  ``high_pass_share`` (share of variance a Gaussian blur removes, local) and
   ``mean_gradient_magnitude``, per volume inside the brain; ``blurred_copy`` makes the positive
   control that ``classifier_positive_control`` checks the classifier two-sample test against, and
   ``feature_two_sample_test`` is the simple baseline classifier on such per-volume statistics.
@@ -26,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import linalg, ndimage
+from scipy import linalg, ndimage, stats
 from scipy.spatial.distance import pdist
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
@@ -357,18 +358,17 @@ def pairwise_ms_ssim(volumes, *, pairs: int = 100, seed: int, batch_size: int = 
 # Classifier two-sample test ("spot the fake")
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """Wilson score interval (Wilson 1927) ``(low, high)`` in [0, 1] of a binomial proportion ``successes / n``
-    (95 % for the default z); exactly 0 or 1 at the ends. Raises ``ValueError`` unless ``n >= 1`` and
-    ``0 <= successes <= n``."""
+    at confidence ``level``: ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="wilson")``,
+    exactly 0 or 1 at the ends. Raises ``ValueError`` unless ``n >= 1``, ``0 <= successes <= n`` and
+    ``0 < level < 1``."""
     if n < 1 or not 0 <= successes <= n:
         raise ValueError(f"successes={successes}, n={n}; allowed: n >= 1 and 0 <= successes <= n")
-    p, z2 = successes / n, z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    low = 0.0 if successes == 0 else max(centre - half, 0.0)  # exact at the ends, where round-off would miss 0 or 1
-    high = 1.0 if successes == n else min(centre + half, 1.0)
-    return float(low), float(high)
+    if not 0 < level < 1:
+        raise ValueError(f"level={level!r}; allowed: a confidence level strictly between 0 and 1")
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def _small_cnn(channels: tuple[int, ...]) -> nn.Module:
@@ -517,20 +517,27 @@ def feature_two_sample_test(real, fake, *, seed: int, folds: int = 5) -> TwoSamp
 HIGH_FREQUENCY_CUTOFF = 0.25  # cycles/voxel: half the Nyquist frequency
 
 
+def _mask_of(mask, x: np.ndarray, name: str, voxel: str) -> np.ndarray:
+    """``mask`` as a (N, D, H, W) bool array for the (N, D, H, W) volumes ``x``: bool (N, 1, D, H, W)
+    with at least one True voxel per volume, or ValueError naming ``name`` (and saying what a ``voxel`` of it is)."""
+    mask = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if mask.shape != (len(x), 1, *x.shape[1:]) or mask.dtype != bool:
+        raise ValueError(f"{name}: shape {mask.shape}, dtype {mask.dtype}; allowed: bool of the volumes' shape {(len(x), 1, *x.shape[1:])}")
+    empty = np.flatnonzero(~mask.reshape(len(x), -1).any(1))
+    if len(empty):
+        raise ValueError(f"{name}: no {voxel} in volumes {empty.tolist()}; allowed: at least one per volume")
+    return mask[:, 0]
+
+
 def _masked(volumes, brain, name: str = "volumes") -> tuple[np.ndarray, np.ndarray]:
     """(N, D, H, W) float64 volumes with every voxel outside ``brain`` set to 0, and the (N, D, H, W)
     bool brain (all True where ``brain`` is None)."""
     x = _volumes(volumes, name)[:, 0].detach().cpu().numpy().astype(np.float64)  # a copy, masked in place below
     if brain is None:
         return x, np.ones(x.shape, dtype=bool)
-    mask = brain.detach().cpu().numpy() if isinstance(brain, torch.Tensor) else np.asarray(brain)
-    if mask.shape != (len(x), 1, *x.shape[1:]) or mask.dtype != bool:
-        raise ValueError(f"brain: shape {mask.shape}, dtype {mask.dtype}; allowed: bool of the volumes' shape {(len(x), 1, *x.shape[1:])}")
-    empty = np.flatnonzero(~mask.reshape(len(x), -1).any(1))
-    if len(empty):
-        raise ValueError(f"brain: no brain voxel in volumes {empty.tolist()}; allowed: at least one per volume")
-    x[~mask[:, 0]] = 0.0
-    return x, mask[:, 0]
+    mask = _mask_of(brain, x, "brain", "brain voxel")
+    x[~mask] = 0.0
+    return x, mask
 
 
 def high_frequency_share(volumes, brain=None, *, cutoff: float = HIGH_FREQUENCY_CUTOFF) -> np.ndarray:
@@ -565,23 +572,57 @@ def high_frequency_share(volumes, brain=None, *, cutoff: float = HIGH_FREQUENCY_
     return shares
 
 
-def mean_gradient_magnitude(volumes, brain=None) -> np.ndarray:
+def mean_gradient_magnitude(volumes, brain=None, *, over=None) -> np.ndarray:
     """Per volume (N, 1, D, H, W): the mean over brain voxels of the intensity gradient's magnitude,
     ``sqrt(g_d^2 + g_h^2 + g_w^2)`` in intensity units per voxel; (N,) float64 >= 0. Lower means
     smoother (a blurred copy scores lower).
 
     The volume is masked first (every voxel outside ``brain``, bool of the same shape, set to 0; None:
     the whole volume is brain), so a brain voxel next to the background sees the step down to 0, as
-    it does in every set compared. Gradients are ``numpy.gradient``'s: central differences inside the
+    it does in every set compared. ``over`` (bool of the same shape; None: the brain) takes the mean
+    over other voxels instead, e.g. the brain eroded by a few voxels to leave that step out (the
+    reader study's cue check does). Gradients are ``numpy.gradient``'s: central differences inside the
     grid, one-sided at its edges. Known answer: a linear ramp ``a i + b j`` gives ``sqrt(a^2 + b^2)``
-    at every voxel. Raises ``ValueError`` for bad shapes or an empty brain.
+    at every voxel. Raises ``ValueError`` for bad shapes or an empty brain or ``over``.
     """
     x, mask = _masked(volumes, brain)
+    if over is not None:
+        mask = _mask_of(over, x, "over", "voxel to measure over")
     values = np.empty(len(x))
     for i, (volume, inside) in enumerate(zip(x, mask)):
         magnitude = np.sqrt(sum(g * g for g in np.gradient(volume)))
         values[i] = magnitude[inside].mean()
     return values
+
+
+def high_pass_share(volumes, brain=None, *, over=None, sigma: float = 1.0) -> np.ndarray:
+    """Per volume (N, 1, D, H, W): the share of its intensity variance over the voxels ``over`` that a
+    Gaussian blur of ``sigma`` voxels removes, ``sum(r^2) / sum((v - mean v)^2)`` over those voxels with
+    the high-pass residual ``r = v - G(v)`` (``scipy.ndimage.gaussian_filter``, its default 'reflect'
+    edges); (N,) float64 >= 0: near 1 for voxel-scale noise or detail, 0 for smooth intensity ramps
+    and for a constant region. Lower means smoother.
+
+    Masked first like :func:`mean_gradient_magnitude` (``brain``; None: unmasked); ``over`` (bool of the
+    same shape; None: the brain) is where the sums run. Unlike :func:`high_frequency_share`, whose
+    Fourier transform spans the whole grid and so counts the brain's outline (the step to the
+    background) as detail, this measure is local: over a brain eroded by a few voxels it sees texture
+    only, not the outline's shape (the reader study's cue check uses it so). Raises ``ValueError`` for
+    bad shapes, an empty brain or ``over``, or ``sigma <= 0``.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma={sigma!r}; allowed: > 0 voxels")
+    x, mask = _masked(volumes, brain)
+    if over is not None:
+        mask = _mask_of(over, x, "over", "voxel to measure over")
+    shares = np.empty(len(x))
+    for i, (volume, inside) in enumerate(zip(x, mask)):
+        residual = (volume - ndimage.gaussian_filter(volume, sigma))[inside]
+        values = volume[inside]
+        if values.max() == values.min():  # constant: 0 exactly (round-off in the mean would make the share anything)
+            shares[i] = 0.0
+            continue
+        shares[i] = float(np.square(residual).sum() / np.square(values - values.mean()).sum())
+    return shares
 
 
 def pairwise_distances(volumes, brain=None) -> np.ndarray:
@@ -686,6 +727,6 @@ def conditioning_accuracy(requested, measured) -> ConditioningAccuracy:
     requested, measured = _covariate(requested, "requested"), _covariate(measured, "measured")
     if len(requested) != len(measured):
         raise ValueError(f"measured: {len(measured)} values; allowed: one per requested value ({len(requested)})")
-    r = float(np.corrcoef(requested, measured)[0, 1])
+    r = float(stats.pearsonr(requested, measured).statistic)
     error = measured - requested
     return ConditioningAccuracy(r, float(np.abs(error).mean()), float(error.mean()), len(requested))

@@ -31,7 +31,6 @@ inference.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ import pandas as pd
 from scipy import stats
 
 from synthbrain import _io
+from synthbrain.evaluation.metrics import wilson_interval
 from synthbrain.reader_study.store import LABELS, normalise_name, open_store
 from synthbrain.reader_study.study import KEY_DIR, load_study, read_key
 
@@ -54,11 +54,9 @@ CLIENT_TOLERANCE_S = 5.0  # how far the browser's time may exceed the server's (
 
 
 def wilson(successes: int, trials: int, level: float = 0.95) -> tuple[float | None, float | None]:
-    """The Wilson score interval of ``successes`` out of ``trials`` (None, None for 0 trials)."""
-    if trials == 0:
-        return None, None
-    ci = stats.binomtest(int(successes), int(trials)).proportion_ci(confidence_level=level, method="wilson")
-    return float(ci.low), float(ci.high)
+    """The Wilson score interval of ``successes`` out of ``trials``
+    (:func:`synthbrain.evaluation.metrics.wilson_interval`); (None, None) for 0 trials."""
+    return (None, None) if trials == 0 else wilson_interval(int(successes), int(trials), level)
 
 
 def proportion(successes: int, trials: int) -> dict[str, Any]:
@@ -342,7 +340,7 @@ def analyse(
 def _read_cues(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = _io.read_json(path, "the cue check's result (synthbrain reader-study check writes it)")
     return {"cues": data.get("cues", []), "content_differences": data.get("content_differences", [])}
 
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
@@ -88,6 +89,47 @@ def _same_grid(shape_a, affine_a, shape_b, affine_b) -> bool:
     return tuple(shape_a) == tuple(shape_b) and np.allclose(affine_a, affine_b, atol=1e-3)
 
 
+class _Case(NamedTuple):
+    """One drawn case before it gets its id: ``truth`` ("real" or "synthetic"), ``source`` (what the
+    key records of it) and the blinded uint8 (X, Y, Z) ``volume``."""
+
+    truth: str
+    source: dict[str, Any]
+    volume: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Request:
+    """The arguments of :func:`create_study`, checked; ``sampling`` without its None values."""
+
+    real: str | os.PathLike
+    out: Path
+    synthetic: str | os.PathLike | None
+    model_name: str | None
+    n: int
+    n_real: int
+    n_synthetic: int
+    synthetic_fraction: float
+    seed: int
+    title: str
+    sampling: dict[str, Any]
+
+    @property
+    def synthetic_name(self) -> str:
+        """The synthetic source in words, for errors about grids."""
+        return str(self.synthetic) if self.synthetic is not None else f"model {self.model_name!r}"
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """What the seed decides besides the cases themselves: each drawn case's random id (in drawing
+    order, before the shuffle of :func:`_assign_ids`), the study's id and the seed of the readers' order."""
+
+    case_ids: list[str]
+    study_id: str
+    order_seed: int
+
+
 @_io.writes_folder("out")  # checked empty and written by one process: a study is never replaced
 def create_study(
     real: str | os.PathLike,
@@ -122,6 +164,44 @@ def create_study(
     maps, real and synthetic volumes that cannot be brought onto the same grid (naming both
     grids), or a file cue found by the check (then nothing is written).
     """
+    request = _check_request(real, out, synthetic, generator, model_name, n, synthetic_fraction, seed, title, sampling)
+    # The order of the draws from rng is part of the output (the same seed gives the same folder): the synthetic
+    # files or the generation seed, the real subjects, the case ids, the study id, the order seed, then the shuffle.
+    rng = np.random.default_rng(request.seed)
+    if synthetic is not None:
+        files = _choose_files(Path(synthetic), request.n_synthetic, rng)
+        shape, affine = _header_grid(files[0])
+    else:
+        generation_seed = int(rng.integers(0, 2**31 - 1))
+        shape, affine = tuple(generator.image_grid.shape), generator.image_grid.affine
+    cohort = _real_on_grid(Path(real), shape, affine, request.synthetic_name)
+    chosen_real = _choose_subjects(cohort, request, rng)
+    draws = _draw_ids(rng, request.n)
+
+    cases = _real_cases(cohort, chosen_real, request.real)
+    if synthetic is not None:
+        cases += _folder_cases(files, synthetic, shape, affine)
+    else:
+        cases += _generated_cases(generator, request, generation_seed, shape, affine)
+    assigned = _assign_ids(cases, draws.case_ids, rng)
+
+    with _io.staged_folder(request.out, argument="out") as staging:
+        entries = _write_cases(staging, assigned, affine)
+        _io.write_json(staging / STUDY_FILE, _study_manifest(request, draws, shape, affine, entries))
+        _io.write_json(staging / KEY_DIR / KEY_FILE, _study_key(request, draws, assigned, entries))
+        check = _check_cues(staging, request.out)
+    return {
+        "out": str(request.out),
+        "study_id": draws.study_id,
+        "n_real": request.n_real,
+        "n_synthetic": request.n_synthetic,
+        "grid": describe_grid(shape, affine),
+        "cues": check,
+    }
+
+
+def _check_request(real, out, synthetic, generator, model_name, n, synthetic_fraction, seed, title, sampling) -> _Request:
+    """:func:`create_study`'s arguments checked and completed (case counts, default title); ValueError naming a bad one."""
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 2):
         raise ValueError(f"n={n!r}; allowed: an integer >= 2 (at least one real and one synthetic case)")
     if not (isinstance(synthetic_fraction, (int, float)) and 0.0 < synthetic_fraction < 1.0):
@@ -143,117 +223,149 @@ def create_study(
     out = Path(out)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise ValueError(f"out={str(out)!r} exists and is not empty; allowed: a new or empty folder (a study is never overwritten)")
+    given = {k: v for k, v in (sampling or {}).items() if v is not None}
+    return _Request(real, out, synthetic, model_name, n, n_real, n_synthetic, float(synthetic_fraction), seed, title, given)
 
-    rng = np.random.default_rng(seed)
-    if synthetic is not None:
-        files = _synthetic_files(Path(synthetic), n_synthetic)
-        chosen_files = sorted(rng.choice(len(files), size=n_synthetic, replace=False).tolist())
-        target_shape, target_affine = _header_grid(files[chosen_files[0]])
-    else:
-        grid = generator.image_grid
-        target_shape, target_affine = tuple(grid.shape), grid.affine
-        generation_seed = int(rng.integers(0, 2**31 - 1))
-    cohort = _real_on_grid(Path(real), target_shape, target_affine, synthetic if synthetic is not None else f"model {model_name!r}")
-    if len(cohort) < n_real:
-        raise ValueError(f"real={str(real)!r}: {len(cohort)} subjects; allowed: at least n - synthetic = {n_real} (lower --n)")
-    chosen_real = sorted(rng.choice(len(cohort), size=n_real, replace=False).tolist())
+
+def _choose_files(folder: Path, needed: int, rng: np.random.Generator) -> list[Path]:
+    """``needed`` of the folder's synthetic volumes, drawn without replacement, in the folder's (sorted) order."""
+    files = _synthetic_files(folder, needed)
+    return [files[i] for i in sorted(rng.choice(len(files), size=needed, replace=False).tolist())]
+
+
+def _choose_subjects(cohort, request: _Request, rng: np.random.Generator) -> list[int]:
+    """The indices of ``n_real`` subjects of the cohort, drawn without replacement, in the cohort's order."""
+    if len(cohort) < request.n_real:
+        raise ValueError(
+            f"real={str(request.real)!r}: {len(cohort)} subjects; allowed: at least n - synthetic = {request.n_real} (lower --n)"
+        )
+    return sorted(rng.choice(len(cohort), size=request.n_real, replace=False).tolist())
+
+
+def _draw_ids(rng: np.random.Generator, n: int) -> _Draws:
+    """The ``n`` case ids (distinct, 8 hex digits), the study id (12 hex digits) and the readers' order seed."""
     case_ids = _unique_ids(rng, n)
     study_id = f"{int(rng.integers(0, 2**48)):012x}"
-    order_seed = int(rng.integers(0, 2**62))
+    return _Draws(case_ids, study_id, int(rng.integers(0, 2**62)))
 
-    cases: list[tuple[str, dict[str, Any], np.ndarray]] = []
-    for index in chosen_real:
+
+def _real_cases(cohort, chosen: list[int], real: str | os.PathLike) -> list[_Case]:
+    """The chosen subjects of the (grid-matched) cohort, blinded; the mask is label > 0 of each one's own labels."""
+    cases = []
+    for index in chosen:
         item = cohort[index]
         labels = item["labels"].numpy()
         mask = labels.argmax(axis=0) > 0 if labels.ndim == 4 else labels > 0
         source = {"cohort": str(real), "subject_id": str(item["subject_id"])}
-        cases.append(("real", source, _blind(item["image"].numpy()[0], mask, source, f"real subject {item['subject_id']!r}")))
-    if synthetic is not None:
-        for index in chosen_files:
-            path = files[index]
-            image, affine = _read_volume(path)
-            dseg, dseg_affine = _read_volume(_dseg_of(path))
-            if not (
-                _same_grid(image.shape, affine, target_shape, target_affine) and _same_grid(dseg.shape, dseg_affine, image.shape, affine)
-            ):
-                raise ValueError(
-                    f"synthetic={str(synthetic)!r}: {path.relative_to(synthetic)} is on {describe_grid(image.shape, affine)} "
-                    f"(label map {describe_grid(dseg.shape, dseg_affine)}); allowed: all on {describe_grid(target_shape, target_affine)}"
-                )
-            source = {"folder": str(synthetic), "file": path.relative_to(synthetic).as_posix()}
-            cases.append(("synthetic", source, _blind(image, dseg > 0, source, f"synthetic file {path.name!r}")))
-    else:
-        generated = generator.generate(n=n_synthetic, seed=generation_seed, **{k: v for k, v in (sampling or {}).items() if v is not None})
-        if generated.labels is None:
-            raise ValueError(f"model {model_name!r} generates no label maps; allowed: a model with labels (the brain mask needs them)")
-        if not _same_grid(generated.images.shape[2:], generated.affine, target_shape, target_affine):
-            raise ValueError(
-                f"model {model_name!r} generated {describe_grid(generated.images.shape[2:], generated.affine)}; "
-                f"allowed: its image grid {describe_grid(target_shape, target_affine)}"
-            )
-        for i in range(n_synthetic):
-            covariates = {k: _plain(v) for k, v in generated.covariates.iloc[i].items()}
-            source = {"model": model_name, "seed": covariates.pop("seed", None), "covariates": covariates}
-            mask = generated.labels[i].numpy() > 0
-            cases.append(("synthetic", source, _blind(generated.images[i, 0].numpy(), mask, source, f"synthetic volume {i}")))
+        cases.append(_Case("real", source, _blind(item["image"].numpy()[0], mask, source, f"real subject {item['subject_id']!r}")))
+    return cases
 
-    order = rng.permutation(n)  # which random id each drawn case gets
-    assigned = sorted(((case_ids[order[i]], truth, source, volume) for i, (truth, source, volume) in enumerate(cases)), key=lambda c: c[0])
-    with _io.staged_folder(out, argument="out") as staging:
-        entries, key_entries = [], []
-        for case_id, truth, source, volume in assigned:  # written in id order: file times say nothing either
-            path = case_path(staging, case_id)
-            write_case(path, volume, target_affine)
-            digest = _io.sha256_file(path)
-            entries.append({"id": case_id, "sha256": digest})
-            key_entries.append({"id": case_id, "truth": truth, "sha256": digest, "source": source})
-        spacing = float(np.sqrt((np.asarray(target_affine)[:3, 0] ** 2).sum()))
-        _io.write_json(
-            staging / STUDY_FILE,
-            {
-                "format": FORMAT,
-                "format_version": FORMAT_VERSION,
-                "study_id": study_id,
-                "title": title,
-                "created_with": f"synthbrain {__version__}",
-                "grid": {"shape": list(target_shape), "spacing": spacing, "origin": [float(x) for x in np.asarray(target_affine)[:3, 3]]},
-                "intensity": INTENSITY,
-                "n_cases": n,
-                "order_seed": order_seed,
-                "cases": entries,
-            },
-        )
-        _io.write_json(
-            staging / KEY_DIR / KEY_FILE,
-            {
-                "study_id": study_id,
-                "seed": seed,
-                "n": n,
-                "synthetic_fraction": float(synthetic_fraction),
-                "n_real": n_real,
-                "n_synthetic": n_synthetic,
-                "real": str(real),
-                "synthetic": str(synthetic) if synthetic is not None else None,
-                "model": model_name,
-                "sampling": {k: v for k, v in (sampling or {}).items() if v is not None},
-                "percentiles": list(PERCENTILES),
-                "cases": key_entries,
-            },
-        )
-        check = cues.check_cues(staging)
-        if check["file_cues"]:
+
+def _folder_cases(files: list[Path], synthetic: str | os.PathLike, shape, affine: np.ndarray) -> list[_Case]:
+    """The chosen synthetic files, each checked on (shape, affine) with its label map, blinded."""
+    cases = []
+    for path in files:
+        image, image_affine = _read_volume(path)
+        dseg, dseg_affine = _read_volume(_dseg_of(path))
+        if not (_same_grid(image.shape, image_affine, shape, affine) and _same_grid(dseg.shape, dseg_affine, image.shape, image_affine)):
             raise ValueError(
-                f"out={str(out)!r}: the cue check found file cues, so the study is not written: {'; '.join(check['file_cues'])}"
+                f"synthetic={str(synthetic)!r}: {path.relative_to(synthetic)} is on {describe_grid(image.shape, image_affine)} "
+                f"(label map {describe_grid(dseg.shape, dseg_affine)}); allowed: all on {describe_grid(shape, affine)}"
             )
-        cues.write_cue_report(staging, check)
+        source = {"folder": str(synthetic), "file": path.relative_to(synthetic).as_posix()}
+        cases.append(_Case("synthetic", source, _blind(image, dseg > 0, source, f"synthetic file {path.name!r}")))
+    return cases
+
+
+def _generated_cases(generator, request: _Request, generation_seed: int, shape, affine: np.ndarray) -> list[_Case]:
+    """``n_synthetic`` volumes generated from ``generation_seed`` with the request's sampling settings, checked on
+    (shape, affine) and blinded; the key records each one's seed and covariates."""
+    model_name = request.model_name
+    generated = generator.generate(n=request.n_synthetic, seed=generation_seed, **request.sampling)
+    if generated.labels is None:
+        raise ValueError(f"model {model_name!r} generates no label maps; allowed: a model with labels (the brain mask needs them)")
+    if not _same_grid(generated.images.shape[2:], generated.affine, shape, affine):
+        raise ValueError(
+            f"model {model_name!r} generated {describe_grid(generated.images.shape[2:], generated.affine)}; "
+            f"allowed: its image grid {describe_grid(shape, affine)}"
+        )
+    cases = []
+    for i in range(request.n_synthetic):
+        covariates = {k: _plain(v) for k, v in generated.covariates.iloc[i].items()}
+        source = {"model": model_name, "seed": covariates.pop("seed", None), "covariates": covariates}
+        mask = generated.labels[i].numpy() > 0
+        cases.append(_Case("synthetic", source, _blind(generated.images[i, 0].numpy(), mask, source, f"synthetic volume {i}")))
+    return cases
+
+
+def _assign_ids(cases: list[_Case], case_ids: list[str], rng: np.random.Generator) -> list[tuple[str, _Case]]:
+    """Each case with a random one of ``case_ids`` (a permutation drawn from ``rng``), sorted by id, so
+    that neither the ids nor the order say which class a case is of."""
+    order = rng.permutation(len(cases))
+    return sorted(((case_ids[order[i]], case) for i, case in enumerate(cases)), key=lambda pair: pair[0])
+
+
+def _write_cases(staging: Path, assigned: list[tuple[str, _Case]], affine: np.ndarray) -> list[dict[str, str]]:
+    """Write each case file (:func:`write_case`) in id order, so file times say nothing either; the
+    study's case entries ``{"id", "sha256"}`` in the same order."""
+    entries = []
+    for case_id, case in assigned:
+        path = case_path(staging, case_id)
+        write_case(path, case.volume, affine)
+        entries.append({"id": case_id, "sha256": _io.sha256_file(path)})
+    return entries
+
+
+def _study_manifest(request: _Request, draws: _Draws, shape, affine: np.ndarray, entries: list[dict[str, str]]) -> dict[str, Any]:
+    """``study.json``: what the server and the readers see (no truth, no source, no seed)."""
+    affine = np.asarray(affine)
     return {
-        "out": str(out),
-        "study_id": study_id,
-        "n_real": n_real,
-        "n_synthetic": n_synthetic,
-        "grid": describe_grid(target_shape, target_affine),
-        "cues": check,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "study_id": draws.study_id,
+        "title": request.title,
+        "created_with": f"synthbrain {__version__}",
+        "grid": {
+            "shape": list(shape),
+            "spacing": float(np.sqrt((affine[:3, 0] ** 2).sum())),
+            "origin": [float(x) for x in affine[:3, 3]],
+        },
+        "intensity": INTENSITY,
+        "n_cases": request.n,
+        "order_seed": draws.order_seed,
+        "cases": entries,
     }
+
+
+def _study_key(request: _Request, draws: _Draws, assigned: list[tuple[str, _Case]], entries: list[dict[str, str]]) -> dict[str, Any]:
+    """``key/key.json``: the arguments, and each case's truth, digest and source, in id order."""
+    return {
+        "study_id": draws.study_id,
+        "seed": request.seed,
+        "n": request.n,
+        "synthetic_fraction": request.synthetic_fraction,
+        "n_real": request.n_real,
+        "n_synthetic": request.n_synthetic,
+        "real": str(request.real),
+        "synthetic": str(request.synthetic) if request.synthetic is not None else None,
+        "model": request.model_name,
+        "sampling": request.sampling,
+        "percentiles": list(PERCENTILES),
+        "cases": [
+            {"id": case_id, "truth": case.truth, "sha256": entry["sha256"], "source": case.source}
+            for (case_id, case), entry in zip(assigned, entries)
+        ],
+    }
+
+
+def _check_cues(staging: Path, out: Path) -> dict[str, Any]:
+    """The cue check (:func:`cues.check_cues`) of the staged folder, its report written into ``key/``;
+    ValueError (and nothing written) when it finds a file cue."""
+    check = cues.check_cues(staging)
+    if check["file_cues"]:
+        raise ValueError(f"out={str(out)!r}: the cue check found file cues, so the study is not written: {'; '.join(check['file_cues'])}")
+    cues.write_cue_report(staging, check)
+    return check
 
 
 def _blind(image: np.ndarray, mask: np.ndarray, source: dict[str, Any], what: str) -> np.ndarray:
@@ -305,17 +417,20 @@ def _dseg_of(path: Path) -> Path:
     return dseg
 
 
-def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+def _load_3d(path: Path) -> nib.Nifti1Image:
     image = nib.load(path)
     if len(image.shape) != 3:
         raise ValueError(f"{path}: shape {image.shape}; allowed: a 3D volume")
+    return image
+
+
+def _header_grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    image = _load_3d(path)
     return tuple(int(s) for s in image.shape), np.asarray(image.affine, float)
 
 
 def _read_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    image = nib.load(path)
-    if len(image.shape) != 3:
-        raise ValueError(f"{path}: shape {image.shape}; allowed: a 3D volume")
+    image = _load_3d(path)
     return np.asarray(image.dataobj, dtype=np.float32), np.asarray(image.affine, float)
 
 

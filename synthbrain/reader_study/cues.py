@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage, stats
 
 from synthbrain import _io
+from synthbrain.evaluation.metrics import high_pass_share, mean_gradient_magnitude
 from synthbrain.reader_study.study import KEY_DIR, load_study, read_case, truth_table
 
 HEADER_BYTES = 352  # NIfTI-1: 348-byte header + 4-byte extension flag
@@ -57,13 +58,15 @@ CONTENT = {
 def sharpness(volume: np.ndarray) -> dict[str, float]:
     """The sharpness statistics (:data:`SHARPNESS`) of a uint8 (X, Y, Z) case, over the brain
     (non-zero voxels) eroded by :data:`INTERIOR_VOXELS` (6-connected), so the brain's outline does
-    not count:
+    not count; measured by the evaluation's functions with ``over`` that interior:
 
-    - ``gradient_mean``: mean of ``|grad v|`` (``numpy.gradient``, central differences; grey levels
-      per voxel);
-    - ``highfreq_share``: ``sum(r^2) / sum((v - mean v)^2)`` with the high-pass residual
-      ``r = v - G(v)`` (``scipy.ndimage.gaussian_filter``, sigma :data:`HIGHPASS_SIGMA` voxel): near 1
-      for voxel-scale noise or detail, 0 for smooth intensity ramps; 0 for a constant brain.
+    - ``gradient_mean``: :func:`synthbrain.evaluation.metrics.mean_gradient_magnitude`, the mean of
+      ``|grad v|`` (``numpy.gradient``, central differences; grey levels per voxel);
+    - ``highfreq_share``: :func:`synthbrain.evaluation.metrics.high_pass_share`, ``sum(r^2) / sum((v - mean v)^2)``
+      with the high-pass residual ``r = v - G(v)`` (``scipy.ndimage.gaussian_filter``, sigma
+      :data:`HIGHPASS_SIGMA` voxel): near 1 for voxel-scale noise or detail, 0 for smooth intensity
+      ramps; 0 for a constant brain. Not the evaluation's ``high_frequency_share``, whose Fourier
+      transform over the whole grid counts the brain's outline as detail.
 
     Both are NaN (not measured; the cue check says on how many cases it measured) when no voxel lies
     that far inside the brain."""
@@ -71,13 +74,10 @@ def sharpness(volume: np.ndarray) -> dict[str, float]:
     interior = ndimage.binary_erosion(volume > 0, structure=ndimage.generate_binary_structure(3, 1), iterations=INTERIOR_VOXELS)
     if not interior.any():
         return {"gradient_mean": math.nan, "highfreq_share": math.nan}
-    gradient = np.sqrt(sum(np.square(g) for g in np.gradient(volume)))
-    residual = (volume - ndimage.gaussian_filter(volume, HIGHPASS_SIGMA))[interior]
-    inside = volume[interior]
-    spread = float(np.square(inside - inside.mean()).sum())
+    batch, over = volume[None, None], interior[None, None]  # the case is 0 outside the brain already: no further mask
     return {
-        "gradient_mean": float(gradient[interior].mean()),
-        "highfreq_share": float(np.square(residual).sum() / spread) if spread > 0 else 0.0,
+        "gradient_mean": float(mean_gradient_magnitude(batch, over=over)[0]),
+        "highfreq_share": float(high_pass_share(batch, over=over, sigma=HIGHPASS_SIGMA)[0]),
     }
 
 

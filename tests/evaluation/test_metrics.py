@@ -18,7 +18,7 @@ from synthbrain.evaluation import (
     pairwise_ms_ssim,
     wilson_interval,
 )
-from synthbrain.evaluation.metrics import MS_SSIM_WEIGHTS
+from synthbrain.evaluation.metrics import MS_SSIM_WEIGHTS, high_frequency_share, high_pass_share, mean_gradient_magnitude
 
 
 def exact_moments(rng, n, mean, cov):
@@ -231,6 +231,15 @@ def test_wilson_interval_known_answers():
         wilson_interval(11, 10)
 
 
+def test_wilson_interval_at_another_level_by_hand():
+    z = 1.6448536269514722  # the normal's 95th percentile: a 90 % interval
+    p, n = 7 / 20, 20
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert wilson_interval(7, 20, level=0.9) == pytest.approx((centre - half, centre + half), abs=1e-12)
+    with pytest.raises(ValueError, match=r"^level=1.96; allowed: a confidence level strictly between 0 and 1$"):
+        wilson_interval(7, 20, 1.96)  # a z where a level belongs
+
+
 def test_classifier_two_sample_test_tells_noise_from_blobs():
     rng = np.random.default_rng(0)
     real, fake = blobs(rng, 24), torch.rand(30, 1, 16, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -301,6 +310,11 @@ def test_conditioning_accuracy_known_answers():
     assert conditioning_accuracy(torch.tensor([1.0, 2, 3]), [3.0, 2, 1]).pearson_r == pytest.approx(-1.0)
 
 
+def test_conditioning_accuracy_pearson_r_by_hand():
+    # deviations (-1.5, -0.5, 0.5, 1.5) and (-3, -2, -1, 6): r = 14 / sqrt(5 * 50) (a rank correlation would give 1)
+    assert conditioning_accuracy([1.0, 2, 3, 4], [1.0, 2, 3, 10]).pearson_r == pytest.approx(14 / np.sqrt(250), abs=1e-12)
+
+
 def test_conditioning_accuracy_rejects_bad_input():
     with pytest.raises(ValueError, match=r"measured: 4 values; allowed: one per requested value \(3\)"):
         conditioning_accuracy([1, 2, 3], [1, 2, 3, 4])
@@ -322,3 +336,41 @@ def test_nearest_neighbour_ratio_known_answers():
     np.testing.assert_allclose(loo, [1.0, 10.0 / np.sqrt(200.0), 10.0 / np.sqrt(200.0)])
     with pytest.raises(ValueError, match="reference: 1 samples"):
         nearest_neighbour_ratio(reference, reference[:1])
+
+
+# ------------------------------------------------------------------------- detail over a region
+
+
+def test_mean_gradient_magnitude_over_an_eroded_brain_leaves_the_outline_out():
+    shape = (12, 12, 12)
+    brain = np.zeros((1, 1, *shape), bool)
+    brain[..., 2:10, 2:10, 2:10] = True
+    ramp = np.broadcast_to(10 + 3 * np.arange(12.0)[:, None, None], shape)[None, None].copy()
+    volumes = np.where(brain, ramp, 0.0)
+    interior = np.zeros_like(brain)
+    interior[..., 4:8, 4:8, 4:8] = True  # central differences there reach brain voxels only
+    assert mean_gradient_magnitude(volumes, brain, over=interior)[0] == pytest.approx(3.0, abs=1e-12)
+    assert mean_gradient_magnitude(volumes, brain)[0] > 3.5  # over the whole brain the step down to 0 counts
+    with pytest.raises(ValueError, match=r"^over: no voxel to measure over in volumes \[0\]; allowed: at least one per volume$"):
+        mean_gradient_magnitude(volumes, brain, over=np.zeros_like(brain))
+
+
+def test_high_pass_share_known_answers():
+    shape, i = (24, 24, 24), np.arange(24.0)
+    inner = np.zeros((1, 1, *shape), bool)
+    inner[..., 4:20, 4:20, 4:20] = True  # 4 voxels from the faces: the reach of scipy's Gaussian at sigma 1 (truncate 4)
+    cosine = np.broadcast_to(np.cos(2 * np.pi * 0.25 * i)[:, None, None], shape)[None, None].copy()
+    taps = np.arange(-4, 5)
+    weights = np.exp(-(taps**2) / 2.0) / np.exp(-(taps**2) / 2.0).sum()
+    gain = (weights * np.cos(2 * np.pi * 0.25 * taps)).sum()  # the sampled Gaussian's gain at 0.25 cycles/voxel
+    assert high_pass_share(cosine, over=inner)[0] == pytest.approx((1 - gain) ** 2, rel=1e-9)  # residual (1 - gain) v
+    ramp = np.broadcast_to(2.0 * i[:, None, None], shape)[None, None].copy()
+    assert high_pass_share(ramp, over=inner)[0] == pytest.approx(0.0, abs=1e-20)  # a blur leaves a ramp as it is
+    assert high_pass_share(np.full((1, 1, *shape), 7.0))[0] == 0.0  # no variance: 0, not NaN
+    # a constant brain in a zero background: no texture inside, but its outline is detail to the Fourier measure
+    brain, interior = np.zeros((1, 1, *shape), bool), np.zeros((1, 1, *shape), bool)
+    brain[..., 4:20, 4:20, 4:20], interior[..., 8:16, 8:16, 8:16] = True, True
+    flat = np.where(brain, 0.6, 0.0)
+    assert high_pass_share(flat, brain, over=interior)[0] == 0.0 and high_frequency_share(flat, brain)[0] > 0.05
+    with pytest.raises(ValueError, match=r"^sigma=0; allowed: > 0 voxels$"):
+        high_pass_share(flat, sigma=0)

@@ -137,6 +137,16 @@ def test_analysis_needs_answers_and_a_matching_key(study, tmp_path):
         analyse(study, tmp_path / "out")
 
 
+def test_a_broken_cue_check_file_is_an_error_naming_it(answered, tmp_path):
+    study, _ = answered
+    (study / "key" / "cue_check.json").write_text('{"cues": [', encoding="utf-8")
+    with pytest.raises(ValueError, match=r"cue_check.json: not valid JSON"):
+        analyse(study, tmp_path / "out")
+    (study / "key" / "cue_check.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"cue_check.json: a JSON list; expected an object"):
+        analyse(study, tmp_path / "out")
+
+
 def _answer(store, name: str, labels: list[str]) -> None:
     """``name`` answers the first cases of their order with ``labels`` (codes as in ANSWERS)."""
     token, state = store.start_session(name)
