@@ -90,6 +90,7 @@ from synthbrain.evaluation.shifts import SHIFTS, shifted_set
 from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean
 from synthbrain.generator import draws
 from synthbrain.overlap import dice_per_class
+from synthbrain.preprocessing.prepared import PreparedCohort
 
 TASKS = ("segmentation", "age", "sex")
 REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED = (
@@ -248,7 +249,7 @@ def _inputs_of_training(args, sizes: list[int], settings: dict, arms: tuple[str,
     parts = {}
     for name in ("generator", "pool", "val", "test"):
         folder = args.split / name
-        if not (folder / "manifest.json").is_file():
+        if not PreparedCohort.is_prepared(folder):
             raise SystemExit(
                 f"--split {args.split}: no part {name!r}; make the split with "
                 "synthbrain split --parts generator=0.35,pool=0.3,val=0.1,test=0.25"

@@ -219,9 +219,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     out = prepare_cohort(cohort, args.out, params, label_scheme=scheme, workers=args.workers, overwrite=args.overwrite, on_error=on_error)
     import json
 
-    from synthbrain import _io
+    from synthbrain.preprocessing.prepared import PreparedCohort
 
-    summary = _io.read_json(out / "manifest.json", "prepare did not finish")["summary"]
+    summary = PreparedCohort.load(out).manifest()["summary"]
     print(json.dumps(summary, indent=2))
     print(f"prepared cohort: {out}")
     return 0
@@ -715,13 +715,12 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from synthbrain.preprocessing.prepared import PreparedCohort
     from synthbrain.preprocessing.split import split_prepared
 
     for name, folder in split_prepared(args.prepared, args.out, args.parts, seed=args.seed).items():
-        table = pd.read_csv(folder / "participants.tsv", sep="\t", dtype=str)
-        samples = len(list((folder / "subjects").iterdir()))
+        table = PreparedCohort.load(folder).table
+        samples = len(table)
         if "participant_id" in table.columns:  # sessions: count both
             print(f"{name}: {samples} samples of {table['participant_id'].nunique()} subjects in {folder}")
         else:
