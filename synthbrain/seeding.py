@@ -1,8 +1,12 @@
 """Every seed the package derives from another, in one place.
 
-A user gives one integer seed; each random draw of the package is made from a stream derived from
-it here, by a named function, so that the schemes can be read (and pinned by tests) in one file.
-No module outside this one does arithmetic on seeds (``tests/test_seeding.py`` checks it).
+A user gives one integer seed. Where the package needs more than one stream from it (one per
+volume, per purpose, per training rank, per epoch, per item of a series), the stream's seed is
+derived here by a named function, so that the schemes can be read (and pinned by tests) in one file;
+a draw from the user's seed itself (``numpy.random.default_rng(seed)``, ``torch.manual_seed(seed)``)
+needs nothing from here.
+No module outside this one derives a seed by hand (``tests/test_seeding.py`` looks for ``SeedSequence``,
+``default_rng`` of a list and arithmetic on a name that says "seed").
 
 Generation (the *volume seed* scheme, shared by :meth:`BrainGenerator.generate
 <synthbrain.BrainGenerator.generate>` and :class:`~synthbrain.SyntheticBrainDataset`)

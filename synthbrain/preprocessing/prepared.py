@@ -27,7 +27,7 @@ from synthbrain.grid import Grid
 MANIFEST, PARTICIPANTS, PARAMS = "manifest.json", "participants.tsv", "params.json"
 COVARIATES, LABEL_SCHEME = "covariates.json", "label_scheme.json"
 SUBJECTS, IMAGE, LABELS = "subjects", "t1.nii.gz", "labels.nii.gz"  # subjects/<id>/t1.nii.gz, subjects/<id>/labels.nii.gz
-SHARED = (MANIFEST, PARAMS, COVARIATES, LABEL_SCHEME)  # what a part of a cohort (write_subset) shares with it
+SHARED = (PARAMS, COVARIATES, LABEL_SCHEME, MANIFEST)  # what a part of a cohort (write_subset) shares with it
 
 
 @dataclass
@@ -138,15 +138,17 @@ class PreparedCohort(torch.utils.data.Dataset):
         """Write ``folder``, a prepared cohort of some of this cohort's subjects: this cohort's manifest,
         parameters, covariate schema and label scheme (those present), ``participants.tsv`` of ``rows``
         (rows of :attr:`table`), and ``subjects/<id>`` as relative symbolic links into this cohort, so
-        nothing is copied. ``folder`` must not exist yet (``FileExistsError`` otherwise). Returns ``folder``."""
+        nothing is copied; the manifest last, so that an interrupted write is not taken for a finished
+        cohort (:meth:`is_prepared`). ``folder`` must not exist yet (``FileExistsError`` otherwise).
+        Returns ``folder``."""
         folder = Path(folder)
         (folder / SUBJECTS).mkdir(parents=True)
-        for name in SHARED:
-            if (self.root / name).is_file():
-                shutil.copyfile(self.root / name, folder / name)
         _io.write_table(folder / PARTICIPANTS, rows)
         links = (folder / SUBJECTS).resolve()
         for subject_id in rows["subject_id"]:
             target = self.subject_folder(subject_id).resolve()
             os.symlink(os.path.relpath(target, links), folder / SUBJECTS / subject_id, target_is_directory=True)
+        for name in SHARED:  # MANIFEST last
+            if (self.root / name).is_file():
+                shutil.copyfile(self.root / name, folder / name)
         return folder
