@@ -79,16 +79,18 @@ from matplotlib.lines import Line2D
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from synthbrain import BrainGenerator, Uniform, _io
+from synthbrain import BrainGenerator, Uniform, _io, seeding
 from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.datasets.mixing import MixedBatchSampler, MixedDataset, constant_share, linear_decay, synthetic_then_real
 from synthbrain.datasets.synthetic import SyntheticBrainDataset
+from synthbrain.device import resolve_device
 from synthbrain.evaluation.evaluate import load_cohort_on_grid
 from synthbrain.evaluation.networks import Encoder3d, predict
 from synthbrain.evaluation.shifts import SHIFTS, shifted_set
 from synthbrain.evaluation.statistics import bootstrap_auc, bootstrap_difference, bootstrap_mean
 from synthbrain.generator import draws
 from synthbrain.overlap import dice_per_class
+from synthbrain.preprocessing.prepared import PreparedCohort
 
 TASKS = ("segmentation", "age", "sex")
 REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED = (
@@ -247,7 +249,7 @@ def _inputs_of_training(args, sizes: list[int], settings: dict, arms: tuple[str,
     parts = {}
     for name in ("generator", "pool", "val", "test"):
         folder = args.split / name
-        if not (folder / "manifest.json").is_file():
+        if not PreparedCohort.is_prepared(folder):
             raise SystemExit(
                 f"--split {args.split}: no part {name!r}; make the split with "
                 "synthbrain split --parts generator=0.35,pool=0.3,val=0.1,test=0.25"
@@ -322,18 +324,12 @@ def _is_schedule(arm: str) -> bool:
 
 
 def _device(name: str | None) -> torch.device:
-    """``--device``, by default CUDA where there is a GPU; an unknown or absent device is an error."""
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``--device`` (:func:`synthbrain.device.resolve_device`; by default CUDA where there is a GPU); a
+    device this machine lacks is an error naming the flag, before any training."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SystemExit(f"--device {name!r}: unknown; allowed: cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise SystemExit(f"--device {name!r}: no such CUDA device here ({torch.cuda.device_count()} found)")
-    if device.type not in ("cpu", "cuda"):
-        raise SystemExit(f"--device {name!r}: allowed: cpu, cuda, cuda:N")
-    return device
+        return resolve_device(name, "--device")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
 
 def _config(task: str, settings: dict, args: argparse.Namespace, device: torch.device) -> str:
@@ -365,7 +361,7 @@ def _load(path: Path, grid, classes: list[str]) -> dict:
 
 def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
     """n pool subjects with sex and age, half of each sex (as near as the pool allows), seeded by (n, seed)."""
-    rng = np.random.default_rng([n, seed])
+    rng = seeding.keyed_rng(n, seed)
     complete = table[["sex", "age"]].notna().all(axis=1).to_numpy()
     groups = [rng.permutation(np.flatnonzero(complete & (table["sex"].to_numpy() == s))).tolist() for s in ("F", "M")]
     picks, k = [], 0
@@ -513,7 +509,7 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
         extra = pools.get(source) if source else None
     lr = settings["lr"][task]
     schedule, steps = _plan(arm, settings["steps"][task])
-    run_seed = int(np.random.SeedSequence([seed, TASKS.index(task), len(chosen)]).generate_state(1)[0])
+    run_seed = seeding.child_seed(seed, TASKS.index(task), len(chosen))
     generator = pools["generator"]
     index_space = SyntheticBrainDataset(1 if extra is None else len(extra["images"]), generator=generator, device=generator.device)
     mixed = MixedDataset((real["images"], real["labels"]), index_space)  # checks the real tensors as for any user
@@ -523,6 +519,12 @@ def _train(task: str, arm: str, chosen: np.ndarray, parts: dict, pools: dict, se
     val = parts["val"]
     x_val = _inputs(task, val)
     loss_fn = _loss(task, num_classes)
+    # The loop is the benchmark's own, not the package's, on purpose (issue 33): synthbrain.training.run is
+    # resumable stage training (a DistributedSampler's order, checkpoint files, no learning-rate schedule,
+    # no validation), and synthbrain.evaluation.networks.train_network (which version 1 used) trains with
+    # AdamW at a fixed rate and re-seeds torch after building the network. Either would change the batches,
+    # the initial weights or the augmentation draws of every run, and neither picks the best of four
+    # validation checkpoints; what this loop shares with them (device, seeds, Dice) comes from the package.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run_seed)
         model = _network(task, settings, num_classes).to(device)

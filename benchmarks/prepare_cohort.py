@@ -24,6 +24,7 @@ from scipy import stats
 from synthbrain import _io
 from synthbrain.cohort import read_folder
 from synthbrain.preprocessing.prepare import PrepareParams, prepare_cohort
+from synthbrain.preprocessing.prepared import PreparedCohort
 from synthbrain.preprocessing.template import template_brain_mask
 
 
@@ -46,9 +47,9 @@ def main() -> None:
     prepare_cohort(cohort, args.out, params, workers=args.workers)
     total_seconds = time.perf_counter() - start
 
-    manifest = _io.read_json(args.out / "manifest.json", "prepare did not finish")
+    prepared = PreparedCohort.load(args.out)
+    manifest, table = prepared.manifest(), prepared.table
     records = manifest["records"]
-    table = pd.read_csv(args.out / "participants.tsv", sep="\t")
     ratio = table["dice_template"] / table["dice_template_size_bound"]
     volume_error = {
         name: np.array([abs(r["volumes_on_grid_ml"][name] - r["covariates"][name]) / r["covariates"][name] for r in records])

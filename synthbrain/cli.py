@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 from synthbrain import __version__
 from synthbrain.sampling import SamplingSettings, add_sampling_arguments
@@ -19,12 +20,57 @@ class _Formatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        value = action.default.value() if isinstance(action.default, _Default) else action.default
+        unset = value is None or value is False or value == argparse.SUPPRESS
         shown = not unset and "(default" not in text and action.option_strings
         if shown:
-            default = ",".join(map(str, action.default)) if isinstance(action.default, tuple) else action.default
+            default = ",".join(str(int(v) if isinstance(v, bool) else v) for v in value) if isinstance(value, tuple) else value
             text += f" (default: {default})"
         return text
+
+
+class _Default:
+    """A flag's default declared once, where the setting is: a dataclass field (``AutoencoderTraining.steps``)
+    or a function's parameter (``train_autoencoder``'s ``downsample``), named ``"module:Name"`` and read
+    only when needed (a command's ``--help``, or :func:`_resolve_defaults` before it runs), so that
+    building the parser loads neither torch nor MONAI."""
+
+    def __init__(self, owner: str, name: str):
+        self.owner, self.name = owner, name
+
+    def value(self) -> Any:
+        """The declared default (a field's ``default`` or ``default_factory()``, a parameter's default)."""
+        import dataclasses
+        import importlib
+        import inspect
+
+        module, _, attribute = self.owner.partition(":")
+        owner = getattr(importlib.import_module(module), attribute)
+        if dataclasses.is_dataclass(owner):
+            field = {f.name: f for f in dataclasses.fields(owner)}[self.name]
+            return field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        return inspect.signature(owner).parameters[self.name].default
+
+    def __repr__(self) -> str:
+        return f"<default of {self.owner}.{self.name}>"
+
+
+def _resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """``args`` with every flag left at a :class:`_Default` given its declared value."""
+    for key, value in vars(args).items():
+        if isinstance(value, _Default):
+            setattr(args, key, value.value())
+    return args
+
+
+AE_MODEL = "synthbrain.autoencoder.model:AutoencoderConfig"
+AE_WEIGHTS = "synthbrain.autoencoder.losses:AutoencoderLossWeights"
+AE_TRAINING = "synthbrain.autoencoder.train:AutoencoderTraining"
+AE_TRAIN = "synthbrain.autoencoder.train:train_autoencoder"
+AE_LATENTS = "synthbrain.diffusion.latents:cache_latents"
+DM_MODEL = "synthbrain.diffusion.model:DiffusionConfig"
+DM_TRAINING = "synthbrain.diffusion.train:DiffusionTraining"
+DM_SCHEDULE = "synthbrain.samplers.schedule:NoiseSchedule"
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -173,9 +219,9 @@ def _run_prepare(args: argparse.Namespace) -> int:
     out = prepare_cohort(cohort, args.out, params, label_scheme=scheme, workers=args.workers, overwrite=args.overwrite, on_error=on_error)
     import json
 
-    from synthbrain import _io
+    from synthbrain.preprocessing.prepared import PreparedCohort
 
-    summary = _io.read_json(out / "manifest.json", "prepare did not finish")["summary"]
+    summary = PreparedCohort.load(out).manifest()["summary"]
     print(json.dumps(summary, indent=2))
     print(f"prepared cohort: {out}")
     return 0
@@ -201,30 +247,85 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     ae.add_argument("--prepared", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare)")
     ae.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, autoencoder/, latents/")
-    ae.add_argument("--downsample", type=int, default=1, help="average the cohort over k^3 blocks, labels as fractions (2: 2 -> 4 mm)")
-    ae.add_argument("--channels", type=_ints, default=(32, 64, 64), help="channels per level; levels - 1 halvings to the latent")
-    ae.add_argument("--latent-channels", type=int, default=3, help="channels of the latent")
-    ae.add_argument("--res-blocks", type=int, default=1, help="residual blocks per level")
-    ae.add_argument("--groups", type=int, default=16, help="GroupNorm groups (must divide every level's channels)")
-    ae.add_argument("--steps", type=int, default=500, help="optimisation steps in all (warm-up included)")
-    ae.add_argument("--batch-size", type=int, default=2, help="subjects per step and process")
-    ae.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate of the autoencoder")
-    ae.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the KL term")
-    ae.add_argument("--perceptual-weight", type=float, default=0.0, help="weight of the perceptual term (0: off)")
-    ae.add_argument("--perceptual-network", default=None, help="TorchScript file of a 3D feature network (default: deepbet's)")
-    ae.add_argument("--adversarial-weight", type=float, default=0.0, help="weight of the patch-adversarial term (0: off)")
-    ae.add_argument("--adversarial-warmup", type=int, default=0, help="steps before the discriminator and the adversarial term start")
-    ae.add_argument("--adversarial-criterion", default="least_squares", choices=["least_squares", "hinge"], help="adversarial loss")
     ae.add_argument(
-        "--adaptive-adversarial-weight", action="store_true", help="scale the adversarial term by Esser et al.'s adaptive weight"
+        "--downsample",
+        type=int,
+        default=_Default(AE_TRAIN, "downsample"),
+        help="average the cohort over k^3 blocks, labels as fractions (2: 2 -> 4 mm)",
     )
-    ae.add_argument("--discriminator-channels", type=int, default=32, help="first-layer channels of the patch discriminator")
-    ae.add_argument("--discriminator-layers", type=int, default=3, help="stride-2 layers of the patch discriminator")
-    ae.add_argument("--patch-size", type=_ints, default=None, help="train on random crops D,H,W (or one edge N) in voxels; default whole")
-    ae.add_argument("--init", default=None, help="an autoencoder component folder to start from (fine-tuning)")
-    ae.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
-    ae.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order and posterior noise")
-    ae.add_argument("--mirror-latents", action="store_true", help="also cache each subject's left-right mirror (doubles diffusion data)")
+    ae.add_argument(
+        "--channels", type=_ints, default=_Default(AE_MODEL, "channels"), help="channels per level; levels - 1 halvings to the latent"
+    )
+    ae.add_argument("--latent-channels", type=int, default=_Default(AE_MODEL, "latent_channels"), help="channels of the latent")
+    ae.add_argument("--res-blocks", type=int, default=_Default(AE_MODEL, "num_res_blocks"), help="residual blocks per level")
+    ae.add_argument(
+        "--groups", type=int, default=_Default(AE_MODEL, "norm_num_groups"), help="GroupNorm groups (must divide every level's channels)"
+    )
+    ae.add_argument("--steps", type=int, default=_Default(AE_TRAINING, "steps"), help="optimisation steps in all (warm-up included)")
+    ae.add_argument("--batch-size", type=int, default=_Default(AE_TRAINING, "batch_size"), help="subjects per step and process")
+    ae.add_argument("--lr", type=float, default=_Default(AE_TRAINING, "learning_rate"), help="Adam learning rate of the autoencoder")
+    ae.add_argument("--kl-weight", type=float, default=_Default(AE_WEIGHTS, "kl"), help="weight of the KL term")
+    ae.add_argument(
+        "--perceptual-weight", type=float, default=_Default(AE_WEIGHTS, "perceptual"), help="weight of the perceptual term (0: off)"
+    )
+    ae.add_argument(
+        "--perceptual-network",
+        default=_Default(AE_TRAINING, "perceptual_network"),
+        help="TorchScript file of a 3D feature network (default: deepbet's)",
+    )
+    ae.add_argument(
+        "--adversarial-weight",
+        type=float,
+        default=_Default(AE_WEIGHTS, "adversarial"),
+        help="weight of the patch-adversarial term (0: off)",
+    )
+    ae.add_argument(
+        "--adversarial-warmup",
+        type=int,
+        default=_Default(AE_TRAINING, "adversarial_warmup"),
+        help="steps before the discriminator and the adversarial term start",
+    )
+    ae.add_argument(
+        "--adversarial-criterion",
+        default=_Default(AE_TRAINING, "adversarial_criterion"),
+        choices=["least_squares", "hinge"],
+        help="adversarial loss",
+    )
+    ae.add_argument(
+        "--adaptive-adversarial-weight",
+        action="store_true",
+        default=_Default(AE_TRAINING, "adaptive_adversarial_weight"),
+        help="scale the adversarial term by Esser et al.'s adaptive weight",
+    )
+    ae.add_argument(
+        "--discriminator-channels",
+        type=int,
+        default=_Default(AE_TRAINING, "discriminator_channels"),
+        help="first-layer channels of the patch discriminator",
+    )
+    ae.add_argument(
+        "--discriminator-layers",
+        type=int,
+        default=_Default(AE_TRAINING, "discriminator_layers"),
+        help="stride-2 layers of the patch discriminator",
+    )
+    ae.add_argument(
+        "--patch-size",
+        type=_ints,
+        default=_Default(AE_TRAINING, "patch_size"),
+        help="train on random crops D,H,W (or one edge N) in voxels; default whole",
+    )
+    ae.add_argument("--init", default=_Default(AE_TRAINING, "init"), help="an autoencoder component folder to start from (fine-tuning)")
+    ae.add_argument("--checkpoint-every", type=int, default=_Default(AE_TRAINING, "checkpoint_every"), help="steps between checkpoints")
+    ae.add_argument(
+        "--seed", type=int, default=_Default(AE_TRAINING, "seed"), help="seed of the initial weights, data order and posterior noise"
+    )
+    ae.add_argument(
+        "--mirror-latents",
+        action="store_true",
+        default=_Default(AE_LATENTS, "mirror"),
+        help="also cache each subject's left-right mirror (doubles diffusion data)",
+    )
     ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any, else cpu)")
     ae.set_defaults(func=_run_train_autoencoder)
     df = stages.add_parser(
@@ -236,24 +337,54 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     df.add_argument("--latents", type=Path, required=True, help="latents folder written by 'train autoencoder' (RUN/latents)")
     df.add_argument("--run", type=Path, required=True, help="run folder; holds checkpoint.pt, losses.png, unet/, scheduler/, generator/")
-    df.add_argument("--channels", type=_ints, default=(64, 128, 128), help="channels per level")
-    df.add_argument("--attention", type=_ints, default=(0, 1, 1), help="per level, 1 = attention (e.g. 0,1,1)")
-    df.add_argument("--head-channels", type=int, default=32, help="channels per attention head")
-    df.add_argument("--res-blocks", type=int, default=1, help="residual blocks per level")
-    df.add_argument("--embed-condition", action="store_true", help="also add the covariates to the timestep embedding (every block)")
-    df.add_argument("--groups", type=int, default=32, help="GroupNorm groups")
-    df.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction", "sample"], help="what the UNet predicts")
+    df.add_argument("--channels", type=_ints, default=_Default(DM_MODEL, "channels"), help="channels per level")
+    df.add_argument("--attention", type=_ints, default=_Default(DM_MODEL, "attention_levels"), help="per level, 1 = attention (e.g. 0,1,1)")
+    df.add_argument("--head-channels", type=int, default=_Default(DM_MODEL, "num_head_channels"), help="channels per attention head")
+    df.add_argument("--res-blocks", type=int, default=_Default(DM_MODEL, "num_res_blocks"), help="residual blocks per level")
     df.add_argument(
-        "--zero-terminal-snr", action="store_true", help="rescale the noise schedule so its last step is pure noise (Lin et al. 2024)"
+        "--embed-condition",
+        action="store_true",
+        default=_Default(DM_MODEL, "embed_condition"),
+        help="also add the covariates to the timestep embedding (every block)",
     )
-    df.add_argument("--min-snr-gamma", type=float, default=None, help="min-SNR loss weighting with this gamma (default: plain MSE)")
-    df.add_argument("--steps", type=int, default=3000, help="optimisation steps")
-    df.add_argument("--batch-size", type=int, default=8, help="latents per step and process")
-    df.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    df.add_argument("--condition-dropout", type=float, default=0.15, help="probability of the null condition (classifier-free guidance)")
-    df.add_argument("--ema-decay", type=float, default=0.999, help="decay of the exponential moving average (the exported weights)")
-    df.add_argument("--checkpoint-every", type=int, default=250, help="steps between checkpoints")
-    df.add_argument("--seed", type=int, default=0, help="seed of the initial weights, data order, timesteps and noise")
+    df.add_argument("--groups", type=int, default=_Default(DM_MODEL, "norm_num_groups"), help="GroupNorm groups")
+    df.add_argument(
+        "--prediction",
+        default=_Default(DM_SCHEDULE, "prediction_type"),
+        choices=["epsilon", "v_prediction", "sample"],
+        help="what the UNet predicts",
+    )
+    df.add_argument(
+        "--zero-terminal-snr",
+        action="store_true",
+        default=_Default(DM_SCHEDULE, "zero_terminal_snr"),
+        help="rescale the noise schedule so its last step is pure noise (Lin et al. 2024)",
+    )
+    df.add_argument(
+        "--min-snr-gamma",
+        type=float,
+        default=_Default(DM_TRAINING, "min_snr_gamma"),
+        help="min-SNR loss weighting with this gamma (default: plain MSE)",
+    )
+    df.add_argument("--steps", type=int, default=_Default(DM_TRAINING, "steps"), help="optimisation steps")
+    df.add_argument("--batch-size", type=int, default=_Default(DM_TRAINING, "batch_size"), help="latents per step and process")
+    df.add_argument("--lr", type=float, default=_Default(DM_TRAINING, "learning_rate"), help="AdamW learning rate")
+    df.add_argument(
+        "--condition-dropout",
+        type=float,
+        default=_Default(DM_TRAINING, "condition_dropout"),
+        help="probability of the null condition (classifier-free guidance)",
+    )
+    df.add_argument(
+        "--ema-decay",
+        type=float,
+        default=_Default(DM_TRAINING, "ema_decay"),
+        help="decay of the exponential moving average (the exported weights)",
+    )
+    df.add_argument("--checkpoint-every", type=int, default=_Default(DM_TRAINING, "checkpoint_every"), help="steps between checkpoints")
+    df.add_argument(
+        "--seed", type=int, default=_Default(DM_TRAINING, "seed"), help="seed of the initial weights, data order, timesteps and noise"
+    )
     df.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any, else cpu)")
     df.add_argument("--default-sampler", default=None, help="the model's default sampler (written into its index; default ddim)")
     df.add_argument("--default-steps", type=int, default=None, help="the model's default number of sampling steps (default 50)")
@@ -263,17 +394,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.set_defaults(func=_run_train_diffusion)
 
 
-def _run_train_autoencoder(args: argparse.Namespace) -> int:
+def _autoencoder_settings(args: argparse.Namespace, num_classes: int):
+    """The model and training settings of ``train autoencoder``'s flags (defaults resolved), for a
+    cohort of ``num_classes`` label classes: ``(AutoencoderConfig, AutoencoderTraining)``."""
     from synthbrain.autoencoder.losses import AutoencoderLossWeights
     from synthbrain.autoencoder.model import AutoencoderConfig
-    from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
-    from synthbrain.diffusion.latents import cache_latents
-    from synthbrain.preprocessing.prepared import PreparedCohort
-    from synthbrain.training import setup_distributed
+    from synthbrain.autoencoder.train import AutoencoderTraining
 
-    scheme = PreparedCohort.load(args.prepared).label_scheme
     config = AutoencoderConfig(
-        num_classes=scheme.num_classes if scheme else 0,
+        num_classes=num_classes,
         channels=args.channels,
         latent_channels=args.latent_channels,
         num_res_blocks=args.res_blocks,
@@ -296,6 +425,17 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
         perceptual_network=args.perceptual_network,
         init=args.init,
     )
+    return config, training
+
+
+def _run_train_autoencoder(args: argparse.Namespace) -> int:
+    from synthbrain.autoencoder.train import train_autoencoder
+    from synthbrain.diffusion.latents import cache_latents
+    from synthbrain.preprocessing.prepared import PreparedCohort
+    from synthbrain.training import setup_distributed
+
+    scheme = PreparedCohort.load(args.prepared).label_scheme
+    config, training = _autoencoder_settings(args, scheme.num_classes if scheme else 0)
     folder = train_autoencoder(args.prepared, args.run, config, training, downsample=args.downsample, device=args.device)
     info = setup_distributed(args.device)
     if info.is_main:
@@ -306,18 +446,17 @@ def _run_train_autoencoder(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_train_diffusion(args: argparse.Namespace) -> int:
-    from synthbrain.diffusion.latents import LatentCache
+def _diffusion_settings(args: argparse.Namespace, latent_channels: int, condition_dim: int):
+    """The model, training and noise-schedule settings of ``train diffusion``'s flags (defaults
+    resolved), for latents of ``latent_channels`` channels and conditions of ``condition_dim``
+    entries: ``(DiffusionConfig, DiffusionTraining, NoiseSchedule)``."""
     from synthbrain.diffusion.model import DiffusionConfig
-    from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
-    from synthbrain.generator import BrainGenerator
+    from synthbrain.diffusion.train import DiffusionTraining
     from synthbrain.samplers.schedule import NoiseSchedule
-    from synthbrain.training import setup_distributed
 
-    cache = LatentCache.load(args.latents)
     config = DiffusionConfig(
-        latent_channels=cache.latents.shape[1],
-        condition_dim=cache.conditions.shape[1],
+        latent_channels=latent_channels,
+        condition_dim=condition_dim,
         channels=args.channels,
         attention_levels=tuple(bool(a) for a in args.attention),
         num_res_blocks=args.res_blocks,
@@ -336,6 +475,17 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         seed=args.seed,
         min_snr_gamma=args.min_snr_gamma,
     )
+    return config, training, NoiseSchedule(prediction_type=args.prediction, zero_terminal_snr=args.zero_terminal_snr)
+
+
+def _run_train_diffusion(args: argparse.Namespace) -> int:
+    from synthbrain.diffusion.latents import LatentCache
+    from synthbrain.diffusion.train import train_diffusion
+    from synthbrain.generator import BrainGenerator
+    from synthbrain.training import setup_distributed
+
+    cache = LatentCache.load(args.latents)
+    config, training, schedule = _diffusion_settings(args, cache.latents.shape[1], cache.conditions.shape[1])
     chosen = {
         "sampler": args.default_sampler,
         "steps": args.default_steps,
@@ -348,7 +498,6 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         from synthbrain.samplers import get_sampler
 
         defaults["timestep_spacing"] = get_sampler(defaults["sampler"]).DEFAULT_SPACING
-    schedule = NoiseSchedule(prediction_type=args.prediction, zero_terminal_snr=args.zero_terminal_snr)
     train_diffusion(args.latents, args.run, config, training, schedule, device=args.device)
     if setup_distributed(args.device).is_main:
         folder = BrainGenerator.from_training(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")
@@ -566,13 +715,12 @@ def _add_split(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_split(args: argparse.Namespace) -> int:
-    import pandas as pd
-
+    from synthbrain.preprocessing.prepared import PreparedCohort
     from synthbrain.preprocessing.split import split_prepared
 
     for name, folder in split_prepared(args.prepared, args.out, args.parts, seed=args.seed).items():
-        table = pd.read_csv(folder / "participants.tsv", sep="\t", dtype=str)
-        samples = len(list((folder / "subjects").iterdir()))
+        table = PreparedCohort.load(folder).table
+        samples = len(table)
         if "participant_id" in table.columns:  # sessions: count both
             print(f"{name}: {samples} samples of {table['participant_id'].nunique()} subjects in {folder}")
         else:
@@ -690,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if extra and not getattr(args, "takes_covariates", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _resolve_defaults(args)
     try:
         if getattr(args, "takes_covariates", False):
             args.covariates = _covariate_flags(extra)

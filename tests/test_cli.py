@@ -258,3 +258,37 @@ def test_cli_generate_passes_every_setting_on(tmp_path, capsys):
     capsys.readouterr()
     assert main([*common, "--raw", "--shards", "--out", str(tmp_path / "raw-shards")]) == 2
     assert "--raw with --shards" in capsys.readouterr().err
+
+
+def _subcommands(parser) -> dict:
+    import argparse
+
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def test_train_flags_take_every_default_from_the_settings_they_fill():
+    """Issue 33: a training default is declared once, in its dataclass (or function); the flags read it."""
+    from synthbrain.autoencoder.model import AutoencoderConfig
+    from synthbrain.autoencoder.train import AutoencoderTraining
+    from synthbrain.cli import _autoencoder_settings, _Default, _diffusion_settings, _resolve_defaults, build_parser
+    from synthbrain.diffusion.model import DiffusionConfig
+    from synthbrain.diffusion.train import DiffusionTraining
+    from synthbrain.samplers.schedule import NoiseSchedule
+
+    parser = build_parser()
+    ae = _resolve_defaults(parser.parse_args(["train", "autoencoder", "--prepared", "p", "--run", "r"]))
+    assert _autoencoder_settings(ae, 8) == (AutoencoderConfig(num_classes=8), AutoencoderTraining())
+    assert ae.downsample == 1 and ae.mirror_latents is False  # train_autoencoder's and cache_latents' parameter defaults
+    dm = _resolve_defaults(parser.parse_args(["train", "diffusion", "--latents", "l", "--run", "r"]))
+    assert _diffusion_settings(dm, 3, 4) == (DiffusionConfig(latent_channels=3, condition_dim=4), DiffusionTraining(), NoiseSchedule())
+    # no literal default left in cli.py: every setting's flag names its owner's field (which exists)
+    own = {"help", "prepared", "run", "latents", "device"}
+    for stage in _subcommands(_subcommands(parser)["train"]).values():
+        for action in stage._actions:
+            if action.dest not in own and not action.dest.startswith("default_"):  # default_*: the model's sampling defaults
+                assert isinstance(action.default, _Default), action.dest
+                action.default.value()
+    # and a value given on the command line reaches the settings
+    given = ["train", "autoencoder", "--prepared", "p", "--run", "r", "--steps", "7", "--patch-size", "8", "--adaptive-adversarial-weight"]
+    config, training = _autoencoder_settings(_resolve_defaults(parser.parse_args(given)), 0)
+    assert (training.steps, training.patch_size, training.adaptive_adversarial_weight, config.num_classes) == (7, (8, 8, 8), True, 0)

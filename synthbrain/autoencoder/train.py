@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from synthbrain import _io, training
+from synthbrain import _io, seeding, training
 from synthbrain.autoencoder.losses import (
     ADVERSARIAL_CRITERIA,
     AdversarialLoss,
@@ -191,8 +191,8 @@ def train_autoencoder(
                 f"of {tuple(seen)} voxels; allowed: fewer discriminator_layers or a larger patch_size"
             ) from None
         discriminator.train()
-    noise = torch.Generator(device=info.device).manual_seed(settings.seed * 1000 + info.rank)
-    crops = torch.Generator().manual_seed(settings.seed * 1000 + info.rank + 500)  # patch corners, CPU
+    noise = torch.Generator(device=info.device).manual_seed(seeding.training_seed(settings.seed, info.rank))
+    crops = torch.Generator().manual_seed(seeding.training_seed(settings.seed, info.rank, "crops"))  # patch corners, CPU
     generators = {"noise": noise} | ({"crops": crops} if patch is not None else {})
     if info.world_size > 1:
         model = DistributedDataParallel(model)

@@ -232,6 +232,6 @@ class RandomizedLabelsDataset(torch.utils.data.Dataset):
         if not draws.is_int(index) or not 0 <= index < self.n:
             raise IndexError(f"index={index!r}; allowed: 0..{self.n - 1}")
         source = int(index) % len(self.labels)
-        seed = int(draws.stream(draws.volume_seed(self.seed, int(index)), draws.APPEARANCE).integers(2**62, 2**63))
+        seed = draws.appearance_seed(draws.volume_seed(self.seed, int(index)))
         image, labels = self.randomizer(self.labels[source], self.num_classes, self.affine, seed)
         return {"image": image, "labels": labels, "index": int(index), "source": source, "is_synthetic": True, "appearance": "randomized"}

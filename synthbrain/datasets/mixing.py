@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthbrain import seeding
 from synthbrain.cohort.covariates import CATEGORICAL
 from synthbrain.datasets.synthetic import SyntheticBrainDataset
 
@@ -341,7 +342,7 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
     real subjects at share 0.5 five batches. Give ``num_batches`` to set the epoch's length
     yourself (a step schedule requires it, as its steps are counted in batches).
 
-    Real subjects come in an order drawn from ``numpy.random.default_rng([seed, epoch])``;
+    Real subjects come in an order drawn from :func:`synthbrain.seeding.epoch_rng` ``(seed, epoch)``;
     synthetic ones in index order across epochs. Call :meth:`set_epoch` before each epoch (also to
     resume: ``set_epoch(e)`` gives epoch e's batches as an uninterrupted run would). With
     ``num_epochs`` (the horizon) the whole plan, every epoch's or step's share, is checked at
@@ -436,7 +437,7 @@ class MixedBatchSampler(torch.utils.data.Sampler[list[int]]):
         counts = self.synthetic_counts()
         real_total = self.batch_size * self.num_batches - sum(counts)
         num_real = self.dataset.num_real
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = seeding.epoch_rng(self.seed, self.epoch)
         passes = -(-real_total // num_real)
         real_order = np.concatenate([rng.permutation(num_real) for _ in range(passes)] or [np.zeros(0, dtype=int)])
         n_synth = len(self.dataset.synthetic)

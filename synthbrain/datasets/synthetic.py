@@ -306,7 +306,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         labels = torch.from_numpy(np.array(data["labels"][offset])).long() if "labels" in data else None
         randomized = self.randomized(index)
         if randomized:
-            seed = int(draws.stream(self.item_seed(index), draws.APPEARANCE).integers(2**62, 2**63))  # apart from the coin above
+            seed = draws.appearance_seed(self.item_seed(index))  # apart from the coin above
             image, labels = self.randomizer(labels, len(self.generator.label_classes), self.generator.image_grid.affine, seed)
         if not self.with_labels:
             labels = None

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import TensorDataset
 
-from synthbrain import _io, training
+from synthbrain import _io, seeding, training
 from synthbrain.components import save_component, save_config
 from synthbrain.diffusion.latents import LatentCache
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig, drop_conditions
@@ -127,7 +127,7 @@ def train_diffusion(
     model = ConditionalUNet(model_config).to(info.device)
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(settings.ema_decay))
     optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
-    generator = torch.Generator().manual_seed(settings.seed * 1000 + info.rank)
+    generator = torch.Generator().manual_seed(seeding.training_seed(settings.seed, info.rank))
     train_model = DistributedDataParallel(model) if info.world_size > 1 else model
 
     def step(batch: list[torch.Tensor], index: int) -> dict[str, float]:

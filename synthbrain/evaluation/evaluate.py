@@ -363,8 +363,8 @@ def spot_the_fake(sets: dict, statistics: dict[str, np.ndarray], *, seed: int, e
 
 
 def _fingerprint(cohort: PreparedCohort, subjects, settings: EvaluatorSettings, feature_name: str, covariates: list[str]) -> str:
-    manifest = _io.read_json(cohort.root / "manifest.json", "a prepared cohort's manifest")
-    key = json.dumps([manifest.get("params_hash"), cohort.downsample, sorted(subjects), asdict(settings), feature_name, covariates])
+    params_hash = cohort.manifest().get("params_hash")
+    key = json.dumps([params_hash, cohort.downsample, sorted(subjects), asdict(settings), feature_name, covariates])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -26,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from synthbrain import seeding
+
 SHIFTS = (
     "contrast (gamma 0.5)",
     "contrast (gamma 2)",
@@ -93,6 +95,7 @@ def apply_shift(name: str, image: torch.Tensor, affine, *, seed: int = 0) -> tor
 
 
 def shifted_set(name: str, images: torch.Tensor, affine, *, seed: int = 0) -> torch.Tensor:
-    """:func:`apply_shift` for every image of (N, 1, D, H, W); image i with the seed (seed, i)."""
-    seeds = [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(len(images))]
+    """:func:`apply_shift` for every image of (N, 1, D, H, W); image i with the seed
+    :func:`synthbrain.seeding.child_seed` ``(seed, i)``."""
+    seeds = [seeding.child_seed(seed, i) for i in range(len(images))]
     return torch.stack([apply_shift(name, image, affine, seed=s) for image, s in zip(images, seeds)])

@@ -1,27 +1,9 @@
 """What each generated volume is: its seed, and its covariates in physical units.
 
 One owner for both :meth:`BrainGenerator.generate <synthbrain.BrainGenerator.generate>` and
-:class:`~synthbrain.SyntheticBrainDataset`, so that the two always agree.
-
-Seed scheme
------------
-A call ``generate(n=N, seed=s)`` and a dataset ``SyntheticBrainDataset(seed=s)`` give volume ``i``
-the *volume seed* ``volume_seed(s, i)``: 63 bits of the ``i``-th child of numpy's
-``SeedSequence(s)`` (``SeedSequence(s, spawn_key=(i,))``, the scheme numpy recommends for
-independent parallel streams). So dataset item ``i`` is volume ``i`` of ``generate`` with the same
-seed; ``generate(seed=[v])`` (a list gives each volume's seed as it is) reproduces a volume of
-seed ``v`` alone, whatever batch or position it was made in; and different ``(s, i)`` never share
-a stream (``seed + i`` would: ``s=1`` would repeat volumes 1, 2, ... of ``s=0``).
-
-From a volume seed ``v`` come independent streams, one per purpose (children of
-``SeedSequence(v)``; the starting noise uses ``v`` itself, so a volume's noise is
-``torch.randn(latent_shape, generator=torch.Generator().manual_seed(v))``):
-
-* :data:`CONDITION`: the numpy generator a condition sampler (``cond_sampler``) is called with;
-* :data:`DENSITY`: the draws of covariates left out, from the model's training density;
-* :data:`SAMPLER`: the noise of stochastic diffusion samplers (DDPM, DDIM with eta > 0);
-* :data:`APPEARANCE`: the randomised appearance of a dataset item (label-to-image synthesis);
-* a volume rejected by quality control is drawn again with the seed ``volume_seed(v, attempt)``.
+:class:`~synthbrain.SyntheticBrainDataset`, so that the two always agree. The seed scheme (volume
+seeds and their streams, one per purpose) is :mod:`synthbrain.seeding`'s; its names are importable
+from here too (``draws.volume_seed``, ``draws.stream``, ``draws.CONDITION``, ...).
 """
 
 from __future__ import annotations
@@ -33,62 +15,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from synthbrain.cohort.covariates import CATEGORICAL, CovariateSchema, is_missing
 from synthbrain.generator.conditions import check_sampler
+from synthbrain.seeding import (  # noqa: F401 (the seed scheme's names, re-exported for the generator's callers)
+    APPEARANCE,
+    CONDITION,
+    DENSITY,
+    SAMPLER,
+    SEED_BITS,
+    appearance_seed,
+    initial_noise,
+    is_int,
+    stream,
+    torch_stream,
+    volume_seed,
+    volume_seeds,
+)
 
 if TYPE_CHECKING:  # a type only: scikit-learn loads when a density is read or fitted
     from synthbrain.cohort.distribution import CovariateDistribution
-
-CONDITION, DENSITY, SAMPLER, APPEARANCE = 1, 2, 3, 4  # stream purposes (spawn keys)
-SEED_BITS = 63
-
-
-def is_int(value: Any) -> bool:
-    """An integer that is not a bool (numpy integers included)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def volume_seed(seed: int, index: int) -> int:
-    """The volume seed of volume (or dataset item) ``index`` of a call or dataset seeded ``seed``:
-    an int in [0, 2**63). Raises ``ValueError`` for a negative or non-integer ``seed`` or ``index``."""
-    if not (is_int(seed) and seed >= 0):
-        raise ValueError(f"seed={seed!r}; allowed: an integer >= 0")
-    if not (is_int(index) and index >= 0):
-        raise ValueError(f"index={index!r}; allowed: an integer >= 0")
-    state = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(1, np.uint64)[0]
-    return int(state) >> (64 - SEED_BITS)
-
-
-def volume_seeds(seed: int | Sequence[int], n: int) -> list[int]:
-    """One volume seed per volume: ``volume_seed(seed, i)`` for i < n from an int, or a sequence of
-    ``n`` seeds taken as they are (each volume's own seed, as the provenance records them)."""
-    if is_int(seed):
-        return [volume_seed(seed, i) for i in range(n)]
-    if isinstance(seed, (str, bytes)) or not isinstance(seed, (Sequence, np.ndarray, pd.Series)):
-        raise ValueError(f"seed={seed!r}; allowed: an integer >= 0, or a list of one seed per volume")
-    bad = [s for s in seed if not (is_int(s) and 0 <= s < 2**SEED_BITS)]
-    if bad:
-        raise ValueError(f"seed: values {bad[:10]}; allowed: integers >= 0 (and below 2**{SEED_BITS})")
-    if len(seed) != n:
-        raise ValueError(f"seed: {len(seed)} seeds for {n} volumes; give one per volume or a single int")
-    return [int(s) for s in seed]
-
-
-def stream(seed: int, purpose: int) -> np.random.Generator:
-    """The numpy generator of one purpose (:data:`CONDITION`, :data:`DENSITY`, ...) of a volume seed."""
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(purpose,)))
-
-
-def torch_stream(seed: int, purpose: int) -> torch.Generator:
-    """A CPU torch generator for one purpose of a volume seed (seeded from :func:`stream`)."""
-    return torch.Generator().manual_seed(int(stream(seed, purpose).integers(2**SEED_BITS)))
-
-
-def initial_noise(seeds: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
-    """The starting latents (len(seeds), *shape), float32 on the CPU: one standard normal draw per volume seed."""
-    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
 def check_sampling(sampler: Any, steps: Any, guidance_scale: Any, spacing: Any = None, where: str = "") -> None:

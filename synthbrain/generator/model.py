@@ -206,6 +206,7 @@ class BrainGenerator:
         from synthbrain.components import WEIGHTS, load_component, load_config
         from synthbrain.diffusion.latents import LatentCache
         from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
+        from synthbrain.preprocessing.prepared import PreparedCohort
         from synthbrain.preprocessing.template import Grid
         from synthbrain.samplers.schedule import NoiseSchedule
 
@@ -216,10 +217,9 @@ class BrainGenerator:
             raise ValueError(f"{meta['autoencoder']}: the autoencoder changed after these latents were cached; cache them again")
         unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
         schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
-        scheme_file = Path(meta["prepared"]) / "label_scheme.json"
-        classes = [c["name"] for c in _io.read_json(scheme_file, "a prepared cohort")["classes"]] if scheme_file.is_file() else None
-        table = pd.read_csv(Path(meta["prepared"]) / "participants.tsv", sep="\t", na_values=["n/a"])
-        distribution = CovariateDistribution.fit(table, cache.schema, components=1)
+        prepared = PreparedCohort.load(meta["prepared"])
+        classes = prepared.class_names
+        distribution = CovariateDistribution.fit(prepared.table, cache.schema, components=1)
         grid, defaults = Grid.from_dict(meta["image_grid"]), dict(defaults) if defaults else None
         return cls(autoencoder, unet, schedule, cache.schema, grid, cache.scale, classes, defaults, distribution)
 

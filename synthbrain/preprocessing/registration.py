@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
+from synthbrain import seeding
 from synthbrain.grid import Grid
 from synthbrain.preprocessing.intensity import robust_normalize
 
@@ -166,7 +167,7 @@ def _optimise(
         method.SetMetricFixedMask(fixed_mask)
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.REGULAR)
-    method.SetMetricSamplingPercentage(0.25, seed + 1)  # ITK's seed 0 would mean the wall clock
+    method.SetMetricSamplingPercentage(0.25, seeding.itk_seed(seed))  # ITK's seed 0 would mean the wall clock
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
         learningRate=2.0, minStep=1e-4, numberOfIterations=300, relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8

@@ -18,7 +18,6 @@ and age for stratifying are those of its first session that has them.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -103,15 +102,6 @@ def split_prepared(prepared: str | Path, out: str | Path, fractions: dict[str, f
             if not split_file.is_file():  # only a part this split wrote (split.tsv present) is ever replaced
                 raise ValueError(f"out={str(out)!r}: {folder} exists but no split.tsv says this split wrote it; choose another folder")
             shutil.rmtree(folder)
-        (folder / "subjects").mkdir(parents=True)
-        for meta in ("manifest.json", "params.json", "covariates.json", "label_scheme.json"):
-            if (cohort.root / meta).is_file():
-                shutil.copyfile(cohort.root / meta, folder / meta)
-        rows = cohort.table[parts.to_numpy() == name]
-        _io.write_table(folder / "participants.tsv", rows)
-        for subject_id in rows["subject_id"]:
-            target = (cohort.root / "subjects" / subject_id).resolve()
-            os.symlink(os.path.relpath(target, (folder / "subjects").resolve()), folder / "subjects" / subject_id, target_is_directory=True)
-        folders[name] = folder
+        folders[name] = cohort.write_subset(folder, cohort.table[parts.to_numpy() == name])
     _io.write_table(split_file, listing)
     return folders

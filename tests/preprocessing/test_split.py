@@ -142,3 +142,23 @@ def test_a_split_written_through_a_linked_folder_reads_its_subjects(tmp_path):
     for folder in folders.values():
         cohort = PreparedCohort.load(folder)
         assert cohort[0]["image"].shape == (1, 16, 16, 16)
+
+
+def test_prepared_cohort_is_the_reader_of_its_folder_and_writes_a_subset_of_links(tmp_path):
+    """Issue 33: the stages after prepare read the folder's layout only through PreparedCohort."""
+    import json
+
+    root = make_prepared(tmp_path / "c", n=4)
+    assert PreparedCohort.is_prepared(root) and not PreparedCohort.is_prepared(tmp_path)
+    cohort = PreparedCohort.load(root)
+    assert cohort.manifest() == json.loads((root / "manifest.json").read_text())
+    assert cohort.class_names == [c["name"] for c in json.loads((root / "label_scheme.json").read_text())["classes"]]
+    assert cohort.subject_folder("p01") == root / "subjects" / "p01" and (cohort.subject_folder("p01") / "t1.nii.gz").is_file()
+    rows = cohort.table.iloc[[2, 0]]
+    part = PreparedCohort.load(cohort.write_subset(tmp_path / "part", rows))
+    assert part.subject_ids == rows["subject_id"].tolist() and part.manifest() == cohort.manifest()
+    assert (tmp_path / "part" / "subjects" / rows["subject_id"].iat[0]).is_symlink()
+    image, labels = part.load_subject(rows["subject_id"].iat[0])
+    assert np.array_equal(image, cohort.load_subject(rows["subject_id"].iat[0])[0]) and labels is not None
+    with pytest.raises(FileExistsError):
+        cohort.write_subset(tmp_path / "part", rows)  # never into an existing folder
