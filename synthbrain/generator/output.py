@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,7 +153,7 @@ def check_output_folder(folder: str | os.PathLike, overwrite: bool = False) -> P
 def is_generated_dataset(folder: Path) -> bool:
     """Whether ``folder`` holds a dataset written by :meth:`GeneratedBrains.save`."""
     try:
-        description = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
+        description = _io.read_json(folder / "dataset_description.json", "a dataset written by GeneratedBrains.save")
         return (folder / "provenance.json").is_file() and description["GeneratedBy"][0]["Name"] == "synthbrain"
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return False
