@@ -93,12 +93,14 @@ class ModelParts:
 def as_dtype(value: Any, argument: str = "torch_dtype") -> torch.dtype:
     """``value`` as one of the precisions of :data:`DTYPES`: a ``torch.dtype`` (``torch.bfloat16``) or its
     name (``"bfloat16"``), as diffusers' ``torch_dtype`` takes it. Raises ``ValueError`` naming ``argument``,
-    the value and the allowed precisions for anything else (``torch.int8``, ``"half"``, ``"auto"``)."""
+    the value and the allowed precisions for anything else (``torch.int8``, ``"half"``, ``"auto"``); a flag
+    (``argument="--dtype"``) is shown as ``--dtype 'half'``, as :func:`synthbrain.device.resolve_device` does."""
     if isinstance(value, str) and value in DTYPES:
         return DTYPES[value]
     if isinstance(value, torch.dtype) and value in DTYPES.values():
         return value
-    raise ValueError(f"{argument}={value!r}; allowed: {list(DTYPES)}, as names or torch dtypes (torch.bfloat16)")
+    shown = f"{argument} {value!r}" if argument.startswith("-") else f"{argument}={value!r}"  # a flag, or an argument
+    raise ValueError(f"{shown}; allowed: {list(DTYPES)}, as names or torch dtypes (torch.bfloat16)")
 
 
 def network_dtype(networks: Iterable[nn.Module]) -> torch.dtype:

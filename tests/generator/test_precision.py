@@ -102,3 +102,16 @@ def test_networks_of_several_dtypes_are_refused():
     generator.autoencoder.to(torch.bfloat16)
     with pytest.raises(ValueError, match=r"parameters are \['torch.bfloat16', 'torch.float32'\]; allowed: one dtype"):
         BrainGenerator.from_parts(generator.parts())
+
+
+def test_the_command_line_generates_in_the_dtype_asked_for(folder, tmp_path, capsys):
+    from synthbrain.cli import main
+
+    common = ["generate", "--model", str(folder), "-n", "1", "--age", "50", "--sex", "F", "--ventricular-volume", "20"]
+    common += ["--brain-volume", "1200", "--device", "cpu"]
+    assert main([*common, "--dtype", "bfloat16", "--out", str(tmp_path / "bf16")]) == 0
+    assert _io.read_json(tmp_path / "bf16" / "provenance.json", "")["dtype"] == "bfloat16"
+    capsys.readouterr()
+    assert main([*common, "--dtype", "half", "--out", str(tmp_path / "half")]) == 2
+    assert capsys.readouterr().err.strip().startswith("synthbrain generate: error: --dtype 'half'; allowed: ['float32', 'bfloat16'")
+    assert not (tmp_path / "half").exists()
