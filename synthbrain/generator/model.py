@@ -487,15 +487,16 @@ class BrainGenerator:
                 )
                 image, logits = self.autoencoder.decode((z / self.latent_scale).to(weights))
             except NotImplementedError as err:  # an operation PyTorch lacks in this precision on this device
+                if weights not in HALF:
+                    raise
                 raise ValueError(
                     f"dtype={str(weights).removeprefix('torch.')} on {self.device.type}: this PyTorch ({torch.__version__}) cannot run "
                     f"the networks in it ({str(err).splitlines()[0]}); use float32 (to(dtype=torch.float32)) or another PyTorch"
                 ) from None
             if not torch.isfinite(image).all() or (logits is not None and not torch.isfinite(logits).all()):
-                raise RuntimeError(
-                    f"generate: the decoded volumes hold non-finite values in dtype={str(weights).removeprefix('torch.')} "
-                    "(float16 overflows above 65504); use bfloat16 or float32"
-                )
+                hint = "; float16 overflows above 65504: use bfloat16 or float32" if weights == torch.float16 else ""
+                shown = str(weights).removeprefix("torch.")
+                raise RuntimeError(f"generate: the decoded volumes hold non-finite values in dtype={shown}{hint}")
             image = image.float().clamp(0, 1).cpu()
             if logits is not None:
                 label = logits.argmax(dim=1).to(torch.uint8).cpu()
