@@ -121,7 +121,7 @@ def test_an_operation_missing_in_a_precision_and_non_finite_volumes_are_errors_n
     generator = tiny_generator().to(dtype=torch.float16)
 
     def missing(*args, **kwargs):
-        raise NotImplementedError('"some_kernel" not implemented for \'Half\'')
+        raise NotImplementedError("\"some_kernel\" not implemented for 'Half'")
 
     monkeypatch.setattr(generator.unet, "guided", missing)
     with pytest.raises(ValueError, match=r"^dtype=float16 on cpu: this PyTorch \(.*\) cannot run the networks in it \(\"some_kernel\""):
