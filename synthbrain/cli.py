@@ -525,6 +525,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--raw", action="store_true", help="keep the decoder's output outside the brain (default: background set to 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument(
+        "--dtype",
+        default=None,
+        help="precision the weights are stored and run in: float32, bfloat16, float16 or float64 (default: the model's, "
+        "float32 for the released models); images are written as float32 in every case",
+    )
+    p.add_argument(
         "--out",
         type=Path,
         required=True,
@@ -562,10 +568,13 @@ def _run_generate(args: argparse.Namespace) -> int:
     from synthbrain import _io
     from synthbrain.device import resolve_device
     from synthbrain.generator import check_output_folder
+    from synthbrain.model_folder import as_dtype
 
     if args.n < 1:
         raise ValueError(f"-n {args.n}: the number of volumes must be >= 1")
     device = resolve_device(args.device)
+    if args.dtype is not None:
+        as_dtype(args.dtype, "--dtype")  # refused before anything is loaded
     if args.shards and args.raw:
         raise ValueError("--raw with --shards: the shards hold the dataset's volumes, background set to 0; drop one of the two")
     if args.shards:  # a shard store takes many writers (ranks, reruns): each chunk is locked while it is written
@@ -579,7 +588,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace, device) -> int:
     from synthbrain.generator import BrainGenerator
 
-    generator = BrainGenerator.from_pretrained(args.model, revision=args.revision)
+    generator = BrainGenerator.from_pretrained(args.model, revision=args.revision, torch_dtype=args.dtype)
     covariates = {}
     for name, text in args.covariates.items():
         if name not in generator.schema.names:

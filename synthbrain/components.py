@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -58,10 +59,11 @@ def save_component(model: nn.Module, folder: str | Path) -> None:
     save_config(model.config, folder, type(model).__name__)
 
 
-def load_component(model_class: type[nn.Module], config_class: Any, folder: str | Path) -> nn.Module:
+def load_component(model_class: type[nn.Module], config_class: Any, folder: str | Path, dtype: torch.dtype | None = None) -> nn.Module:
     """Build ``model_class(config)`` from ``folder/config.json`` and load ``folder/model.safetensors``
-    strictly, on the CPU. Raises ``ValueError`` naming the file as :func:`load_config` does, and for a missing
-    or unreadable ``model.safetensors`` or missing, unexpected or mis-shaped weights."""
+    strictly, on the CPU, into parameters of ``dtype`` (as built, float32, when None). Raises ``ValueError``
+    naming the file as :func:`load_config` does, and for a missing or unreadable ``model.safetensors`` or
+    missing, unexpected or mis-shaped weights."""
     folder = Path(folder)
     config = load_config(config_class, folder, model_class.__name__)
     if not (folder / WEIGHTS).is_file():
@@ -70,6 +72,7 @@ def load_component(model_class: type[nn.Module], config_class: Any, folder: str 
         model = model_class(config)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{folder / CONFIG}: {err}") from None
+    model.to(dtype)
     try:
         weights = load_file(folder / WEIGHTS)
     except Exception as err:  # safetensors raises its own SafetensorError for a damaged header

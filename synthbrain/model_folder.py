@@ -10,6 +10,13 @@
       scheduler/    config.json
       covariates/   covariates.json (schema), distribution.json (training covariates' density, optional)
 
+The weights are stored in the networks' precision (``torch_dtype``): float32 unless the model was
+cast (``BrainGenerator.to(dtype=...)``, ``from_pretrained(torch_dtype=...)``) before it was saved; the
+index then records it as ``"torch_dtype": "bfloat16"`` (``"float16"``, ``"float64"``), and the folder
+is read back in that precision. A float32 model writes no ``torch_dtype`` key, so its folder is the
+same as before the key existed (and an older reader refuses a half-precision folder rather than
+silently reading it as float32).
+
 :func:`read_model_folder` checks every hash before loading and loads strictly: unknown or missing
 keys in the index or any config, missing or unexpected weights and a latent shape that the
 components do not give are errors naming the file. :func:`write_model_folder` writes a whole folder
@@ -22,9 +29,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
 
 from synthbrain import __version__, _io
 from synthbrain.components import WEIGHTS, load_component, load_config, save_component, save_config
@@ -41,7 +52,10 @@ INDEX = "synthbrain_generator.json"
 # The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
 INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
+OPTIONAL_KEYS = {"torch_dtype"}  # written only when the weights are not float32
 COMPONENTS = ("autoencoder", "unet")
+# The precisions a generator's weights are stored and run in, by name (torch_dtype of from_pretrained, dtype of .to, the index).
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 FOLDER_HOLDS = f"a generator folder holds {INDEX}, autoencoder/, unet/, scheduler/config.json and covariates/"
 # Models saved before the timestep spacing was recorded (synthbrain 0.1) sampled with each sampler's spacing of that time.
 LEGACY_SPACING = {"ddim": "leading", "ddpm": "trailing", "dpm++2m": "trailing"}
@@ -76,6 +90,31 @@ class ModelParts:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "source"}
 
 
+def as_dtype(value: Any, argument: str = "torch_dtype") -> torch.dtype:
+    """``value`` as one of the precisions of :data:`DTYPES`: a ``torch.dtype`` (``torch.bfloat16``) or its
+    name (``"bfloat16"``), as diffusers' ``torch_dtype`` takes it. Raises ``ValueError`` naming ``argument``,
+    the value and the allowed precisions for anything else (``torch.int8``, ``"half"``, ``"auto"``); a flag
+    (``argument="--dtype"``) is shown as ``--dtype 'half'``, as :func:`synthbrain.device.resolve_device` does."""
+    if isinstance(value, str) and value in DTYPES:
+        return DTYPES[value]
+    if isinstance(value, torch.dtype) and value in DTYPES.values():
+        return value
+    shown = f"{argument} {value!r}" if argument.startswith("-") else f"{argument}={value!r}"  # a flag, or an argument
+    raise ValueError(f"{shown}; allowed: {list(DTYPES)}, as names or torch dtypes (torch.bfloat16)")
+
+
+def network_dtype(networks: Iterable[nn.Module]) -> torch.dtype:
+    """The one dtype of every parameter of ``networks``. Raises ``ValueError`` for parameters of several
+    dtypes (a partly cast model) or of a dtype not in :data:`DTYPES`."""
+    found = {p.dtype for network in networks for p in network.parameters()}
+    if len(found) != 1 or next(iter(found)) not in DTYPES.values():
+        raise ValueError(
+            f"the networks' parameters are {sorted(str(d) for d in found)}; allowed: one dtype of {list(DTYPES)} for all of them "
+            "(cast with BrainGenerator.to(dtype=...))"
+        )
+    return found.pop()
+
+
 @_io.writes_folder("folder")
 def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
     """Write ``parts`` as a model folder (replacing a previous one only once the new one is complete;
@@ -98,6 +137,7 @@ def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: d
         for name, content in (extra or {}).items():
             _io.write_json(staging / name, content)
         factor = parts.autoencoder.config.downsample
+        dtype = str(network_dtype([parts.autoencoder, parts.unet])).removeprefix("torch.")
         _io.write_json(
             staging / INDEX,
             {
@@ -109,13 +149,15 @@ def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: d
                 "latent_scale": float(parts.latent_scale),
                 "label_classes": list(parts.label_classes) if parts.label_classes else None,
                 "defaults": parts.defaults,
+                **({"torch_dtype": dtype} if dtype != "float32" else {}),
             },
         )
     return Path(folder)
 
 
 def read_model_folder(folder: str | os.PathLike) -> ModelParts:
-    """The parts of a model folder, checked as the module docstring says; networks are loaded on the CPU.
+    """The parts of a model folder, checked as the module docstring says; networks are loaded on the CPU,
+    in the precision the index records (``torch_dtype``, float32 when absent).
     A model written before the timestep spacing was recorded gets its sampler's spacing of that time
     (:data:`LEGACY_SPACING`). Raises ``ValueError`` naming the file for any check that fails."""
     from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
@@ -129,12 +171,13 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
     if not (folder / INDEX).is_file():
         raise ValueError(f"{folder}: no {INDEX}; not a synthbrain generator folder")
     index = _io.read_json(folder / INDEX, FOLDER_HOLDS)
-    unknown, absent = sorted(set(index) - INDEX_KEYS), sorted(INDEX_KEYS - set(index))
+    unknown, absent = sorted(set(index) - INDEX_KEYS - OPTIONAL_KEYS), sorted(INDEX_KEYS - set(index))
     if unknown or absent or index.get("class") != "BrainGenerator":
         raise ValueError(
             f"{folder / INDEX}: unknown keys {unknown}, missing keys {absent}, class {index.get('class')!r}; "
-            f"expected exactly {sorted(INDEX_KEYS)} and class 'BrainGenerator'"
+            f"expected exactly {sorted(INDEX_KEYS)} (and optionally {sorted(OPTIONAL_KEYS)}) and class 'BrainGenerator'"
         )
+    dtype = as_dtype(index.get("torch_dtype", "float32"), f"{folder / INDEX}: torch_dtype")
     components = index["components"]
     if not isinstance(components, dict) or sorted(components) != sorted(COMPONENTS):
         raise ValueError(f"{folder / INDEX}: components {components!r}; expected exactly {list(COMPONENTS)}")
@@ -152,8 +195,8 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
                 f"{weights}: sha256 {found[:12]}... differs from the index's {str(entry['sha256'])[:12]}...; "
                 "the file is truncated or was modified"
             )
-    autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, folder / components["autoencoder"]["path"])
-    unet = load_component(ConditionalUNet, DiffusionConfig, folder / components["unet"]["path"])
+    autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, folder / components["autoencoder"]["path"], dtype)
+    unet = load_component(ConditionalUNet, DiffusionConfig, folder / components["unet"]["path"], dtype)
     schedule = load_config(NoiseSchedule, folder / "scheduler")
     schema_file, distribution_file = folder / "covariates" / "covariates.json", folder / "covariates" / "distribution.json"
     with about(schema_file):

@@ -13,7 +13,6 @@ with failing subjects drawn again when asked.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from synthbrain.generator import draws
 from synthbrain.generator import qc as quality
 from synthbrain.generator.output import GeneratedBrains, covariate_ranges, model_name
 from synthbrain.hub import resolve_folder
-from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, read_model_folder, write_model_folder
+from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, as_dtype, network_dtype, read_model_folder, write_model_folder
 from synthbrain.samplers import SAMPLERS, sample
 from synthbrain.sampling import QC_MODES
 
@@ -42,9 +41,9 @@ if TYPE_CHECKING:  # imported where a model is built or read: MONAI, scikit-lear
     from synthbrain.samplers.schedule import NoiseSchedule
 
 DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing", "qc")
-# Precisions ``BrainGenerator.to`` takes: float32 and float64 cast the weights; bfloat16 and float16 keep float32 weights and
-# run under torch.autocast (MONAI's networks upcast attention and normalisation to float32, which only autocast reconciles).
+# Precisions the networks are stored and run in (``.to(dtype=...)``, ``from_pretrained(torch_dtype=...)``); see :meth:`BrainGenerator.to`.
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+HALF = (torch.bfloat16, torch.float16)
 # Keywords of generate() itself: a covariate may not be named like one of them.
 GENERATE_KEYWORDS = (
     "covariates",
@@ -76,8 +75,11 @@ class BrainGenerator:
     not told (``sampler``, ``steps``, ``guidance_scale``, ``timestep_spacing``); ``distribution`` is
     the training covariates' density, from which covariates a caller leaves out are drawn.
 
+    The networks' parameters must all have one dtype of :data:`DTYPES`: the generator runs in it.
+
     Raises ``ValueError`` when the parts do not fit together (condition width, unknown default keys,
-    a covariate named like a keyword of ``generate``, a guidance default on a model that cannot be guided).
+    a covariate named like a keyword of ``generate``, a guidance default on a model that cannot be guided,
+    parameters of several dtypes).
     """
 
     def __init__(
@@ -119,7 +121,7 @@ class BrainGenerator:
             raise ValueError(f"defaults: qc={defaults['qc']!r}; allowed: {list(QC_MODES)} ('reject' only for a model with label maps)")
         schedule.timesteps(defaults["steps"], defaults["timestep_spacing"])  # a count the spacing cannot start right is refused
         self.distribution = distribution
-        self._autocast: torch.dtype | None = None  # bfloat16 / float16 after .to(dtype=...): autocast over float32 weights
+        self._fit_precision()
 
     def __repr__(self) -> str:
         """A summary: where the model came from, its grid, label classes, covariates (units and
@@ -163,7 +165,9 @@ class BrainGenerator:
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
-        """Write the model folder (format: :mod:`synthbrain.model_folder`); return it."""
+        """Write the model folder (format: :mod:`synthbrain.model_folder`); return it. The weights are
+        saved in the generator's precision (a bfloat16 generator writes bfloat16 safetensors and
+        ``"torch_dtype": "bfloat16"`` in the index), and :meth:`from_pretrained` reads them back in it."""
         return write_model_folder(self.parts(), folder)
 
     @classmethod
@@ -174,24 +178,37 @@ class BrainGenerator:
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
+        device: str | torch.device | None = None,
+        torch_dtype: torch.dtype | str | None = None,
     ) -> BrainGenerator:
         """Load ``"default"`` (the model embedded in the package, see ``synthbrain/models/default/README.md``),
         a local folder, or a Hugging Face Hub repository id (downloaded once into the local cache, at
         ``revision`` if given; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only).
 
+        ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``; default: the CPU) and
+        ``torch_dtype`` (``torch.float32``, ``torch.bfloat16``, ``torch.float16``, ``torch.float64`` or
+        their names; default: the precision the folder was saved in, float32 for every released model)
+        are diffusers' names: the same as ``from_pretrained(...).to(device, torch_dtype)``, with both
+        checked before anything is read. See :meth:`to` for what each precision means.
+
         A MONAI bundle (a folder with ``configs/`` and ``models/``, such as the reference model
         ``"MONAI/brain_image_synthesis_latent_diffusion_model"``) is read by :mod:`synthbrain.monai_bundle`.
-        Raises ``ValueError`` naming the file for anything that does not load strictly."""
+        Raises ``ValueError`` naming the file for anything that does not load strictly, and naming the
+        argument for a ``torch_dtype`` not in :data:`DTYPES` or a ``device`` this machine lacks
+        (:func:`synthbrain.device.resolve_device`)."""
+        dtype = None if torch_dtype is None else as_dtype(torch_dtype, "torch_dtype")
+        device = None if device is None else resolve_device(device)
         if str(name_or_path) == "default":
             if not (DEFAULT_MODEL / INDEX).is_file():
                 raise ValueError(f"name_or_path='default': the embedded model is missing from this installation ({DEFAULT_MODEL})")
-            return cls.from_parts(read_model_folder(DEFAULT_MODEL))
-        folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
-        from synthbrain import monai_bundle
+            parts = read_model_folder(DEFAULT_MODEL)
+        else:
+            folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+            from synthbrain import monai_bundle
 
-        if not (folder / INDEX).is_file() and monai_bundle.is_bundle(folder):
-            return cls.from_parts(monai_bundle.load_bundle(folder))
-        return cls.from_parts(read_model_folder(folder))
+            bundle = not (folder / INDEX).is_file() and monai_bundle.is_bundle(folder)
+            parts = monai_bundle.load_bundle(folder) if bundle else read_model_folder(folder)
+        return cls.from_parts(parts).to(device, dtype)
 
     @classmethod
     def from_training(
@@ -225,27 +242,42 @@ class BrainGenerator:
 
     # ------------------------------------------------------------------ device and precision
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BrainGenerator:
-        """Move to ``device`` and, with ``dtype``, change the precision: float32 or float64 weights, or
-        bfloat16 / float16 computation (torch.autocast over float32 weights, since MONAI's networks
-        keep attention and normalisation in float32). Images come back as float32 in every case.
-        Raises ``ValueError`` for a dtype not in :data:`DTYPES` or a device this machine lacks
-        (:func:`synthbrain.device.resolve_device`, the same message as the command line's)."""
-        if dtype is not None and dtype not in DTYPES:
-            raise ValueError(f"dtype={dtype!r}; allowed: {[str(d) for d in DTYPES]}")
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> BrainGenerator:
+        """Move to ``device`` and, with ``dtype`` (a ``torch.dtype`` of :data:`DTYPES` or its name), cast
+        every weight to that precision (``module.to(dtype)``: a bfloat16 generator holds bfloat16
+        parameters, half the memory of float32). Return the generator itself.
+
+        The networks then compute in that dtype, with three exceptions that keep precision where it
+        matters: the sampler's state (the noisy latent, the noise schedule's cumulative products and the
+        update of each step, :mod:`synthbrain.samplers`) stays float32 (float64 in a float64 model), the
+        network's input is cast to its dtype and its prediction back; MONAI's upcast attention computes
+        in the weights' dtype (MONAI multiplies the float32 attention by the values in their own dtype,
+        which it cannot mix); and average pooling (MONAI's down-sampling residual blocks) runs in
+        float32 and is rounded back, since PyTorch has no bfloat16 / float16 ``avg_pool3d`` on the CPU.
+        Both half precisions therefore run on the CPU as on CUDA. Images come back as float32 in [0, 1]
+        in every case, label maps as uint8.
+
+        Raises ``ValueError`` for a dtype not in :data:`DTYPES` (naming ``dtype``) or a device this
+        machine lacks (:func:`synthbrain.device.resolve_device`, the same message as the command line's)."""
+        dtype = None if dtype is None else as_dtype(dtype, "dtype")
         device = None if device is None else resolve_device(device)
-        weights = None if dtype is None else (torch.float64 if dtype == torch.float64 else torch.float32)
         for module in (self.autoencoder, self.unet):
-            module.to(device=device, dtype=weights)
-            if weights is not None:
-                # MONAI attention built with upcast_attention computes q.k in attention_dtype (float32) and multiplies by v
-                # in the weights' dtype; in a float64 model that mixes dtypes, so it computes in float64 there.
-                for block in module.modules():
-                    if getattr(block, "attention_dtype", None) is not None:
-                        block.attention_dtype = weights
-        if dtype is not None:
-            self._autocast = dtype if dtype in (torch.bfloat16, torch.float16) else None
+            module.to(device=device, dtype=dtype)
+        self._fit_precision()
         return self
+
+    def _fit_precision(self) -> None:
+        """Make the networks run in their parameters' one dtype (checked): MONAI attention blocks built
+        with ``upcast_attention`` compute in it, and in half precision average pooling runs in float32."""
+        dtype = network_dtype([self.autoencoder, self.unet])
+        for module in (self.autoencoder, self.unet):
+            for name, block in list(module.named_modules()):
+                if getattr(block, "attention_dtype", None) is not None:
+                    block.attention_dtype = dtype
+                parent, _, child = name.rpartition(".")
+                if dtype in HALF and isinstance(block, torch.nn.modules.pooling._AvgPoolNd):
+                    if not isinstance(module.get_submodule(parent), _Float32Pooling):  # once
+                        setattr(module.get_submodule(parent), child, _Float32Pooling(block))
 
     @property
     def units(self) -> dict[str, str]:
@@ -259,8 +291,8 @@ class BrainGenerator:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The precision of the computation: the weights' dtype, or the autocast dtype set by ``.to``."""
-        return self._autocast or next(self.unet.parameters()).dtype
+        """The precision the weights are stored and the networks compute in (see :meth:`to`)."""
+        return next(self.unet.parameters()).dtype
 
     # ------------------------------------------------------------------ generation
 
@@ -425,8 +457,8 @@ class BrainGenerator:
         """Images and label maps (lists of per-volume tensors) and QC measures of the volumes whose
         covariates are ``table`` and whose volume seeds are ``seeds``."""
         condition = torch.from_numpy(self.schema.normalize(table, extrapolate=extrapolate))
-        weights = next(self.unet.parameters()).dtype
-        autocast = torch.autocast(self.device.type, dtype=self._autocast) if self._autocast else contextlib.nullcontext()
+        weights = self.dtype
+        state = torch.promote_types(weights, torch.float32)  # the sampler's state and arithmetic: float32, or float64 in a float64 model
         guidance = settings["guidance_scale"]
         images, labels = [], []
         from tqdm.auto import tqdm
@@ -435,14 +467,14 @@ class BrainGenerator:
         bar = tqdm(total=len(seeds), desc="generate", unit="volume", disable=not progress or len(seeds) <= batch_size)
         for start in range(0, len(seeds), batch_size):
             part = slice(start, min(start + batch_size, len(seeds)))
-            noise = draws.initial_noise(seeds[part], self.latent_shape).to(self.device, weights)
+            noise = draws.initial_noise(seeds[part], self.latent_shape).to(self.device, state)
             cond = condition[part].to(self.device, weights)
             stochastic = [draws.torch_stream(s, draws.SAMPLER) for s in seeds[part]]  # used by DDPM and DDIM with eta > 0 only
 
             def model_fn(x, t, cond=cond):
-                return self.unet.guided(x, t, cond, guidance)
+                return self.unet.guided(x.to(weights), t, cond, guidance).to(state)
 
-            with autocast:
+            try:
                 z = sample(
                     model_fn,
                     noise,
@@ -453,7 +485,18 @@ class BrainGenerator:
                     generator=stochastic,
                     progress=progress,
                 )
-                image, logits = self.autoencoder.decode(z / self.latent_scale)
+                image, logits = self.autoencoder.decode((z / self.latent_scale).to(weights))
+            except NotImplementedError as err:  # an operation PyTorch lacks in this precision on this device
+                if weights not in HALF:
+                    raise
+                raise ValueError(
+                    f"dtype={str(weights).removeprefix('torch.')} on {self.device.type}: this PyTorch ({torch.__version__}) cannot run "
+                    f"the networks in it ({str(err).splitlines()[0]}); use float32 (to(dtype=torch.float32)) or another PyTorch"
+                ) from None
+            if not torch.isfinite(image).all() or (logits is not None and not torch.isfinite(logits).all()):
+                hint = "; float16 overflows above 65504: use bfloat16 or float32" if weights == torch.float16 else ""
+                shown = str(weights).removeprefix("torch.")
+                raise RuntimeError(f"generate: the decoded volumes hold non-finite values in dtype={shown}{hint}")
             image = image.float().clamp(0, 1).cpu()
             if logits is not None:
                 label = logits.argmax(dim=1).to(torch.uint8).cpu()
@@ -467,6 +510,18 @@ class BrainGenerator:
         if labels:  # measured on the unmasked decoder output would hide nothing: dark labelled voxels are inside the mask
             checks = quality.measure(torch.stack(images), torch.stack(labels))
         return images, labels, checks
+
+
+class _Float32Pooling(torch.nn.Module):
+    """An average pooling layer run in float32 and rounded back to its input's dtype (PyTorch has no
+    bfloat16 / float16 ``avg_pool3d`` on the CPU); no weights, so the state dict is unchanged."""
+
+    def __init__(self, pool: torch.nn.Module):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x.float()).to(x.dtype)
 
 
 def _describe(cond_sampler: Any) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,10 @@ class GeneratedBrains:
     (RAS) (4, 4), shared by every subject; ``provenance``: model hashes, sampler, steps, guidance
     scale, timestep spacing and every other setting; ``units``: each covariate's physical unit
     (``"years"``, ``"mL"``, ``""`` for a categorical one), for summaries and the preview's titles.
+
+    For MONAI and torchio: :meth:`to_dicts` gives one MONAI-style dictionary per subject and
+    :meth:`to_subjects` one ``torchio.Subject``, both with ``image`` and ``label`` (1, D, H, W) and
+    the affine carried with them.
     """
 
     images: torch.Tensor
@@ -60,6 +63,57 @@ class GeneratedBrains:
             name = model_name((p.get("model") or {}).get("path"))
             lines.append(f"  model: {name}; {p.get('sampler')}, {p.get('steps')} steps, guidance {p.get('guidance_scale')}")
         return "\n".join(lines)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """One dictionary per subject, as MONAI's dictionary transforms take them (e.g.
+        ``RandAffined(keys=["image", "label"], mode=("bilinear", "nearest"))``, ``monai.data.Dataset``).
+
+        ``"image"``: a :class:`monai.data.MetaTensor` (1, D, H, W) float32 in [0, 1] whose ``affine``
+        (4, 4, float64) is :attr:`affine` (voxel -> MNI mm, RAS); MetaTensor is MONAI's carrier of the
+        affine (what ``LoadImaged`` gives), so MONAI's spatial transforms keep it up to date, and there is
+        no separate ``"affine"`` key to go stale. ``"label"``: the label map, a MetaTensor (1, D, H, W)
+        uint8 with the same affine (absent for a model without label maps). Then every column of
+        :attr:`covariates` (covariates in their units, ``seed``, the quality-control measures) as a
+        Python scalar. The tensors share memory with :attr:`images` and :attr:`labels` (MONAI's
+        transforms return new ones). Raises ``ValueError`` for a covariate column named ``image`` or ``label``."""
+        from monai.data import MetaTensor
+
+        affine = torch.as_tensor(np.asarray(self.affine), dtype=torch.float64)
+        items = []
+        for i, row in enumerate(self._rows()):
+            item = {"image": MetaTensor(self.images[i], affine=affine.clone())}
+            if self.labels is not None:
+                item["label"] = MetaTensor(self.labels[i][None], affine=affine.clone())
+            items.append({**item, **row})
+        return items
+
+    def to_subjects(self) -> list[Any]:
+        """One :class:`torchio.Subject` per subject, for torchio's transforms and ``tio.SubjectsDataset``.
+
+        ``image``: a ``tio.ScalarImage`` (1, D, H, W) float32 in [0, 1]; ``label``: a ``tio.LabelMap``
+        (1, D, H, W) uint8 of class indices of :attr:`label_classes` (absent for a model without label
+        maps), which torchio's spatial transforms resample with nearest-neighbour interpolation; both
+        with :attr:`affine` (voxel -> MNI mm, RAS, torchio's convention). Every column of
+        :attr:`covariates` is an attribute of the subject (``subject.age``, ``subject["seed"]``), as a
+        Python scalar. The tensors share memory with :attr:`images` and :attr:`labels`. Raises
+        ``ValueError`` for a covariate column named ``image`` or ``label``."""
+        import torchio as tio
+
+        affine = np.asarray(self.affine, dtype=np.float64)
+        subjects = []
+        for i, row in enumerate(self._rows()):
+            images = {"image": tio.ScalarImage(tensor=self.images[i], affine=affine)}
+            if self.labels is not None:
+                images["label"] = tio.LabelMap(tensor=self.labels[i][None], affine=affine)
+            subjects.append(tio.Subject(**images, **row))
+        return subjects
+
+    def _rows(self) -> list[dict[str, Any]]:
+        """Each subject's row of :attr:`covariates` as Python scalars (no NumPy types, which collation and JSON dislike)."""
+        clashes = [name for name in self.covariates.columns if name in ("image", "label")]
+        if clashes:
+            raise ValueError(f"covariates: columns {clashes} would replace the image or the label map; rename them")
+        return [{k: v.item() if isinstance(v, np.generic) else v for k, v in row.items()} for row in self.covariates.to_dict("records")]
 
     def save(self, folder: str | os.PathLike, *, prefix: str = "synth", overwrite: bool = False) -> Path:
         """Write a BIDS-like dataset: ``sub-<prefix><i>/anat/..._T1w.nii.gz`` and ``..._dseg.nii.gz``,
@@ -154,7 +208,7 @@ def check_output_folder(folder: str | os.PathLike, overwrite: bool = False) -> P
 def is_generated_dataset(folder: Path) -> bool:
     """Whether ``folder`` holds a dataset written by :meth:`GeneratedBrains.save`."""
     try:
-        description = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
+        description = _io.read_json(folder / "dataset_description.json", "a dataset written by GeneratedBrains.save")
         return (folder / "provenance.json").is_file() and description["GeneratedBy"][0]["Name"] == "synthbrain"
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         return False
