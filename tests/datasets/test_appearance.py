@@ -86,7 +86,7 @@ def test_dataset_appearance_is_deterministic_per_index_and_keeps_the_generated_l
     randomized = SyntheticBrainDataset(6, sampler, generator, seed=2, device="cpu", appearance="randomized")
     mixed = SyntheticBrainDataset(6, sampler, generator, seed=2, device="cpu", appearance=0.5)
     for i in range(6):
-        assert torch.equal(generated[i]["labels"], randomized[i]["labels"])  # the same anatomy
+        assert torch.equal(generated[i]["label"], randomized[i]["label"])  # the same anatomy
         assert randomized[i]["appearance"] == "randomized" and generated[i]["appearance"] == "generated"
         assert not torch.allclose(generated[i]["image"], randomized[i]["image"])
     kinds = [mixed[i]["appearance"] for i in range(6)]
@@ -105,10 +105,10 @@ def test_real_anatomy_with_random_appearance():
     maps = [blobs(), blobs().flip(0)]
     dataset = RandomizedLabelsDataset(maps, 8, AFFINE, n=5, seed=1)
     assert len(dataset) == 5 and [dataset[i]["source"] for i in range(5)] == [0, 1, 0, 1, 0]
-    assert torch.equal(dataset[2]["labels"], maps[0]) and not torch.equal(dataset[0]["image"], dataset[2]["image"])
+    assert torch.equal(dataset[2]["label"][0], maps[0]) and not torch.equal(dataset[0]["image"], dataset[2]["image"])
     torch.testing.assert_close(dataset[3]["image"], RandomizedLabelsDataset(maps, 8, AFFINE, n=5, seed=1)[3]["image"])
     fractions = torch.nn.functional.one_hot(blobs(), 8).movedim(-1, 0).float()  # a prepared cohort's class fractions
-    assert torch.equal(RandomizedLabelsDataset([fractions], 8, AFFINE)[0]["labels"], blobs())
+    assert torch.equal(RandomizedLabelsDataset([fractions], 8, AFFINE)[0]["label"][0], blobs())
 
 
 def test_bad_settings_name_the_argument(generator):
