@@ -25,6 +25,11 @@ folder ahead of time, split over processes; ``write_manifest`` then describes th
 Over several machines the folder must be on a filesystem they share: rank 0 reads every chunk's
 table to write the manifest, and refuses while any chunk is missing.
 
+The parts, each readable alone: :mod:`~synthbrain.datasets.cache` (the bounded chunk cache and its
+prefetch thread), :mod:`~synthbrain.datasets.shards` (the shard folder, its definition and manifest,
+the model fingerprint), :mod:`~synthbrain.datasets.items` (what an item is), and
+:class:`~synthbrain.sampling.SamplingSettings` (the sampling settings, checked before the model loads).
+
 DataLoader workers: on CPU, workers (forked or spawned) each generate their own chunks, with their
 own cache (a forked worker starts with an empty cache and its own prefetch thread). A CUDA
 generator cannot be used in forked workers (CUDA does not survive fork): use ``num_workers=0``
