@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
 
     def train_step(batch):
-        loss = torch.nn.functional.cross_entropy(net(batch["image"].to(device)), batch["labels"].to(device))
+        loss = torch.nn.functional.cross_entropy(net(batch["image"].to(device)), batch["label"][:, 0].to(device))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

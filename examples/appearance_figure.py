@@ -29,11 +29,11 @@ def main() -> None:
     generated = SyntheticBrainDataset(1, sampler, generator, seed=0, device="cpu")[0]
     randomizer = AppearanceRandomizer()  # the defaults SyntheticBrainDataset(appearance="randomized") uses
     classes, affine = len(generator.label_classes), generator.image_grid.affine
-    renders = [randomizer(generated["labels"], classes, affine, seed=seed)[0] for seed in range(args.renders)]
+    renders = [randomizer(generated["label"][0], classes, affine, seed=seed)[0] for seed in range(args.renders)]
     columns = 2 + len(renders)
     fig, axes = plt.subplots(2, columns, figsize=(2.1 * columns, 4.6), dpi=110)
     z, x = generated["image"].shape[3] // 2, generated["image"].shape[1] // 2
-    panels = [("generated image", generated["image"][0]), ("its label map", generated["labels"].float())]
+    panels = [("generated image", generated["image"][0]), ("its label map", generated["label"][0].float())]
     panels += [(f"randomised {k + 1}", image[0]) for k, image in enumerate(renders)]
     for column, (title, volume) in enumerate(panels):
         labels = title == "its label map"

@@ -2,8 +2,11 @@
 
 ``synthetic`` (``SyntheticBrainDataset``: generated on the fly, reproducible per index, optionally
 cached or sharded to disk) → ``mixing`` (real and synthetic subjects in one loader at an exact
-fraction per batch). Where covariates come from (condition samplers) is part of generation:
-:mod:`synthbrain.generator.conditions`, re-exported here.
+fraction per batch). Items (:mod:`~synthbrain.datasets.items`) are dicts with ``image``, ``label``
+(1, D, H, W) and ``affine`` that MONAI and ``default_collate`` take, or torchio Subjects;
+:class:`~synthbrain.datasets.appearance.AppearanceRandomizer` is a torchio transform. Where
+covariates come from (condition samplers) is part of generation: :mod:`synthbrain.generator.conditions`,
+re-exported here.
 """
 
 from synthbrain.datasets.mixing import (

@@ -16,27 +16,37 @@ to [0, 1] over the brain's 0.5-99.5 percentiles (``RescaleIntensity``) with the 
 0, as in a skull-stripped prepared image. Because the image is made from the (deformed) label map,
 labels and image are aligned by construction.
 
-Every draw comes from the ``seed`` a call is given (torch's generator, forked so nothing outside
-changes), so an item's appearance depends on its seed alone: the same whatever DataLoader worker,
-order or batch it is made in. It runs on CPU tensors (torchio works on the CPU); the generator's
-batch comes to the CPU once, as every item does.
+Two ways to call it. ``randomizer(labels, num_classes, affine, seed)`` returns ``(image, labels)``;
+every draw comes from ``seed`` (torch's generator, forked so nothing outside changes), so an item's
+appearance depends on its seed alone: the same whatever DataLoader worker, order or batch it is made
+in (the datasets of this package call it so). ``randomizer(subject)``, also inside ``tio.Compose``,
+is a torchio transform: it replaces the Subject's ``"image"`` by one synthesised from its ``"label"``
+LabelMap and, like every torchio transform, draws from torch's global generator, so
+``torch.manual_seed(s)`` before the call (or the Compose) makes the result reproducible, and each
+DataLoader worker draws differently (torch seeds workers from the parent's generator). It runs on CPU
+tensors (torchio works on the CPU); the generator's batch comes to the CPU once, as every item does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torchio as tio
+
+from synthbrain.datasets.items import make_item
 
 RANGES = ("mean", "std", "bias_field", "log_gamma", "downsampling", "blur_std", "noise_std", "scales", "degrees", "elastic_displacement")
 
 
-@dataclass(frozen=True)
-class AppearanceRandomizer:
+@dataclasses.dataclass(unsafe_hash=True)
+class AppearanceRandomizer(tio.transforms.augmentation.RandomTransform):
     """Settings of label-to-image synthesis (each a (low, high) range drawn uniformly per image; 0 or
-    (0, 0) switches a step off). Intensities are in the [0, 1] units of prepared images.
+    (0, 0) switches a step off), and a torchio transform that applies them. Intensities are in the
+    [0, 1] units of prepared images. The settings cannot be changed after construction (a dataset
+    records them with its definition).
 
     ``mean``, ``std``: per-class Gaussian intensity (SynthSeg: means U(25, 225), standard deviations
     U(5, 25) on a 0-255 scale, i.e. about (0.1, 0.9) and (0.02, 0.1) here): one range for every
@@ -49,6 +59,11 @@ class AppearanceRandomizer:
     ``scales`` (factor range; SynthSeg's +-0.15 is (0.85, 1.15)), ``degrees`` (rotation) and
     ``elastic_displacement`` (mm, maximum of a B-spline field with 7 control points per axis); off by
     default so the label map of ``appearance="randomized"`` is the generated one.
+
+    As a torchio transform (``randomizer(subject)``, or inside ``tio.Compose``): the Subject's
+    ``"label"`` LabelMap (class indices) gives the image, ``"image"`` (a ScalarImage, added or
+    replaced); the number of classes is one more than the number of per-class ``mean``/``std`` ranges
+    when those are given, else one more than the largest label present.
 
     Raises ``ValueError`` naming the setting for a range with low > high, a negative spread, or a
     probability outside [0, 1].
@@ -68,6 +83,7 @@ class AppearanceRandomizer:
     elastic_displacement: float = 8.0
 
     def __post_init__(self) -> None:
+        super().__init__()  # torchio's Transform: probability 1, the subject given is copied, not changed
         for name in ("mean", "std"):  # one range for every class, or one per foreground class
             value = getattr(self, name)
             if isinstance(value, (tuple, list)) and value and all(isinstance(v, (tuple, list)) for v in value):
@@ -101,10 +117,16 @@ class AppearanceRandomizer:
             raise ValueError(f"downsampling_probability={self.downsampling_probability!r}; allowed: a probability in [0, 1]")
         if not isinstance(self.spatial, bool):
             raise ValueError(f"spatial={self.spatial!r}; allowed: True or False")
+        object.__setattr__(self, "_settled", True)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.__dataclass_fields__ and self.__dict__.get("_settled"):
+            raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+        object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict[str, Any]:
         """The ranges as plain JSON values (recorded with a dataset's settings)."""
-        return asdict(self)
+        return dataclasses.asdict(self)
 
     def check(self, num_classes: int) -> None:
         """Raise ``ValueError`` when per-class ``mean`` or ``std`` ranges do not give one range per
@@ -118,8 +140,6 @@ class AppearanceRandomizer:
                 )
 
     def _transforms(self, num_classes: int):
-        import torchio as tio
-
         self.check(num_classes)
         per_class = {name: list(getattr(self, name)) if isinstance(getattr(self, name)[0], tuple) else None for name in ("mean", "std")}
         steps = []
@@ -129,7 +149,7 @@ class AppearanceRandomizer:
                 steps.append(tio.RandomElasticDeformation(max_displacement=self.elastic_displacement, label_interpolation="nearest"))
         steps.append(
             tio.RandomLabelsToImage(
-                label_key="labels",
+                label_key="label",
                 image_key="image",
                 used_labels=list(range(1, num_classes)),
                 mean=per_class["mean"],
@@ -151,32 +171,64 @@ class AppearanceRandomizer:
             steps.append(tio.RandomNoise(std=self.noise_std, include=["image"]))
         return tio.Compose(steps)
 
-    def __call__(self, labels: torch.Tensor, num_classes: int, affine, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """An image (1, D, H, W) float32 in [0, 1] synthesised from ``labels`` (D, H, W) class indices
-        in [0, num_classes), and the label map it belongs to (D, H, W) int64 (deformed with the image
-        when ``spatial``), on the grid of ``affine`` (4, 4). All randomness comes from ``seed``."""
-        import torchio as tio
-
-        labels = torch.as_tensor(labels).long().cpu()
-        if labels.ndim != 3:
-            raise ValueError(f"labels: shape {tuple(labels.shape)}; allowed: (D, H, W) class indices")
-        if int(labels.max()) >= num_classes or int(labels.min()) < 0:
-            raise ValueError(f"labels: values in [{int(labels.min())}, {int(labels.max())}]; allowed: [0, {num_classes - 1}]")
-        subject = tio.Subject(
-            labels=tio.LabelMap(tensor=labels[None], affine=affine),
-            image=tio.ScalarImage(tensor=torch.zeros((1, *labels.shape)), affine=affine),
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed))
-            out = self._transforms(num_classes)(subject)
-        new_labels = out["labels"].data[0].long()
+    def _render(self, subject: tio.Subject, num_classes: int) -> tio.Subject:
+        """``subject`` with ``"image"`` synthesised from its ``"label"`` (both deformed when
+        ``spatial``), rescaled to [0, 1] inside the brain and 0 outside; draws from torch's generator."""
+        label = subject["label"]
+        subject.add_image(tio.ScalarImage(tensor=torch.zeros((1, *label.spatial_shape)), affine=label.affine), "image")
+        out = self._transforms(num_classes)(subject)
+        brain = out["label"].data[0].long()[None] > 0
         image = out["image"].data.float()
-        brain = (new_labels > 0)[None]
         if brain.any():
             values = image[brain]
             low, high = torch.quantile(values, 0.005), torch.quantile(values, 0.995)
             image = ((image - low) / (high - low).clamp_min(1e-6)).clamp(0, 1)
-        return image * brain, new_labels
+        out["image"].set_data(image * brain)
+        return out
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        """The torchio transform (see the class docstring); ``ValueError`` for a Subject without a
+        ``"label"`` LabelMap of class indices (one channel, integers >= 0)."""
+        label = dict.get(subject, "label")
+        if not isinstance(label, tio.LabelMap):
+            raise ValueError(
+                f"subject: no 'label' LabelMap (has {sorted(subject.keys())}); allowed: a Subject whose label map of class indices "
+                "is named 'label', from which the image is synthesised"
+            )
+        values = label.data
+        if values.shape[0] != 1 or not torch.equal(values, values.round()) or float(values.min()) < 0:
+            raise ValueError(
+                f"subject['label']: {values.shape[0]} channels with values in [{float(values.min())}, {float(values.max())}]; "
+                "allowed: one channel of class indices (integers >= 0)"
+            )
+        largest = int(values.max())
+        per_class = [len(getattr(self, name)) for name in ("mean", "std") if isinstance(getattr(self, name)[0], tuple)]
+        num_classes = per_class[0] + 1 if per_class else max(2, largest + 1)
+        if largest >= num_classes:
+            raise ValueError(f"subject['label']: label {largest}; allowed: 0..{num_classes - 1} (one per-class range for each of 1..)")
+        return self._render(subject, num_classes)
+
+    def __call__(self, data, num_classes: int | None = None, affine=None, seed: int | None = None):
+        """``randomizer(subject)``: the torchio transform (see the class docstring), a new Subject.
+
+        ``randomizer(labels, num_classes, affine, seed)``: an image (1, D, H, W) float32 in [0, 1]
+        synthesised from ``labels`` (D, H, W) class indices in [0, num_classes), and the label map it
+        belongs to (D, H, W) int64 (deformed with the image when ``spatial``), on the grid of
+        ``affine`` (4, 4). All randomness comes from ``seed``; torch's generator is left as it was."""
+        if num_classes is None and affine is None and seed is None:
+            return super().__call__(data)
+        if num_classes is None or affine is None or seed is None:
+            raise ValueError("randomizer(labels, num_classes, affine, seed) needs all four; randomizer(subject) takes a Subject alone")
+        labels = torch.as_tensor(data).long().cpu()
+        if labels.ndim != 3:
+            raise ValueError(f"labels: shape {tuple(labels.shape)}; allowed: (D, H, W) class indices")
+        if int(labels.max()) >= num_classes or int(labels.min()) < 0:
+            raise ValueError(f"labels: values in [{int(labels.min())}, {int(labels.max())}]; allowed: [0, {num_classes - 1}]")
+        subject = tio.Subject(label=tio.LabelMap(tensor=labels[None], affine=affine))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            out = self._render(subject, num_classes)
+        return out["image"].data, out["label"].data[0].long()
 
 
 def _range(name: str, value: Any) -> tuple[float, float]:
@@ -199,8 +251,9 @@ class RandomizedLabelsDataset(torch.utils.data.Dataset):
     whose most likely class is taken (a :class:`~synthbrain.preprocessing.prepared.PreparedCohort`'s
     items' ``"labels"``), with ``num_classes`` classes on the grid of ``affine`` (4, 4). Item i
     (``n`` items, default one per label map) renders label map ``i % len(labels)`` with the seed
-    ``volume_seed(seed, i)``'s appearance stream: ``{"image": (1, D, H, W), "labels": (D, H, W)
-    int64, "index": i, "source": i % len(labels), "is_synthetic": True, "appearance": "randomized"}``.
+    ``volume_seed(seed, i)``'s appearance stream: ``{"image": (1, D, H, W), "label": (1, D, H, W)
+    int64, "affine": (4, 4), "index": i, "source": i % len(labels), "is_synthetic": True,
+    "appearance": "randomized"}`` (:mod:`synthbrain.datasets.items`; ``"labels"``, (D, H, W), is deprecated).
     """
 
     def __init__(
@@ -234,4 +287,4 @@ class RandomizedLabelsDataset(torch.utils.data.Dataset):
         source = int(index) % len(self.labels)
         seed = draws.appearance_seed(draws.volume_seed(self.seed, int(index)))
         image, labels = self.randomizer(self.labels[source], self.num_classes, self.affine, seed)
-        return {"image": image, "labels": labels, "index": int(index), "source": source, "is_synthetic": True, "appearance": "randomized"}
+        return make_item(image, labels, self.affine, index=int(index), source=source, is_synthetic=True, appearance="randomized")

@@ -1,15 +1,16 @@
 """Real and synthetic subjects in one training loop, at an exact fraction per batch.
 
 ``MixedDataset(real, synthetic)`` puts both behind one index (real first) and gives every item
-the same keys: ``image`` (1, D, H, W) float in [0, 1], ``labels`` (D, H, W) int64 class indices
-(when the synthetic dataset has labels), ``covariates`` (dict, the model's covariates in the
+the same keys (:mod:`synthbrain.datasets.items`): ``image`` (1, D, H, W) float in [0, 1], ``label``
+(1, D, H, W) int64 class indices (when the synthetic dataset has labels), ``affine`` (4, 4), the
+synthetic subjects' grid, on which every real item lies, ``covariates`` (dict, the model's covariates in the
 synthetic items' representation: categorical levels as the schema's level names, continuous values
 as floats; unknown real values as "n/a" / NaN), ``is_synthetic``, ``index``, ``appearance``
 ("real", "generated" or "randomized"). Real items that do not fit are refused, not converted (see
 :class:`MixedDataset`).
 The real dataset may be a prepared cohort
 (``PreparedCohort``; class fractions become the most likely class), a torchio
-``SubjectsDataset`` (images named ``image`` and ``labels``), any dataset of (image, labels)
+``SubjectsDataset`` (images named ``image`` and ``label``, or ``labels``), any dataset of (image, labels)
 tensor pairs, or the tensors themselves (``(images, labels)``).
 
 ``MixedBatchSampler`` yields batches of indices into it, with ``fraction * batch_size`` synthetic
@@ -38,6 +39,7 @@ import torch
 
 from synthbrain import seeding
 from synthbrain.cohort.covariates import CATEGORICAL
+from synthbrain.datasets.items import Item
 from synthbrain.datasets.synthetic import SyntheticBrainDataset
 
 
@@ -145,7 +147,7 @@ class MixedDataset(torch.utils.data.Dataset):
             if index < self.num_real:
                 items.append(self._real(index))
             else:
-                items.append({**next(generated), "index": index})
+                items.append(Item(next(generated), index=index))
         return items
 
     def _real_item(self, index: int) -> tuple[dict[str, Any], Any]:
@@ -162,6 +164,7 @@ class MixedDataset(torch.utils.data.Dataset):
                 )
             _check_values(item, index, name, self._classes, resample=True)  # raw data is named before it is resampled
             item = _resampled(item, affine, grid)
+        item["affine"] = torch.as_tensor(np.asarray(grid.affine, dtype=np.float64))  # on the grid now, as the synthetic items
         return item, name
 
     def _real(self, index: int) -> dict[str, Any]:
@@ -174,13 +177,13 @@ class MixedDataset(torch.utils.data.Dataset):
                 f"real[{index}] ({name}): an image of shape {tuple(item['image'].shape)}; the synthetic ones are (1, {shape}); "
                 "resample first"
             )
-        if self._classes and "labels" not in item:
+        if self._classes and "label" not in item:
             raise ValueError(
                 "real: items without a label map, while the synthetic ones have one; "
                 "give labels, or build the synthetic dataset with with_labels=False"
             )
         if not self._classes:
-            item.pop("labels", None)
+            item.pop("label", None)
         _check_values(item, index, name, self._classes, resample=self.resample)
         item["covariates"] = self._covariates(item["covariates"], index, name)
         return item
@@ -212,13 +215,14 @@ def _real_item(item: Any, index: int, dataset: Any, num_classes: int | None) -> 
     if hasattr(item, "get_images_dict"):  # a torchio Subject
         if "image" not in item:
             raise ValueError(f"real[{index}]: a torchio Subject without an 'image' entry (has {sorted(item.keys())}); name the T1 'image'")
-        image, labels = item["image"].data, item["labels"].data if "labels" in item else None
+        key = "label" if "label" in item else "labels"  # torchio's name, or the one older subjects use
+        image, labels = item["image"].data, item[key].data if key in item else None
         covariates = _subject_covariates(item)
         affine = np.asarray(item["image"].affine)
     elif isinstance(item, dict):  # a PreparedCohort item
         if "image" not in item:
             raise ValueError(f"real[{index}]: a dict without an 'image' key (has {sorted(item)})")
-        image, labels = item["image"], item.get("labels")
+        image, labels = item["image"], item.get("label", item.get("labels"))  # a prepared cohort's items: "labels"
         if hasattr(dataset, "table") and "subject_id" in item:
             row = dataset.table.set_index("subject_id").loc[item["subject_id"]]
             covariates = {k: row[k] for k in dataset.schema.names}
@@ -231,13 +235,13 @@ def _real_item(item: Any, index: int, dataset: Any, num_classes: int | None) -> 
     image = torch.as_tensor(image, dtype=torch.float32)
     if image.ndim == 3:
         image = image[None]
-    out = {"image": image, "covariates": covariates, "is_synthetic": False, "index": index, "appearance": "real"}
+    out = Item(image=image, covariates=covariates, is_synthetic=False, index=index, appearance="real")
     if affine is not None:
         out["affine"] = affine
     if isinstance(item, dict) and "subject_id" in item:
         out["subject_id"] = item["subject_id"]
     if labels is not None:
-        out["labels"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index, num_classes)
+        out["label"] = _label_map(torch.as_tensor(labels), tuple(image.shape[1:]), index, num_classes)[None]
     return out
 
 
@@ -270,7 +274,7 @@ def _check_values(item: dict[str, Any], index: int, name: Any, classes: tuple[st
             f"images{how}; scale each image to [0, 1] as prepare does (robust percentiles inside the brain), or prepare the raw "
             f"cohort: {_PREPARE}"
         )
-    labels = item.get("labels")
+    labels = item.get("label")
     if classes is None or labels is None:
         return
     how = " (resample=True does not map labels)" if resample else ""
@@ -291,12 +295,12 @@ def _resampled(item: dict[str, Any], affine: np.ndarray, grid) -> dict[str, Any]
 
     target = (tuple(grid.shape), np.asarray(grid.affine))
     parts = {"image": tio.ScalarImage(tensor=item["image"], affine=affine)}
-    if "labels" in item:
-        parts["labels"] = tio.LabelMap(tensor=item["labels"][None], affine=affine)
+    if "label" in item:
+        parts["label"] = tio.LabelMap(tensor=item["label"], affine=affine)
     moved = tio.Resample(target)(tio.Subject(**parts))
-    out = {**item, "image": moved["image"].data.float()}
-    if "labels" in item:
-        out["labels"] = moved["labels"].data[0].long()
+    out = Item(item, image=moved["image"].data.float())
+    if "label" in item:
+        out["label"] = moved["label"].data.long()
     return out
 
 

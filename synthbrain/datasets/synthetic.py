@@ -25,6 +25,11 @@ folder ahead of time, split over processes; ``write_manifest`` then describes th
 Over several machines the folder must be on a filesystem they share: rank 0 reads every chunk's
 table to write the manifest, and refuses while any chunk is missing.
 
+The parts, each readable alone: :mod:`~synthbrain.datasets.cache` (the bounded chunk cache and its
+prefetch thread), :mod:`~synthbrain.datasets.shards` (the shard folder, its definition and manifest,
+the model fingerprint), :mod:`~synthbrain.datasets.items` (what an item is), and
+:class:`~synthbrain.sampling.SamplingSettings` (the sampling settings, checked before the model loads).
+
 DataLoader workers: on CPU, workers (forked or spawned) each generate their own chunks, with their
 own cache (a forked worker starts with an empty cache and its own prefetch thread). A CUDA
 generator cannot be used in forked workers (CUDA does not survive fork): use ``num_workers=0``
@@ -35,15 +40,10 @@ the GPU); a forked worker with a CUDA generator raises a clear error instead of 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import numbers
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -51,12 +51,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from synthbrain import _io
 from synthbrain.datasets.appearance import AppearanceRandomizer
+from synthbrain.datasets.cache import ChunkCache
+from synthbrain.datasets.items import make_item, make_subject
+from synthbrain.datasets.shards import ShardsInUse, ShardStore, model_fingerprint
 from synthbrain.device import resolve_device
 from synthbrain.generator import BrainGenerator, GeneratedBrains, draws
 from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
-from synthbrain.sampling import QC_MODES
+from synthbrain.sampling import SamplingSettings
+
+__all__ = ["ShardsInUse", "SyntheticBrainDataset", "model_fingerprint"]
 
 _is_int = draws.is_int
 
@@ -69,10 +73,12 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
     model's training distribution. ``generator`` is a :class:`BrainGenerator` or anything
     ``BrainGenerator.from_pretrained`` takes (default: the embedded model); it is moved to ``device``
     (default: CUDA when available). ``steps``, ``sampler``, ``guidance_scale``, ``timestep_spacing``
-    default to the model's; ``qc="reject"`` draws subjects failing quality control again and
+    and ``qc`` (a :class:`~synthbrain.sampling.SamplingSettings`) default to the model's;
+    ``qc="reject"`` draws subjects failing quality control again and
     ``raw=True`` keeps the decoder's output outside the brain (see :meth:`BrainGenerator.generate`).
     ``cache_mb`` bounds the memory of generated chunks kept (0, the default: no cache, each request
-    generates exactly its indices); ``shards`` is a folder where chunks are written once and reloaded.
+    generates exactly its indices; :class:`~synthbrain.datasets.cache.ChunkCache`); ``shards`` is a
+    folder where chunks are written once and reloaded (:class:`~synthbrain.datasets.shards.ShardStore`).
     ``transform`` is applied to each item (a dict, or a torchio
     ``Subject`` with ``as_subject=True``). ``appearance``: ``"generated"`` (the model's images),
     ``"randomized"`` (each image synthesised again from its generated label map with a random
@@ -80,10 +86,14 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
     :class:`~synthbrain.datasets.appearance.AppearanceRandomizer`; SynthSeg-style), or a probability
     in [0, 1] of a randomised item (decided from the item's seed, so always the same for an index).
 
-    An item is ``{"image": (1, D, H, W) float32 in [0, 1], "labels": (D, H, W) int64,
-    "covariates": dict, "index": int, "is_synthetic": True, "appearance": "generated" or "randomized"}``.
-    Raises ``ValueError`` naming the argument for bad sizes, seeds, sampling settings, appearance
-    settings or a condition sampler the model cannot take.
+    An item (:mod:`synthbrain.datasets.items`) is ``{"image": (1, D, H, W) float32 in [0, 1],
+    "label": (1, D, H, W) int64 class indices, "affine": (4, 4) float64 (the model's image grid),
+    "covariates": dict, "index": int, "is_synthetic": True, "appearance": "generated" or "randomized"}``,
+    which MONAI dictionary transforms and ``default_collate`` take as it is; with ``as_subject=True``
+    a torchio ``Subject`` with ``"image"`` and ``"label"`` on the affine, and the other entries.
+    ``"labels"`` ((D, H, W)) is deprecated: reading it warns (``FutureWarning``) and gives
+    ``item["label"][0]``. Raises ``ValueError`` naming the argument for bad sizes, seeds, sampling
+    settings, appearance settings or a condition sampler the model cannot take.
     """
 
     def __init__(
@@ -119,16 +129,11 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"chunk_size={chunk_size!r}; allowed: an integer >= 1")
         if not (isinstance(cache_mb, numbers.Real) and not isinstance(cache_mb, bool) and cache_mb >= 0):
             raise ValueError(f"cache_mb={cache_mb!r}; allowed: a number of megabytes >= 0 (math.inf: no bound)")
+        settings = SamplingSettings(sampler=sampler, steps=steps, guidance_scale=guidance_scale, timestep_spacing=timestep_spacing, qc=qc)
         if not isinstance(generator, BrainGenerator):
             generator = BrainGenerator.from_pretrained(generator)
         self.generator = generator.to(resolve_device(device))
-        qc = generator.defaults["qc"] if qc is None else qc
-        if qc not in QC_MODES:
-            raise ValueError(f"qc={qc!r}; allowed: {list(QC_MODES)}")
-        self.sampling = generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)
-        self.sampling |= {"extrapolate": bool(extrapolate), "qc": qc}
-        if raw:  # only when set, so that shard folders written before this option keep their definition
-            self.sampling["raw"] = True
+        self.sampling = _sampling(generator, settings, extrapolate, raw)
         if cond_sampler is None and generator.distribution is None:
             raise ValueError(
                 f"cond_sampler=None: this generator has no covariate distribution to draw covariates from; "
@@ -139,42 +144,19 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         self.n, self.cond_sampler, self.seed = int(n), cond_sampler, int(seed)
         self.transform, self.with_labels, self.as_subject = transform, with_labels, as_subject
         self.appearance, self.randomizer = _appearance(appearance, randomizer, generator)
-        self.chunk_size, self.prefetch = int(chunk_size), prefetch
+        self.chunk_size = int(chunk_size)
         bytes_per_voxel = 4 + (1 if generator.label_classes else 0)  # float32 image, uint8 labels
         chunk_mb = float(np.prod(generator.image_grid.shape)) * bytes_per_voxel * self.chunk_size / 2**20
         self.cache_chunks = self.num_chunks if math.isinf(cache_mb) else min(self.num_chunks, int(cache_mb // chunk_mb))
-        self.shards = Path(shards) if shards is not None else None
+        self.cache = ChunkCache(self.cache_chunks, self.num_chunks, prefetch)
         self.generated = 0  # volumes generated by this process (a DataLoader worker counts its own)
-        if self.shards is not None:
-            # a shard folder belongs to one dataset definition; reusing it with another is refused
-            _io.claim_folder(
-                self.shards, "dataset.json", self.definition(), argument="shards", what="another dataset", error=ShardsInUse
-            )
-        self._reset_runtime()
-
-    # ------------------------------------------------------------------ runtime state (not pickled, not kept across fork)
-
-    def _reset_runtime(self) -> None:
-        self._cache: OrderedDict[int, dict] = OrderedDict()
-        self._lock = threading.Lock()
-        self._pending: dict[int, Future] = {}
-        self._executor: ThreadPoolExecutor | None = None
-        self._pid = os.getpid()
+        # a shard folder belongs to one dataset definition; reusing it with another is refused
+        self.shards = ShardStore(shards, self.definition()) if shards is not None else None
 
     def close(self) -> None:
         """Wait for a chunk being prefetched and stop the prefetch thread; the cache is kept and a
         later access starts another thread. Call it before timing something else on the machine."""
-        with self._lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
-
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_cache", "_lock", "_pending", "_executor", "_pid")}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._reset_runtime()
+        self.cache.close()
 
     def __len__(self) -> int:
         return self.n
@@ -203,6 +185,19 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             return {}
         return draws.sampled_covariates(self.cond_sampler, self.item_seed(index))
 
+    def randomized(self, index: int) -> bool:
+        """Whether item ``index`` has a randomised appearance (always, never, or drawn from its seed)."""
+        if self.appearance in ("generated", "randomized"):
+            return self.appearance == "randomized"
+        return bool(draws.stream(self.item_seed(index), draws.APPEARANCE).random() < self.appearance)
+
+    def _check_index(self, index: Any) -> int:
+        if not _is_int(index) or not 0 <= index < self.n:
+            raise IndexError(f"index={index!r}; allowed: 0..{self.n - 1}")
+        return int(index)
+
+    # ------------------------------------------------------------------ generating volumes, a chunk at a time
+
     def _chunk_indices(self, chunk: int) -> range:
         return range(chunk * self.chunk_size, min((chunk + 1) * self.chunk_size, self.n))
 
@@ -220,59 +215,14 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             data["labels"] = out.labels.numpy()
         return data
 
-    # ------------------------------------------------------------------ chunks: shards, cache, prefetch
-
     def _load_chunk(self, chunk: int, progress: bool = False) -> dict:
-        if self.shards is not None:
-            folder = self.shards / f"chunk-{chunk:06d}"
-            if not (folder / "done.json").is_file():
-                # One writer per chunk (another process or thread writing it is waited for): what a
-                # writer finds of another's in the chunk under the lock was left by a killed one.
-                with _io.folder_lock(folder, argument="shards", wait=True):
-                    if not (folder / "done.json").is_file():
-                        if folder.is_dir():
-                            _io.remove_stale_temporaries(folder)
-                        _write_shard(folder, self._generate(self._chunk_indices(chunk), progress))
-            return _read_shard(folder)
-        return self._generate(self._chunk_indices(chunk))
-
-    def _evict(self) -> None:
-        """Drop least recently used chunks until the cached ones and the one being prefetched fit
-        the budget; the chunk just used is the most recent, and is kept."""
-        while len(self._cache) > 1 and len(self._cache) + len(self._pending) > self.cache_chunks:
-            self._cache.popitem(last=False)
-
-    def _chunk(self, chunk: int) -> dict:
-        with self._lock:
-            if chunk in self._cache:
-                self._cache.move_to_end(chunk)
-                return self._cache[chunk]
-            future = self._pending.pop(chunk, None)
-        data = future.result() if future is not None else self._load_chunk(chunk)
-        with self._lock:
-            if self.cache_chunks:
-                self._cache[chunk] = data
-                self._cache.move_to_end(chunk)
-                self._evict()
-            following = chunk + 1
-            # Prefetching needs room for the chunk in use and the one being made (cache_chunks >= 2).
-            if self.prefetch and self.cache_chunks >= 2 and following < self.num_chunks and following not in self._cache:
-                for stale in [c for c in self._pending if c != following]:  # left by a jump in the access order
-                    if self._pending[stale].cancel():
-                        del self._pending[stale]
-                if not self._pending:  # at most one chunk in the making
-                    if self._executor is None:
-                        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthbrain-prefetch")
-                    self._pending[following] = self._executor.submit(self._load_chunk, following)
-                    self._evict()
-        return data
+        """Chunk ``chunk`` generated, or read from (after being written once to) the shard store."""
+        indices = self._chunk_indices(chunk)
+        if self.shards is None:
+            return self._generate(indices)
+        return self.shards.load(chunk, lambda: self._generate(indices, progress))
 
     # ------------------------------------------------------------------ items
-
-    def _check_index(self, index: Any) -> int:
-        if not _is_int(index) or not 0 <= index < self.n:
-            raise IndexError(f"index={index!r}; allowed: 0..{self.n - 1}")
-        return int(index)
 
     def __getitem__(self, index: int):
         return self.__getitems__([index])[0]
@@ -282,8 +232,6 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         chunks, all indices not yet generated are generated in one batched call."""
         indices = [self._check_index(i) for i in indices]
         self._check_worker()
-        if self._pid != os.getpid():  # a forked DataLoader worker: the parent's cache lock and prefetch thread are not ours
-            self._reset_runtime()
         if not self.generates_chunks:
             unique = list(dict.fromkeys(indices))
             data, where = self._generate(unique), {index: k for k, index in enumerate(unique)}
@@ -291,38 +239,24 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         items = []
         for index in indices:
             chunk, offset = divmod(index, self.chunk_size)
-            items.append(self._item(self._chunk(chunk), offset, index))
+            items.append(self._item(self.cache.get(chunk, self._load_chunk), offset, index))
         return items
-
-    def randomized(self, index: int) -> bool:
-        """Whether item ``index`` has a randomised appearance (always, never, or drawn from its seed)."""
-        if self.appearance in ("generated", "randomized"):
-            return self.appearance == "randomized"
-        return bool(draws.stream(self.item_seed(index), draws.APPEARANCE).random() < self.appearance)
 
     def _item(self, data: dict, offset: int, index: int):
         image = torch.from_numpy(np.array(data["images"][offset]))
         row = {k: v for k, v in data["covariates"].iloc[offset].to_dict().items() if k in self.generator.schema.names}
         labels = torch.from_numpy(np.array(data["labels"][offset])).long() if "labels" in data else None
+        affine = self.generator.image_grid.affine
         randomized = self.randomized(index)
         if randomized:
             seed = draws.appearance_seed(self.item_seed(index))  # apart from the coin above
-            image, labels = self.randomizer(labels, len(self.generator.label_classes), self.generator.image_grid.affine, seed)
-        if not self.with_labels:
-            labels = None
+            image, labels = self.randomizer(labels, len(self.generator.label_classes), affine, seed)
+        label = labels if self.with_labels else None
+        appearance = "randomized" if randomized else "generated"
         if self.as_subject:
-            import torchio as tio
-
-            affine = self.generator.image_grid.affine
-            parts = {"image": tio.ScalarImage(tensor=image, affine=affine)}
-            if labels is not None:
-                parts["labels"] = tio.LabelMap(tensor=labels[None], affine=affine)
-            item = tio.Subject(**parts, **row, index=index, is_synthetic=True, appearance="randomized" if randomized else "generated")
+            item = make_subject(image, label, affine, **row, index=index, is_synthetic=True, appearance=appearance)
         else:
-            appearance = "randomized" if randomized else "generated"
-            item = {"image": image, "covariates": row, "index": index, "is_synthetic": True, "appearance": appearance}
-            if labels is not None:
-                item["labels"] = labels
+            item = make_item(image, label, affine, covariates=row, index=index, is_synthetic=True, appearance=appearance)
         return self.transform(item) if self.transform is not None else item
 
     def _check_worker(self) -> None:
@@ -333,7 +267,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
                 "or DataLoader(..., multiprocessing_context='spawn')"
             )
 
-    # ------------------------------------------------------------------ pre-generation
+    # ------------------------------------------------------------------ pre-generation into the shard store
 
     def definition(self) -> dict[str, Any]:
         """What decides every volume of this dataset; a shard folder holds one definition."""
@@ -349,13 +283,17 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         }
         return json.loads(json.dumps(definition, default=str))
 
+    def _store(self, method: str) -> ShardStore:
+        if self.shards is None:
+            raise ValueError(f"{method} needs shards=FOLDER")
+        return self.shards
+
     def pregenerate(self, rank: int = 0, world_size: int = 1, progress: bool = True) -> None:
         """Write every chunk (this rank's share: chunks c with c % world_size == rank) to ``shards``;
         chunks already written are kept, so an interrupted run resumes (with any number of ranks).
         ``progress``: one bar over this rank's volumes (those already written counted at the start),
         with the sampler's steps of the chunk in the making below it."""
-        if self.shards is None:
-            raise ValueError("pregenerate needs shards=FOLDER")
+        store = self._store("pregenerate")
         if not (_is_int(world_size) and world_size >= 1):
             raise ValueError(f"world_size={world_size!r}; allowed: an integer >= 1")
         if not (_is_int(rank) and 0 <= rank < world_size):
@@ -363,7 +301,7 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         from tqdm.auto import tqdm
 
         mine = range(rank, self.num_chunks, world_size)
-        done = [c for c in mine if (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
+        done = [c for c in mine if store.is_written(c)]
         total = sum(len(self._chunk_indices(c)) for c in mine)
         with tqdm(
             total=total, initial=sum(len(self._chunk_indices(c)) for c in done), desc="generate", unit="volume", disable=not progress
@@ -378,18 +316,15 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
         """How many volumes the shard folder holds complete (0 without ``shards``)."""
         if self.shards is None:
             return 0
-        return sum(len(self._chunk_indices(c)) for c in range(self.num_chunks) if (self.shards / f"chunk-{c:06d}" / "done.json").is_file())
+        return sum(len(self._chunk_indices(c)) for c in range(self.num_chunks) if self.shards.is_written(c))
 
     def collect(self) -> GeneratedBrains:
         """Every volume of a complete shard folder, in index order, as one :class:`GeneratedBrains`
         (images (N, 1, D, H, W) float32, label maps, covariates, provenance), as
         ``generator.generate`` would return them; ``RuntimeError`` while a chunk is missing."""
-        if self.shards is None:
-            raise ValueError("collect needs shards=FOLDER")
-        missing = [c for c in range(self.num_chunks) if not (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
-        if missing:
-            raise RuntimeError(f"shards={str(self.shards)!r}: chunks {missing[:10]} are not written yet; run pregenerate")
-        chunks = [_read_shard(self.shards / f"chunk-{c:06d}") for c in range(self.num_chunks)]
+        store = self._store("collect")
+        store.require_complete(self.num_chunks, "run pregenerate")
+        chunks = [store.read(c) for c in range(self.num_chunks)]
         provenance = dict(chunks[0].get("provenance") or {})
         if provenance:  # a covariate drawn for a volume of any chunk was drawn for the set
             drawn = [
@@ -412,83 +347,19 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
     def write_manifest(self) -> Path:
         """After every chunk is written (by all ranks): ``participants.tsv`` with one row per
         volume (index, noise seed, covariates, chunk) and ``manifest.json`` describing the set."""
-        if self.shards is None:
-            raise ValueError("write_manifest needs shards=FOLDER")
-        missing = [c for c in range(self.num_chunks) if not (self.shards / f"chunk-{c:06d}" / "done.json").is_file()]
-        if missing:
-            raise RuntimeError(f"shards={str(self.shards)!r}: chunks {missing[:10]} are not written yet; run pregenerate for every rank")
-        tables = []
-        for chunk in range(self.num_chunks):
-            table = _read_shard(self.shards / f"chunk-{chunk:06d}")["covariates"]
-            indices = list(self._chunk_indices(chunk))
-            if len(table) != len(indices):
-                raise RuntimeError(f"chunk {chunk}: {len(table)} volumes, expected {len(indices)}")
-            tables.append(table.assign(index=indices, chunk=chunk))
-        table = pd.concat(tables, ignore_index=True)
-        table.insert(0, "index", table.pop("index"))
-        _io.write_table(self.shards / "participants.tsv", table)
-        definition = _io.read_json(self.shards / "dataset.json", "a shard store written by SyntheticBrainDataset")
-        _io.write_json(
-            self.shards / "manifest.json",
-            {
-                **definition,
-                "volumes": len(table),
-                "chunks": self.num_chunks,
-                "image_grid": self.generator.image_grid.to_dict(),
-                "label_classes": list(self.generator.label_classes or []),
-                "layout": "chunk-NNNNNN/{images,labels}.npy (float32 (B,1,D,H,W), uint8 (B,D,H,W)), covariates.tsv",
-            },
-        )
-        return self.shards / "manifest.json"
+        extra = {"image_grid": self.generator.image_grid.to_dict(), "label_classes": list(self.generator.label_classes or [])}
+        return self._store("write_manifest").write_manifest(self._chunk_indices, self.num_chunks, extra)
 
 
-class ShardsInUse(ValueError):
-    """A shard folder that holds the chunks of another dataset definition."""
-
-
-def model_fingerprint(generator: BrainGenerator) -> dict[str, Any]:
-    """What identifies a generator's output: the sha256 of its weights (from its index when it was
-    loaded from disk, else computed from the tensors), latent scale, image grid and schema."""
-    weights = generator.source.get("sha256")
-    if not weights:
-        digest = hashlib.sha256()
-        for name, module in (("autoencoder", generator.autoencoder), ("unet", generator.unet)):
-            for key, tensor in module.state_dict().items():
-                digest.update(f"{name}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-        weights = {"in_memory": digest.hexdigest()}
-    return {
-        "sha256": weights,
-        "latent_scale": generator.latent_scale,
-        "image_grid": generator.image_grid.to_dict(),
-        "schema": generator.schema.to_dict(),
-    }
-
-
-def _write_shard(folder: Path, data: dict) -> None:
-    """One chunk as memory-mappable .npy files plus a covariates table; ``done.json`` last, so a
-    chunk without it is incomplete and is generated again."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for key in ("images", "labels"):
-        if key in data:
-            with _io.atomic_path(folder / f"{key}.npy") as tmp:
-                np.save(tmp, data[key])
-    _io.write_table(folder / "covariates.tsv", data["covariates"])
-    done = {"volumes": int(len(data["images"]))}
-    if data.get("provenance") is not None:
-        done["provenance"] = data["provenance"]
-    _io.write_json(folder / "done.json", done)
-
-
-def _read_shard(folder: Path) -> dict:
-    data = {"images": np.load(folder / "images.npy", mmap_mode="r")}
-    if (folder / "labels.npy").is_file():
-        data["labels"] = np.load(folder / "labels.npy", mmap_mode="r")
-    data["covariates"] = pd.read_csv(folder / "covariates.tsv", sep="\t", na_values=["n/a"], keep_default_na=False)
-    provenance = json.loads((folder / "done.json").read_text()).get("provenance")
-    if provenance is not None:
-        data["provenance"] = provenance
-    return data
+def _sampling(generator: BrainGenerator, settings: SamplingSettings, extrapolate: bool, raw: bool) -> dict[str, Any]:
+    """The settings every volume is generated with: each one ``settings`` gives, else the model's
+    (checked against the model by :meth:`BrainGenerator.sampling_settings`), with ``extrapolate``, ``qc``
+    and ``raw``. In this order and ``raw`` only when set, as shard folders record them in their definition."""
+    sampling = generator.sampling_settings(settings.steps, settings.sampler, settings.guidance_scale, settings.timestep_spacing)
+    sampling |= {"extrapolate": bool(extrapolate), "qc": generator.defaults["qc"] if settings.qc is None else settings.qc}
+    if raw:  # only when set, so that shard folders written before this option keep their definition
+        sampling["raw"] = True
+    return sampling
 
 
 def _appearance(appearance: Any, randomizer: AppearanceRandomizer | None, generator: BrainGenerator):

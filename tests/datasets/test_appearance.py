@@ -1,9 +1,12 @@
 """Randomised appearance (label-to-image synthesis): determinism per index, labels kept, intensities
 inside the configured ranges, alignment under deformation, and bad input."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+import torchio as tio
 
 from synthbrain import SyntheticBrainDataset, Uniform
 from synthbrain.datasets.appearance import AppearanceRandomizer, RandomizedLabelsDataset
@@ -86,7 +89,7 @@ def test_dataset_appearance_is_deterministic_per_index_and_keeps_the_generated_l
     randomized = SyntheticBrainDataset(6, sampler, generator, seed=2, device="cpu", appearance="randomized")
     mixed = SyntheticBrainDataset(6, sampler, generator, seed=2, device="cpu", appearance=0.5)
     for i in range(6):
-        assert torch.equal(generated[i]["labels"], randomized[i]["labels"])  # the same anatomy
+        assert torch.equal(generated[i]["label"], randomized[i]["label"])  # the same anatomy
         assert randomized[i]["appearance"] == "randomized" and generated[i]["appearance"] == "generated"
         assert not torch.allclose(generated[i]["image"], randomized[i]["image"])
     kinds = [mixed[i]["appearance"] for i in range(6)]
@@ -105,10 +108,10 @@ def test_real_anatomy_with_random_appearance():
     maps = [blobs(), blobs().flip(0)]
     dataset = RandomizedLabelsDataset(maps, 8, AFFINE, n=5, seed=1)
     assert len(dataset) == 5 and [dataset[i]["source"] for i in range(5)] == [0, 1, 0, 1, 0]
-    assert torch.equal(dataset[2]["labels"], maps[0]) and not torch.equal(dataset[0]["image"], dataset[2]["image"])
+    assert torch.equal(dataset[2]["label"][0], maps[0]) and not torch.equal(dataset[0]["image"], dataset[2]["image"])
     torch.testing.assert_close(dataset[3]["image"], RandomizedLabelsDataset(maps, 8, AFFINE, n=5, seed=1)[3]["image"])
     fractions = torch.nn.functional.one_hot(blobs(), 8).movedim(-1, 0).float()  # a prepared cohort's class fractions
-    assert torch.equal(RandomizedLabelsDataset([fractions], 8, AFFINE)[0]["labels"], blobs())
+    assert torch.equal(RandomizedLabelsDataset([fractions], 8, AFFINE)[0]["label"][0], blobs())
 
 
 def test_bad_settings_name_the_argument(generator):
@@ -132,3 +135,44 @@ def test_bad_settings_name_the_argument(generator):
     unlabelled.label_classes = None
     with pytest.raises(ValueError, match="appearance='randomized': this generator makes no label maps"):
         SyntheticBrainDataset(2, None, unlabelled, device="cpu", appearance="randomized")
+
+
+def test_the_randomizer_is_a_torchio_transform_inside_compose_reproducible_from_torchs_seed():
+    """Inside tio.Compose after a RandomAffine: the image is synthesised from the moved label map (one
+    intensity per class, background 0), torch.manual_seed makes the whole chain reproducible as for
+    any torchio transform, and the subject given is left unchanged."""
+    flat = AppearanceRandomizer(std=(0, 0), bias_field=0, log_gamma=(0, 0), downsampling=(1, 1), blur_std=(0, 0), noise_std=(0, 0))
+    assert isinstance(flat, tio.Transform)
+    subject = tio.Subject(
+        image=tio.ScalarImage(tensor=torch.rand(1, 16, 16, 16), affine=AFFINE), label=tio.LabelMap(tensor=blobs()[None], affine=AFFINE)
+    )
+    before = subject["image"].data.clone()
+    chain = tio.Compose([tio.RandomAffine(degrees=20), flat])
+    torch.manual_seed(3)
+    out = chain(subject)
+    moved, image = out["label"].data[0], out["image"].data[0]
+    assert not torch.equal(moved, blobs()) and torch.equal(subject["image"].data, before)
+    assert (image[moved == 0] == 0).all() and 0 <= image.min() and image.max() <= 1
+    assert all(image[moved == c].std() < 1e-5 for c in (1, 2, 3, 4))  # the image follows the moved label map
+    torch.manual_seed(3)
+    again = chain(subject)
+    assert torch.equal(again["image"].data, out["image"].data) and torch.equal(again["label"].data, out["label"].data)
+    torch.manual_seed(4)
+    assert not torch.equal(chain(subject)["image"].data, out["image"].data)
+
+
+def test_the_two_call_forms_are_one_synthesis():
+    """randomizer(labels, num_classes, affine, seed) is the torchio transform's synthesis under
+    torch.manual_seed(seed), with the number of classes inferred from the label map (blobs: 0..4)."""
+    randomizer = AppearanceRandomizer(spatial=True)
+    image, labels = randomizer(blobs(), 5, AFFINE, seed=7)
+    subject = tio.Subject(label=tio.LabelMap(tensor=blobs()[None], affine=AFFINE))
+    torch.manual_seed(7)
+    out = randomizer.apply_transform(subject)
+    assert torch.equal(out["image"].data, image) and torch.equal(out["label"].data[0].long(), labels)
+    with pytest.raises(ValueError, match=r"subject: no 'label' LabelMap \(has \['image'\]\)"):
+        randomizer(tio.Subject(image=tio.ScalarImage(tensor=torch.rand(1, 4, 4, 4))))
+    with pytest.raises(ValueError, match="needs all four"):
+        randomizer(blobs(), 5, AFFINE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        randomizer.noise_std = (0.0, 1.0)

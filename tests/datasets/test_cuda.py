@@ -34,10 +34,10 @@ def test_cuda_dataset_delivers_the_cpu_volumes_on_the_host(monkeypatch):
     for i in (4, 0, 2):
         want, got, again = cpu[i], cuda[i], cached[i]
         for item in (got, again):
-            assert item["image"].device.type == "cpu" and item["labels"].device.type == "cpu"
-            assert item["image"].dtype == want["image"].dtype and item["labels"].dtype == want["labels"].dtype
+            assert item["image"].device.type == "cpu" and item["label"].device.type == "cpu"
+            assert item["image"].dtype == want["image"].dtype and item["label"].dtype == want["label"].dtype
             torch.testing.assert_close(item["image"], want["image"], atol=1e-3, rtol=0)
-            assert (item["labels"] != want["labels"]).float().mean() < 0.01  # argmax may flip on near ties only
+            assert (item["label"] != want["label"]).float().mean() < 0.01  # argmax may flip on near ties only
             assert item["covariates"] == want["covariates"] and item["index"] == i
     loader = torch.utils.data.DataLoader(cuda, batch_size=2, shuffle=False)
     batches = list(loader)

@@ -30,7 +30,7 @@ def test_every_batch_holds_the_exact_synthetic_fraction_with_shared_keys(mixed):
     assert len(set(real[:10])) == 10  # a full shuffled pass over the real subjects before any repeats
     loader = torch.utils.data.DataLoader(mixed, batch_sampler=sampler)
     batch = next(iter(loader))
-    assert batch["image"].shape == (4, 1, 16, 16, 16) and batch["labels"].dtype == torch.long
+    assert batch["image"].shape == (4, 1, 16, 16, 16) and batch["label"].dtype == torch.long
     assert batch["is_synthetic"].tolist() == [False, False, False, True]
     assert batch["covariates"]["sex"] == ["n/a", "n/a", "n/a", "F"]
     assert list(sampler) == batches  # seeded
@@ -104,15 +104,15 @@ def test_real_data_as_prepared_cohort_torchio_or_tensors_gives_the_synthetic_key
     for real in (prepared, subjects, tensors):
         dataset = MixedDataset(real, synthetic)
         real_item, synthetic_item = dataset[1], dataset[len(dataset) - 1]
-        assert set(real_item) == set(synthetic_item) == {"image", "labels", "covariates", "is_synthetic", "index", "appearance"}
+        assert set(real_item) == set(synthetic_item) == {"image", "label", "affine", "covariates", "is_synthetic", "index", "appearance"}
         assert set(real_item["covariates"]) == set(synthetic_item["covariates"]) == set(generator.schema.names)
-        assert real_item["image"].shape == synthetic_item["image"].shape and real_item["labels"].dtype == synthetic_item["labels"].dtype
+        assert real_item["image"].shape == synthetic_item["image"].shape and real_item["label"].dtype == synthetic_item["label"].dtype
         torch.utils.data.default_collate([real_item, synthetic_item])  # one batch
     assert MixedDataset(prepared, synthetic)[1]["covariates"]["age"] == prepared.table["age"][1]
     from_torchio = MixedDataset(subjects, synthetic)[0]
-    assert from_torchio["covariates"]["age"] == 40.0 and (from_torchio["labels"] == 1).all()  # a float label map keeps its classes
+    assert from_torchio["covariates"]["age"] == 40.0 and (from_torchio["label"] == 1).all()  # a float label map keeps its classes
     unlabelled = SyntheticBrainDataset(4, None, generator, device="cpu", with_labels=False)
-    assert "labels" not in MixedDataset(tensors, unlabelled)[0]  # the real labels are left out too, so keys match
+    assert "label" not in MixedDataset(tensors, unlabelled)[0]  # the real labels are left out too, so keys match
     with pytest.raises(ValueError, match="real: items without a label map"):
         MixedDataset(torch.rand(2, 1, 16, 16, 16), synthetic)
     with pytest.raises(ValueError, match="real: an empty dataset"):
@@ -156,7 +156,7 @@ def test_real_subjects_on_another_grid_are_refused_or_resampled():
     item = mixed[0]
     # LPS is RAS mirrored in x and y: resampled onto the RAS grid, the volume comes out flipped in both axes
     torch.testing.assert_close(item["image"], image.flip(1).flip(2), atol=1e-5, rtol=0)
-    assert torch.equal(item["labels"], labels[0].flip(0).flip(1))
+    assert torch.equal(item["label"][0], labels[0].flip(0).flip(1))
     on_grid = tio.SubjectsDataset(
         [tio.Subject(image=tio.ScalarImage(tensor=image, affine=grid.affine), labels=tio.LabelMap(tensor=labels, affine=grid.affine))]
     )

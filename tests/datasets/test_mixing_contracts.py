@@ -91,7 +91,7 @@ def test_every_form_of_real_data_becomes_a_float32_image_with_class_indices(gene
         item = MixedDataset([(image, given)], synthetic)[0]
         assert item["image"].dtype == torch.float32 and item["image"].shape == (1, *SHAPE)
         torch.testing.assert_close(item["image"][0], image.float())
-        assert item["labels"].dtype == torch.long and torch.equal(item["labels"], expected)
+        assert item["label"].dtype == torch.long and torch.equal(item["label"][0], expected)
         assert item["appearance"] == "real" and item["is_synthetic"] is False
         assert math.isnan(item["covariates"]["age"]) and item["covariates"]["sex"] == "n/a"
     as_uint8 = MixedDataset([((image > 0.5).to(torch.uint8), labels)], synthetic)[0]
@@ -99,12 +99,12 @@ def test_every_form_of_real_data_becomes_a_float32_image_with_class_indices(gene
     with pytest.raises(ValueError, match=r"^real\[0\] \(0\): image intensities in \[0, 25[45]\]; allowed: \[0, 1\]"):  # not rescaled
         MixedDataset([((image * 255).to(torch.uint8), labels)], synthetic)
     # without labels on either side: no labels key, from tensors and from torchio subjects with an image only
-    assert "labels" not in MixedDataset(torch.rand(2, 1, *SHAPE), unlabelled)[1]
+    assert "label" not in MixedDataset(torch.rand(2, 1, *SHAPE), unlabelled)[1]
     image_only = tio.SubjectsDataset([tio.Subject(image=tio.ScalarImage(tensor=image[None].float(), affine=generator.image_grid.affine))])
-    assert "labels" not in MixedDataset(image_only, unlabelled)[0]
+    assert "label" not in MixedDataset(image_only, unlabelled)[0]
     # a list of dicts that carry a subject id but no cohort table
     listed = MixedDataset([{"image": image, "labels": labels, "subject_id": "s1"}], synthetic)[0]
-    assert torch.equal(listed["labels"], labels) and "subject_id" not in listed
+    assert torch.equal(listed["label"][0], labels) and "subject_id" not in listed
 
 
 def test_bad_label_maps_are_named_by_their_index(synthetic):

@@ -54,7 +54,7 @@ def test_real_label_values_outside_the_models_classes_are_refused_naming_the_ite
     # a lazily read dataset (torchio): the first item is checked at construction, the others before they are served
     lazy = tio.SubjectsDataset([_subject(generator, image, good[None]), _subject(generator, image, _fine_labels()[None])])
     mixed = MixedDataset(lazy, synthetic)
-    assert mixed[0]["labels"].max() < 8
+    assert mixed[0]["label"].max() < 8
     with pytest.raises(ValueError, match=r"^real\[1\] \(1\): label values \[41, 42, 43\] are not classes of the model"):
         mixed[1]
     with pytest.raises(ValueError, match=r"^real\[1\] \(1\): label values \[41, 42, 43\]"):

@@ -22,9 +22,9 @@ def test_index_is_the_same_volume_whatever_the_order_and_chunking(generator):
     for i in reversed(range(7)):
         item = b[i]
         torch.testing.assert_close(item["image"], forward[i]["image"], atol=1e-5, rtol=0)
-        assert (item["labels"] != forward[i]["labels"]).float().mean() < 0.01  # argmax may flip on float ties only
+        assert (item["label"] != forward[i]["label"]).float().mean() < 0.01  # argmax may flip on float ties only
         assert item["covariates"] == forward[i]["covariates"] and item["is_synthetic"] and item["index"] == i
-    assert forward[0]["image"].shape == (1, 16, 16, 16) and forward[0]["labels"].dtype == torch.long
+    assert forward[0]["image"].shape == (1, 16, 16, 16) and forward[0]["label"].dtype == torch.long
     assert 30 <= forward[0]["covariates"]["age"] <= 60 and set(forward[0]["covariates"]) == set(generator.schema.names)
     assert not torch.equal(forward[0]["image"], forward[1]["image"])
     other_seed = SyntheticBrainDataset(7, Uniform(age=(30, 60)), generator, seed=5, chunk_size=3, device="cpu")
@@ -51,10 +51,10 @@ def test_torchio_subjects_take_standard_transforms(generator):
     assert isinstance(subject, tio.Subject) and subject["is_synthetic"]
     np.testing.assert_allclose(subject["image"].affine, generator.image_grid.affine)
     torch.testing.assert_close(subject["image"].data, plain[1]["image"].flip(1), atol=1e-5, rtol=0)
-    assert subject["labels"].data.shape == (1, 16, 16, 16)
+    assert subject["label"].data.shape == (1, 16, 16, 16)
     unlabelled = SyntheticBrainDataset(2, None, generator, device="cpu", as_subject=True, with_labels=False)[1]
-    assert "labels" not in unlabelled and unlabelled["sex"] in ("F", "M")
-    assert "labels" not in SyntheticBrainDataset(2, None, generator, device="cpu", with_labels=False)[0]
+    assert "label" not in unlabelled and unlabelled["sex"] in ("F", "M")
+    assert "label" not in SyntheticBrainDataset(2, None, generator, device="cpu", with_labels=False)[0]
 
 
 def test_shards_are_written_once_reloaded_memory_mapped_and_resumed(generator, tmp_path):
@@ -133,7 +133,7 @@ def test_forked_workers_do_not_inherit_the_parents_prefetch_thread(generator):
     # chunks 2 and 3 must prefetch with a thread of its own (the parent's does not exist there).
     dataset = SyntheticBrainDataset(8, Fixed(sex="M"), generator, seed=6, chunk_size=2, device="cpu", cache_mb=1024)
     first = dataset[0]["image"]
-    dataset._pending[1].result()
+    dataset.cache.pending[1].result()
     subset = torch.utils.data.Subset(dataset, [4, 5, 6, 7])
     context = torch.multiprocessing.get_context("fork")
     loader = torch.utils.data.DataLoader(subset, batch_size=2, num_workers=1, multiprocessing_context=context, timeout=300)  # hang guard
@@ -148,15 +148,15 @@ def test_chunk_cache_stays_within_its_budget_counting_the_prefetched_chunk(gener
     dataset = SyntheticBrainDataset(12, None, generator, seed=7, chunk_size=2, device="cpu", cache_mb=3 * chunk_mb)
     assert dataset.cache_chunks == 3 and dataset.generates_chunks
     first = dataset[0]["image"]
-    assert 1 in dataset._pending or 1 in dataset._cache  # chunk 1 is made while chunk 0 is consumed
+    assert 1 in dataset.cache.pending or 1 in dataset.cache.chunks  # chunk 1 is made while chunk 0 is consumed
     for i in range(12):
         dataset[i]
-        assert len(dataset._cache) + len(dataset._pending) <= 3
-    assert 0 not in dataset._cache  # evicted, least recently used; made again, identically
+        assert len(dataset.cache.chunks) + len(dataset.cache.pending) <= 3
+    assert 0 not in dataset.cache.chunks  # evicted, least recently used; made again, identically
     torch.testing.assert_close(dataset[0]["image"], first)
     small = SyntheticBrainDataset(12, None, generator, seed=7, chunk_size=2, device="cpu", cache_mb=1.5 * chunk_mb)
     small[0]
-    assert small.cache_chunks == 1 and not small._pending  # no room for a prefetched chunk beside the one in use
+    assert small.cache_chunks == 1 and not small.cache.pending  # no room for a prefetched chunk beside the one in use
 
 
 def test_without_cache_each_dataloader_batch_is_generated_in_one_call(generator, monkeypatch):
@@ -229,11 +229,11 @@ def test_embedded_default_model_works_as_written():
 def test_close_waits_for_the_prefetched_chunk_and_a_later_access_prefetches_again(generator):
     dataset = SyntheticBrainDataset(8, None, generator, seed=7, chunk_size=2, device="cpu", cache_mb=math.inf)
     dataset[0]
-    pending = dataset._pending.get(1)
+    pending = dataset.cache.pending.get(1)
     dataset.close()
-    assert dataset._executor is None and (pending is None or pending.done())
+    assert dataset.cache.executor is None and (pending is None or pending.done())
     dataset[2]  # chunk 1 (made before close) is served; chunk 2 is prefetched by a new thread
-    assert dataset._executor is not None
+    assert dataset.cache.executor is not None
     dataset.close()
     torch.testing.assert_close(dataset[3]["image"], SyntheticBrainDataset(8, None, generator, seed=7, device="cpu")[3]["image"])
 
