@@ -1,7 +1,7 @@
 """``SyntheticBrainDataset``: conditioned synthetic brains generated on the fly, as a torch Dataset.
 
 Index i is volume i of ``generator.generate(n=..., seed=seed, cond_sampler=...)``: its volume seed is
-``volume_seed(seed, i)`` (:mod:`synthbrain.generator.draws`, which also owns how covariates are drawn),
+``volume_seed(seed, i)`` (:mod:`synthbrain.seeding`; how covariates are drawn is :mod:`synthbrain.generator.draws`'s),
 so ``generator.generate(cond_sampler=..., seed=[dataset.item_seed(i)])`` reproduces item i alone.
 Volume i is therefore the same whatever the access order, the number of DataLoader workers, or how
 indices were batched for generation (equal within floating-point tolerance).
