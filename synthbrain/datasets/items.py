@@ -12,7 +12,9 @@ not stored, reading it gives the value it used to hold from ``"label"`` with a `
 (shown by default, unlike ``DeprecationWarning``, which Python hides unless the code reading the key
 is ``__main__``: a training loop in a module of its own, or a library, would never show it). It also
 works on a collated batch (``batch["labels"]`` is ``batch["label"][:, 0]``, (B, D, H, W)), since
-``default_collate`` copies the item's type. Keys a transform stores as ``"labels"`` are kept as given.
+``default_collate`` copies the item's type, and after a dataset's ``transform`` that returns a plain
+dict (MONAI's dictionary transforms do), which the dataset makes an :class:`Item` again. Keys a
+transform stores as ``"labels"`` are kept as given.
 """
 
 from __future__ import annotations
