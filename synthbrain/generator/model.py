@@ -512,15 +512,16 @@ class BrainGenerator:
 
 
 class _Float32Pooling(torch.nn.Module):
-    """An average pooling layer run in float32 and rounded back to its input's dtype (PyTorch has no
-    bfloat16 / float16 ``avg_pool3d`` on the CPU); no weights, so the state dict is unchanged."""
+    """An average pooling layer run in float32 and rounded back for a half-precision input (PyTorch has no
+    bfloat16 / float16 ``avg_pool3d`` on the CPU), and as it is for any other (a generator cast to half
+    precision and back to float64 keeps its wrappers); no weights, so the state dict is unchanged."""
 
     def __init__(self, pool: torch.nn.Module):
         super().__init__()
         self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x.float()).to(x.dtype)
+        return self.pool(x.float()).to(x.dtype) if x.dtype in HALF else self.pool(x)
 
 
 def _describe(cond_sampler: Any) -> str | None:

@@ -62,6 +62,9 @@ def test_half_precision_pools_in_float32_with_each_pool_wrapped_once():
     x = torch.rand(1, 16, 4, 4, 4).to(torch.float16)
     torch.testing.assert_close(wrappers[0](x), torch.nn.functional.avg_pool3d(x.float(), 2).to(torch.float16), rtol=0, atol=0)
     assert generator.to(dtype=torch.float32).unet.state_dict().keys() == tiny_generator().unet.state_dict().keys()
+    generator.to(dtype=torch.float64)  # cast back to float64, the wrappers stay and pool in float64, not float32
+    wide = torch.rand(1, 16, 4, 4, 4, dtype=torch.float64)
+    assert torch.equal(wrappers[0](wide), torch.nn.functional.avg_pool3d(wide, 2))
 
 
 def test_a_saved_bfloat16_generator_is_read_back_in_bfloat16(folder, tmp_path):
