@@ -139,7 +139,7 @@ class PreparedCohort(torch.utils.data.Dataset):
         parameters, covariate schema and label scheme (those present), ``participants.tsv`` of ``rows``
         (rows of :attr:`table`), and ``subjects/<id>`` as relative symbolic links into this cohort, so
         nothing is copied; the manifest last, so that an interrupted write is not taken for a finished
-        cohort (:meth:`is_prepared`). ``folder`` must not exist yet (``FileExistsError`` otherwise).
+        cohort (:meth:`is_prepared`). ``folder`` may exist (empty) but not its ``subjects/`` (``FileExistsError``).
         Returns ``folder``."""
         folder = Path(folder)
         (folder / SUBJECTS).mkdir(parents=True)
