@@ -437,7 +437,7 @@ class BrainGenerator:
             "qc_thresholds": dict(quality.THRESHOLDS) if checks is not None else None,
             "cond_sampler": _describe(cond_sampler),
             "drawn_from_training_distribution": drawn,
-            "seed_scheme": "volume i of seed s: volume_seed(s, i), synthbrain.generator.draws",
+            "seed_scheme": "volume i of seed s: volume_seed(s, i), synthbrain.seeding",
             "dtype": str(self.dtype).removeprefix("torch."),
             "space": "MNI152NLin2009aSym",
             "grid": self.image_grid.to_dict(),
