@@ -3,7 +3,8 @@
 :class:`PreparedCohort` is the one reader of the folder's layout (``manifest.json``,
 ``participants.tsv``, ``covariates.json``, ``label_scheme.json``, ``subjects/<id>/{t1,labels}.nii.gz``);
 the stages after ``prepare`` (training, latents, evaluation, splitting, the benchmarks) go through
-it rather than open the files themselves.
+it rather than open the files themselves. (``benchmarks/gpu/pack_cohort.py``, which packs the folder's
+files as they are for another machine and unpacks them there, knows the layout too.)
 """
 
 from __future__ import annotations
