@@ -78,10 +78,8 @@ def _check_natural(name: str, value: Any) -> None:
 def volume_seed(seed: int, index: int) -> int:
     """The volume seed of volume (or dataset item) ``index`` of a call or dataset seeded ``seed``:
     an int in [0, 2**63). Raises ``ValueError`` for a negative or non-integer ``seed`` or ``index``."""
-    if not (is_int(seed) and seed >= 0):
-        raise ValueError(f"seed={seed!r}; allowed: an integer >= 0")
-    if not (is_int(index) and index >= 0):
-        raise ValueError(f"index={index!r}; allowed: an integer >= 0")
+    _check_natural("seed", seed)
+    _check_natural("index", index)
     state = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(1, np.uint64)[0]
     return int(state) >> (64 - SEED_BITS)
 

@@ -12,7 +12,9 @@ not stored, reading it gives the value it used to hold from ``"label"`` with a `
 (shown by default, unlike ``DeprecationWarning``, which Python hides unless the code reading the key
 is ``__main__``: a training loop in a module of its own, or a library, would never show it). It also
 works on a collated batch (``batch["labels"]`` is ``batch["label"][:, 0]``, (B, D, H, W)), since
-``default_collate`` copies the item's type. Keys a transform stores as ``"labels"`` are kept as given.
+``default_collate`` copies the item's type, and after a dataset's ``transform`` that returns a plain
+dict (MONAI's dictionary transforms do), which the dataset makes an :class:`Item` again. Keys a
+transform stores as ``"labels"`` are kept as given.
 """
 
 from __future__ import annotations
@@ -32,38 +34,45 @@ _MESSAGE = (
 
 
 def _warn(shape: str, old: str) -> None:
-    warnings.warn(_MESSAGE.format(shape=shape, old=old), FutureWarning, stacklevel=3)
+    # stacklevel: this function, the class's _old, the __getitem__ or get that serves the old key, then the caller's line
+    warnings.warn(_MESSAGE.format(shape=shape, old=old), FutureWarning, stacklevel=4)
 
 
-class Item(dict):
+class _OldKey:
+    """The deprecated key's lookups, shared by :class:`Item` and :class:`Subject` (each says, in
+    ``_old``, what ``"labels"`` gives): ``[...]``, ``get`` and ``in`` find it while only ``"label"`` is
+    stored; every other key is the base class's."""
+
+    def _serves_old(self, key: Any) -> bool:
+        return key == DEPRECATED and not dict.__contains__(self, key) and dict.__contains__(self, "label")
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._old() if self._serves_old(key) else super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self._old() if self._serves_old(key) else super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or self._serves_old(key)
+
+
+class Item(_OldKey, dict):
     """A dict item; ``item["labels"]`` (deprecated) gives ``item["label"][..., 0, :, :, :]`` with a
     ``FutureWarning``. Everything else is a plain ``dict``."""
 
-    def __getitem__(self, key: Any) -> Any:
-        if key == DEPRECATED and not dict.__contains__(self, key) and dict.__contains__(self, "label"):
-            _warn("(1, D, H, W) per item", "item['label'][0] (D, H, W), batch['label'][:, 0] (B, D, H, W)")
-            return dict.__getitem__(self, "label")[..., 0, :, :, :]
-        return dict.__getitem__(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or (key == DEPRECATED and dict.__contains__(self, "label"))
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if key in self else default
+    def _old(self) -> Any:
+        _warn("(1, D, H, W) per item", "item['label'][0] (D, H, W), batch['label'][:, 0] (B, D, H, W)")
+        return dict.__getitem__(self, "label")[..., 0, :, :, :]
 
 
-class Subject(tio.Subject):
-    """A torchio Subject; ``subject["labels"]`` (deprecated) gives ``subject["label"]`` (the same
-    ``LabelMap``) with a ``FutureWarning``. Transforms keep the class (they deep-copy the subject)."""
+class Subject(_OldKey, tio.Subject):
+    """A torchio Subject; ``subject["labels"]`` and ``subject.get("labels")`` (deprecated) give
+    ``subject["label"]`` (the same ``LabelMap``) with a ``FutureWarning``. Transforms keep the class
+    (they deep-copy the subject)."""
 
-    def __getitem__(self, key: Any) -> Any:
-        if key == DEPRECATED and not dict.__contains__(self, key) and dict.__contains__(self, "label"):
-            _warn("a LabelMap", "subject['label'], the same LabelMap")
-            return dict.__getitem__(self, "label")
-        return super().__getitem__(key)
-
-    def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or (key == DEPRECATED and dict.__contains__(self, "label"))
+    def _old(self) -> Any:
+        _warn("a LabelMap", "subject['label'], the same LabelMap")
+        return dict.__getitem__(self, "label")
 
 
 def make_item(image: torch.Tensor, label: torch.Tensor | None, affine: Any, **entries: Any) -> Item:

@@ -222,7 +222,8 @@ def _real_item(item: Any, index: int, dataset: Any, num_classes: int | None) -> 
     elif isinstance(item, dict):  # a PreparedCohort item
         if "image" not in item:
             raise ValueError(f"real[{index}]: a dict without an 'image' key (has {sorted(item)})")
-        image, labels = item["image"], item.get("label", item.get("labels"))  # a prepared cohort's items: "labels"
+        # a prepared cohort's items hold "labels"; an item of this package "label" (and reading its deprecated "labels" would warn)
+        image, labels = item["image"], item["label"] if "label" in item else item.get("labels")
         if hasattr(dataset, "table") and "subject_id" in item:
             row = dataset.table.set_index("subject_id").loc[item["subject_id"]]
             covariates = {k: row[k] for k in dataset.schema.names}

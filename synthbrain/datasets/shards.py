@@ -106,7 +106,10 @@ class ShardStore:
 
 def model_fingerprint(generator) -> dict[str, Any]:
     """What identifies a generator's output: the sha256 of its weights (from its index when it was
-    loaded from disk, else computed from the tensors), latent scale, image grid and schema."""
+    loaded from disk, else computed from the tensors), latent scale, image grid and schema, and the
+    precision it runs in (``"dtype"``) unless float32: a folder loaded in float32 and cast to bfloat16
+    keeps its index's sha256 but generates other volumes. (A float32 model records no ``"dtype"``, so
+    shard folders written before precisions were stored keep their definition.)"""
     weights = generator.source.get("sha256")
     if not weights:
         digest = hashlib.sha256()
@@ -120,6 +123,7 @@ def model_fingerprint(generator) -> dict[str, Any]:
         "latent_scale": generator.latent_scale,
         "image_grid": generator.image_grid.to_dict(),
         "schema": generator.schema.to_dict(),
+        **({"dtype": str(generator.dtype).removeprefix("torch.")} if generator.dtype != torch.float32 else {}),
     }
 
 

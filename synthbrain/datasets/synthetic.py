@@ -1,7 +1,7 @@
 """``SyntheticBrainDataset``: conditioned synthetic brains generated on the fly, as a torch Dataset.
 
 Index i is volume i of ``generator.generate(n=..., seed=seed, cond_sampler=...)``: its volume seed is
-``volume_seed(seed, i)`` (:mod:`synthbrain.generator.draws`, which also owns how covariates are drawn),
+``volume_seed(seed, i)`` (:mod:`synthbrain.seeding`; how covariates are drawn is :mod:`synthbrain.generator.draws`'s),
 so ``generator.generate(cond_sampler=..., seed=[dataset.item_seed(i)])`` reproduces item i alone.
 Volume i is therefore the same whatever the access order, the number of DataLoader workers, or how
 indices were batched for generation (equal within floating-point tolerance).
@@ -53,7 +53,7 @@ import torch
 
 from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.datasets.cache import ChunkCache
-from synthbrain.datasets.items import make_item, make_subject
+from synthbrain.datasets.items import Item, make_item, make_subject
 from synthbrain.datasets.shards import ShardsInUse, ShardStore, model_fingerprint
 from synthbrain.device import resolve_device
 from synthbrain.generator import BrainGenerator, GeneratedBrains, draws
@@ -257,7 +257,11 @@ class SyntheticBrainDataset(torch.utils.data.Dataset):
             item = make_subject(image, label, affine, **row, index=index, is_synthetic=True, appearance=appearance)
         else:
             item = make_item(image, label, affine, covariates=row, index=index, is_synthetic=True, appearance=appearance)
-        return self.transform(item) if self.transform is not None else item
+        if self.transform is None:
+            return item
+        out = self.transform(item)
+        # MONAI's dictionary transforms return a plain dict (dict(data)): an Item again, so that "labels" still reads, with its warning
+        return Item(out) if type(out) is dict and not self.as_subject else out
 
     def _check_worker(self) -> None:
         if self.generator.device.type == "cuda" and torch.cuda._is_in_bad_fork():

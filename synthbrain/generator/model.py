@@ -41,8 +41,7 @@ if TYPE_CHECKING:  # imported where a model is built or read: MONAI, scikit-lear
     from synthbrain.samplers.schedule import NoiseSchedule
 
 DEFAULT_KEYS = ("sampler", "steps", "guidance_scale", "timestep_spacing", "qc")
-# Precisions the networks are stored and run in (``.to(dtype=...)``, ``from_pretrained(torch_dtype=...)``); see :meth:`BrainGenerator.to`.
-DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+# The precisions the networks are stored and run in are synthbrain.model_folder.DTYPES; see :meth:`BrainGenerator.to`.
 HALF = (torch.bfloat16, torch.float16)
 # Keywords of generate() itself: a covariate may not be named like one of them.
 GENERATE_KEYWORDS = (
@@ -75,7 +74,7 @@ class BrainGenerator:
     not told (``sampler``, ``steps``, ``guidance_scale``, ``timestep_spacing``); ``distribution`` is
     the training covariates' density, from which covariates a caller leaves out are drawn.
 
-    The networks' parameters must all have one dtype of :data:`DTYPES`: the generator runs in it.
+    The networks' parameters must all have one dtype of :data:`synthbrain.model_folder.DTYPES`: the generator runs in it.
 
     Raises ``ValueError`` when the parts do not fit together (condition width, unknown default keys,
     a covariate named like a keyword of ``generate``, a guidance default on a model that cannot be guided,
@@ -194,7 +193,7 @@ class BrainGenerator:
         A MONAI bundle (a folder with ``configs/`` and ``models/``, such as the reference model
         ``"MONAI/brain_image_synthesis_latent_diffusion_model"``) is read by :mod:`synthbrain.monai_bundle`.
         Raises ``ValueError`` naming the file for anything that does not load strictly, and naming the
-        argument for a ``torch_dtype`` not in :data:`DTYPES` or a ``device`` this machine lacks
+        argument for a ``torch_dtype`` not in :data:`synthbrain.model_folder.DTYPES` or a ``device`` this machine lacks
         (:func:`synthbrain.device.resolve_device`)."""
         dtype = None if torch_dtype is None else as_dtype(torch_dtype, "torch_dtype")
         device = None if device is None else resolve_device(device)
@@ -243,7 +242,7 @@ class BrainGenerator:
     # ------------------------------------------------------------------ device and precision
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = None) -> BrainGenerator:
-        """Move to ``device`` and, with ``dtype`` (a ``torch.dtype`` of :data:`DTYPES` or its name), cast
+        """Move to ``device`` and, with ``dtype`` (a ``torch.dtype`` of :data:`synthbrain.model_folder.DTYPES` or its name), cast
         every weight to that precision (``module.to(dtype)``: a bfloat16 generator holds bfloat16
         parameters, half the memory of float32). Return the generator itself.
 
@@ -257,7 +256,7 @@ class BrainGenerator:
         Both half precisions therefore run on the CPU as on CUDA. Images come back as float32 in [0, 1]
         in every case, label maps as uint8.
 
-        Raises ``ValueError`` for a dtype not in :data:`DTYPES` (naming ``dtype``) or a device this
+        Raises ``ValueError`` for a dtype not in :data:`synthbrain.model_folder.DTYPES` (naming ``dtype``) or a device this
         machine lacks (:func:`synthbrain.device.resolve_device`, the same message as the command line's)."""
         dtype = None if dtype is None else as_dtype(dtype, "dtype")
         device = None if device is None else resolve_device(device)
@@ -355,7 +354,7 @@ class BrainGenerator:
         a callable ``rng -> dict`` such as :class:`~synthbrain.Uniform` called once per volume. Those
         left out are drawn from the training cohort's density, conditionally on those given.
 
-        ``seed``: an int (volume i gets ``volume_seed(seed, i)``, see :mod:`synthbrain.generator.draws`)
+        ``seed``: an int (volume i gets ``volume_seed(seed, i)``, see :mod:`synthbrain.seeding`)
         or one volume seed per volume (a list alone sets ``n``); the ``seed`` column of the result reproduces each volume alone.
         ``progress=True`` shows one bar over the volumes (with more than one batch) and the sampler's steps of each batch.
         ``steps``, ``sampler`` (``ddim``, ``dpm++2m``, ``ddpm``), ``guidance_scale`` (classifier-free
@@ -438,7 +437,7 @@ class BrainGenerator:
             "qc_thresholds": dict(quality.THRESHOLDS) if checks is not None else None,
             "cond_sampler": _describe(cond_sampler),
             "drawn_from_training_distribution": drawn,
-            "seed_scheme": "volume i of seed s: volume_seed(s, i), synthbrain.generator.draws",
+            "seed_scheme": "volume i of seed s: volume_seed(s, i), synthbrain.seeding",
             "dtype": str(self.dtype).removeprefix("torch."),
             "space": "MNI152NLin2009aSym",
             "grid": self.image_grid.to_dict(),
@@ -513,15 +512,16 @@ class BrainGenerator:
 
 
 class _Float32Pooling(torch.nn.Module):
-    """An average pooling layer run in float32 and rounded back to its input's dtype (PyTorch has no
-    bfloat16 / float16 ``avg_pool3d`` on the CPU); no weights, so the state dict is unchanged."""
+    """An average pooling layer run in float32 and rounded back for a half-precision input (PyTorch has no
+    bfloat16 / float16 ``avg_pool3d`` on the CPU), and as it is for any other (a generator cast to half
+    precision and back to float64 keeps its wrappers); no weights, so the state dict is unchanged."""
 
     def __init__(self, pool: torch.nn.Module):
         super().__init__()
         self.pool = pool
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x.float()).to(x.dtype)
+        return self.pool(x.float()).to(x.dtype) if x.dtype in HALF else self.pool(x)
 
 
 def _describe(cond_sampler: Any) -> str | None:

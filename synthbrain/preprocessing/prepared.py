@@ -3,7 +3,8 @@
 :class:`PreparedCohort` is the one reader of the folder's layout (``manifest.json``,
 ``participants.tsv``, ``covariates.json``, ``label_scheme.json``, ``subjects/<id>/{t1,labels}.nii.gz``);
 the stages after ``prepare`` (training, latents, evaluation, splitting, the benchmarks) go through
-it rather than open the files themselves.
+it rather than open the files themselves. (``benchmarks/gpu/pack_cohort.py``, which packs the folder's
+files as they are for another machine and unpacks them there, knows the layout too.)
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class PreparedCohort(torch.utils.data.Dataset):
         parameters, covariate schema and label scheme (those present), ``participants.tsv`` of ``rows``
         (rows of :attr:`table`), and ``subjects/<id>`` as relative symbolic links into this cohort, so
         nothing is copied; the manifest last, so that an interrupted write is not taken for a finished
-        cohort (:meth:`is_prepared`). ``folder`` must not exist yet (``FileExistsError`` otherwise).
+        cohort (:meth:`is_prepared`). ``folder`` may exist (empty) but not its ``subjects/`` (``FileExistsError``).
         Returns ``folder``."""
         folder = Path(folder)
         (folder / SUBJECTS).mkdir(parents=True)

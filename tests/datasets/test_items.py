@@ -9,11 +9,12 @@ import pytest
 import torch
 import torchio as tio
 from monai.data import MetaTensor
-from monai.transforms import RandAffined
+from monai.transforms import RandAffined, ScaleIntensityd
 from torch.utils.data import DataLoader, default_collate
 
 from synthbrain.datasets import MixedBatchSampler, MixedDataset, SyntheticBrainDataset
 from synthbrain.datasets.appearance import AppearanceRandomizer, RandomizedLabelsDataset
+from synthbrain.datasets.items import make_item, make_subject
 from tests.datasets.test_appearance import blobs
 from tests.helpers import tiny_generator
 
@@ -70,6 +71,32 @@ def test_torchio_subjects_carry_label_and_labels_is_deprecated(generator):
         assert flipped["labels"] is flipped["label"]
     with pytest.warns(FutureWarning):
         assert flipped.labels is flipped["label"]
+
+
+def test_the_deprecated_key_reads_after_a_monai_transform_and_through_get_warning_at_the_callers_line(generator):
+    # MONAI's dictionary transforms return a plain dict: the dataset makes it an item again, so old code keeps reading "labels"
+    dataset = SyntheticBrainDataset(2, None, generator, device="cpu", transform=ScaleIntensityd(keys=["image"], minv=0.0, maxv=2.0))
+    item = dataset[0]
+    assert float(item["image"].max()) == pytest.approx(2.0)  # the transform ran
+    with pytest.warns(FutureWarning, match="use 'label'"):
+        assert torch.equal(item["labels"], item["label"][0])
+    image, label = torch.zeros(1, 2, 2, 2), torch.ones(2, 2, 2, dtype=torch.long)
+    subject = make_subject(image, label, np.eye(4))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert torch.equal(make_item(image, label, np.eye(4)).get("labels"), label)
+        assert subject.get("labels") is subject["label"]  # not None: dict.get would bypass the deprecated key
+    assert [w.category for w in seen] == [FutureWarning] * 2
+    assert {w.filename for w in seen} == {__file__}  # the warning names the line that reads the old key
+
+
+def test_real_items_of_this_package_are_mixed_without_reading_the_deprecated_key(generator):
+    synthetic = SyntheticBrainDataset(2, None, generator, device="cpu")
+    real = RandomizedLabelsDataset([blobs()], 8, generator.image_grid.affine)  # items with "label", as any dataset of this package
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        item = MixedDataset(real, synthetic)[0]
+    assert torch.equal(item["label"], real[0]["label"]) and item["is_synthetic"] is False
 
 
 def test_a_mixed_training_batch_reads_no_deprecated_key(generator):

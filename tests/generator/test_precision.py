@@ -62,6 +62,9 @@ def test_half_precision_pools_in_float32_with_each_pool_wrapped_once():
     x = torch.rand(1, 16, 4, 4, 4).to(torch.float16)
     torch.testing.assert_close(wrappers[0](x), torch.nn.functional.avg_pool3d(x.float(), 2).to(torch.float16), rtol=0, atol=0)
     assert generator.to(dtype=torch.float32).unet.state_dict().keys() == tiny_generator().unet.state_dict().keys()
+    generator.to(dtype=torch.float64)  # cast back to float64, the wrappers stay and pool in float64, not float32
+    wide = torch.rand(1, 16, 4, 4, 4, dtype=torch.float64)
+    assert torch.equal(wrappers[0](wide), torch.nn.functional.avg_pool3d(wide, 2))
 
 
 def test_a_saved_bfloat16_generator_is_read_back_in_bfloat16(folder, tmp_path):
@@ -136,3 +139,23 @@ def test_an_operation_missing_in_a_precision_and_non_finite_volumes_are_errors_n
     monkeypatch.setattr(generator.autoencoder, "decode", overflowing)
     with pytest.raises(RuntimeError, match=r"decoded volumes hold non-finite values in dtype=float16; float16 overflows above 65504"):
         generator.generate(QUERY, seed=0, steps=1, timestep_spacing="trailing")
+
+
+def test_a_shard_folder_holds_the_volumes_of_one_precision(folder, tmp_path):
+    # a folder loaded in float32 and cast keeps its index's sha256, but its volumes differ: the shards say which precision made them
+    # (synthbrain generate --dtype resumes an interrupted run from such a folder, OUT.partial)
+    from synthbrain.datasets import SyntheticBrainDataset
+    from synthbrain.datasets.shards import ShardsInUse
+    from synthbrain.generator.conditions import Fixed
+
+    def dataset(generator):
+        covariates = Fixed(sex="F", age=50.0, ventricular_volume=20.0, brain_volume=1200.0)
+        return SyntheticBrainDataset(1, covariates, generator, device="cpu", shards=tmp_path / "shards")
+
+    float32 = dataset(BrainGenerator.from_pretrained(folder))
+    assert "dtype" not in float32.definition()["model"]  # as folders written before precisions were stored
+    with pytest.raises(ShardsInUse, match=r"differing: \['model'\]"):
+        dataset(BrainGenerator.from_pretrained(folder, torch_dtype=torch.bfloat16))
+    with pytest.raises(ShardsInUse, match=r"differing: \['model'\]"):
+        dataset(BrainGenerator.from_pretrained(folder).to(dtype=torch.float64))
+    dataset(BrainGenerator.from_pretrained(folder))  # the same precision again: the same folder
