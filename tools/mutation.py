@@ -54,7 +54,7 @@ MODULES = {
     "synthetic": (["synthbrain/datasets/synthetic.py"], ["tests/datasets/test_synthetic.py"]),
     "prepare": (["synthbrain/preprocessing/prepare.py"], ["tests/preprocessing/test_prepare.py"]),
     "evaluate": (["synthbrain/evaluation/evaluate.py"], ["tests/evaluation/test_evaluate.py"]),
-    "model": (["synthbrain/generator/model.py"], ["tests/generator/test_generate.py", "tests/datasets/test_synthetic.py"]),
+    "model": (["synthbrain/generator/model.py"], ["tests/test_generator.py", "tests/generator", "tests/datasets/test_synthetic.py"]),
     "downstream": (["benchmarks/downstream.py"], ["tests/benchmarks/test_downstream.py"]),
 }
 
