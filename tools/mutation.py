@@ -55,7 +55,7 @@ MODULES = {
     "prepare": (["synthbrain/preprocessing/prepare.py"], ["tests/preprocessing/test_prepare.py"]),
     "evaluate": (["synthbrain/evaluation/evaluate.py"], ["tests/evaluation/test_evaluate.py"]),
     "model": (["synthbrain/generator/model.py"], ["tests/test_generator.py", "tests/generator", "tests/datasets/test_synthetic.py"]),
-    "downstream": (["benchmarks/downstream.py"], ["tests/benchmarks/test_downstream.py"]),
+    "downstream": (["benchmarks/downstream.py"], ["tests/benchmarks/test_downstream.py", "tests/benchmarks/test_downstream_figure.py"]),
 }
 
 # mutmut's own generation step of ``mutmut run`` (mutmut 3.8), without its test runs; prints the mutant names
