@@ -146,6 +146,10 @@ def main() -> int:
                 'pytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
                 'process_isolation = "forkserver"\n'
                 "use_git_change_detection = false\n"
+                # mutmut's CPU-time limit is (tests' time + constant) * multiplier * 2; its constant of 1 s timed out
+                # mutants of sub-second tests here, whose worker spends longer than that importing torch and the tests
+                "timeout_constant = 60\n"
+                "timeout_multiplier = 3\n"
             )
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         mutmut = [sys.executable, "-m", "mutmut"]
