@@ -1,0 +1,33 @@
+"""Known answers written for survivors of the mutation run on ``synthbrain/generator/model.py``
+(docs/testing.md, "The orchestration modules")."""
+
+import re
+
+import pytest
+
+from synthbrain import BrainGenerator
+from synthbrain.samplers import SAMPLERS
+from tests.helpers import tiny_generator
+
+
+def test_another_sampler_gets_its_own_spacing_and_the_models_sampler_the_models():
+    """The spacing handed to generation when none is given: the model's own for its own sampler, the
+    sampler's ``DEFAULT_SPACING`` for another one. A model saved before the spacing was recorded
+    samples DDIM with "leading" (synthbrain 0.1); asked for DPM-Solver++ it must not pass that on."""
+    arguments = tiny_generator(steps=10).parts().arguments()
+    legacy = BrainGenerator(**{**arguments, "defaults": {"steps": 10, "sampler": "ddim", "timestep_spacing": "leading"}})
+    assert legacy.sampling_settings()["timestep_spacing"] == "leading"
+    assert legacy.sampling_settings(sampler="ddim")["timestep_spacing"] == "leading"
+    other = legacy.sampling_settings(sampler="dpm++2m")
+    assert other == {"sampler": "dpm++2m", "steps": 10, "guidance_scale": 1.0, "timestep_spacing": SAMPLERS["dpm++2m"].DEFAULT_SPACING}
+    assert other["timestep_spacing"] == "trailing"
+    assert legacy.sampling_settings(sampler="dpm++2m", timestep_spacing="linspace")["timestep_spacing"] == "linspace"
+
+
+def test_a_default_qc_mode_that_does_not_exist_is_refused_with_the_allowed_modes():
+    arguments = tiny_generator().parts().arguments()
+    message = "defaults: qc='sometimes'; allowed: ['measure', 'reject'] ('reject' only for a model with label maps)"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BrainGenerator(**{**arguments, "defaults": {"qc": "sometimes"}})
+    with pytest.raises(ValueError, match=re.escape(message.replace("'sometimes'", "'reject'"))):
+        BrainGenerator(**{**arguments, "label_classes": None, "defaults": {"qc": "reject"}})
