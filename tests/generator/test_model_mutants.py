@@ -4,6 +4,7 @@
 import re
 
 import pytest
+import torch
 
 from synthbrain import BrainGenerator
 from synthbrain.samplers import SAMPLERS
@@ -43,3 +44,19 @@ def test_a_device_move_keeps_the_precision_set_before():
     generator.to("cpu", dtype=torch.bfloat16)  # bfloat16 computes under autocast over float32 weights
     generator.to("cpu")
     assert {p.dtype for p in generator.unet.parameters()} == {torch.float32} and generator._autocast == torch.bfloat16
+
+
+def test_the_sampled_latents_reach_the_decoder_divided_by_the_latent_scale():
+    """The diffusion model samples latents scaled by ``latent_scale`` (the autoencoder's latents
+    times the scale); the decoder gets them divided by it. Two generators that differ only in the
+    scale, at the same seed, hand the decoder the same latents divided by 1 and by 4."""
+    arguments = tiny_generator(steps=2).parts().arguments()
+    autoencoder, decoded = arguments["autoencoder"], []
+    decode = autoencoder.decode
+    autoencoder.decode = lambda z: decoded.append(z.clone()) or decode(z)
+    for scale in (1.0, 4.0):
+        generator = BrainGenerator(**{**arguments, "latent_scale": scale})
+        generator.generate(n=1, seed=3, age=50.0, sex="F", brain_volume=1200.0, ventricular_volume=20.0)
+    unscaled, scaled = decoded
+    torch.testing.assert_close(scaled * 4.0, unscaled)
+    assert unscaled.abs().max() > 0.1
