@@ -36,8 +36,6 @@ def test_a_default_qc_mode_that_does_not_exist_is_refused_with_the_allowed_modes
 
 def test_a_device_move_keeps_the_precision_set_before():
     """``to(device)`` without a dtype moves the model and leaves its weights' precision as it was."""
-    import torch
-
     generator = tiny_generator().to(dtype=torch.float64)
     generator.to("cpu")
     assert {p.dtype for module in (generator.autoencoder, generator.unet) for p in module.parameters()} == {torch.float64}
