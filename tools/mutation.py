@@ -169,7 +169,9 @@ def main() -> int:
             ["nice", "-n", "19", *mutmut, "run", "--max-children", "1", *only], cwd=copy, env=env, capture_output=True, text=True
         )
         print(f"mutmut run: {time.monotonic() - start:.0f} s")
-        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+        spinner = re.compile(r"^\s*[\u2800-\u28ff]")  # mutmut's progress lines, which would push an error out of the tail
+        shown = "\n".join(line for line in run.stdout.splitlines() if not spinner.match(line))
+        print(shown[-6000:], run.stderr[-3000:], sep="\n")
         results = subprocess.run([*mutmut, "results", "--all", "true"], cwd=copy, env=env, capture_output=True, text=True).stdout
         counts: dict[str, int] = {}
         survivors = []
