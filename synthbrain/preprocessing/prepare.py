@@ -373,8 +373,8 @@ def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid
                 **ids,
                 **r["covariates"],
                 "has_labels": r["labels"] is not None,
-                "dice_template": r["dice_template"],
-                "dice_template_size_bound": r.get("dice_template_size_bound", np.nan),
+                "dice_template": _measure(r["dice_template"]),
+                "dice_template_size_bound": _measure(r.get("dice_template_size_bound")),
                 "brain_outside_fraction": r["brain_outside_fraction"],
                 "seconds": r["seconds"],
             }
@@ -427,6 +427,12 @@ def _write_summary(out, cohort, records, problems, param_dict, params_hash, grid
     _io.write_json(out / "manifest.json", manifest)
 
 
+def _measure(value: float | None) -> float:
+    """A record's QC measure as a float: NaN (no label map to measure it with) is stored in strict
+    JSON as null and read back as None."""
+    return float("nan") if value is None else float(value)
+
+
 def _write_qc(
     out: Path, table: pd.DataFrame, records: list[dict], cohort: Cohort, scheme: LabelScheme | None, grid: Grid, max_rows: int = 12
 ) -> None:
@@ -435,7 +441,7 @@ def _write_qc(
 
     # Worst-aligned subjects first (Dice relative to what their head size allows): those are the ones to look at.
     def alignment(r: dict) -> float:
-        return float(np.nan_to_num(r["dice_template"] / r.get("dice_template_size_bound", np.nan), nan=-1.0))
+        return float(np.nan_to_num(_measure(r["dice_template"]) / _measure(r.get("dice_template_size_bound")), nan=-1.0))
 
     ranked = sorted(records, key=lambda r: (alignment(r), r["subject_id"]))[:max_rows]
     images, labels, titles = [], [], []
@@ -443,8 +449,11 @@ def _write_qc(
         folder = out / "subjects" / r["subject_id"]
         images.append(np.asarray(nib.load(folder / r["image"]).dataobj))
         labels.append(np.asarray(nib.load(folder / r["labels"]).dataobj) if r["labels"] else None)
+        dice, bound = _measure(r["dice_template"]), _measure(r.get("dice_template_size_bound"))
         titles.append(
-            f"{r['subject_id']}  Dice to template {r['dice_template']:.3f} (size bound {r.get('dice_template_size_bound', np.nan):.3f})"
+            f"{r['subject_id']}  Dice to template {dice:.3f} (size bound {bound:.3f})"
+            if np.isfinite(dice)
+            else f"{r['subject_id']}  no label map: template mask"
         )
     qc.montage(
         out / "qc" / "montage.png", images, labels, titles, scheme.num_classes if scheme else None, outline=template_mask_on_grid(grid)

@@ -4,7 +4,6 @@
 import json
 
 import pandas as pd
-import pytest
 
 from synthbrain.cohort import CovariateSchema, default_schema, read_folder
 from synthbrain.preprocessing.prepare import OUTPUT_FILES, PrepareParams, _clear_or_refuse, prepare_cohort
@@ -26,14 +25,10 @@ def test_overwrite_clears_an_interrupted_preparation_and_keeps_other_files(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"] and (out / "notes.txt").read_text() == "the user's"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="a fault found by the mutation run: the QC page divides the record's dice_template, None without a label map",
-)
 def test_a_subject_without_a_label_map_is_prepared_with_the_template_mask(tmp_path):
     """Mutants in the label-less path of ``prepare_subject`` and ``_run_one`` (the template as the
-    mask, NaN Dice, no label digest) survived: no test prepared a subject without a label map."""
+    mask, NaN Dice, no label digest) survived: no test prepared a subject without a label map. It
+    also found a fault, fixed since: the QC page divided the record's ``dice_template`` (null)."""
     root = tmp_path / "cohort"
     template_subject(root, "a01", rigid_matrix([6, 0, -8], [5, -6, 3]))
     pd.DataFrame({"subject_id": ["a01"], "age": [30.0], "sex": ["F"]}).to_csv(root / "participants.csv", index=False)
@@ -45,3 +40,6 @@ def test_a_subject_without_a_label_map_is_prepared_with_the_template_mask(tmp_pa
     assert record["mask_source"] == "template" and record["dice_template"] is None
     assert record["source_labels"] is None and record["source_labels_sha256"] is None and record["labels"] is None
     assert sorted(p.name for p in (out / "subjects" / "a01").iterdir()) == ["record.json", "t1.nii.gz"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["summary"]["subjects"] == 1 and manifest["summary"]["dice_template"]["median"] is None
+    assert (out / "qc" / "montage.png").stat().st_size > 0
