@@ -364,6 +364,8 @@ def _subset(table: pd.DataFrame, n: int, seed: int) -> np.ndarray:
     rng = seeding.keyed_rng(n, seed)
     complete = table[["sex", "age"]].notna().all(axis=1).to_numpy()
     groups = [rng.permutation(np.flatnonzero(complete & (table["sex"].to_numpy() == s))).tolist() for s in ("F", "M")]
+    if n > len(groups[0]) + len(groups[1]):
+        raise ValueError(f"n={n} real subjects asked for; the pool has {len(groups[0]) + len(groups[1])} with sex F or M and an age")
     picks, k = [], 0
     while len(picks) < n:
         if groups[k]:

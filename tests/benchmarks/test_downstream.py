@@ -143,6 +143,9 @@ def test_subsets_are_balanced_seeded_and_skip_subjects_without_covariates(script
     pick = script._subset(table, 6, seed=0)
     assert len(set(pick)) == 6 and (table["sex"].iloc[pick] == "M").sum() == 3 and 14 not in pick
     assert np.array_equal(pick, script._subset(table, 6, seed=0)) and not np.array_equal(pick, script._subset(table, 6, seed=1))
+    assert len(script._subset(table, 14, seed=0)) == 14  # every complete subject: one sex runs out first
+    with pytest.raises(ValueError, match="n=15 real subjects asked for; the pool has 14"):
+        script._subset(table, 15, seed=0)  # was an endless loop
 
 
 def test_bad_input_is_refused_before_any_training(script, setup, tmp_path, monkeypatch):
