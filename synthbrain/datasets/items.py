@@ -20,11 +20,13 @@ transform stores as ``"labels"`` are kept as given.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torchio as tio
+
+if TYPE_CHECKING:
+    import torchio as tio
 
 DEPRECATED = "labels"
 _MESSAGE = (
@@ -65,14 +67,35 @@ class Item(_OldKey, dict):
         return dict.__getitem__(self, "label")[..., 0, :, :, :]
 
 
-class Subject(_OldKey, tio.Subject):
-    """A torchio Subject; ``subject["labels"]`` and ``subject.get("labels")`` (deprecated) give
-    ``subject["label"]`` (the same ``LabelMap``) with a ``FutureWarning``. Transforms keep the class
-    (they deep-copy the subject)."""
+def _subject_class() -> type:
+    """:class:`Subject`, defined on first use so that dict items never import torchio (the GPU
+    machine of ``benchmarks/gpu/run.py`` has none)."""
+    import torchio as tio
 
-    def _old(self) -> Any:
-        _warn("a LabelMap", "subject['label'], the same LabelMap")
-        return dict.__getitem__(self, "label")
+    class Subject(_OldKey, tio.Subject):
+        """A torchio Subject; ``subject["labels"]`` and ``subject.get("labels")`` (deprecated) give
+        ``subject["label"]`` (the same ``LabelMap``) with a ``FutureWarning``. Transforms keep the class
+        (they deep-copy the subject)."""
+
+        def _old(self) -> Any:
+            _warn("a LabelMap", "subject['label'], the same LabelMap")
+            return dict.__getitem__(self, "label")
+
+    Subject.__module__, Subject.__qualname__ = __name__, "Subject"  # pickled by name, found through __getattr__ below
+    return Subject
+
+
+def subject_class() -> type:
+    """:class:`Subject` (torchio is imported here, on first use); built once."""
+    if "Subject" not in globals():
+        globals()["Subject"] = _subject_class()
+    return globals()["Subject"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Subject":  # PEP 562: `items.Subject`, `from ... import Subject` and unpickling find it here
+        return subject_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_item(image: torch.Tensor, label: torch.Tensor | None, affine: Any, **entries: Any) -> Item:
@@ -86,11 +109,13 @@ def make_item(image: torch.Tensor, label: torch.Tensor | None, affine: Any, **en
     return item
 
 
-def make_subject(image: torch.Tensor, label: torch.Tensor | None, affine: Any, **entries: Any) -> Subject:
+def make_subject(image: torch.Tensor, label: torch.Tensor | None, affine: Any, **entries: Any) -> tio.Subject:
     """A torchio Subject: ``image`` (1, D, H, W) as ``"image"``, ``label`` (D, H, W) as ``"label"``
     (left out when None), both on ``affine`` (4, 4), then ``entries``."""
+    import torchio as tio
+
     affine = np.asarray(affine, dtype=np.float64)
     parts: dict[str, Any] = {"image": tio.ScalarImage(tensor=image, affine=affine)}
     if label is not None:
         parts["label"] = tio.LabelMap(tensor=label.long()[None], affine=affine)
-    return Subject(**parts, **entries)
+    return subject_class()(**parts, **entries)

@@ -45,13 +45,12 @@ import math
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from synthbrain.datasets.appearance import AppearanceRandomizer
 from synthbrain.datasets.cache import ChunkCache
 from synthbrain.datasets.items import Item, make_item, make_subject
 from synthbrain.datasets.shards import ShardsInUse, ShardStore, model_fingerprint
@@ -59,6 +58,9 @@ from synthbrain.device import resolve_device
 from synthbrain.generator import BrainGenerator, GeneratedBrains, draws
 from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
 from synthbrain.sampling import SamplingSettings
+
+if TYPE_CHECKING:  # torchio is imported only where a randomised appearance is asked for (the GPU machine has none)
+    from synthbrain.datasets.appearance import AppearanceRandomizer
 
 __all__ = ["ShardsInUse", "SyntheticBrainDataset", "model_fingerprint"]
 
@@ -377,6 +379,8 @@ def _appearance(appearance: Any, randomizer: AppearanceRandomizer | None, genera
         return "generated", None
     if not generator.label_classes:
         raise ValueError(f"appearance={appearance!r}: this generator makes no label maps, which a randomised appearance is made from")
+    from synthbrain.datasets.appearance import AppearanceRandomizer  # torchio: only for a randomised appearance
+
     randomizer = randomizer if randomizer is not None else AppearanceRandomizer()
     if not isinstance(randomizer, AppearanceRandomizer):
         raise ValueError(f"randomizer={randomizer!r}; allowed: an AppearanceRandomizer")
