@@ -17,5 +17,5 @@ def test_collect_hands_on_the_shards_images_label_maps_and_covariates_in_index_o
     items = [dataset[i] for i in range(3)]
     assert out.labels is not None and len(out) == 3
     assert torch.equal(out.images, torch.stack([item["image"] for item in items]))
-    assert torch.equal(out.labels.long(), torch.stack([item["labels"] for item in items]).reshape(out.labels.shape))
+    assert torch.equal(out.labels.long(), torch.stack([item["label"][0] for item in items]))
     assert out.covariates["age"].tolist() == [item["covariates"]["age"] for item in items]
