@@ -115,32 +115,32 @@ BREAKS = {
     # issue 35: the code that connects the parts (each the question "is this computed from the right input?")
     "dataset: qc not passed on to generation": (
         "synthbrain/datasets/synthetic.py",
-        '{"extrapolate": bool(extrapolate), "qc": qc}',
-        '{"extrapolate": bool(extrapolate)}',
+        '"qc": generator.defaults["qc"] if settings.qc is None else settings.qc}',
+        '"qc": generator.defaults["qc"]}',
         ["tests/datasets/test_synthetic.py", "-k", "qc_reject"],
     ),
     "dataset: guidance_scale not passed on to generation": (
         "synthbrain/datasets/synthetic.py",
-        "generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)",
-        "generator.sampling_settings(steps, sampler, None, timestep_spacing)",
+        "generator.sampling_settings(settings.steps, settings.sampler, settings.guidance_scale, settings.timestep_spacing)",
+        "generator.sampling_settings(settings.steps, settings.sampler, None, settings.timestep_spacing)",
         ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
     ),
     "dataset: timestep_spacing not passed on to generation": (
         "synthbrain/datasets/synthetic.py",
-        "generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)",
-        "generator.sampling_settings(steps, sampler, guidance_scale, None)",
+        "generator.sampling_settings(settings.steps, settings.sampler, settings.guidance_scale, settings.timestep_spacing)",
+        "generator.sampling_settings(settings.steps, settings.sampler, settings.guidance_scale, None)",
         ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
     ),
     "dataset: steps not passed on to generation": (
         "synthbrain/datasets/synthetic.py",
-        "generator.sampling_settings(steps, sampler, guidance_scale, timestep_spacing)",
-        "generator.sampling_settings(None, sampler, guidance_scale, timestep_spacing)",
+        "generator.sampling_settings(settings.steps, settings.sampler, settings.guidance_scale, settings.timestep_spacing)",
+        "generator.sampling_settings(None, settings.sampler, settings.guidance_scale, settings.timestep_spacing)",
         ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
     ),
     "dataset: extrapolate not passed on to generation": (
         "synthbrain/datasets/synthetic.py",
-        '{"extrapolate": bool(extrapolate), "qc": qc}',
-        '{"extrapolate": False, "qc": qc}',
+        '{"extrapolate": bool(extrapolate), "qc":',
+        '{"extrapolate": False, "qc":',
         ["tests/datasets/test_synthetic.py", "-k", "sampling_settings"],
     ),
     "generate: a redraw drops the given covariates": (
@@ -199,8 +199,8 @@ BREAKS = {
     ),
     "downstream: augmented arms draw their real subjects with another seed": (
         "benchmarks/downstream.py",
-        "chosen = _subset(pool, max(n, sizes[0]), seed)",
-        "chosen = _subset(pool, max(n, sizes[0]), seed + (arm != REAL))",
+        'chosen = _subset(parts["pool"]["table"], max(n, sizes[0]), seed)',
+        'chosen = _subset(parts["pool"]["table"], max(n, sizes[0]), seed + (arm != REAL))',
         ["tests/benchmarks/test_downstream.py", "-k", "quick_mode"],
     ),
     "downstream: scored on the validation part instead of the test part": (
@@ -229,8 +229,8 @@ BREAKS = {
     ),
     "downstream: a quarter of every batch synthetic instead of half": (
         "benchmarks/downstream.py",
-        "\"mix\": synthetic_counts(FRACTION, 4, steps),",
-        "\"mix\": synthetic_counts(0.25, 4, steps),",
+        "FRACTION = 0.5  # the share",
+        "FRACTION = 0.25  # the share",
         ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
     ),
     "downstream: the spread pool without its uniform sampler": (
@@ -241,8 +241,8 @@ BREAKS = {
     ),
     "downstream: the generated & randomized pool all generated": (
         "benchmarks/downstream.py",
-        "pools[\"randomized\"][\"images\"][half:]",
-        "pools[\"generated\"][\"images\"][half:]",
+        'torch.where(odd, pools["randomized"]["images"], pools["generated"]["images"])',
+        'torch.where(odd, pools["generated"]["images"], pools["generated"]["images"])',
         ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
     ),
     "downstream: shifted-domain Dice scored on the unshifted images": (
@@ -279,8 +279,8 @@ BREAKS = {
     ),
     "evaluate: evaluators trained on B's images": (
         "synthbrain/evaluation/evaluate.py",
-        "        judges = Evaluators.fit(\n            images[part_a],",
-        "        judges = Evaluators.fit(\n            images[part_b],",
+        "evaluator_folder, cohort, images[part_a], fractions[part_a],",
+        "evaluator_folder, cohort, images[part_b], fractions[part_a],",
         ["tests/evaluation/test_evaluate.py", "-k", "writes_the_report"],
     ),
     "evaluate: evaluators' accuracy scored against A's truths": (
@@ -291,14 +291,14 @@ BREAKS = {
     ),
     "evaluate: spot-the-fake real vs real compares A with A": (
         "synthbrain/evaluation/evaluate.py",
-        "\"real vs real (B vs A)\": classifier_two_sample_test(images[part_a], images[part_b],",
-        "\"real vs real (B vs A)\": classifier_two_sample_test(images[part_a], images[part_a],",
+        '"real vs real (B vs A)": (volumes["real (A)"], statistics["real (A)"], volumes["real (B)"], statistics["real (B)"]),',
+        '"real vs real (B vs A)": (volumes["real (A)"], statistics["real (A)"], volumes["real (A)"], statistics["real (B)"]),',
         ["tests/evaluation/test_evaluate.py", "-k", "reconstructions"],
     ),
     "evaluate: spot-the-fake synthetic vs real against A only": (
         "synthbrain/evaluation/evaluate.py",
-        "classifier_two_sample_test(images[complete], synthetic,",
-        "classifier_two_sample_test(images[part_a], synthetic,",
+        '"synthetic vs real": (*real_all, volumes["synthetic"], statistics["synthetic"]),',
+        '"synthetic vs real": (volumes["real (A)"], real_all[1], volumes["synthetic"], statistics["synthetic"]),',
         ["tests/evaluation/test_evaluate.py", "-k", "reconstructions"],
     ),
     "evaluate: sampling settings not passed on to generation": (
@@ -309,14 +309,14 @@ BREAKS = {
     ),
     "evaluate CLI drops --timestep-spacing": (
         "synthbrain/cli.py",
-        "            \"timestep_spacing\": args.timestep_spacing,\n        },\n        c2st_epochs",
-        "        },\n        c2st_epochs",
+        "sampling=SamplingSettings.from_args(args).given(),",
+        "sampling={k: v for k, v in SamplingSettings.from_args(args).given().items() if k != 'timestep_spacing'},",
         ["tests/evaluation/test_evaluate.py", "-k", "cli"],
     ),
     "generate CLI drops --timestep-spacing": (
         "synthbrain/cli.py",
-        "        timestep_spacing=args.timestep_spacing,\n        batch_size=args.batch_size,\n",
-        "        batch_size=args.batch_size,\n",
+        "            **SamplingSettings.from_args(args).given(),\n",
+        "            **{k: v for k, v in SamplingSettings.from_args(args).given().items() if k != 'timestep_spacing'},\n",
         ["tests/test_cli.py", "-k", "passes_every"],
     ),
     "generate CLI drops --raw": (
@@ -327,14 +327,14 @@ BREAKS = {
     ),
     "generate --shards drops --guidance-scale": (
         "synthbrain/cli.py",
-        "        guidance_scale=args.guidance_scale,\n        timestep_spacing=args.timestep_spacing,\n        extrapolate=",
-        "        timestep_spacing=args.timestep_spacing,\n        extrapolate=",
+        "\n        **SamplingSettings.from_args(args).given(),\n",
+        "\n        **{k: v for k, v in SamplingSettings.from_args(args).given().items() if k != 'guidance_scale'},\n",
         ["tests/test_cli.py", "-k", "passes_every"],
     ),
     "reader study: every real case shows the first drawn subject": (
         "synthbrain/reader_study/create.py",
-        "cases.append((\"real\", source, _blind(item[\"image\"].numpy()[0], mask,",
-        "cases.append((\"real\", source, _blind(cohort[chosen_real[0]][\"image\"].numpy()[0], mask,",
+        '_blind(item["image"].numpy()[0], mask,',
+        '_blind(cohort[chosen[0]]["image"].numpy()[0], mask,',
         ["tests/reader_study/test_create.py", "-k", "key_names"],
     ),
     "reader study: a synthetic file masked by its own haze, not its label map": (

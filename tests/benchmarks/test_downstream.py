@@ -246,6 +246,7 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
 
     monkeypatch.setattr(script, "_validation_score", validation_spy)
     chosen = script._subset(parts["pool"]["table"], 3, seed=1)
+    halves = {script.GENERATED, script.RANDOMIZED, script.REAL_RANDOMIZED, script.BOTH, script.SPREAD, script.UPPER, script.PRETRAINED}
     for task in ("segmentation", "sex"):
         real_x, real_y = script._inputs(task, parts["pool"]), script._targets(task, parts["pool"])
         for arm in script.TASK_ARMS[task]:
@@ -262,6 +263,8 @@ def test_each_arm_trains_on_the_chosen_real_subjects_and_its_own_pool(script, se
             shares = [schedule(t) for t in range(steps)]  # exact fractions, or floats read as the decimals they print as
             due = sum((x if isinstance(x, (int, Fraction)) else Fraction(str(x)) for x in shares), Fraction(0)) * 4
             assert len(extra) == math.floor(due + Fraction(1, 2)), (task, arm)
+            if arm in halves:
+                assert len(extra) == 2 * steps, (task, arm)  # a known answer: half of every batch of 4
             if use in ("pretrain", "first"):
                 assert extra == list(range(len(extra)))  # the first steps
             if use != "only":
