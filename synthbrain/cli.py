@@ -614,7 +614,7 @@ def _generate_folder(args: argparse.Namespace, generator, covariates: dict, devi
 
     from synthbrain import _io
     from synthbrain.datasets import Fixed, SyntheticBrainDataset
-    from synthbrain.datasets.synthetic import ShardsInUse
+    from synthbrain.datasets.shards import ShardsInUse
 
     partial = partial_folder(args.out)
     shown = _io.shown_path(partial)

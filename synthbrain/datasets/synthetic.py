@@ -53,7 +53,7 @@ import torch
 
 from synthbrain.datasets.cache import ChunkCache
 from synthbrain.datasets.items import Item, make_item, make_subject
-from synthbrain.datasets.shards import ShardsInUse, ShardStore, model_fingerprint
+from synthbrain.datasets.shards import ShardStore, model_fingerprint
 from synthbrain.device import resolve_device
 from synthbrain.generator import BrainGenerator, GeneratedBrains, draws
 from synthbrain.generator.conditions import ConditionSampler, check_sampler, describe
@@ -62,7 +62,7 @@ from synthbrain.sampling import SamplingSettings
 if TYPE_CHECKING:  # torchio is imported only where a randomised appearance is asked for (the GPU machine has none)
     from synthbrain.datasets.appearance import AppearanceRandomizer
 
-__all__ = ["ShardsInUse", "SyntheticBrainDataset", "model_fingerprint"]
+__all__ = ["SyntheticBrainDataset"]
 
 _is_int = draws.is_int
 
