@@ -49,8 +49,8 @@ gate: real-only at the largest n must beat the smallest n with an interval exclu
 that fails it gets no verdict. Resumable: finished runs are kept in OUT.subjects.tsv.gz, keyed by
 a configuration hash; runs of other configurations (earlier versions) stay in the file untouched.
 
-    python benchmarks/downstream.py --model runs/downstream/generator --split runs/downstream/split \\
-        --pretrained default --out docs/benchmarks/downstream
+    python benchmarks/downstream.py --model runs/downstream/dm/generator --split runs/downstream/split \\
+        --pretrained default --test OTHER_PREPARED_COHORT --out docs/benchmarks/downstream
     python benchmarks/downstream.py --model runs/downstream/dm/generator --split runs/downstream/split \\
         --arms real,generated-0.1,generated-0.25,generated,generated-linear,generated-first \\
         --out docs/benchmarks/downstream-shares   # the share and schedule arms (issue 31; about 3.5 h on 2 cores)

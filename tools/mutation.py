@@ -43,6 +43,8 @@ from scipy.stats import binomtest
 
 MODULES = {
     "draws": (["synthbrain/generator/draws.py"], ["tests/generator", "tests/datasets/test_synthetic.py"]),
+    # the seed functions that were in draws.py until issue 33 moved them (docs/testing.md)
+    "seeding": (["synthbrain/seeding.py"], ["tests/test_seeding.py", "tests/generator", "tests/datasets/test_synthetic.py"]),
     "mixing": (["synthbrain/datasets/mixing.py"], ["tests/datasets/test_mixing.py", "tests/datasets/test_mixing_contracts.py"]),
     "samplers": (
         ["synthbrain/samplers/ddim.py", "synthbrain/samplers/dpm_solver.py", "synthbrain/samplers/schedule.py"],
