@@ -366,6 +366,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         default=_Default(DM_TRAINING, "min_snr_gamma"),
         help="min-SNR loss weighting with this gamma (default: plain MSE)",
     )
+    df.add_argument(
+        "--latent-scaling",
+        choices=["global", "per_channel"],
+        default=_Default(DM_TRAINING, "latent_scaling"),
+        help="bring latents to unit variance with one factor (global) or per channel (mean 0, variance 1 each)",
+    )
     df.add_argument("--steps", type=int, default=_Default(DM_TRAINING, "steps"), help="optimisation steps")
     df.add_argument("--batch-size", type=int, default=_Default(DM_TRAINING, "batch_size"), help="latents per step and process")
     df.add_argument("--lr", type=float, default=_Default(DM_TRAINING, "learning_rate"), help="AdamW learning rate")
@@ -474,6 +480,7 @@ def _diffusion_settings(args: argparse.Namespace, latent_channels: int, conditio
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
         min_snr_gamma=args.min_snr_gamma,
+        latent_scaling=args.latent_scaling,
     )
     return config, training, NoiseSchedule(prediction_type=args.prediction, zero_terminal_snr=args.zero_terminal_snr)
 

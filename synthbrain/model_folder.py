@@ -4,7 +4,7 @@
 
     model/
       synthbrain_generator.json   index: components with the sha256 of each weight file, image grid,
-                                  latent shape and scale, label classes, sampling defaults, version
+                                  latent shape, scale (and shift), label classes, sampling defaults, version
       autoencoder/  config.json, model.safetensors
       unet/         config.json, model.safetensors
       scheduler/    config.json
@@ -52,7 +52,8 @@ INDEX = "synthbrain_generator.json"
 # The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
 INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
-OPTIONAL_KEYS = {"torch_dtype"}  # written only when the weights are not float32
+# written only when needed: torch_dtype when the weights are not float32, latent_shift when not 0 (per-channel scaling)
+OPTIONAL_KEYS = {"torch_dtype", "latent_shift"}
 COMPONENTS = ("autoencoder", "unet")
 # The precisions a generator's weights are stored and run in, by name (torch_dtype of from_pretrained, dtype of .to, the index).
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -67,7 +68,8 @@ class ModelParts:
 
     ``autoencoder`` and ``unet``: the networks; ``schedule``: the noise schedule the UNet was trained on;
     ``schema``: the covariates and their normalisation; ``image_grid``: the MNI grid of decoded images;
-    ``latent_scale``: the factor latents were multiplied by in training (1/std of the cached latents);
+    ``latent_scale`` and ``latent_shift``: latents were trained on as ``(z - latent_shift) * latent_scale``,
+    a number each (1/std of the cached latents and 0) or a list of one per latent channel;
     ``label_classes``: the name of each label class by index, or None; ``defaults``: sampling defaults
     (``sampler``, ``steps``, ``guidance_scale``, ``timestep_spacing``); ``distribution``: the training
     covariates' density, or None; ``source``: ``{"path", "sha256"}``, the folder read from and the
@@ -79,11 +81,12 @@ class ModelParts:
     schedule: NoiseSchedule
     schema: CovariateSchema
     image_grid: Grid
-    latent_scale: float
+    latent_scale: float | list[float]
     label_classes: list[str] | None = None
     defaults: dict[str, Any] | None = None
     distribution: CovariateDistribution | None = None
     source: dict[str, Any] = field(default_factory=lambda: {"path": None, "sha256": None})
+    latent_shift: float | list[float] = 0.0
 
     def arguments(self) -> dict[str, Any]:
         """The constructor arguments of ``BrainGenerator`` (everything but ``source``)."""
@@ -146,10 +149,11 @@ def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: d
                 "components": {name: {"path": name, "sha256": _io.sha256_file(staging / name / WEIGHTS)} for name in COMPONENTS},
                 "image_grid": parts.image_grid.to_dict(),
                 "latent_shape": [parts.autoencoder.config.latent_channels, *(n // factor for n in parts.image_grid.shape)],
-                "latent_scale": float(parts.latent_scale),
+                "latent_scale": _number_or_list(parts.latent_scale),
                 "label_classes": list(parts.label_classes) if parts.label_classes else None,
                 "defaults": parts.defaults,
                 **({"torch_dtype": dtype} if dtype != "float32" else {}),
+                **({"latent_shift": _number_or_list(parts.latent_shift)} if _number_or_list(parts.latent_shift) != 0.0 else {}),
             },
         )
     return Path(folder)
@@ -215,11 +219,12 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
             schedule,
             schema,
             Grid.from_dict(index["image_grid"]),
-            float(index["latent_scale"]),
+            _number_or_list(index["latent_scale"]),
             index["label_classes"],
             defaults,
             distribution,
             {"path": str(folder.resolve()), "sha256": {k: v["sha256"] for k, v in components.items()}},
+            _number_or_list(index.get("latent_shift", 0.0)),
         )
     factor = autoencoder.config.downsample
     expected = [autoencoder.config.latent_channels, *(n // factor for n in parts.image_grid.shape)]
@@ -229,6 +234,11 @@ def read_model_folder(folder: str | os.PathLike) -> ModelParts:
             "which the autoencoder and image grid give; the folder mixes files of different models"
         )
     return parts
+
+
+def _number_or_list(value: float | Iterable[float]) -> float | list[float]:
+    """A latent scale or shift as the index stores it: a number, or a list of one per channel."""
+    return float(value) if isinstance(value, (int, float)) else [float(v) for v in value]
 
 
 @contextlib.contextmanager

@@ -106,7 +106,7 @@ class ShardStore:
 
 def model_fingerprint(generator) -> dict[str, Any]:
     """What identifies a generator's output: the sha256 of its weights (from its index when it was
-    loaded from disk, else computed from the tensors), latent scale, image grid and schema, and the
+    loaded from disk, else computed from the tensors), latent scale (and shift, when not 0), image grid and schema, and the
     precision it runs in (``"dtype"``) unless float32: a folder loaded in float32 and cast to bfloat16
     keeps its index's sha256 but generates other volumes. (A float32 model records no ``"dtype"``, so
     shard folders written before precisions were stored keep their definition.)"""
@@ -121,6 +121,7 @@ def model_fingerprint(generator) -> dict[str, Any]:
     return {
         "sha256": weights,
         "latent_scale": generator.latent_scale,
+        **({"latent_shift": generator.latent_shift} if generator.latent_shift != 0.0 else {}),
         "image_grid": generator.image_grid.to_dict(),
         "schema": generator.schema.to_dict(),
         **({"dtype": str(generator.dtype).removeprefix("torch.")} if generator.dtype != torch.float32 else {}),

@@ -27,6 +27,9 @@ from synthbrain.cohort.covariates import CovariateSchema
 from synthbrain.components import load_component
 from synthbrain.preprocessing.prepared import PreparedCohort
 
+# How latents are brought to unit variance for diffusion training (LatentCache.scaling).
+LATENT_SCALINGS = ("global", "per_channel")
+
 
 @dataclass
 class LatentCache:
@@ -58,6 +61,23 @@ class LatentCache:
         tensors = load_file(folder / "latents.safetensors")
         schema = CovariateSchema.from_dict(meta["schema"])
         return cls(tensors["latents"], tensors["conditions"], meta["subject_ids"], meta["scale"], schema, meta)
+
+    def scaling(self, kind: str = "global") -> tuple[float | list[float], float | list[float]]:
+        """The affine map into the space the diffusion model is trained in, ``(latents - shift) * scale``,
+        as ``(scale, shift)``. ``"global"``: ``scale`` is the cache's one factor, 1 / the standard deviation
+        of all latent elements, and ``shift`` 0 (Rombach et al. 2022's scale factor). ``"per_channel"``:
+        lists of C values, 1 / each channel's standard deviation and each channel's mean over every cached
+        latent (subjects and voxels), so that every channel has mean 0 and variance 1 before noise of
+        variance 1 is added. Raises ``ValueError`` for another ``kind`` or a channel that is constant."""
+        if kind == "global":
+            return self.scale, 0.0
+        if kind != "per_channel":
+            raise ValueError(f"latent_scaling={kind!r}; allowed: {list(LATENT_SCALINGS)}")
+        per_channel = self.latents.double().transpose(0, 1).flatten(1)
+        std, mean = per_channel.std(dim=1), per_channel.mean(dim=1)
+        if not bool((std > 0).all()):
+            raise ValueError(f"latent_scaling='per_channel': latent channels {torch.nonzero(std == 0).flatten().tolist()} are constant")
+        return (1.0 / std).tolist(), mean.tolist()
 
     def complete(self) -> torch.Tensor:
         """Row indices (K,) int64 of the subjects with every covariate present (no NaN in ``conditions``)."""

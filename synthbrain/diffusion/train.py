@@ -19,7 +19,7 @@ from torch.utils.data import TensorDataset
 
 from synthbrain import _io, seeding, training
 from synthbrain.components import save_component, save_config
-from synthbrain.diffusion.latents import LatentCache
+from synthbrain.diffusion.latents import LATENT_SCALINGS, LatentCache
 from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig, drop_conditions
 from synthbrain.samplers.schedule import NoiseSchedule
 
@@ -31,6 +31,10 @@ class DiffusionTraining:
     ``condition_dropout``: probability of training a sample on the null condition (needed for
     classifier-free guidance; 0 gives a model that cannot be guided). ``min_snr_gamma``: None for
     the plain mean squared error, or gamma of min-SNR weighting (Hang et al. 2023 use 5).
+    ``latent_scaling``: how latents are brought to unit variance before noise is added (one of
+    :data:`~synthbrain.diffusion.latents.LATENT_SCALINGS`, see
+    :meth:`LatentCache.scaling <synthbrain.diffusion.latents.LatentCache.scaling>`): ``"global"``, one
+    factor for all channels, or ``"per_channel"``, each channel standardised to mean 0 and variance 1.
     """
 
     steps: int = 3000
@@ -42,8 +46,11 @@ class DiffusionTraining:
     log_every: int = 25
     seed: int = 0
     min_snr_gamma: float | None = None
+    latent_scaling: str = "global"
 
     def __post_init__(self) -> None:
+        if self.latent_scaling not in LATENT_SCALINGS:
+            raise ValueError(f"latent_scaling={self.latent_scaling!r}; allowed: {list(LATENT_SCALINGS)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -58,6 +65,16 @@ class DiffusionTraining:
             raise ValueError(f"ema_decay={self.ema_decay}; allowed: [0, 1)")
         if self.min_snr_gamma is not None and not (isinstance(self.min_snr_gamma, (int, float)) and 0 < self.min_snr_gamma < math.inf):
             raise ValueError(f"min_snr_gamma={self.min_snr_gamma!r}; allowed: None or a finite number > 0")
+
+
+def recorded_settings(settings: DiffusionTraining) -> dict:
+    """The settings a run folder's ``run.json`` records (``steps`` left out: more steps continue the run).
+    ``latent_scaling`` is recorded only when not ``"global"``, so that runs written before it existed
+    keep their record and resume."""
+    recorded = {k: v for k, v in asdict(settings).items() if k != "steps"}
+    if recorded["latent_scaling"] == "global":
+        del recorded["latent_scaling"]
+    return recorded
 
 
 def loss_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float | None) -> torch.Tensor:
@@ -114,14 +131,15 @@ def train_diffusion(
         {
             "stage": "diffusion",
             "model": model_config.to_dict(),
-            "training": {k: v for k, v in asdict(settings).items() if k != "steps"},  # more steps continue the run
+            "training": recorded_settings(settings),
             "schedule": schedule.to_dict(),
             "latents": str(Path(latents).resolve()),
         },
         argument="run_dir",
         write=info.is_main,
     )
-    dataset = TensorDataset(cache.latents[keep] * cache.scale, cache.conditions[keep])
+    scale, shift = (torch.tensor(v, dtype=torch.float32).reshape(1, -1, 1, 1, 1) for v in cache.scaling(settings.latent_scaling))
+    dataset = TensorDataset((cache.latents[keep] - shift) * scale, cache.conditions[keep])
 
     torch.manual_seed(settings.seed)
     model = ConditionalUNet(model_config).to(info.device)

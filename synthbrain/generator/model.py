@@ -13,8 +13,10 @@ with failing subjects drawn again when asked.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -69,7 +71,10 @@ class BrainGenerator:
     (training outputs), or from its parts. ``autoencoder`` decodes latents (C, d, h, w) into an image
     and label logits on ``image_grid``; ``unet`` predicts noise from a latent, a timestep and the
     normalised covariates of ``schema``; ``schedule`` is the noise schedule it was trained on;
-    ``latent_scale`` multiplies latents in training (1/std of the cached latents); ``label_classes``
+    ``latent_scale`` and ``latent_shift`` map the autoencoder's latents into the space the UNet was
+    trained in, ``(z - latent_shift) * latent_scale``, and back after sampling: a number each (1/std of
+    the cached latents and 0, the usual scale factor) or C numbers each (per-channel standardisation,
+    ``DiffusionTraining(latent_scaling="per_channel")``); ``label_classes``
     names the label map's classes; ``defaults`` holds the sampling settings ``generate`` uses when
     not told (``sampler``, ``steps``, ``guidance_scale``, ``timestep_spacing``); ``distribution`` is
     the training covariates' density, from which covariates a caller leaves out are drawn.
@@ -78,7 +83,8 @@ class BrainGenerator:
 
     Raises ``ValueError`` when the parts do not fit together (condition width, unknown default keys,
     a covariate named like a keyword of ``generate``, a guidance default on a model that cannot be guided,
-    parameters of several dtypes).
+    parameters of several dtypes, a latent scale that is not positive and finite, a latent scale or
+    shift with another number of entries than the latent channels).
     """
 
     def __init__(
@@ -88,10 +94,11 @@ class BrainGenerator:
         schedule: NoiseSchedule,
         schema: CovariateSchema,
         image_grid: Grid,
-        latent_scale: float,
+        latent_scale: float | Sequence[float],
         label_classes: Sequence[str] | None = None,
         defaults: Mapping[str, Any] | None = None,
         distribution: CovariateDistribution | None = None,
+        latent_shift: float | Sequence[float] = 0.0,
     ):
         if not schema.fitted:
             raise ValueError("schema: the covariate schema must be fitted on the training cohort")
@@ -105,10 +112,11 @@ class BrainGenerator:
             raise ValueError(f"defaults: unknown keys {unknown}; allowed: {list(DEFAULT_KEYS)}")
         self.autoencoder, self.unet = autoencoder.eval(), unet.eval()
         self.schedule, self.schema, self.image_grid = schedule, schema, image_grid
-        self.latent_scale = float(latent_scale)
         self.label_classes = tuple(label_classes) if label_classes else None
         factor = autoencoder.config.downsample
         self.latent_shape = (autoencoder.config.latent_channels, *(n // factor for n in image_grid.shape))
+        self.latent_scale = _per_channel("latent_scale", latent_scale, self.latent_shape[0], positive=True)
+        self.latent_shift = _per_channel("latent_shift", latent_shift, self.latent_shape[0], positive=False)
         defaults = {"sampler": "ddim", "steps": 50, "guidance_scale": 1.0, "qc": "measure", **(defaults or {})}
         if "timestep_spacing" not in defaults and defaults["sampler"] in SAMPLERS:
             defaults["timestep_spacing"] = SAMPLERS[defaults["sampler"]].DEFAULT_SPACING
@@ -161,6 +169,7 @@ class BrainGenerator:
             dict(self.defaults),
             self.distribution,
             dict(self.source),
+            self.latent_shift,
         )
 
     def save_pretrained(self, folder: str | os.PathLike) -> Path:
@@ -237,7 +246,16 @@ class BrainGenerator:
         classes = prepared.class_names
         distribution = CovariateDistribution.fit(prepared.table, cache.schema, components=1)
         grid, defaults = Grid.from_dict(meta["image_grid"]), dict(defaults) if defaults else None
-        return cls(autoencoder, unet, schedule, cache.schema, grid, cache.scale, classes, defaults, distribution)
+        run = _io.read_json(Path(diffusion_run) / "run.json", "a diffusion run folder")
+        scale, shift = cache.scaling(run["training"].get("latent_scaling", "global"))
+        return cls(autoencoder, unet, schedule, cache.schema, grid, scale, classes, defaults, distribution, shift)
+
+    def _from_diffusion_space(self, z: torch.Tensor) -> torch.Tensor:
+        """Sampled latents (B, C, d, h, w) back to the autoencoder's latents: ``z / latent_scale + latent_shift``, in float32
+        or wider (the sampler's float32 latents give the same bits as a division by a Python float)."""
+        per_channel = (self.latent_scale, self.latent_shift)
+        scale, shift = (torch.tensor(v, dtype=torch.float32, device=z.device).reshape(1, -1, 1, 1, 1) for v in per_channel)
+        return z / scale + shift
 
     # ------------------------------------------------------------------ device and precision
 
@@ -484,7 +502,7 @@ class BrainGenerator:
                     generator=stochastic,
                     progress=progress,
                 )
-                image, logits = self.autoencoder.decode((z / self.latent_scale).to(weights))
+                image, logits = self.autoencoder.decode(self._from_diffusion_space(z).to(weights))
             except NotImplementedError as err:  # an operation PyTorch lacks in this precision on this device
                 if weights not in HALF:
                     raise
@@ -530,3 +548,19 @@ def _describe(cond_sampler: Any) -> str | None:
     from synthbrain.generator.conditions import describe
 
     return describe(cond_sampler)
+
+
+def _per_channel(argument: str, value: Any, channels: int, *, positive: bool) -> float | tuple[float, ...]:
+    """``value`` as one float, or as a tuple of ``channels`` floats (a list or tuple of that length);
+    each finite, and > 0 with ``positive``. Raises ``ValueError`` naming ``argument``, the value and what
+    is allowed."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+
+    if number(value):
+        return float(value)
+    if isinstance(value, (list, tuple)) and len(value) == channels and all(map(number, value)):
+        return tuple(float(v) for v in value)
+    allowed = "a finite number > 0" if positive else "a finite number"
+    raise ValueError(f"{argument}={value!r}; allowed: {allowed}, or a list of {channels} (one per latent channel)")

@@ -101,3 +101,60 @@ def test_mismatched_model_and_bad_settings_are_named(latents, tmp_path):
         DiffusionTraining(condition_dropout=2)
     with pytest.raises(ValueError, match="no latents.json"):
         LatentCache.load(tmp_path)
+
+
+def test_per_channel_latent_scaling_standardises_each_channel_and_the_generator_maps_back(latents, tmp_path):
+    """Issue 30: latents standardised per channel for diffusion training ((z - mean_c) / std_c), recorded
+    in the run, carried by the generator and its saved folder, and undone before decoding."""
+    from dataclasses import replace
+
+    from synthbrain.generator import BrainGenerator
+
+    cache = LatentCache.load(latents)
+    assert cache.scaling("global") == (cache.scale, 0.0)
+    scale, shift = cache.scaling("per_channel")
+    assert len(scale) == len(shift) == 3
+    standardised = (cache.latents - torch.tensor(shift).reshape(1, -1, 1, 1, 1)) * torch.tensor(scale).reshape(1, -1, 1, 1, 1)
+    per_channel = standardised.transpose(0, 1).flatten(1)
+    torch.testing.assert_close(per_channel.mean(1), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(per_channel.std(1), torch.ones(3), atol=1e-5, rtol=0)
+    assert max(scale) / min(scale) > 1.01  # the channels of these latents differ: a global factor would not do this
+
+    plain = train_diffusion(latents, tmp_path / "global", UNET, STEPS, device="cpu", progress=False).parent
+    assert "latent_scaling" not in json.loads((plain / "run.json").read_text())["training"]  # older runs keep their record
+    run = train_diffusion(latents, tmp_path / "pc", UNET, replace(STEPS, latent_scaling="per_channel"), device="cpu", progress=False).parent
+    assert json.loads((run / "run.json").read_text())["training"]["latent_scaling"] == "per_channel"
+
+    generator = BrainGenerator.from_training(latents, run, defaults={"steps": 2})
+    assert generator.latent_scale == pytest.approx(tuple(scale)) and generator.latent_shift == pytest.approx(tuple(shift))
+    assert BrainGenerator.from_training(latents, plain).latent_shift == 0.0
+    # sampled latents are mapped back with the inverse of the training map
+    torch.testing.assert_close(generator._from_diffusion_space(standardised), cache.latents, atol=1e-5, rtol=1e-5)
+    folder = generator.save_pretrained(tmp_path / "model")
+    index = json.loads((folder / "synthbrain_generator.json").read_text())
+    assert index["latent_scale"] == pytest.approx(scale) and index["latent_shift"] == pytest.approx(shift)
+    loaded = BrainGenerator.from_pretrained(folder)
+    assert (loaded.latent_scale, loaded.latent_shift) == (generator.latent_scale, generator.latent_shift)
+    a, b = generator.generate(n=1, seed=3, progress=False), loaded.generate(n=1, seed=3, progress=False)
+    torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
+
+
+def test_bad_latent_scalings_are_named():
+    from synthbrain.diffusion.latents import LATENT_SCALINGS
+    from tests.helpers import tiny_generator
+
+    with pytest.raises(ValueError, match=r"latent_scaling='channel'; allowed: \['global', 'per_channel'\]"):
+        DiffusionTraining(latent_scaling="channel")
+    arguments = tiny_generator().parts().arguments()
+    for name, value in (("latent_scale", 0.0), ("latent_scale", [1.0, 2.0]), ("latent_shift", float("nan")), ("latent_scale", "1")):
+        with pytest.raises(ValueError, match=rf"{name}=.*allowed: a finite number.*or a list of 3 \(one per latent channel\)"):
+            type(tiny_generator())(**{**arguments, name: value})
+    assert _diffusion_choices() == list(LATENT_SCALINGS)  # the flag's choices (written out, so --help loads no torch) are these
+
+
+def _diffusion_choices():
+    from synthbrain.cli import build_parser
+
+    train = next(a for a in build_parser()._actions if a.choices and "train" in a.choices).choices["train"]
+    diffusion = next(a for a in train._actions if a.choices and "diffusion" in a.choices).choices["diffusion"]
+    return next(a.choices for a in diffusion._actions if a.dest == "latent_scaling")
