@@ -32,7 +32,9 @@ training size n (pool subjects, half of each sex, seeded; the same subjects in e
   ``generated-0.25`` (and ``generated``, 0.5) of every batch; ``generated-S`` for any other share S
   in [0, 1]; ``generated-linear``: 0.5 at the first step falling linearly to 0 at the last;
   ``generated-first``: half the task's steps on generated subjects only, then as many real-only
-  steps as real-only trains (1.5 times the steps; one one-cycle learning-rate schedule over all).
+  steps as real-only trains (1.5 times the steps; one one-cycle learning-rate schedule over all);
+  ``real-long``, its control: real subjects only for the same steps and schedule, so that the
+  report can tell generated-first's gain from that of 1.5 times the steps.
 
 Real-only and, for segmentation, the share and schedule arms run at every n; the other arms at
 the smallest and largest n. Batches are mixed by the product's ``MixedDataset`` and
@@ -107,11 +109,13 @@ REAL, GENERATED, RANDOMIZED, REAL_RANDOMIZED, BOTH, SPREAD, PRETRAIN, SYNTH_ONLY
 )
 SHARE_PREFIX = "generated-"  # generated-S: a share S in [0, 1] of every batch from the split generator's images
 SHARE_10, SHARE_25, LINEAR, FIRST = "generated-0.1", "generated-0.25", "generated-linear", "generated-first"
+REAL_LONG = "real-long"  # generated-first's control: its steps and learning-rate schedule, real subjects only
 FRACTION = 0.5  # the share of every batch from the arm's extra subjects (the mixing arms)
 # arm -> (its name in the report, where its extra subjects come from, how they are used, the share):
 # "mix" a constant share of every batch, "linear" that share at the first step falling linearly to 0
 # at the last, "pretrain" the first half of the steps extra only (then real only), "first" as many
-# extra-only steps first (half the task's steps), then the task's steps real only, "only" extra only
+# extra-only steps first (half the task's steps), then the task's steps real only, "long" real only for
+# as many steps as "first" (its control), "only" extra only
 ARMS = {
     REAL: ("real only", None, "mix", 0.0),
     GENERATED: ("+ generated", "generated", "mix", FRACTION),
@@ -127,6 +131,7 @@ ARMS = {
     SHARE_25: ("+ generated, share 0.25", "generated", "mix", 0.25),
     LINEAR: ("+ generated, share 0.5 falling linearly to 0", "generated", "linear", FRACTION),
     FIRST: ("generated first, then as many real steps as real only", "generated", "first", 1.0),
+    REAL_LONG: ("real only, as many steps as generated first (control)", None, "long", 0.0),
 }
 # the share and schedule arms: at every n for segmentation (the smallest and largest for age and sex),
 # and the candidates of the report's guidance table (with any generated-S arm given to --arms)
@@ -138,15 +143,15 @@ ARM_COLOURS = dict(
         ARMS,
         (
             "#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-            "#e377c2", "#7f7f7f", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896",
+            "#e377c2", "#7f7f7f", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
         ),
         strict=True,
     )
 )
 TASK_ARMS = {
     "segmentation": tuple(ARMS),
-    "age": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED, SHARE_10, SHARE_25, LINEAR, FIRST),
-    "sex": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED, SHARE_10, SHARE_25, LINEAR, FIRST),
+    "age": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED, SHARE_10, SHARE_25, LINEAR, FIRST, REAL_LONG),
+    "sex": (REAL, GENERATED, SPREAD, PRETRAIN, SYNTH_ONLY, UPPER, PRETRAINED, SHARE_10, SHARE_25, LINEAR, FIRST, REAL_LONG),
 }
 BATCH = 4
 MIXING = "MixedBatchSampler, schedule of the step; one seed per (task, n, seed) for every arm"  # in the configuration hash
@@ -477,7 +482,8 @@ def _plan(arm: str, steps: int) -> tuple:
     """An arm's share of extra subjects as a function of the step (a ``MixedBatchSampler``
     schedule) and its number of steps: ``steps`` for every arm but ``generated-first``, whose
     ``steps // 2`` extra-only steps come before the ``steps`` real-only ones (so its real part gets
-    as many steps as real-only; one one-cycle learning-rate schedule spans all of them)."""
+    as many steps as real-only; one one-cycle learning-rate schedule spans all of them), and
+    ``real-long``, which trains as many steps on real subjects only."""
     use, share = ARMS[arm][2], ARMS[arm][3]
     if use == "linear":
         return linear_decay(share, steps), steps
@@ -485,6 +491,8 @@ def _plan(arm: str, steps: int) -> tuple:
         return synthetic_then_real(steps // 2), steps
     if use == "first":
         return synthetic_then_real(steps // 2), steps // 2 + steps
+    if use == "long":
+        return constant_share(0.0), steps // 2 + steps
     return constant_share(share), steps  # "mix", and "only" (a share of 1)
 
 
@@ -746,7 +754,9 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
     """The guidance table, from the runs: per task and n where share or schedule arms ran, the best
     of them by the paired difference against real-only at the same n on the split's test part
     (the best of those that help, where any does), with its interval and what to do. Returns the
-    table's rows and their record (the differences as numbers) for the report's JSON."""
+    table's rows and their record (the differences as numbers) for the report's JSON. Where the best
+    is ``generated-first`` and its control ``real-long`` ran, the row also gives generated-first
+    against it, and says so where generated-first is not better than the longer real-only training."""
     table, record = [], []
     for task in tasks:
         metric, sign = HEADLINE[task], 1 if HIGHER_IS_BETTER[task] else -1
@@ -761,12 +771,18 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
             helping = [a for a in differences if calls[a] == "helps"]
             best = max(helping or differences, key=lambda a: sign * differences[a].value)
             hurting = [ARMS[a][0] for a in differences if calls[a] == "hurts"]
+            # generated-first trains 1.5 times the steps: its gain is checked against real-only trained as long
+            control = None
+            if best == FIRST and ((ran["arm"] == REAL_LONG) & (ran["n"] == n)).any():
+                control = _estimate(rows, task, FIRST, n, SPLIT_TEST, metric, reference=(REAL_LONG, n))
             if not gates[task]["passed"]:
                 advice = "no verdict (gate failed)"
             elif helping:
                 advice = f"helps ({len(helping)} of {len(differences)} settings help)"
             else:
                 advice = "no setting helps: train on real subjects only"
+            if gates[task]["passed"] and helping and control is not None and _verdict(task, control) != "helps":
+                advice += f"; but not better than {ARMS[REAL_LONG][0]}: the gain is the longer training's"
             if gates[task]["passed"] and hurting:
                 advice += f"; hurts: {', '.join(hurting)}"
             table.append(
@@ -777,6 +793,7 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                     "best setting": ARMS[best][0] if helping else f"({ARMS[best][0]}: not significant)",
                     "metric": METRIC[task],
                     "vs real-only (same n)": _cell(differences[best], signed=True),
+                    "vs real-only with as many steps": _cell(control, signed=True) if control is not None else "-",
                     "guidance": advice,
                 }
             )
@@ -787,6 +804,7 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                     "best": best,
                     "significant": bool(helping),
                     "difference": differences[best].__dict__,
+                    "against_real_long": control.__dict__ if control is not None else None,
                     "calls": calls,
                     "guidance": advice,
                 }

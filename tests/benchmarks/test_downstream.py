@@ -401,6 +401,7 @@ def test_the_arms_schedules_give_their_planned_synthetic_totals(script, training
         (script.LINEAR, steps, 5),  # 0.5 * (4 + 3 + 2 + 1) / 4 * 4 = 5
         (script.PRETRAIN, steps, 8),  # the first 2 of 4 steps
         (script.FIRST, steps + steps // 2, 8),  # 2 synthetic steps, then 4 real ones
+        (script.REAL_LONG, steps + steps // 2, 0),  # its control: as many steps, real only
     ):
         seen.clear()
         schedule, planned = script._plan(arm, steps)
@@ -410,7 +411,34 @@ def test_the_arms_schedules_give_their_planned_synthetic_totals(script, training
         from_pool = [any(torch.equal(image, p) for p in pool) for image in seen]
         assert sum(from_pool) == synthetic
         assert sum(float(schedule(t)) for t in range(total_steps)) * 4 == pytest.approx(synthetic, abs=0.5)
+    seen.clear()
+    _weights(script, training, script.FIRST)
+    from_pool = [any(torch.equal(image, p) for p in pool) for image in seen]
     assert [sum(from_pool[4 * t : 4 * t + 4]) for t in range(6)] == [4, 4, 0, 0, 0, 0]  # synthetic first, then real
+
+
+def test_generated_first_is_checked_against_real_only_trained_as_long(script):
+    """The guidance does not credit generated images with the gain of generated-first's 1.5 times the steps."""
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.5, 0.7, size=(5, 20))
+    # n = 4: generated-first gains 0.05, all of it from the longer training (real-long gains as much);
+    # n = 40: generated-first gains 0.05, real-long nothing
+    gains = {(script.REAL, 4): 0.0, (script.REAL, 40): 0.08, (script.FIRST, 4): 0.05, (script.REAL_LONG, 4): 0.05}
+    gains |= {(script.FIRST, 40): 0.13, (script.REAL_LONG, 40): 0.08, (script.SHARE_10, 4): 0.0, (script.SHARE_10, 40): 0.08}
+    rows = []
+    for (arm, n), gain in gains.items():
+        values = np.clip(base + gain + rng.normal(0, 0.002, base.shape), 0, 1)
+        for (seed, subject), value in np.ndenumerate(values):
+            rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed, "cohort": script.SPLIT_TEST})
+            rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
+    rows = pd.DataFrame(rows)
+    table, record = script._guidance(rows, ["segmentation"], {"segmentation": script._gate(rows, "segmentation", [4, 40])})
+    assert [r["best setting"] for r in table] == [script.ARMS[script.FIRST][0]] * 2
+    assert table[0]["guidance"].startswith("helps (1 of 2 settings help); but not better than real only, as many steps as generated first")
+    assert table[1]["guidance"] == "helps (1 of 2 settings help)"
+    assert record[0]["against_real_long"]["value"] == pytest.approx(0.0, abs=0.002)
+    assert record[1]["against_real_long"]["value"] == pytest.approx(0.05, abs=0.002)
+    assert script.REAL_LONG not in record[0]["calls"]  # a control, not a setting to recommend
 
 
 def test_the_guidance_table_is_generated_from_the_runs(script):
