@@ -880,7 +880,8 @@ def _figure(rows: pd.DataFrame, tasks: list[str], sizes: list[int], cohorts: lis
         ax.grid(alpha=0.3)
     arms = [a for a in ARMS if a in drawn]
     handles = [Line2D([], [], color=_colour(a), marker="o", lw=2 if a == REAL else 1) for a in arms]
-    fig.legend(handles, [ARMS[a][0] for a in arms], loc="outside lower center", ncol=min(len(arms), 3 if len(tasks) > 1 else 1), fontsize=10, frameon=False)
+    columns = min(len(arms), 3 if len(tasks) > 1 else 1)  # one panel is too narrow for the arms' names side by side
+    fig.legend(handles, [ARMS[a][0] for a in arms], loc="outside lower center", ncol=columns, fontsize=10, frameon=False)
     return fig
 
 
