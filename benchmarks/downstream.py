@@ -772,9 +772,7 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
             best = max(helping or differences, key=lambda a: sign * differences[a].value)
             hurting = [ARMS[a][0] for a in differences if calls[a] == "hurts"]
             # generated-first trains 1.5 times the steps: its gain is checked against real-only trained as long
-            control = None
-            if best == FIRST and ((ran["arm"] == REAL_LONG) & (ran["n"] == n)).any():
-                control = _estimate(rows, task, FIRST, n, SPLIT_TEST, metric, reference=(REAL_LONG, n))
+            control = _estimate(rows, task, FIRST, n, SPLIT_TEST, metric, reference=(REAL_LONG, n)) if best == FIRST else None
             if not gates[task]["passed"]:
                 advice = "no verdict (gate failed)"
             elif helping:

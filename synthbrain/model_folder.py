@@ -141,6 +141,7 @@ def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: d
             _io.write_json(staging / name, content)
         factor = parts.autoencoder.config.downsample
         dtype = str(network_dtype([parts.autoencoder, parts.unet])).removeprefix("torch.")
+        shift = _number_or_list(parts.latent_shift)
         _io.write_json(
             staging / INDEX,
             {
@@ -153,7 +154,7 @@ def write_model_folder(parts: ModelParts, folder: str | os.PathLike, *, extra: d
                 "label_classes": list(parts.label_classes) if parts.label_classes else None,
                 "defaults": parts.defaults,
                 **({"torch_dtype": dtype} if dtype != "float32" else {}),
-                **({"latent_shift": _number_or_list(parts.latent_shift)} if _number_or_list(parts.latent_shift) != 0.0 else {}),
+                **({"latent_shift": shift} if shift != 0.0 else {}),
             },
         )
     return Path(folder)
