@@ -17,7 +17,7 @@ Arms, each with the same number of optimisation steps (but ``generated-first``).
 training size n (pool subjects, half of each sex, seeded; the same subjects in every arm) and seed:
 
 - ``real``: real subjects only;
-- ``+ generated``: half of every batch from the split generator's images (exactly, over the run);
+- ``+ generated, share 0.5``: half of every batch from the split generator's images (exactly, over the run);
 - ``+ randomized generated anatomy``: half from its label maps with randomised appearance (SynthSeg-style);
 - ``+ randomized real anatomy``: half from the n real label maps with randomised appearance (the control);
 - ``+ generated & randomized``: half synthetic, of which half generated and half randomised;
@@ -118,7 +118,7 @@ FRACTION = 0.5  # the share of every batch from the arm's extra subjects (the mi
 # as many steps as "first" (its control), "only" extra only
 ARMS = {
     REAL: ("real only", None, "mix", 0.0),
-    GENERATED: ("+ generated", "generated", "mix", FRACTION),
+    GENERATED: ("+ generated, share 0.5", "generated", "mix", FRACTION),
     RANDOMIZED: ("+ randomized generated anatomy", "randomized", "mix", FRACTION),
     REAL_RANDOMIZED: ("+ randomized real anatomy (control)", "real randomized", "mix", FRACTION),
     BOTH: ("+ generated & randomized", "both", "mix", FRACTION),
@@ -142,8 +142,21 @@ ARM_COLOURS = dict(
     zip(
         ARMS,
         (
-            "#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
-            "#e377c2", "#7f7f7f", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
+            "#000000",
+            "#1f77b4",
+            "#ff7f0e",
+            "#2ca02c",
+            "#d62728",
+            "#9467bd",
+            "#8c564b",
+            "#e377c2",
+            "#7f7f7f",
+            "#17becf",
+            "#aec7e8",
+            "#ffbb78",
+            "#98df8a",
+            "#ff9896",
+            "#c5b0d5",
         ),
         strict=True,
     )
@@ -717,12 +730,16 @@ def _report(rows, tasks, sizes, foreground, settings, args, argv, missing, total
     head.append("**Verdict** (every difference whose interval excludes zero):\n\n" + ("\n".join(f"- {v}" for v in verdicts) or "- none"))
     guidance, record["guidance"] = _guidance(rows, tasks, gates)
     if guidance:
+        headlines = [f"### {task}: {METRIC[task]}\n\n" + markdown_table(pd.DataFrame(table)) for task, table in _headline(rows, tasks)]
         sections.insert(
             0,
             "## Guidance: which share or schedule of generated images, for n real subjects\n\n"
             f"From the runs on the {SPLIT_TEST} part: per task and n, the share or schedule arm with the best paired difference "
             "against real-only at the same n and seed (among those whose interval excludes zero, where any does), its difference "
-            '[95 % interval], and where none is significantly better, "no setting helps".\n\n' + markdown_table(pd.DataFrame(guidance)),
+            '[95 % interval], and where none is significantly better, "no setting helps".\n\n'
+            + markdown_table(pd.DataFrame(guidance))
+            + "\n\nEvery share and schedule per n: real-only's value, then each setting's paired difference against it "
+            "[95 % interval].\n\n" + "\n\n".join(headlines),
         )
     not_run = [f"task {t}" for t in TASKS if t not in tasks] + [
         f"{t}: {ARMS[a][0]}" for t in tasks for a in TASK_ARMS[t] if a not in present[t]
@@ -761,7 +778,7 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
     for task in tasks:
         metric, sign = HEADLINE[task], 1 if HIGHER_IS_BETTER[task] else -1
         ran = rows[rows["task"] == task]
-        candidates = [a for a in dict.fromkeys([*TASK_ARMS[task], *ran["arm"]]) if _is_schedule(a) and a in set(ran["arm"])]
+        candidates = [a for a in dict.fromkeys([*SCHEDULE_ARMS, *ran["arm"]]) if _is_schedule(a) and a in set(ran["arm"])]
         for n in sorted(set(ran[ran["arm"].isin(candidates)]["n"])):
             differences = {a: _estimate(rows, task, a, n, SPLIT_TEST, metric, reference=(REAL, n)) for a in candidates}
             differences = {a: d for a, d in differences.items() if d is not None and np.isfinite(d.value)}
@@ -769,26 +786,32 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                 continue
             calls = {a: _verdict(task, d) for a, d in differences.items()}
             helping = [a for a in differences if calls[a] == "helps"]
+            # generated-first trains 1.5 times the steps: its gain counts only where it is also better than
+            # real-only trained as long (its control), where that ran
+            control = _estimate(rows, task, FIRST, n, SPLIT_TEST, metric, reference=(REAL_LONG, n)) if FIRST in differences else None
+            confounded = FIRST in helping and control is not None and _verdict(task, control) != "helps"
+            if confounded:
+                helping.remove(FIRST)
             best = max(helping or differences, key=lambda a: sign * differences[a].value)
             hurting = [ARMS[a][0] for a in differences if calls[a] == "hurts"]
-            # generated-first trains 1.5 times the steps: its gain is checked against real-only trained as long
-            control = _estimate(rows, task, FIRST, n, SPLIT_TEST, metric, reference=(REAL_LONG, n)) if best == FIRST else None
             if not gates[task]["passed"]:
                 advice = "no verdict (gate failed)"
             elif helping:
                 advice = f"helps ({len(helping)} of {len(differences)} settings help)"
             else:
                 advice = "no setting helps: train on real subjects only"
-            if gates[task]["passed"] and helping and control is not None and _verdict(task, control) != "helps":
-                advice += f"; but not better than {ARMS[REAL_LONG][0]}: the gain is the longer training's"
+            if gates[task]["passed"] and confounded:
+                advice += "; generated first beats real only, but not real only trained as long: its gain is the longer training's"
+            control = control if best == FIRST else None
+            why_not = "the longer training" if confounded and best == FIRST else "not significant"
             if gates[task]["passed"] and hurting:
-                advice += f"; hurts: {', '.join(hurting)}"
+                advice += "; hurts: " + ", ".join(f'"{name}"' for name in hurting)
             table.append(
                 {
                     "task": task,
                     "real n": int(n),
                     "settings tried": len(differences),
-                    "best setting": ARMS[best][0] if helping else f"({ARMS[best][0]}: not significant)",
+                    "best setting": ARMS[best][0] if helping else f"({ARMS[best][0]}: {why_not})",
                     "metric": METRIC[task],
                     "vs real-only (same n)": _cell(differences[best], signed=True),
                     "vs real-only with as many steps": _cell(control, signed=True) if control is not None else "-",
@@ -808,6 +831,27 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                 }
             )
     return table, record
+
+
+def _headline(rows: pd.DataFrame, tasks: list[str]) -> list[tuple[str, list[dict]]]:
+    """Per task, the guidance's candidates (and ``real-long``, generated-first's control) by n, on the
+    split's test part: real-only's value in the first row, then each arm's paired difference against
+    real-only at the same n and seed; "-" where an arm did not run at that n."""
+    tables = []
+    for task in tasks:
+        metric, ran = HEADLINE[task], rows[rows["task"] == task]
+        ordered = dict.fromkeys([*SCHEDULE_ARMS, REAL_LONG, *ran["arm"]])
+        arms = [a for a in ordered if (_is_schedule(a) or a == REAL_LONG) and a in set(ran["arm"])]
+        sizes = sorted(set(ran[ran["arm"].isin(arms)]["n"]))
+        if not sizes:
+            continue
+        values = {f"n = {n}": _cell(_estimate(rows, task, REAL, n, SPLIT_TEST, metric)) for n in sizes}
+        table = [{"setting": f"{ARMS[REAL][0]} ({METRIC[task]})", **values}]
+        for arm in arms:
+            cells = {f"n = {n}": _cell(_estimate(rows, task, arm, n, SPLIT_TEST, metric, reference=(REAL, n)), signed=True) for n in sizes}
+            table.append({"setting": ARMS[arm][0], **cells})
+        tables.append((task, table))
+    return tables
 
 
 def _segmentation_details(rows, arms, sizes, foreground, cohorts, record) -> list[str]:

@@ -433,9 +433,14 @@ def test_generated_first_is_checked_against_real_only_trained_as_long(script):
             rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
     rows = pd.DataFrame(rows)
     table, record = script._guidance(rows, ["segmentation"], {"segmentation": script._gate(rows, "segmentation", [4, 40])})
-    assert [r["best setting"] for r in table] == [script.ARMS[script.FIRST][0]] * 2
-    assert table[0]["guidance"].startswith("helps (1 of 2 settings help); but not better than real only, as many steps as generated first")
+    first = script.ARMS[script.FIRST][0]
+    assert [r["best setting"] for r in table] == [f"({first}: the longer training)", first]
+    assert table[0]["guidance"] == (
+        "no setting helps: train on real subjects only; "
+        "generated first beats real only, but not real only trained as long: its gain is the longer training's"
+    )
     assert table[1]["guidance"] == "helps (1 of 2 settings help)"
+    assert not record[0]["significant"] and record[1]["significant"]
     assert record[0]["against_real_long"]["value"] == pytest.approx(0.0, abs=0.002)
     assert record[1]["against_real_long"]["value"] == pytest.approx(0.05, abs=0.002)
     assert script.REAL_LONG not in record[0]["calls"]  # a control, not a setting to recommend
@@ -469,7 +474,7 @@ def test_the_guidance_table_is_generated_from_the_runs(script):
         (40, "(+ generated, share 0.1: not significant)"),
     ]
     assert table[0]["guidance"] == "helps (2 of 3 settings help)"
-    assert table[1]["guidance"] == "no setting helps: train on real subjects only; hurts: + generated"
+    assert table[1]["guidance"] == 'no setting helps: train on real subjects only; hurts: "+ generated, share 0.5"'
     assert record[0]["difference"]["value"] == pytest.approx(0.05, abs=0.002) and record[0]["significant"]
     assert record[1]["calls"] == {script.SHARE_10: "no clear difference", script.GENERATED: "hurts"}
     failed = script._guidance(rows, ["segmentation"], {"segmentation": {"passed": False}})[0]
@@ -530,3 +535,29 @@ def test_share_arms_run_at_every_size_for_segmentation_and_at_the_ends_for_age(s
         ("age", "generated-0.6"): [2, 4],
     }
     assert script._plan("generated-0.6", 10)[0](9) == pytest.approx(0.6)
+
+
+def test_the_headline_table_gives_every_setting_per_n_against_real_only(script):
+    rng = np.random.default_rng(2)
+    base = rng.uniform(0.5, 0.7, size=(5, 20))
+    gains = {(script.REAL, 4): 0.0, (script.REAL, 40): 0.08, (script.GENERATED, 4): 0.03, (script.GENERATED, 40): 0.06}
+    gains |= {(script.SHARE_10, 4): 0.01, (script.SHARE_10, 40): 0.09, (script.REAL_LONG, 40): 0.1, (script.UPPER, 40): 0.2}
+    rows = []
+    for (arm, n), gain in gains.items():
+        for (seed, subject), value in np.ndenumerate(base + gain):
+            rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed, "cohort": script.SPLIT_TEST})
+            rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
+    [(task, table)] = script._headline(pd.DataFrame(rows), ["segmentation"])
+    assert task == "segmentation"
+    # real-only's value first, then the shares in increasing order and the control; other arms (upper) are not settings
+    assert [r["setting"] for r in table] == [
+        "real only (mean Dice (foreground))",
+        *(script.ARMS[a][0] for a in (script.SHARE_10, script.GENERATED, script.REAL_LONG)),
+    ]
+    assert table[0]["n = 4"] == script._cell(
+        script._estimate(pd.DataFrame(rows), "segmentation", script.REAL, 4, script.SPLIT_TEST, "dice")
+    )
+    assert table[1]["n = 4"].startswith("+0.010 [") and table[1]["n = 40"].startswith("+0.010 [")
+    assert table[2]["n = 4"].startswith("+0.030 [") and table[2]["n = 40"].startswith("-0.020 [")
+    assert table[3] == {"setting": script.ARMS[script.REAL_LONG][0], "n = 4": "-", "n = 40": table[3]["n = 40"]}
+    assert table[3]["n = 40"].startswith("+0.020 [")
