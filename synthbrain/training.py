@@ -70,11 +70,27 @@ def _leave_group() -> None:
         dist.destroy_process_group()
 
 
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast on CUDA, full float32 elsewhere (CPU autocast is slower than float32 here)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+# Numerical precision of a training step, named as Lightning's ``Trainer(precision=...)``:
+# "32-true" float32 throughout; "bf16-mixed" torch.autocast to bfloat16 (convolutions and matrix
+# products in bfloat16, losses, normalisations and weights in float32); "auto" bf16-mixed on CUDA
+# and 32-true elsewhere.
+PRECISIONS = ("auto", "32-true", "bf16-mixed")
+
+
+def check_precision(precision: object) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`; else ``ValueError`` naming the value and the choices."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}; allowed: {list(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: torch.device, precision: str = "auto") -> contextlib.AbstractContextManager:
+    """The context a training step's forward pass runs in, for ``precision`` (:data:`PRECISIONS`):
+    bfloat16 autocast (``torch.autocast``) for "bf16-mixed", and for "auto" on CUDA; nothing (float32)
+    otherwise. On CPUs with bfloat16 instructions (AVX512-BF16, AMX) "bf16-mixed" is faster
+    (``benchmarks/training_step.py``); on others it can be slower, hence not the CPU default."""
+    mixed = check_precision(precision) == "bf16-mixed" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if mixed else contextlib.nullcontext()
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

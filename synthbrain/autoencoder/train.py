@@ -47,12 +47,15 @@ class AutoencoderTraining:
     (MAISI trains its autoencoder on patches; the network is fully convolutional, so whole volumes
     are encoded afterwards); None trains on whole volumes. ``init``: an autoencoder component
     folder (``config.json`` + ``model.safetensors``) whose weights the run starts from; its config
-    must equal the model config.
+    must equal the model config. ``precision``: one of :data:`synthbrain.training.PRECISIONS` (``"auto"``:
+    bf16-mixed on CUDA, 32-true elsewhere; ``"bf16-mixed"``: ``torch.autocast`` to bfloat16 on any device;
+    on CPU the patch discriminator then stays in float32, as its batch normalisation is not deterministic
+    in bfloat16 there).
 
     Raises ``ValueError`` naming the option and value for a step, batch or checkpoint count below 1, a
     negative seed or warm-up, an adversarial term trained from scratch without a warm-up (the
     discriminator would face an untrained decoder), a patch size that is not three integers >= 1,
-    or a learning rate that is not a finite number > 0.
+    a learning rate that is not a finite number > 0, or an unknown precision.
     """
 
     steps: int = 500
@@ -72,6 +75,7 @@ class AutoencoderTraining:
     discriminator_learning_rate: float | None = None  # None: learning_rate
     perceptual_network: str | None = None
     init: str | None = None  # an autoencoder component folder to start from (fine-tuning); None: random initialisation
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every", "discriminator_channels", "discriminator_layers"):
@@ -86,6 +90,7 @@ class AutoencoderTraining:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value > 0 and value < float("inf")):
                 raise ValueError(f"{name}={value!r}; allowed: a finite number > 0")
+        training.check_precision(self.precision)
         if self.adversarial_criterion not in ADVERSARIAL_CRITERIA:
             raise ValueError(f"adversarial_criterion={self.adversarial_criterion!r}; allowed: {list(ADVERSARIAL_CRITERIA)}")
         if not isinstance(self.weights, AutoencoderLossWeights):
@@ -102,9 +107,13 @@ class AutoencoderTraining:
                 raise ValueError(f"patch_size={patch!r}; allowed: None (whole volumes) or a tuple of three integers >= 1 (D, H, W)")
 
     def to_dict(self) -> dict:
-        """The settings as plain JSON values (recorded in the run's ``run.json``)."""
+        """The settings as plain JSON values (recorded in the run's ``run.json``). ``precision`` is
+        recorded only when not ``"auto"``, so that runs written before it existed keep their record
+        and resume."""
         data = {**asdict(self), "weights": asdict(self.weights)}
         data["patch_size"] = None if self.patch_size is None else list(self.patch_size)
+        if data["precision"] == "auto":
+            del data["precision"]
         return data
 
 
@@ -199,6 +208,11 @@ def train_autoencoder(
         if adversarial:
             discriminator = DistributedDataParallel(discriminator)
 
+    # The discriminator's batch normalisation is not deterministic in bfloat16 on CPU (its weight gradient
+    # varies in the last bits between identical steps), so there it keeps float32 under bf16-mixed.
+    cpu_mixed = settings.precision == "bf16-mixed" and info.device.type == "cpu"
+    d_precision = "32-true" if cpu_mixed else settings.precision
+
     def step(batch: dict, index: int) -> dict[str, float]:
         image = batch["image"]
         labels = batch["labels"] if model_config.num_classes else None
@@ -206,14 +220,14 @@ def train_autoencoder(
             image, labels = random_patches(image, labels, patch, crops)
         image = image.to(info.device)
         labels = labels.to(info.device) if labels is not None else None
-        with training.autocast(info.device):
+        with training.autocast(info.device, settings.precision):
             out = model(image, labels, generator=noise)
         parts = autoencoder_loss(out, image, labels, weights, perceptual)
         total = parts.pop("total")
         train_discriminator = adversarial and index >= settings.adversarial_warmup
         if train_discriminator:
             discriminator.requires_grad_(False)
-            with training.autocast(info.device):
+            with training.autocast(info.device, d_precision):
                 fake_logits = discriminator(out.image.float().contiguous())[-1]
             parts["adversarial"] = criterion.generator(fake_logits)
             scale = weights.adversarial
@@ -228,7 +242,7 @@ def train_autoencoder(
         logged = {"total": total.item(), **{k: v.item() for k, v in parts.items()}}
         if train_discriminator:
             discriminator.requires_grad_(True)
-            with training.autocast(info.device):
+            with training.autocast(info.device, d_precision):
                 real_logits = discriminator(image.contiguous())[-1]
                 fake_logits = discriminator(out.image.detach().float().contiguous())[-1]
             d_loss = criterion.discriminator(real_logits, fake_logits)

@@ -35,6 +35,8 @@ class DiffusionTraining:
     :data:`~synthbrain.diffusion.latents.LATENT_SCALINGS`, see
     :meth:`LatentCache.scaling <synthbrain.diffusion.latents.LatentCache.scaling>`): ``"global"``, one
     factor for all channels, or ``"per_channel"``, each channel standardised to mean 0 and variance 1.
+    ``precision``: one of :data:`synthbrain.training.PRECISIONS` (``"auto"``: bf16-mixed on CUDA,
+    32-true elsewhere; ``"bf16-mixed"``: ``torch.autocast`` to bfloat16 on any device).
     """
 
     steps: int = 3000
@@ -47,8 +49,10 @@ class DiffusionTraining:
     seed: int = 0
     min_snr_gamma: float | None = None
     latent_scaling: str = "global"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
+        training.check_precision(self.precision)
         if self.latent_scaling not in LATENT_SCALINGS:
             raise ValueError(f"latent_scaling={self.latent_scaling!r}; allowed: {list(LATENT_SCALINGS)}")
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -69,11 +73,12 @@ class DiffusionTraining:
 
 def recorded_settings(settings: DiffusionTraining) -> dict:
     """The settings a run folder's ``run.json`` records (``steps`` left out: more steps continue the run).
-    ``latent_scaling`` is recorded only when not ``"global"``, so that runs written before it existed
-    keep their record and resume."""
+    ``latent_scaling`` is recorded only when not ``"global"`` and ``precision`` only when not ``"auto"``,
+    so that runs written before they existed keep their record and resume."""
     recorded = {k: v for k, v in asdict(settings).items() if k != "steps"}
-    if recorded["latent_scaling"] == "global":
-        del recorded["latent_scaling"]
+    for name, default in (("latent_scaling", "global"), ("precision", "auto")):
+        if recorded[name] == default:
+            del recorded[name]
     return recorded
 
 
@@ -153,7 +158,7 @@ def train_diffusion(
         t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=generator)
         noise = torch.randn(x0.shape, generator=generator).to(info.device)
         condition = drop_conditions(condition, settings.condition_dropout, generator)
-        with training.autocast(info.device):
+        with training.autocast(info.device, settings.precision):
             prediction = train_model(schedule.add_noise(x0, noise, t.to(info.device)), t.to(info.device), condition)
         error = (prediction.float() - schedule.training_target(x0, noise, t.to(info.device))).pow(2).flatten(1).mean(1)
         loss = (loss_weights(schedule, t, settings.min_snr_gamma).to(info.device) * error).mean()

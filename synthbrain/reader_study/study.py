@@ -188,5 +188,3 @@ def truth_table(folder: str | Path) -> dict[str, dict[str, Any]]:
     """Case id -> key entry (``truth``, ``source``, ...), after checking the key against the study."""
     study = load_study(folder, key="required", verify=False)
     return {str(c["id"]): c for c in read_key(study.folder)["cases"]}
-
-
