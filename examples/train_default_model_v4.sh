@@ -12,7 +12,11 @@
 # brain LDM compresses 160 x 224 x 160 to 20 x 28 x 20). Trained on random 32 x 48 x 32 patches (64 x 96 x 64 mm)
 # (MAISI trains on patches; the network is fully convolutional), L1 + cross-entropy + KL +
 # perceptual (deepbet's features, weight 0.3), and after 1000 reconstruction-only steps a patch
-# discriminator with Esser et al.'s adaptive weight (0.5, as the LDM KL-f8 autoencoders).
+# discriminator with a fixed adversarial weight of 0.1 (MAISI's). Attempt 2: the first attempt used
+# Esser et al.'s adaptive weight (times 0.5), which fell to about 0.1 as the discriminator won, and the
+# held-out detail fell with it (model card, synthbrain/models/default/README.md; that run is kept in
+# RUNS/v4/ae-adaptive). bf16-mixed: bfloat16 autocast, about 2.5 times faster on CPUs with bfloat16
+# instructions (docs/benchmarks/training-step.md); use --precision 32-true on others.
 set -euo pipefail
 DATA=${1:?usage: train_default_model_v4.sh IXI_HH_FOLDER [RUNS_FOLDER] [AUTOENCODER_STEPS]}
 RUNS=${2:-runs}
@@ -24,7 +28,7 @@ synthbrain prepare --images "$DATA/t1" --labels "$DATA/seg" --table "$DATA/parti
 synthbrain split --prepared "$RUNS/ixi-2mm-rigid" --out "$RUNS/v4/split" --parts train=0.8,test=0.2 --seed 0
 synthbrain train autoencoder --prepared "$RUNS/v4/split/train" --run "$RUNS/v4/ae" \
     --channels 16,32,64,64 --latent-channels 8 --patch-size 32,48,32 --batch-size 2 --lr 2e-4 \
-    --perceptual-weight 0.3 --adversarial-weight 0.5 --adaptive-adversarial-weight --adversarial-warmup 1000 \
+    --perceptual-weight 0.3 --adversarial-weight 0.1 --adversarial-warmup 1000 --precision bf16-mixed \
     --steps "$STEPS" --checkpoint-every 50 --seed 0 --mirror-latents
 python benchmarks/autoencoder_detail.py --autoencoder "$RUNS/v4/ae/autoencoder" --real "$RUNS/v4/split/test" \
     --out docs/benchmarks/autoencoder-detail
