@@ -141,23 +141,7 @@ SCHEDULE_ARMS = (SHARE_10, SHARE_25, GENERATED, LINEAR, FIRST)
 ARM_COLOURS = dict(
     zip(
         ARMS,
-        (
-            "#000000",
-            "#1f77b4",
-            "#ff7f0e",
-            "#2ca02c",
-            "#d62728",
-            "#9467bd",
-            "#8c564b",
-            "#e377c2",
-            "#7f7f7f",
-            "#17becf",
-            "#aec7e8",
-            "#ffbb78",
-            "#98df8a",
-            "#ff9896",
-            "#c5b0d5",
-        ),
+        "#000000 #1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #17becf #aec7e8 #ffbb78 #98df8a #ff9896 #c5b0d5".split(),
         strict=True,
     )
 )
@@ -736,7 +720,8 @@ def _report(rows, tasks, sizes, foreground, settings, args, argv, missing, total
             "## Guidance: which share or schedule of generated images, for n real subjects\n\n"
             f"From the runs on the {SPLIT_TEST} part: per task and n, the share or schedule arm with the best paired difference "
             "against real-only at the same n and seed (among those whose interval excludes zero, where any does), its difference "
-            '[95 % interval], and where none is significantly better, "no setting helps".\n\n'
+            '[95 % interval], and where none is significantly better, "no setting helps". Generated first trains 1.5 times the '
+            "steps, so it is recommended only where it also beats real only trained as long (`real-long`, its control).\n\n"
             + markdown_table(pd.DataFrame(guidance))
             + "\n\nEvery share and schedule per n: real-only's value, then each setting's paired difference against it "
             "[95 % interval].\n\n" + "\n\n".join(headlines),
@@ -767,18 +752,29 @@ def _report(rows, tasks, sizes, foreground, settings, args, argv, missing, total
     return record
 
 
+def _schedule_arms(ran: pd.DataFrame, *extra: str) -> list[str]:
+    """The share and schedule arms (and ``extra`` arms) found in ``ran``, in :data:`SCHEDULE_ARMS` order,
+    then ``extra``, then any other ``generated-S`` arm given to ``--arms``."""
+    present = set(ran["arm"])
+    return [a for a in dict.fromkeys([*SCHEDULE_ARMS, *extra, *ran["arm"]]) if (_is_schedule(a) or a in extra) and a in present]
+
+
 def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[dict], list[dict]]:
     """The guidance table, from the runs: per task and n where share or schedule arms ran, the best
     of them by the paired difference against real-only at the same n on the split's test part
     (the best of those that help, where any does), with its interval and what to do. Returns the
-    table's rows and their record (the differences as numbers) for the report's JSON. Where the best
-    is ``generated-first`` and its control ``real-long`` ran, the row also gives generated-first
-    against it, and says so where generated-first is not better than the longer real-only training."""
+    table's rows and their record (the differences as numbers) for the report's JSON.
+
+    ``generated-first`` trains 1.5 times the steps, so it counts as helping only where it also beats
+    its control ``real-long`` (real only, trained as long) at that n; where it beats real-only but not
+    the control ("the longer training"), or the control did not run at that n ("not checked"), the
+    advice says so and it is not recommended. Its difference against the control is given wherever
+    both ran."""
     table, record = [], []
     for task in tasks:
         metric, sign = HEADLINE[task], 1 if HIGHER_IS_BETTER[task] else -1
         ran = rows[rows["task"] == task]
-        candidates = [a for a in dict.fromkeys([*SCHEDULE_ARMS, *ran["arm"]]) if _is_schedule(a) and a in set(ran["arm"])]
+        candidates = _schedule_arms(ran)
         for n in sorted(set(ran[ran["arm"].isin(candidates)]["n"])):
             differences = {a: _estimate(rows, task, a, n, SPLIT_TEST, metric, reference=(REAL, n)) for a in candidates}
             differences = {a: d for a, d in differences.items() if d is not None and np.isfinite(d.value)}
@@ -786,11 +782,13 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                 continue
             calls = {a: _verdict(task, d) for a, d in differences.items()}
             helping = [a for a in differences if calls[a] == "helps"]
-            # generated-first trains 1.5 times the steps: its gain counts only where it is also better than
-            # real-only trained as long (its control), where that ran
             control = _estimate(rows, task, FIRST, n, SPLIT_TEST, metric, reference=(REAL_LONG, n)) if FIRST in differences else None
-            confounded = FIRST in helping and control is not None and _verdict(task, control) != "helps"
-            if confounded:
+            first_set_aside = None  # why generated-first, better than real-only, is not recommended
+            if FIRST in helping and control is None:
+                first_set_aside = "not checked"
+            elif FIRST in helping and _verdict(task, control) != "helps":
+                first_set_aside = "the longer training"
+            if first_set_aside:
                 helping.remove(FIRST)
             best = max(helping or differences, key=lambda a: sign * differences[a].value)
             hurting = [ARMS[a][0] for a in differences if calls[a] == "hurts"]
@@ -800,12 +798,13 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                 advice = f"helps ({len(helping)} of {len(differences)} settings help)"
             else:
                 advice = "no setting helps: train on real subjects only"
-            if gates[task]["passed"] and confounded:
+            if gates[task]["passed"] and first_set_aside == "the longer training":
                 advice += "; generated first beats real only, but not real only trained as long: its gain is the longer training's"
-            control = control if best == FIRST else None
-            why_not = "the longer training" if confounded and best == FIRST else "not significant"
+            elif gates[task]["passed"] and first_set_aside == "not checked":
+                advice += "; generated first beats real only, but real only trained as long did not run at this n (not checked)"
             if gates[task]["passed"] and hurting:
                 advice += "; hurts: " + ", ".join(f'"{name}"' for name in hurting)
+            why_not = first_set_aside if best == FIRST and first_set_aside else "not significant"
             table.append(
                 {
                     "task": task,
@@ -814,7 +813,7 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                     "best setting": ARMS[best][0] if helping else f"({ARMS[best][0]}: {why_not})",
                     "metric": METRIC[task],
                     "vs real-only (same n)": _cell(differences[best], signed=True),
-                    "vs real-only with as many steps": _cell(control, signed=True) if control is not None else "-",
+                    "generated first vs real-only trained as long": _cell(control, signed=True),
                     "guidance": advice,
                 }
             )
@@ -826,6 +825,7 @@ def _guidance(rows: pd.DataFrame, tasks: list[str], gates: dict) -> tuple[list[d
                     "significant": bool(helping),
                     "difference": differences[best].__dict__,
                     "against_real_long": control.__dict__ if control is not None else None,
+                    "generated_first_set_aside": first_set_aside,
                     "calls": calls,
                     "guidance": advice,
                 }
@@ -840,13 +840,12 @@ def _headline(rows: pd.DataFrame, tasks: list[str]) -> list[tuple[str, list[dict
     tables = []
     for task in tasks:
         metric, ran = HEADLINE[task], rows[rows["task"] == task]
-        ordered = dict.fromkeys([*SCHEDULE_ARMS, REAL_LONG, *ran["arm"]])
-        arms = [a for a in ordered if (_is_schedule(a) or a == REAL_LONG) and a in set(ran["arm"])]
+        arms = _schedule_arms(ran, REAL_LONG)
         sizes = sorted(set(ran[ran["arm"].isin(arms)]["n"]))
         if not sizes:
             continue
         values = {f"n = {n}": _cell(_estimate(rows, task, REAL, n, SPLIT_TEST, metric)) for n in sizes}
-        table = [{"setting": f"{ARMS[REAL][0]} ({METRIC[task]})", **values}]
+        table = [{"setting": f"{ARMS[REAL][0]} (its value)", **values}]
         for arm in arms:
             cells = {f"n = {n}": _cell(_estimate(rows, task, arm, n, SPLIT_TEST, metric, reference=(REAL, n)), signed=True) for n in sizes}
             table.append({"setting": ARMS[arm][0], **cells})

@@ -1,11 +1,11 @@
 """Seconds per training step of the generator's networks on this machine, to plan training budgets.
 
-Autoencoder: the joint image + label model (1 + C channels in and out) against the image-only
-reference (1 channel, the reference model's layout) in the same run, on random data of the grid's
-shape; and version 4's autoencoder (2 mm, 16-32-64-64 channels, 8 latent channels) on its training
-patches of 32 x 48 x 32 voxels. Diffusion UNet: on latents of the matching shape. Each network in
-every --precisions (``synthbrain.training.PRECISIONS``; "vs 32-true" is the ratio to float32 in the
-same run). Medians of --repeats steps after one warm-up.
+Autoencoder: the joint image + label model (1 + C channels in and out) and the image-only model
+(1 channel, the reference model's layout), on random data of the grid's shape; and version 4's
+autoencoder (2 mm, 16-32-64-64 channels, 8 latent channels) on its training patches of 32 x 48 x 32
+voxels. Diffusion UNet: on latents of the matching shape. Each network in every --precisions
+(``synthbrain.training.PRECISIONS``) and in float32 ("32-true", always measured first: "vs 32-true" is
+the ratio to it in the same run). Medians of --repeats steps after one warm-up.
 
     python benchmarks/training_step.py --grid 40,56,40 --classes 8 --precisions 32-true,bf16-mixed
 """
@@ -81,18 +81,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args()
     grid = tuple(int(x) for x in args.grid.split(","))
-    precisions = [training.check_precision(p) for p in args.precisions.split(",")]
+    precisions = list(dict.fromkeys(["32-true", *(training.check_precision(p) for p in args.precisions.split(","))]))
     rows = []
 
     def measure(network: str, data: str, make) -> None:
         reference = None
-        for precision in precisions:
+        for precision in precisions:  # 32-true first
             step, params = make(precision)
             seconds = time_steps(step, args.repeats)
-            reference = seconds if precision == "32-true" else reference
-            ratio = seconds / reference if reference else float("nan")
+            reference = reference or seconds
             rows.append({"network": network, "input": data, "precision": precision, "parameters (M)": params / 1e6, "s/step": seconds})
-            rows[-1]["vs 32-true"] = ratio
+            rows[-1]["vs 32-true"] = seconds / reference
 
     for channels, batch in [((32, 64, 64), 2), ((16, 32, 32), 2)]:
         for classes in (0, args.classes):

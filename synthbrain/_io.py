@@ -321,7 +321,8 @@ def claim_folder(
 
     The first call writes ``config`` as ``folder/record`` (when ``write``: the main process only,
     under torchrun); a later call with a different ``config`` is a ``ValueError``
-    "``argument``=FOLDER holds ``what`` (differing: KEYS); ``hint``" (of class ``error``). With ``write``, the check and
+    "``argument``=FOLDER holds ``what`` (differing: KEYS); ``hint``" (of class ``error``; KEYS dotted where
+    they differ inside a section, as ``training.precision``). With ``write``, the check and
     the write hold :func:`folder_lock` (waiting for another claim), so two jobs that start together
     cannot both claim it. Used by training runs (``run.json``), prepared cohorts (``params.json``)
     and dataset shard folders (``dataset.json``)."""
@@ -331,10 +332,21 @@ def claim_folder(
         if path.is_file():
             previous = read_json(path, what)
             if previous != config:
-                changed = sorted(k for k in set(config) | set(previous) if previous.get(k) != config.get(k))
+                changed = _differing(previous, config)
                 raise error(f"{argument}={str(folder)!r} holds {what} (differing: {changed}); {hint}")
         elif write:
             write_json(path, config)
+
+
+def _differing(previous: dict, config: dict, prefix: str = "") -> list[str]:
+    """The keys whose values differ between two records, sorted, dotted into sections that are dicts on both sides."""
+    keys = []
+    for key in sorted(set(previous) | set(config)):
+        old, new = previous.get(key), config.get(key)
+        if old != new:
+            nested = isinstance(old, dict) and isinstance(new, dict)
+            keys += _differing(old, new, f"{prefix}{key}.") if nested else [f"{prefix}{key}"]
+    return keys
 
 
 def write_table(path: str | os.PathLike, table: pd.DataFrame) -> None:

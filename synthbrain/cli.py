@@ -66,6 +66,10 @@ def _resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
 AE_MODEL = "synthbrain.autoencoder.model:AutoencoderConfig"
 AE_WEIGHTS = "synthbrain.autoencoder.losses:AutoencoderLossWeights"
 AE_TRAINING = "synthbrain.autoencoder.train:AutoencoderTraining"
+PRECISION_HELP = (  # both training stages; the values are synthbrain.training.PRECISIONS (checked by the dataclasses)
+    "auto, 32-true or bf16-mixed (Lightning's names): auto is bf16-mixed on CUDA, 32-true elsewhere; "
+    "bf16-mixed autocasts to bfloat16 on any device (faster on CPUs with bfloat16 instructions)"
+)
 AE_TRAIN = "synthbrain.autoencoder.train:train_autoencoder"
 AE_LATENTS = "synthbrain.diffusion.latents:cache_latents"
 DM_MODEL = "synthbrain.diffusion.model:DiffusionConfig"
@@ -329,8 +333,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae.add_argument(
         "--precision",
         default=_Default(AE_TRAINING, "precision"),
-        help="auto, 32-true or bf16-mixed (Lightning's names): auto is bf16-mixed on CUDA, 32-true elsewhere; "
-        "bf16-mixed autocasts to bfloat16 on any device (faster on CPUs with bfloat16 instructions)",
+        help=PRECISION_HELP,
     )
     ae.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any, else cpu)")
     ae.set_defaults(func=_run_train_autoencoder)
@@ -400,8 +403,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     df.add_argument(
         "--precision",
         default=_Default(DM_TRAINING, "precision"),
-        help="auto, 32-true or bf16-mixed (Lightning's names): auto is bf16-mixed on CUDA, 32-true elsewhere; "
-        "bf16-mixed autocasts to bfloat16 on any device (faster on CPUs with bfloat16 instructions)",
+        help=PRECISION_HELP,
     )
     df.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: this process's GPU if any, else cpu)")
     df.add_argument("--default-sampler", default=None, help="the model's default sampler (written into its index; default ddim)")

@@ -107,3 +107,12 @@ def test_dataclass_from_dict_refuses_unknown_keys_and_converts_named_fields():
         _io.dataclass_from_dict(Config, {"channels": [1], "extra": 1, "depth": 2}, "config")
     with pytest.raises(KeyError, match="channels"):
         _io.dataclass_from_dict(Config, {"width": 1}, "config", channels=tuple)
+
+
+def test_a_claimed_folder_names_the_differing_keys_inside_sections(tmp_path):
+    first = {"stage": "x", "training": {"lr": 1e-3, "precision": "bf16-mixed", "weights": {"kl": 1e-6}}, "grid": [1, 2]}
+    _io.claim_folder(tmp_path, "run.json", first, argument="run_dir")
+    _io.claim_folder(tmp_path, "run.json", first, argument="run_dir")  # the same configuration: accepted
+    other = {"stage": "y", "training": {"lr": 1e-3, "weights": {"kl": 1e-7}}, "grid": {"shape": [1, 2]}}
+    with pytest.raises(ValueError, match=r"holds .* \(differing: \['grid', 'stage', 'training\.precision', 'training\.weights\.kl'\]\)"):
+        _io.claim_folder(tmp_path, "run.json", other, argument="run_dir")

@@ -208,10 +208,7 @@ def train_autoencoder(
         if adversarial:
             discriminator = DistributedDataParallel(discriminator)
 
-    # The discriminator's batch normalisation is not deterministic in bfloat16 on CPU (its weight gradient
-    # varies in the last bits between identical steps), so there it keeps float32 under bf16-mixed.
-    cpu_mixed = settings.precision == "bf16-mixed" and info.device.type == "cpu"
-    d_precision = "32-true" if cpu_mixed else settings.precision
+    d_precision = discriminator_precision(settings.precision, info.device)
 
     def step(batch: dict, index: int) -> dict[str, float]:
         image = batch["image"]
@@ -273,6 +270,13 @@ def train_autoencoder(
     if info.is_main:
         save_component(training.unwrap(model), run_dir / "autoencoder")
     return run_dir / "autoencoder"
+
+
+def discriminator_precision(precision: str, device: torch.device) -> str:
+    """The precision the patch discriminator runs in for the training's ``precision``: the same, but
+    float32 ("32-true") for "bf16-mixed" on CPU, where its batch normalisation is not deterministic in
+    bfloat16 (the weight gradient varies in the last bits between identical steps)."""
+    return "32-true" if precision == "bf16-mixed" and device.type == "cpu" else precision
 
 
 def random_patches(

@@ -57,7 +57,7 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_result(prepared, tmp_
 
 def test_other_configuration_in_the_same_run_folder_is_refused_but_more_steps_continue(prepared, tmp_path):
     train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=1, batch_size=2), device="cpu", progress=False)
-    with pytest.raises(ValueError, match=r"run_dir=.* another configuration \(differing: \['training'\]\)"):
+    with pytest.raises(ValueError, match=r"run_dir=.* another configuration \(differing: \['training\.learning_rate'\]\)"):
         train_autoencoder(
             prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=2, batch_size=2, learning_rate=1e-3), device="cpu", progress=False
         )

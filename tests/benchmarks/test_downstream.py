@@ -551,7 +551,7 @@ def test_the_headline_table_gives_every_setting_per_n_against_real_only(script):
     assert task == "segmentation"
     # real-only's value first, then the shares in increasing order and the control; other arms (upper) are not settings
     assert [r["setting"] for r in table] == [
-        "real only (mean Dice (foreground))",
+        "real only (its value)",
         *(script.ARMS[a][0] for a in (script.SHARE_10, script.GENERATED, script.REAL_LONG)),
     ]
     assert table[0]["n = 4"] == script._cell(
@@ -561,3 +561,44 @@ def test_the_headline_table_gives_every_setting_per_n_against_real_only(script):
     assert table[2]["n = 4"].startswith("+0.030 [") and table[2]["n = 40"].startswith("-0.020 [")
     assert table[3] == {"setting": script.ARMS[script.REAL_LONG][0], "n = 4": "-", "n = 40": table[3]["n = 40"]}
     assert table[3]["n = 40"].startswith("+0.020 [")
+
+
+def _runs(script, gains, seed=3):
+    """Per-subject rows of ``gains`` ((arm, n) -> true gain over a shared base, seeds x subjects), almost noiseless."""
+    rng = np.random.default_rng(seed)
+    base = rng.uniform(0.5, 0.7, size=(5, 20))
+    rows = []
+    for (arm, n), gain in gains.items():
+        for (seed_, subject), value in np.ndenumerate(np.clip(base + gain + rng.normal(0, 0.002, base.shape), 0, 1)):
+            rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed_, "cohort": script.SPLIT_TEST})
+            rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
+    return pd.DataFrame(rows)
+
+
+def test_generated_first_is_not_recommended_where_its_control_did_not_run_or_it_beats_real_only_only_by_training_longer(script):
+    # n = 10: generated-first helps but real-long did not run there; n = 40: it helps only as much as real-long,
+    # while share 0.1 helps less but for real
+    gains = {(script.REAL, 4): 0.0, (script.REAL, 10): 0.04, (script.REAL, 40): 0.08, (script.FIRST, 10): 0.09}
+    gains |= {(script.SHARE_10, 10): 0.04, (script.FIRST, 40): 0.14, (script.REAL_LONG, 40): 0.14, (script.SHARE_10, 40): 0.1}
+    rows = _runs(script, gains)
+    table, record = script._guidance(rows, ["segmentation"], {"segmentation": script._gate(rows, "segmentation", [4, 40])})
+    first, share = script.ARMS[script.FIRST][0], script.ARMS[script.SHARE_10][0]
+    assert [r["real n"] for r in table] == [10, 40]
+    assert table[0]["best setting"] == f"({first}: not checked)" and not record[0]["significant"]
+    assert table[0]["guidance"] == (
+        "no setting helps: train on real subjects only; "
+        "generated first beats real only, but real only trained as long did not run at this n (not checked)"
+    )
+    assert table[0]["generated first vs real-only trained as long"] == "-" and record[0]["against_real_long"] is None
+    assert table[1]["best setting"] == share and record[1]["best"] == script.SHARE_10
+    assert table[1]["guidance"] == (
+        "helps (1 of 2 settings help); "
+        "generated first beats real only, but not real only trained as long: its gain is the longer training's"
+    )
+    assert record[1]["against_real_long"]["value"] == pytest.approx(0.0, abs=0.003)
+    assert table[1]["generated first vs real-only trained as long"] == script._cell(
+        script._estimate(rows, "segmentation", script.FIRST, 40, script.SPLIT_TEST, "dice", reference=(script.REAL_LONG, 40)), signed=True
+    )
+    assert record[1]["generated_first_set_aside"] == "the longer training" and record[1]["calls"][script.FIRST] == "helps"
+    failed = {"segmentation": {"passed": False, "text": "fails"}}
+    assert [r["guidance"] for r in script._guidance(rows, ["segmentation"], failed)[0]] == ["no verdict (gate failed)"] * 2

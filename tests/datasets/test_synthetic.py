@@ -209,7 +209,7 @@ def test_in_memory_models_with_other_weights_do_not_share_a_shard_folder(generat
     other = tiny_generator(distribution=True, steps=3)
     with torch.no_grad():
         next(other.unet.parameters()).add_(1.0)
-    with pytest.raises(ValueError, match=r"holds another dataset \(differing: \['model'\]\)"):
+    with pytest.raises(ValueError, match=r"holds another dataset \(differing: \['model\.sha256\.in_memory'\]\)"):
         SyntheticBrainDataset(2, None, other, device="cpu", shards=tmp_path)
     SyntheticBrainDataset(2, None, tiny_generator(distribution=True, steps=3), device="cpu", shards=tmp_path)  # same weights: accepted
 

@@ -68,7 +68,7 @@ def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, 
     summary = evaluate(generator, cohort, out, n=8, settings=TINY, c2st_epochs=1, progress=False)
     # the evaluators are trained on A (images, label fractions and table of A's subjects, in A's order) and on nothing else
     part_a, _, images, _, covariates = _real_halves(cohort, generator)
-    (got_images, got_fractions, got_table, *_), = fitted
+    ((got_images, got_fractions, got_table, *_),) = fitted
     fractions = load_cohort_on_grid(cohort, generator.image_grid)[2]
     assert torch.equal(got_images, images[part_a]) and torch.equal(got_fractions, fractions[part_a])
     assert got_table["subject_id"].tolist() == [f"p{i:02d}" for i in part_a]
@@ -86,8 +86,10 @@ def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, 
         name = row["covariate"]
         if row["requested vs measured by"] == "synthetic, own label map":
             continue
-        expected = accuracy["sex"]["auc"] >= thresholds["sex AUC"] if name == "sex" else (
-            accuracy[name]["pearson_r"] >= thresholds["age r" if name == "age" else "volume r"]
+        expected = (
+            accuracy["sex"]["auc"] >= thresholds["sex AUC"]
+            if name == "sex"
+            else (accuracy[name]["pearson_r"] >= thresholds["age r" if name == "age" else "volume r"])
         )
         assert row["reliable"] == expected, row
     assert summary["unreliable"] and report.splitlines()[2].startswith("**Unreliable rows:")
@@ -99,8 +101,6 @@ def test_evaluate_writes_the_report_and_reuses_its_evaluators(cohort, tmp_path, 
     again = evaluate(generator, cohort, out, n=8, settings=TINY, c2st_epochs=1, progress=False)
     same = [json.dumps(x[k], sort_keys=True) for x in (again, summary) for k in ("evaluators", "realism", "conditioning")]
     assert same[:3] == same[3:]  # same seed, same report (compared as JSON: NaN equals NaN there)
-
-
 
 
 def test_evaluate_rejects_bad_input(cohort, tmp_path):
@@ -238,7 +238,14 @@ def test_memorisation_baseline_is_computed_against_the_held_out_cohort(cohort, t
     part_a, part_b, images, labels, covariates = _real_halves(cohort, like)
     stand_in = StandInGenerator(like, images[part_b], labels[part_b], covariates.loc[part_b])
     summary = evaluate(
-        stand_in, cohort, tmp_path / "r", n=len(part_b), held_out=cohort, evaluators=shared_evaluators, settings=TINY, c2st_epochs=1,
+        stand_in,
+        cohort,
+        tmp_path / "r",
+        n=len(part_b),
+        held_out=cohort,
+        evaluators=shared_evaluators,
+        settings=TINY,
+        c2st_epochs=1,
         progress=False,
     )
     memorisation = summary["memorisation"]
@@ -282,8 +289,16 @@ def test_reconstructions_are_of_b_and_each_set_reaches_its_comparison(cohort, tm
     stand_in.autoencoder = IdentityAutoencoder(fractions.shape[1])
     sampling = {"steps": 2, "sampler": "dpm++2m", "guidance_scale": None, "timestep_spacing": "linspace"}
     summary = evaluate(
-        stand_in, cohort, tmp_path / "r", n=len(part_b), seed=0, evaluators=shared_evaluators, settings=TINY, c2st_epochs=1,
-        sampling=sampling, progress=False,
+        stand_in,
+        cohort,
+        tmp_path / "r",
+        n=len(part_b),
+        seed=0,
+        evaluators=shared_evaluators,
+        settings=TINY,
+        c2st_epochs=1,
+        sampling=sampling,
+        progress=False,
     )
     assert stand_in.asked == {"n": len(part_b), "seed": 0, "steps": 2, "sampler": "dpm++2m", "timestep_spacing": "linspace"}
     realism = _rows(summary, "realism", "comparison")

@@ -97,9 +97,7 @@ def test_guidance_scale_and_sampler_reach_the_sampler(generator):
     noise = draws.initial_noise(seeds, generator.latent_shape)
 
     def direct(guidance, sampler):
-        z = sample(
-            lambda x, t: generator.unet.guided(x, t, condition, guidance), noise, generator.schedule, sampler, 3, spacing="trailing"
-        )
+        z = sample(lambda x, t: generator.unet.guided(x, t, condition, guidance), noise, generator.schedule, sampler, 3, spacing="trailing")
         return generator.autoencoder.decode(z / generator.latent_scale)[0].clamp(0, 1)
 
     images = {}

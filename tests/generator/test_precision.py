@@ -154,8 +154,8 @@ def test_a_shard_folder_holds_the_volumes_of_one_precision(folder, tmp_path):
 
     float32 = dataset(BrainGenerator.from_pretrained(folder))
     assert "dtype" not in float32.definition()["model"]  # as folders written before precisions were stored
-    with pytest.raises(ShardsInUse, match=r"differing: \['model'\]"):
+    with pytest.raises(ShardsInUse, match=r"differing: \['model\.dtype'\]"):
         dataset(BrainGenerator.from_pretrained(folder, torch_dtype=torch.bfloat16))
-    with pytest.raises(ShardsInUse, match=r"differing: \['model'\]"):
+    with pytest.raises(ShardsInUse, match=r"differing: \['model\.dtype'\]"):
         dataset(BrainGenerator.from_pretrained(folder).to(dtype=torch.float64))
     dataset(BrainGenerator.from_pretrained(folder))  # the same precision again: the same folder

@@ -2,6 +2,7 @@
 forward pass under bfloat16 autocast on any device, "auto" keeps CPU training in float32 as before
 (and keeps the run records of runs written before the setting existed), bad names are refused."""
 
+import contextlib
 import json
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ from safetensors.torch import load_file
 
 from synthbrain import training
 from synthbrain.autoencoder.losses import AutoencoderLossWeights
-from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
+from synthbrain.autoencoder.train import AutoencoderTraining, discriminator_precision, train_autoencoder
 from synthbrain.diffusion.latents import cache_latents
 from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
 from tests.autoencoder.test_losses import TINY
@@ -45,8 +46,16 @@ def test_autocast_follows_the_precision_on_cpu():
         with training.autocast(cpu, precision):
             assert conv(x).dtype == dtype, precision
     assert training.autocast(torch.device("cuda"), "auto").fast_dtype == torch.bfloat16
+    assert training.autocast(torch.device("cuda"), "32-true").__class__ is contextlib.nullcontext
     with pytest.raises(ValueError, match=r"^precision='bf16'; allowed: \['auto', '32-true', 'bf16-mixed'\]$"):
         training.autocast(cpu, "bf16")
+
+
+def test_the_discriminator_keeps_float32_under_bf16_mixed_on_cpu_only():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert discriminator_precision("bf16-mixed", cpu) == "32-true"
+    assert [discriminator_precision(p, cuda) for p in training.PRECISIONS] == list(training.PRECISIONS)
+    assert [discriminator_precision(p, cpu) for p in ("auto", "32-true")] == ["auto", "32-true"]
 
 
 @pytest.mark.parametrize("cls", [AutoencoderTraining, DiffusionTraining])
@@ -85,7 +94,7 @@ def test_bf16_mixed_autoencoder_training_differs_from_float32_and_resumes_bit_ex
     resumed = load_file(train_autoencoder(prepared, tmp_path / "b", TINY, mixed, device="cpu", progress=False) / "model.safetensors")
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0)
-    with pytest.raises(ValueError, match=r"another configuration \(differing: \['training'\]\)"):  # one precision per run folder
+    with pytest.raises(ValueError, match=r"another configuration \(differing: \['training\.precision'\]\)"):  # one precision per run folder
         train_autoencoder(prepared, tmp_path / "b", TINY, replace(mixed, precision="32-true"), device="cpu", progress=False)
 
 
