@@ -303,9 +303,10 @@ def _choice(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
 
 def _arm_names(text: str) -> tuple[str, ...]:
     """The arms of ``--arms``: named ones, and ``generated-S`` for a share S in [0, 1] of every batch
-    (added to the arms of every task); anything else is an error naming it, before any training."""
-    chosen = tuple(t.strip() for t in text.split(",") if t.strip())
-    for name in chosen:
+    (added to the arms of every task; a share a named arm has, as 0.5, is that arm); anything else is
+    an error naming it, before any training."""
+    chosen = [t.strip() for t in text.split(",") if t.strip()]
+    for i, name in enumerate(chosen):
         if name in ARMS or not name.startswith(SHARE_PREFIX):
             continue
         try:
@@ -314,10 +315,14 @@ def _arm_names(text: str) -> tuple[str, ...]:
             continue  # unknown: named below
         if not 0 <= share <= 1:
             raise SystemExit(f"--arms {name}: a share of {share:g}; allowed: {SHARE_PREFIX}S with S in [0, 1]")
+        named = [a for a, (_, source, use, s) in ARMS.items() if (source, use, s) == ("generated", "mix", share)]
+        if named:
+            chosen[i] = named[0]
+            continue
         ARMS[name] = (f"+ generated, share {share:g}", "generated", "mix", share)
         for task in TASKS:
             TASK_ARMS[task] += (name,)
-    return _choice(text, tuple(ARMS), "--arms")
+    return _choice(",".join(chosen), tuple(ARMS), "--arms")
 
 
 def _is_schedule(arm: str) -> bool:

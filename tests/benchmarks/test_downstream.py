@@ -380,7 +380,14 @@ def _weights(script, training, arm, task="segmentation"):
 
 
 def test_a_share_of_0_is_the_real_only_run_bit_for_bit(script, training):
-    script._arm_names("real,generated-0,generated-0.5")
+    # a share a named arm has is that arm (one label per arm in the report)
+    assert script._arm_names("real,generated-0,generated-0.5,generated-0.10") == (
+        script.REAL,
+        "generated-0",
+        script.GENERATED,
+        script.SHARE_10,
+    )
+    assert "generated-0.5" not in script.ARMS and len({label for label, *_ in script.ARMS.values()}) == len(script.ARMS)
     for task in ("segmentation", "sex"):
         real, zero = _weights(script, training, script.REAL, task), _weights(script, training, "generated-0", task)
         assert all(torch.equal(real[k], zero[k]) for k in real)
