@@ -15,7 +15,7 @@
 # discriminator with a fixed adversarial weight of 0.1 (MAISI's). Attempt 2: the first attempt used
 # Esser et al.'s adaptive weight (times 0.5), which fell to about 0.1 as the discriminator won, and the
 # held-out detail fell with it (model card, synthbrain/models/default/README.md; that run is kept in
-# RUNS/v4/ae-adaptive). bf16-mixed: bfloat16 autocast, about 2.5 times faster on CPUs with bfloat16
+# RUNS/v4/ae-adaptive). bf16-mixed: bfloat16 autocast, 1.7 times faster a step on CPUs with bfloat16
 # instructions (docs/benchmarks/training-step.md); use --precision 32-true on others.
 set -euo pipefail
 DATA=${1:?usage: train_default_model_v4.sh IXI_HH_FOLDER [RUNS_FOLDER] [AUTOENCODER_STEPS]}
