@@ -11,26 +11,15 @@ import torch
 from safetensors.torch import load_file
 
 from synthbrain import training
-from synthbrain.autoencoder.losses import AutoencoderLossWeights
 from synthbrain.autoencoder.train import AutoencoderTraining, discriminator_precision, train_autoencoder
 from synthbrain.diffusion.latents import cache_latents
 from synthbrain.diffusion.train import DiffusionTraining, train_diffusion
 from tests.autoencoder.test_losses import TINY
+from tests.autoencoder.test_patches_adaptive import PATCHED_GAN
 from tests.diffusion.test_train import UNET
 from tests.helpers import make_prepared
 
-GAN = AutoencoderTraining(
-    steps=4,
-    batch_size=2,
-    checkpoint_every=2,
-    log_every=1,
-    learning_rate=1e-3,
-    weights=AutoencoderLossWeights(adversarial=0.1),
-    adversarial_warmup=2,
-    patch_size=(12, 16, 12),
-    discriminator_channels=8,
-    discriminator_layers=2,
-)
+GAN = replace(PATCHED_GAN, steps=4, adaptive_adversarial_weight=False)  # the patch-training tests' run, fixed weight
 
 
 @pytest.fixture(scope="module")

@@ -426,19 +426,11 @@ def test_the_arms_schedules_give_their_planned_synthetic_totals(script, training
 
 def test_generated_first_is_checked_against_real_only_trained_as_long(script):
     """The guidance does not credit generated images with the gain of generated-first's 1.5 times the steps."""
-    rng = np.random.default_rng(1)
-    base = rng.uniform(0.5, 0.7, size=(5, 20))
     # n = 4: generated-first gains 0.05, all of it from the longer training (real-long gains as much);
     # n = 40: generated-first gains 0.05, real-long nothing
     gains = {(script.REAL, 4): 0.0, (script.REAL, 40): 0.08, (script.FIRST, 4): 0.05, (script.REAL_LONG, 4): 0.05}
     gains |= {(script.FIRST, 40): 0.13, (script.REAL_LONG, 40): 0.08, (script.SHARE_10, 4): 0.0, (script.SHARE_10, 40): 0.08}
-    rows = []
-    for (arm, n), gain in gains.items():
-        values = np.clip(base + gain + rng.normal(0, 0.002, base.shape), 0, 1)
-        for (seed, subject), value in np.ndenumerate(values):
-            rows.append({"task": "segmentation", "arm": arm, "n": n, "seed": seed, "cohort": script.SPLIT_TEST})
-            rows[-1] |= {"subject": subject, "metric": "dice", "value": float(value)}
-    rows = pd.DataFrame(rows)
+    rows = _runs(script, gains, seed=1)
     table, record = script._guidance(rows, ["segmentation"], {"segmentation": script._gate(rows, "segmentation", [4, 40])})
     first = script.ARMS[script.FIRST][0]
     assert [r["best setting"] for r in table] == [f"({first}: the longer training)", first]
