@@ -317,7 +317,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--patch-size",
         type=_ints,
         default=_Default(AE_TRAINING, "patch_size"),
-        help="train on random crops D,H,W (or one edge N) in voxels; default whole",
+        help=(
+            "train on random crops D,H,W (or one edge N) in voxels; default whole (finish a patch run with "
+            "whole-volume steps from --init: group normalisation sees other statistics on whole volumes)"
+        ),
     )
     ae.add_argument("--init", default=_Default(AE_TRAINING, "init"), help="an autoencoder component folder to start from (fine-tuning)")
     ae.add_argument("--checkpoint-every", type=int, default=_Default(AE_TRAINING, "checkpoint_every"), help="steps between checkpoints")
