@@ -6,11 +6,16 @@ is decoded as generation decodes it (:meth:`BrainAutoencoder.reconstruct`) and c
 image, inside each one's own brain (label map > 0), on the measures of ``synthbrain evaluate``
 (:mod:`synthbrain.evaluation.metrics`):
 
-- share of spectral power above 0.25 cycles/voxel and mean gradient magnitude (detail),
+- share of spectral power above 0.25 cycles/voxel, share of variance a 1-voxel Gaussian blur removes
+  (high-pass share) and mean gradient magnitude (detail),
 - median pairwise L2 distance between subjects (variety),
 - L1 and PSNR against the real image, Dice of the decoded label map (fidelity).
 
-Ratios are reconstruction / real (1 = as detailed or varied as real brains). Writes OUT.md, OUT.json
+Ratios are reconstruction / real (1 = as detailed or varied as real brains). ``--crop D,H,W`` measures
+crops of that size instead (eight per subject, two per axis around the centre, each reconstructed on
+its own): the way to compare autoencoders trained on patches of that size before their whole-volume
+steps, whose group normalisation is not yet matched to whole volumes (pairwise L2 then compares
+crops at the same place). Writes OUT.md, OUT.json
 (strict JSON) and OUT.png (raw axial and coronal mid-slices, real above reconstruction, one intensity
 window, no overlay).
 
@@ -35,7 +40,7 @@ from tqdm.auto import tqdm
 from synthbrain import _io, training
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.components import load_component
-from synthbrain.evaluation.metrics import high_frequency_share, mean_gradient_magnitude, pairwise_distances
+from synthbrain.evaluation.metrics import high_frequency_share, high_pass_share, mean_gradient_magnitude, pairwise_distances
 from synthbrain.overlap import dice_per_class
 from synthbrain.preprocessing.prepared import PreparedCohort
 
@@ -49,26 +54,29 @@ def main(argv: list[str] | None = None) -> dict:
     classes = autoencoder.config.num_classes
     if classes and (cohort.label_scheme is None or cohort.label_scheme.num_classes != classes):
         raise SystemExit(f"--real {args.real}: its label classes do not match the autoencoder's {classes}")
+    grid = cohort.output_grid.shape
+    regions = _regions(grid, args.crop, autoencoder.config.downsample)
     real, recon, real_labels, recon_labels, seconds = [], [], [], [], []
     for index in tqdm(range(len(cohort)), desc="reconstruct", unit="subject"):
         item = cohort[index]
-        image = item["image"][None]
-        labels = item["labels"][None] if autoencoder.config.num_classes else None
-        started = time.perf_counter()
-        decoded, decoded_classes = autoencoder.reconstruct(image, labels)
-        seconds.append(time.perf_counter() - started)
-        real.append(image)
-        recon.append(decoded)
         truth = item["labels"].argmax(0) if item["labels"].is_floating_point() else item["labels"]
-        real_labels.append(truth[None])
-        recon_labels.append(decoded_classes if decoded_classes is not None else (decoded[:, 0] > 0).long())
+        for region in regions:  # the whole volume, or one crop after another
+            image = item["image"][(slice(None), *region)][None]
+            labels = item["labels"][(..., *region)][None] if autoencoder.config.num_classes else None
+            started = time.perf_counter()
+            decoded, decoded_classes = autoencoder.reconstruct(image, labels)
+            seconds.append(time.perf_counter() - started)
+            real.append(image)
+            recon.append(decoded)
+            real_labels.append(truth[region][None])
+            recon_labels.append(decoded_classes if decoded_classes is not None else (decoded[:, 0] > 0).long())
     real, recon = torch.cat(real), torch.cat(recon)
     real_labels, recon_labels = torch.cat(real_labels), torch.cat(recon_labels)
     real_brain, recon_brain = (real_labels > 0)[:, None], (recon_labels > 0)[:, None]
 
     per_set = {
-        "real": _measures(real, real_brain),
-        "reconstructions": _measures(recon, recon_brain),
+        "real": _measures(real, real_brain, len(regions)),
+        "reconstructions": _measures(recon, recon_brain, len(regions)),
     }
     error = (recon - real).abs().flatten(1).mean(1).numpy()
     mse = (recon - real).pow(2).flatten(1).mean(1).numpy()
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         "config": autoencoder.config.to_dict(),
         "real": str(args.real),
         "subjects": len(cohort),
-        "grid": list(cohort.output_grid.shape),
+        "grid": list(grid),
+        "crop": None if args.crop is None else list(args.crop),
         "spacing_mm": cohort.output_grid.spacing,
         "measures": {
             name: {
@@ -100,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     _io.write_json(out.with_suffix(".json"), result)
     _io.write_text(out.with_suffix(".md"), _markdown(result, out))
-    _figure(real, recon, out.with_suffix(".png"))
+    _figure(real[:: len(regions)], recon[:: len(regions)], out.with_suffix(".png"))  # one region per subject
     print(_markdown(result, out))
     return result
 
@@ -122,11 +131,26 @@ def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
     return model.eval(), int(saved["step"])
 
 
-def _measures(volumes: torch.Tensor, brain: torch.Tensor) -> dict[str, float]:
+def _regions(grid: tuple[int, ...], crop: tuple[int, ...] | None, factor: int) -> list[tuple[slice, ...]]:
+    """The whole grid, or eight crops of size ``crop``: per axis two starts, a quarter of the crop
+    either side of the centred crop."""
+    if crop is None:
+        return [tuple(slice(None) for _ in grid)]
+    if len(crop) != 3 or any(c < 1 or c > n or c % factor for c, n in zip(crop, grid)):
+        raise SystemExit(f"--crop {crop}: allowed: three sizes, each at most the grid {tuple(grid)} and a multiple of {factor}")
+    starts = [sorted({max(0, min(n - c, (n - c) // 2 + d)) for d in (-(c // 4), c // 4)}) for c, n in zip(crop, grid)]
+    return [(slice(d, d + crop[0]), slice(h, h + crop[1]), slice(w, w + crop[2])) for d in starts[0] for h in starts[1] for w in starts[2]]
+
+
+def _measures(volumes: torch.Tensor, brain: torch.Tensor, places: int) -> dict[str, float]:
+    """The detail and variety measures of ``volumes`` (subject-major, ``places`` regions per subject):
+    pairwise distances only between the same region of different subjects."""
+    pairs = np.concatenate([pairwise_distances(volumes[k::places], brain[k::places]) for k in range(places)])
     return {
         "high-frequency share": float(np.mean(high_frequency_share(volumes, brain))),
+        "high-pass share": float(np.mean(high_pass_share(volumes, brain))),
         "mean gradient magnitude": float(np.mean(mean_gradient_magnitude(volumes, brain))),
-        "median pairwise L2": float(np.median(pairwise_distances(volumes, brain))),
+        "median pairwise L2": float(np.median(pairs)),
     }
 
 
@@ -142,10 +166,13 @@ def _markdown(result: dict, out: Path) -> str:
         + ("" if result["training_step"] is None else f" at training step {result['training_step']}")
         + f" (channels {result['config']['channels']}, {result['config']['latent_channels']} "
         f"latent channels), {result['subjects']} subjects of `{result['real']}` it never saw, grid {result['grid']} at "
-        f"{result['spacing_mm']} mm, each inside its own brain (label map > 0). Ratio = reconstruction / real.\n\n"
+        f"{result['spacing_mm']} mm"
+        + ("" if result["crop"] is None else f", measured on 8 crops of {result['crop']} voxels per subject, each reconstructed alone")
+        + ", each inside its own brain (label map > 0). Ratio = reconstruction / real.\n\n"
         + markdown_table(rows)
         + f"\n\nL1 {result['l1']:.4f}, PSNR {result['psnr_db']:.2f} dB, label Dice (foreground mean) {result['label_dice']:.3f}, "
-        f"{result['seconds_per_volume']:.2f} s per volume (encode + decode, median, this machine).\n\n"
+        f"{result['seconds_per_volume']:.2f} s per {'volume' if result['crop'] is None else 'crop'} "
+        "(encode + decode, median, this machine).\n\n"
         f"![axial and coronal mid-slices: real (top) and reconstruction (bottom)]({out.with_suffix('.png').name})\n"
     )
 
@@ -179,8 +206,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, default=None, help="instead: a training run folder, measured at its latest checkpoint")
     parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
     parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
+    parser.add_argument("--crop", type=_sizes, default=None, help="measure eight crops D,H,W per subject instead of whole volumes")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/autoencoder-detail"))
     return parser.parse_args(argv)
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: three integers D,H,W") from None
 
 
 if __name__ == "__main__":

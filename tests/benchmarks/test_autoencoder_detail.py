@@ -68,3 +68,43 @@ def test_autoencoder_detail_follows_a_run_at_its_latest_checkpoint(script, tmp_p
     assert followed["measures"] == exported["measures"]  # the last checkpoint holds the exported weights
     with pytest.raises(SystemExit, match="give one of --autoencoder FOLDER or --run RUN_DIR"):
         script.main(["--real", str(prepared), "--out", str(tmp_path / "c")])
+
+
+def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_reconstructed_alone(script, tmp_path):
+    from synthbrain.evaluation.metrics import pairwise_distances
+    from synthbrain.preprocessing.prepared import PreparedCohort
+
+    prepared = make_prepared(tmp_path / "prepared", n=3)
+    torch.manual_seed(0)
+    model = BrainAutoencoder(TINY).eval()
+    folder = tmp_path / "autoencoder"
+    save_component(model, folder)
+    result = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "c"), "--crop", "8,8,12"])
+    assert result["crop"] == [8, 8, 12]
+    cohort = PreparedCohort.load(prepared)
+    # per axis the centred crop moved a quarter of its size either way, inside the grid: 8 of 16 -> 2, 6; 12 of 16 -> 0, 4
+    starts = {8: (2, 6), 12: (0, 4)}
+    crops, brains = [], []
+    for i in range(3):
+        item = cohort[i]
+        for d in starts[8]:
+            for h in starts[8]:
+                for w in starts[12]:
+                    region = (slice(d, d + 8), slice(h, h + 8), slice(w, w + 12))
+                    crops.append(item["image"][(slice(None), *region)])
+                    brains.append((item["labels"][region] > 0)[None])
+    crops, brains = torch.stack(crops), torch.stack(brains)
+    measures = result["measures"]
+    assert measures["high-frequency share"]["real"] == pytest.approx(float(np.mean(high_frequency_share(crops, brains))))
+    same_place = np.concatenate([pairwise_distances(crops[k::8], brains[k::8]) for k in range(8)])
+    assert measures["median pairwise L2"]["real"] == pytest.approx(float(np.median(same_place)))
+    labels = [cohort[i]["labels"] for i in range(3)]
+    regions = [(slice(d, d + 8), slice(h, h + 8), slice(w, w + 12)) for d in starts[8] for h in starts[8] for w in starts[12]]
+    alone = torch.cat([model.reconstruct(crops[k][None], labels[k // 8][regions[k % 8]][None])[0] for k in range(24)])
+    decoded_brain = torch.cat([model.reconstruct(crops[k][None], labels[k // 8][regions[k % 8]][None])[1] for k in range(24)]) > 0
+    got = measures["high-frequency share"]["reconstructions"]
+    assert got == pytest.approx(float(np.mean(high_frequency_share(alone, decoded_brain[:, None]))))  # each crop on its own
+    assert "8 crops of [8, 8, 12] voxels" in (tmp_path / "c.md").read_text()
+    for bad in ("8,8,20", "8,8", "8,8,5"):
+        with pytest.raises(SystemExit, match="--crop"):
+            script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "d"), "--crop", bad])
