@@ -84,6 +84,22 @@ class LatentCache:
         return torch.nonzero(~torch.isnan(self.conditions).any(dim=1)).flatten()
 
 
+def autoencoder_folder(latents: str | Path, meta: dict) -> Path:
+    """The autoencoder folder whose posterior means the latent cache ``latents`` holds (``meta``: its
+    ``latents.json``): the folder the cache names, or, where that is gone (a run folder moved or copied
+    as a whole), the ``autoencoder/`` beside the cache, as ``synthbrain train autoencoder`` writes them
+    (``RUN/autoencoder``, ``RUN/latents``), when its weights have the recorded sha256. Raises
+    ``ValueError`` naming the folders when the weights there are not the recorded ones."""
+    recorded = Path(meta["autoencoder"])
+    folder = recorded if recorded.is_dir() else Path(latents).parent / "autoencoder"
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"latents={str(latents)!r}: its autoencoder {str(recorded)!r} is gone and {str(folder)!r} holds no weights")
+    if _io.sha256_file(weights) != meta["autoencoder_sha256"]:
+        raise ValueError(f"{folder}: the autoencoder changed after these latents were cached (sha256 differs); cache them again")
+    return folder
+
+
 @torch.no_grad()
 @_io.writes_folder("out")
 def cache_latents(

@@ -223,13 +223,13 @@ class BrainGenerator:
         cls, latents: str | os.PathLike, diffusion_run: str | os.PathLike, *, defaults: Mapping[str, Any] | None = None
     ) -> BrainGenerator:
         """A generator from training outputs: the latent cache written by ``synthbrain train autoencoder``
-        (``RUN/latents``, which names its autoencoder, covariate schema, latent scale and image grid) and
+        (``RUN/latents``, which names its autoencoder (found beside it when the run folder moved, :func:`~synthbrain.diffusion.latents.autoencoder_folder`), covariate schema, latent scale and image grid) and
         a diffusion run folder (``unet/``, ``scheduler/``); ``defaults`` are its sampling defaults. The
         covariate density is a one-component Gaussian per sex fitted on the training cohort's table."""
         from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
         from synthbrain.cohort.distribution import CovariateDistribution
-        from synthbrain.components import WEIGHTS, load_component, load_config
-        from synthbrain.diffusion.latents import LatentCache
+        from synthbrain.components import load_component, load_config
+        from synthbrain.diffusion.latents import LatentCache, autoencoder_folder
         from synthbrain.diffusion.model import ConditionalUNet, DiffusionConfig
         from synthbrain.preprocessing.prepared import PreparedCohort
         from synthbrain.preprocessing.template import Grid
@@ -237,9 +237,7 @@ class BrainGenerator:
 
         cache = LatentCache.load(latents)
         meta = cache.meta
-        autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, meta["autoencoder"])
-        if _io.sha256_file(Path(meta["autoencoder"]) / WEIGHTS) != meta["autoencoder_sha256"]:
-            raise ValueError(f"{meta['autoencoder']}: the autoencoder changed after these latents were cached; cache them again")
+        autoencoder = load_component(BrainAutoencoder, AutoencoderConfig, autoencoder_folder(latents, meta))
         unet = load_component(ConditionalUNet, DiffusionConfig, Path(diffusion_run) / "unet")
         schedule = load_config(NoiseSchedule, Path(diffusion_run) / "scheduler")
         prepared = PreparedCohort.load(meta["prepared"])

@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from synthbrain.autoencoder.model import AutoencoderConfig
 from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
@@ -158,3 +158,33 @@ def _diffusion_choices():
     train = next(a for a in build_parser()._actions if a.choices and "train" in a.choices).choices["train"]
     diffusion = next(a for a in train._actions if a.choices and "diffusion" in a.choices).choices["diffusion"]
     return next(a.choices for a in diffusion._actions if a.dest == "latent_scaling")
+
+
+def test_a_run_folder_moved_as_a_whole_still_finds_its_autoencoder_by_its_checksum(latents, tmp_path):
+    import shutil
+
+    from synthbrain.diffusion.latents import autoencoder_folder
+    from synthbrain.generator import BrainGenerator
+
+    meta = LatentCache.load(latents).meta
+    run = tmp_path / "run"  # the layout of `synthbrain train autoencoder`: RUN/autoencoder beside RUN/latents
+    shutil.copytree(meta["autoencoder"], run / "autoencoder")
+    cached = cache_latents(run / "autoencoder", meta["prepared"], run / "latents", progress=False)
+    diffusion = train_diffusion(cached, tmp_path / "dm", UNET, STEPS, device="cpu", progress=False).parent
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    assert autoencoder_folder(moved / "latents", LatentCache.load(moved / "latents").meta) == moved / "autoencoder"
+    generator = BrainGenerator.from_training(moved / "latents", diffusion, defaults={"steps": 2})
+    reference = BrainGenerator.from_training(latents, diffusion, defaults={"steps": 2})  # the same weights where they were cached
+    for got, want in zip(generator.autoencoder.state_dict().values(), reference.autoencoder.state_dict().values()):
+        assert torch.equal(got, want)
+    weights = moved / "autoencoder" / "model.safetensors"
+    tensors = load_file(weights)
+    first = next(iter(tensors))
+    tensors[first] = tensors[first] + 1
+    save_file(tensors, str(weights))
+    with pytest.raises(ValueError, match="changed after these latents were cached"):
+        BrainGenerator.from_training(moved / "latents", diffusion)
+    shutil.rmtree(moved / "autoencoder")
+    with pytest.raises(ValueError, match="is gone and .* holds no weights"):
+        BrainGenerator.from_training(moved / "latents", diffusion)
