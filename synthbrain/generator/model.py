@@ -223,8 +223,9 @@ class BrainGenerator:
         cls, latents: str | os.PathLike, diffusion_run: str | os.PathLike, *, defaults: Mapping[str, Any] | None = None
     ) -> BrainGenerator:
         """A generator from training outputs: the latent cache written by ``synthbrain train autoencoder``
-        (``RUN/latents``, which names its autoencoder (found beside it when the run folder moved, :func:`~synthbrain.diffusion.latents.autoencoder_folder`), covariate schema, latent scale and image grid) and
-        a diffusion run folder (``unet/``, ``scheduler/``); ``defaults`` are its sampling defaults. The
+        (``RUN/latents``, which names its autoencoder, covariate schema, latent scale and image grid; the
+        autoencoder is found beside it when the run folder moved, :func:`~synthbrain.diffusion.latents.autoencoder_folder`)
+        and a diffusion run folder (``unet/``, ``scheduler/``); ``defaults`` are its sampling defaults. The
         covariate density is a one-component Gaussian per sex fitted on the training cohort's table."""
         from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
         from synthbrain.cohort.distribution import CovariateDistribution
