@@ -12,10 +12,13 @@ image, inside each one's own brain (label map > 0), on the measures of ``synthbr
 - L1 and PSNR against the real image, Dice of the decoded label map (fidelity).
 
 Ratios are reconstruction / real (1 = as detailed or varied as real brains). ``--crop D,H,W`` measures
-crops of that size instead (eight per subject, two per axis around the centre, each reconstructed on
-its own): the way to compare autoencoders trained on patches of that size before their whole-volume
-steps, whose group normalisation is not yet matched to whole volumes (pairwise L2 then compares
-crops at the same place). Writes OUT.md, OUT.json
+crops of that size instead (per axis two starts, a quarter of the crop either side of the centred
+one and kept inside the grid, so up to eight per subject, each reconstructed on its own): the way to
+compare autoencoders trained on patches of that size before their whole-volume steps, whose group
+normalisation is not yet matched to whole volumes. Pairwise L2 then compares crops at the same place;
+the spectral share counts the brain's cut at the crop's faces as high frequencies (the transform is
+periodic), so on crops the local high-pass share is the measure to read, and crop numbers are never
+compared with whole-volume ones. Writes OUT.md, OUT.json
 (strict JSON) and OUT.png (raw axial and coronal mid-slices, real above reconstruction, one intensity
 window, no overlay).
 
@@ -39,6 +42,7 @@ from tqdm.auto import tqdm
 
 from synthbrain import _io, training
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
+from synthbrain.cli import _ints
 from synthbrain.components import load_component
 from synthbrain.evaluation.metrics import high_frequency_share, high_pass_share, mean_gradient_magnitude, pairwise_distances
 from synthbrain.overlap import dice_per_class
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
         "subjects": len(cohort),
         "grid": list(grid),
         "crop": None if args.crop is None else list(args.crop),
+        "regions_per_subject": len(regions),
         "spacing_mm": cohort.output_grid.spacing,
         "measures": {
             name: {
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict:
         "l1": float(error.mean()),
         "psnr_db": float((10 * np.log10(1.0 / mse)).mean()),
         "label_dice": float(np.nanmean(dice)),
-        "seconds_per_volume": float(np.median(seconds)),
+        "seconds_per_reconstruction": float(np.median(seconds)),
         "command": "python benchmarks/autoencoder_detail.py " + " ".join(sys.argv[1:] if argv is None else argv),
     }
     out = Path(args.out)
@@ -132,8 +137,8 @@ def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
 
 
 def _regions(grid: tuple[int, ...], crop: tuple[int, ...] | None, factor: int) -> list[tuple[slice, ...]]:
-    """The whole grid, or eight crops of size ``crop``: per axis two starts, a quarter of the crop
-    either side of the centred crop."""
+    """The whole grid, or up to eight crops of size ``crop``: per axis two starts, a quarter of the crop
+    either side of the centred crop, kept inside the grid (one where they coincide)."""
     if crop is None:
         return [tuple(slice(None) for _ in grid)]
     if len(crop) != 3 or any(c < 1 or c > n or c % factor for c, n in zip(crop, grid)):
@@ -167,11 +172,15 @@ def _markdown(result: dict, out: Path) -> str:
         + f" (channels {result['config']['channels']}, {result['config']['latent_channels']} "
         f"latent channels), {result['subjects']} subjects of `{result['real']}` it never saw, grid {result['grid']} at "
         f"{result['spacing_mm']} mm"
-        + ("" if result["crop"] is None else f", measured on 8 crops of {result['crop']} voxels per subject, each reconstructed alone")
+        + (
+            ""
+            if result["crop"] is None
+            else f", measured on {result['regions_per_subject']} crops of {result['crop']} voxels per subject, each reconstructed alone"
+        )
         + ", each inside its own brain (label map > 0). Ratio = reconstruction / real.\n\n"
         + markdown_table(rows)
         + f"\n\nL1 {result['l1']:.4f}, PSNR {result['psnr_db']:.2f} dB, label Dice (foreground mean) {result['label_dice']:.3f}, "
-        f"{result['seconds_per_volume']:.2f} s per {'volume' if result['crop'] is None else 'crop'} "
+        f"{result['seconds_per_reconstruction']:.2f} s per {'volume' if result['crop'] is None else 'crop'} "
         "(encode + decode, median, this machine).\n\n"
         f"![axial and coronal mid-slices: real (top) and reconstruction (bottom)]({out.with_suffix('.png').name})\n"
     )
@@ -206,16 +215,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--run", type=Path, default=None, help="instead: a training run folder, measured at its latest checkpoint")
     parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
     parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
-    parser.add_argument("--crop", type=_sizes, default=None, help="measure eight crops D,H,W per subject instead of whole volumes")
+    parser.add_argument("--crop", type=_ints, default=None, help="measure up to eight crops D,H,W (or one edge N) per subject")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/autoencoder-detail"))
-    return parser.parse_args(argv)
-
-
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: allowed: three integers D,H,W") from None
+    args = parser.parse_args(argv)
+    if args.crop is not None and len(args.crop) == 1:
+        args.crop = args.crop * 3  # one edge for all three axes, as --patch-size takes it
+    return args
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ class AutoencoderTraining:
     (MAISI trains its autoencoder on patches; the network is fully convolutional, so whole volumes
     are encoded afterwards); None trains on whole volumes. A patch-trained model is not yet ready for
     whole volumes: its group normalisation computes statistics over the whole input, which differ
-    between a brain patch and a volume that is mostly background (measured on v4's held-out subjects:
-    reconstructions 0.17 brighter inside the brain, L1 0.044 against 0.021 after 40 whole-volume
-    steps). Finish with a short whole-volume run that starts from it (``init``). ``init``: an autoencoder component
+    between a brain patch and a volume that is mostly background, and whole volumes come out too bright
+    inside the brain (measured in the model card, ``synthbrain/models/default/README.md``, version 4).
+    Finish with a short whole-volume run that starts from it (``init``). ``init``: an autoencoder component
     folder (``config.json`` + ``model.safetensors``) whose weights the run starts from; its config
     must equal the model config. ``precision``: one of :data:`synthbrain.training.PRECISIONS` (``"auto"``:
     bf16-mixed on CUDA, 32-true elsewhere; ``"bf16-mixed"``: ``torch.autocast`` to bfloat16 on any device;

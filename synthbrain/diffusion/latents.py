@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from synthbrain import _io
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cohort.covariates import CovariateSchema
-from synthbrain.components import load_component
+from synthbrain.components import WEIGHTS, load_component
 from synthbrain.preprocessing.prepared import PreparedCohort
 
 # How latents are brought to unit variance for diffusion training (LatentCache.scaling).
@@ -86,17 +86,23 @@ class LatentCache:
 
 def autoencoder_folder(latents: str | Path, meta: dict) -> Path:
     """The autoencoder folder whose posterior means the latent cache ``latents`` holds (``meta``: its
-    ``latents.json``): the folder the cache names, or, where that is gone (a run folder moved or copied
-    as a whole), the ``autoencoder/`` beside the cache, as ``synthbrain train autoencoder`` writes them
-    (``RUN/autoencoder``, ``RUN/latents``), when its weights have the recorded sha256. Raises
-    ``ValueError`` naming the folders when the weights there are not the recorded ones."""
+    ``latents.json``): the folder the cache names, or, where that folder is gone (a run folder moved or
+    copied as a whole), the ``autoencoder/`` beside the cache, as ``synthbrain train autoencoder`` writes
+    them (``RUN/autoencoder``, ``RUN/latents``). Either must hold weights with the recorded sha256 (an
+    integrity check against a retrained or replaced autoencoder, not a signature). Raises ``ValueError``
+    naming the cache, the folder and what differs."""
     recorded = Path(meta["autoencoder"])
-    folder = recorded if recorded.is_dir() else Path(latents).parent / "autoencoder"
-    weights = folder / "model.safetensors"
-    if not weights.is_file():
-        raise ValueError(f"latents={str(latents)!r}: its autoencoder {str(recorded)!r} is gone and {str(folder)!r} holds no weights")
-    if _io.sha256_file(weights) != meta["autoencoder_sha256"]:
-        raise ValueError(f"{folder}: the autoencoder changed after these latents were cached (sha256 differs); cache them again")
+    beside = Path(latents).resolve().parent / "autoencoder"
+    folder = recorded if recorded.is_dir() else beside
+    if not folder.is_dir():
+        raise ValueError(f"latents={str(latents)!r}: its autoencoder {str(recorded)!r} is gone, and none is beside it ({str(beside)!r})")
+    weights = folder / WEIGHTS
+    found = _io.sha256_file(weights) if weights.is_file() else f"none (no {WEIGHTS})"
+    if found != meta["autoencoder_sha256"]:
+        raise ValueError(
+            f"latents={str(latents)!r}: {str(folder)!r} does not hold the autoencoder these latents were cached with "
+            f"(sha256 {found[:16]}; recorded {meta['autoencoder_sha256'][:16]}); cache them again"
+        )
     return folder
 
 
@@ -153,7 +159,7 @@ def cache_latents(
             "scale": float(1.0 / latents.std()),
             "schema": cohort.schema.to_dict(),
             "autoencoder": str(Path(autoencoder).resolve()),
-            "autoencoder_sha256": _io.sha256_file(Path(autoencoder) / "model.safetensors"),
+            "autoencoder_sha256": _io.sha256_file(Path(autoencoder) / WEIGHTS),
             "prepared": str(Path(prepared).resolve()),
             "downsample": downsample,
             "image_grid": cohort.output_grid.to_dict(),

@@ -105,6 +105,12 @@ def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_recon
     got = measures["high-frequency share"]["reconstructions"]
     assert got == pytest.approx(float(np.mean(high_frequency_share(alone, decoded_brain[:, None]))))  # each crop on its own
     assert "8 crops of [8, 8, 12] voxels" in (tmp_path / "c.md").read_text()
+    whole_axis = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "w"), "--crop", "8,8,16"])
+    assert whole_axis["regions_per_subject"] == 4 and "4 crops of [8, 8, 16]" in (tmp_path / "w.md").read_text()  # one start on that axis
+    fractions = script.main(
+        ["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "f"), "--crop", "4", "--downsample", "2"]
+    )  # averaged to 8^3 with class-fraction labels; one edge for all three axes
+    assert fractions["grid"] == [8, 8, 8] and fractions["crop"] == [4, 4, 4] and fractions["regions_per_subject"] == 8
     for bad in ("8,8,20", "8,8", "8,8,5"):
         with pytest.raises(SystemExit, match="--crop"):
             script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "d"), "--crop", bad])

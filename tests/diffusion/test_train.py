@@ -183,8 +183,16 @@ def test_a_run_folder_moved_as_a_whole_still_finds_its_autoencoder_by_its_checks
     first = next(iter(tensors))
     tensors[first] = tensors[first] + 1
     save_file(tensors, str(weights))
-    with pytest.raises(ValueError, match="changed after these latents were cached"):
+    with pytest.raises(ValueError, match="does not hold the autoencoder these latents were cached with"):
         BrainGenerator.from_training(moved / "latents", diffusion)
     shutil.rmtree(moved / "autoencoder")
-    with pytest.raises(ValueError, match="is gone and .* holds no weights"):
+    with pytest.raises(ValueError, match="is gone, and none is beside it"):
         BrainGenerator.from_training(moved / "latents", diffusion)
+    # where the recorded folder is there, it is the one checked: changed weights there are refused, not replaced by others
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copytree(meta["autoencoder"], tmp_path / "elsewhere" / "autoencoder")
+    recorded = dict(meta, autoencoder=str(tmp_path / "elsewhere" / "autoencoder"))
+    assert autoencoder_folder(latents, recorded) == tmp_path / "elsewhere" / "autoencoder"
+    save_file(tensors, str(tmp_path / "elsewhere" / "autoencoder" / "model.safetensors"))
+    with pytest.raises(ValueError, match=r"elsewhere/autoencoder' does not hold .* \(sha256 [0-9a-f]{16}; recorded [0-9a-f]{16}\)"):
+        autoencoder_folder(latents, recorded)
