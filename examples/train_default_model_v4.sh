@@ -10,17 +10,17 @@
 #
 # Autoencoder (attempt 3): 4x compression per axis (3 levels, 16-32-64 channels, 8 latent channels),
 # so the 2 mm grid gives a 20 x 28 x 20 latent (the released brain LDM's latent size; it compresses 1 mm
-# volumes 8x). Chosen by
-# measurement over the 8x network of attempts 1 and 2 (16-32-64-64 channels, 10 x 14 x 10 latent),
-# whose patch loss stopped falling after 2000 steps and whose held-out crops kept less detail after
-# 4950 steps than the 4x network's after 2000, at the same cost a step (model card,
+# volumes 8x). Chosen by measurement over the 8x network of attempts 1 and 2 (16-32-64-64 channels,
+# 10 x 14 x 10 latent), whose patch loss stopped falling after 2000 steps (L1 0.079 there, the 4x
+# network's 0.059) at the same cost a step, and whose held-out crops kept less detail (model card,
 # synthbrain/models/default/README.md). Phase 1 trains on random 32 x 48 x 32 patches (64 x 96 x 64
 # mm; MAISI trains on patches, the network is fully convolutional): L1 + cross-entropy + KL +
 # perceptual (deepbet's features, weight 0.3), and after 1000 reconstruction-only steps a patch
 # discriminator with MAISI's fixed adversarial weight 0.1. Phase 2 continues on whole volumes from
 # phase 1's weights: group normalisation computes its statistics over the whole input, and a volume
 # that is mostly background gives other statistics than a brain patch (a patch-trained network
-# reconstructs whole volumes too bright inside the brain). Phase 2 starts a new discriminator at once
+# reconstructs whole volumes too bright inside the brain); 40 steps by default, as 160 kept less fine
+# detail (high-frequency share 0.26 against 0.34 of real). Phase 2 starts a new discriminator at once
 # (the reconstruction is trained already). Each phase caches latents; the diffusion stage takes phase 2's.
 # bf16-mixed: bfloat16 autocast, about twice as fast a step on CPUs with bfloat16 instructions
 # (docs/benchmarks/training-step.md); use --precision 32-true on others.
@@ -28,7 +28,7 @@ set -euo pipefail
 DATA=${1:?usage: train_default_model_v4.sh IXI_HH_FOLDER [RUNS_FOLDER] [PATCH_STEPS] [WHOLE_VOLUME_STEPS]}
 RUNS=${2:-runs}
 STEPS=${3:-20000}
-WHOLE_STEPS=${4:-500}
+WHOLE_STEPS=${4:-40}
 
 synthbrain prepare --images "$DATA/t1" --labels "$DATA/seg" --table "$DATA/participants.csv" --out "$RUNS/ixi-2mm-rigid" --spacing 2
 # 20 % of the subjects are held out (stratified by sex and age) so that reconstructions and samples
