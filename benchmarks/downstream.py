@@ -36,8 +36,8 @@ training size n (pool subjects, half of each sex, seeded; the same subjects in e
   ``real-long``, its control: real subjects only for the same steps and schedule, so that the
   report can tell generated-first's gain from that of 1.5 times the steps.
 
-Real-only and, for segmentation, the share and schedule arms run at every n; the other arms at
-the smallest and largest n. Batches are mixed by the product's ``MixedDataset`` and
+Real-only and, for segmentation, the share and schedule arms and ``real-long`` run at every n; the
+other arms at the smallest and largest n. Batches are mixed by the product's ``MixedDataset`` and
 ``MixedBatchSampler`` (a schedule of the step: ``constant_share``, ``linear_decay``,
 ``synthetic_then_real``), exactly as a user mixes them; every arm of a (task, n, seed) starts from
 the same weights with the same draws (one seed per task, n and seed), so a share of 0 is
@@ -133,7 +133,7 @@ ARMS = {
     FIRST: ("generated first, then as many real steps as real only", "generated", "first", 1.0),
     REAL_LONG: ("real only, as many steps as generated first (control)", None, "long", 0.0),
 }
-# the share and schedule arms: at every n for segmentation (the smallest and largest for age and sex),
+# the share and schedule arms: at every n for segmentation, as real-long (the smallest and largest for age and sex),
 # and the candidates of the report's guidance table (with any generated-S arm given to --arms)
 SCHEDULE_ARMS = (SHARE_10, SHARE_25, GENERATED, LINEAR, FIRST)
 # One colour per arm in every panel of the figure (matplotlib's tab20, real-only in black), so that
@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in range(settings["seeds"])
         for arm in TASK_ARMS[task]
         if arm in arms
-        for n in (sizes if arm == REAL or (task == "segmentation" and _is_schedule(arm)) else dict.fromkeys([sizes[0], sizes[-1]]))
+        for n in (
+            sizes
+            if arm == REAL or (task == "segmentation" and (_is_schedule(arm) or arm == REAL_LONG))
+            else dict.fromkeys([sizes[0], sizes[-1]])
+        )
         if not (ARMS[arm][2] == "only" and n != sizes[0])
     ]
     configs = {task: _config(task, settings, args, device) for task in TASKS}
@@ -743,7 +747,8 @@ def _report(rows, tasks, sizes, foreground, settings, args, argv, missing, total
         + f"Command (finished runs of the same configuration are resumed from `{args.out.name}.subjects.tsv.gz`): `{command}`.\n\n"
         + f"Steps per run (batch 4, the same in every arm): {settings['steps']}; peak learning rates {settings['lr']}; "
         + f"{settings['seeds']} seeds; {settings['synthetic']} volumes per synthetic pool; sizes {sizes} "
-        + "(the share and schedule arms at every size for segmentation, the other augmented arms at the smallest and largest). "
+        + "(the share and schedule arms and real-long at every size for segmentation, "
+        + "the other augmented arms at the smallest and largest). "
         + (
             "Written with `--report-only` from the finished runs (nothing trained by this invocation)."
             if args.report_only
