@@ -16,6 +16,16 @@ def script(monkeypatch):
     return load_benchmark("autoencoder_detail", monkeypatch)
 
 
+@pytest.fixture
+def tiny(tmp_path):
+    """A prepared cohort of 3 subjects, and the tiny autoencoder (seed 0) with its saved folder."""
+    prepared = make_prepared(tmp_path / "prepared", n=3)
+    torch.manual_seed(0)
+    model = BrainAutoencoder(TINY).eval()
+    save_component(model, tmp_path / "autoencoder")
+    return prepared, model, tmp_path / "autoencoder"
+
+
 def test_reconstruct_decodes_the_posterior_mean_clamped_and_masked_by_the_decoded_labels():
     torch.manual_seed(0)
     model = BrainAutoencoder(TINY).eval()
@@ -30,12 +40,8 @@ def test_reconstruct_decodes_the_posterior_mean_clamped_and_masked_by_the_decode
     assert torch.equal(got, again)  # no posterior noise
 
 
-def test_autoencoder_detail_scores_reconstructions_against_the_real_subjects(script, tmp_path):
-    prepared = make_prepared(tmp_path / "prepared", n=3)
-    torch.manual_seed(0)
-    model = BrainAutoencoder(TINY).eval()
-    folder = tmp_path / "autoencoder"
-    save_component(model, folder)
+def test_autoencoder_detail_scores_reconstructions_against_the_real_subjects(script, tiny, tmp_path):
+    prepared, _, folder = tiny
     out = tmp_path / "report" / "detail"
     result = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(out)])
     written = json.loads(out.with_suffix(".json").read_text())
@@ -70,38 +76,27 @@ def test_autoencoder_detail_follows_a_run_at_its_latest_checkpoint(script, tmp_p
         script.main(["--real", str(prepared), "--out", str(tmp_path / "c")])
 
 
-def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_reconstructed_alone(script, tmp_path):
+def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_reconstructed_alone(script, tiny, tmp_path):
     from synthbrain.evaluation.metrics import pairwise_distances
     from synthbrain.preprocessing.prepared import PreparedCohort
 
-    prepared = make_prepared(tmp_path / "prepared", n=3)
-    torch.manual_seed(0)
-    model = BrainAutoencoder(TINY).eval()
-    folder = tmp_path / "autoencoder"
-    save_component(model, folder)
+    prepared, model, folder = tiny
     result = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "c"), "--crop", "8,8,12"])
     assert result["crop"] == [8, 8, 12]
     cohort = PreparedCohort.load(prepared)
     # per axis the centred crop moved a quarter of its size either way, inside the grid: 8 of 16 -> 2, 6; 12 of 16 -> 0, 4
     starts = {8: (2, 6), 12: (0, 4)}
-    crops, brains = [], []
-    for i in range(3):
-        item = cohort[i]
-        for d in starts[8]:
-            for h in starts[8]:
-                for w in starts[12]:
-                    region = (slice(d, d + 8), slice(h, h + 8), slice(w, w + 12))
-                    crops.append(item["image"][(slice(None), *region)])
-                    brains.append((item["labels"][region] > 0)[None])
-    crops, brains = torch.stack(crops), torch.stack(brains)
+    regions = [(slice(d, d + 8), slice(h, h + 8), slice(w, w + 12)) for d in starts[8] for h in starts[8] for w in starts[12]]
+    items = [cohort[i] for i in range(3)]
+    crops = torch.stack([item["image"][(slice(None), *region)] for item in items for region in regions])
+    labels = [item["labels"][region] for item in items for region in regions]
+    brains = torch.stack([(crop_labels > 0)[None] for crop_labels in labels])
     measures = result["measures"]
     assert measures["high-frequency share"]["real"] == pytest.approx(float(np.mean(high_frequency_share(crops, brains))))
     same_place = np.concatenate([pairwise_distances(crops[k::8], brains[k::8]) for k in range(8)])
     assert measures["median pairwise L2"]["real"] == pytest.approx(float(np.median(same_place)))
-    labels = [cohort[i]["labels"] for i in range(3)]
-    regions = [(slice(d, d + 8), slice(h, h + 8), slice(w, w + 12)) for d in starts[8] for h in starts[8] for w in starts[12]]
-    alone = torch.cat([model.reconstruct(crops[k][None], labels[k // 8][regions[k % 8]][None])[0] for k in range(24)])
-    decoded_brain = torch.cat([model.reconstruct(crops[k][None], labels[k // 8][regions[k % 8]][None])[1] for k in range(24)]) > 0
+    alone, decoded = zip(*(model.reconstruct(crop[None], crop_labels[None]) for crop, crop_labels in zip(crops, labels)))
+    alone, decoded_brain = torch.cat(alone), torch.cat(decoded) > 0
     got = measures["high-frequency share"]["reconstructions"]
     assert got == pytest.approx(float(np.mean(high_frequency_share(alone, decoded_brain[:, None]))))  # each crop on its own
     assert "8 crops of [8, 8, 12] voxels" in (tmp_path / "c.md").read_text()
