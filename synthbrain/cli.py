@@ -520,10 +520,17 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
         "qc": args.default_qc,
     }
     defaults = {k: v for k, v in chosen.items() if v is not None}
-    if "sampler" in defaults and "timestep_spacing" not in defaults:
-        from synthbrain.samplers import get_sampler
+    from synthbrain.generator.draws import check_sampling
+    from synthbrain.samplers import get_sampler
 
-        defaults["timestep_spacing"] = get_sampler(defaults["sampler"]).DEFAULT_SPACING
+    # refused before training, not after it
+    check_sampling(defaults.get("sampler", "ddim"), defaults.get("steps", 1), defaults.get("guidance_scale", 1.0), None, "--default-")
+    from synthbrain.samplers.schedule import SPACINGS
+
+    if defaults.get("timestep_spacing", SPACINGS[0]) not in SPACINGS:
+        raise ValueError(f"--default-spacing={defaults['timestep_spacing']!r}; allowed: {list(SPACINGS)}")
+    if "sampler" in defaults:
+        defaults.setdefault("timestep_spacing", get_sampler(defaults["sampler"]).DEFAULT_SPACING)
     train_diffusion(args.latents, args.run, config, training, schedule, device=args.device)
     if setup_distributed(args.device).is_main:
         folder = BrainGenerator.from_training(args.latents, args.run, defaults=defaults or None).save_pretrained(args.run / "generator")

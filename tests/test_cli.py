@@ -82,6 +82,16 @@ def test_cli_trains_both_stages_and_caches_latents(tmp_path, capsys):
     assert (run / "ae" / "autoencoder" / "model.safetensors").is_file()
     latents = json.loads((run / "ae" / "latents" / "latents.json").read_text())
     assert latents["image_grid"]["shape"] == [8, 8, 8] and latents["shape"] == [3, 4, 4, 4]
+    # a sampling default the generator could not take is refused before training, not after it
+    refused = ["train", "diffusion", "--latents", str(run / "ae" / "latents"), "--run", str(run / "refused"), "--steps", "2"]
+    for flags, said in (
+        (["--default-sampler", "dpm_solver", "--default-spacing", "trailing"], "--default-sampler='dpm_solver'; allowed: ['ddpm'"),
+        (["--default-spacing", "even"], "--default-spacing='even'; allowed: ['leading'"),
+        (["--default-steps", "0"], "--default-steps=0; allowed: an integer >= 1"),
+    ):
+        assert main([*refused, *flags]) == 2
+        assert said in capsys.readouterr().err
+    assert not (run / "refused").exists()
     assert (
         main(
             [

@@ -40,12 +40,11 @@ if TYPE_CHECKING:  # a type only: scikit-learn loads when a density is read or f
 def check_sampling(sampler: Any, steps: Any, guidance_scale: Any, spacing: Any = None, where: str = "") -> None:
     """Raise ``ValueError`` naming the argument for a sampler name, step count, guidance scale or
     timestep spacing that sampling cannot take (``where`` prefixes the names, e.g. "defaults: ")."""
-    from synthbrain.samplers import get_sampler
+    from synthbrain.samplers import SAMPLERS
     from synthbrain.samplers.schedule import SPACINGS
 
-    if not isinstance(sampler, str):
-        raise ValueError(f"{where}sampler={sampler!r}; allowed: a sampler name")
-    get_sampler(sampler)
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise ValueError(f"{where}sampler={sampler!r}; allowed: {list(SAMPLERS)}")
     if not (is_int(steps) and steps >= 1):
         raise ValueError(f"{where}steps={steps!r}; allowed: an integer >= 1")
     if not (isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool) and math.isfinite(guidance_scale)):

@@ -52,7 +52,8 @@ def test_sampling_settings_are_checked_by_name_at_their_bounds():
     draws.check_sampling("ddim", 1, 0)  # guidance 0 (unconditional) and 0.5 are allowed
     draws.check_sampling("ddim", 1, 0.5, "leading")
     for args, message in (
-        ((3, 1, 1.0), r"^sampler=3; allowed: a sampler name$"),
+        ((3, 1, 1.0), r"^sampler=3; allowed: \['ddpm', 'ddim', 'dpm\+\+2m'\]$"),
+        (("dpm_solver", 1, 1.0), r"^sampler='dpm_solver'; allowed: \['ddpm', 'ddim', 'dpm\+\+2m'\]$"),
         (("ddim", 0, 1.0), r"^steps=0; allowed: an integer >= 1$"),
         (("ddim", 1, True), r"^guidance_scale=True; allowed: a finite number >= 0$"),
         (("ddim", 1, math.inf), r"^guidance_scale=inf; allowed: a finite number >= 0$"),
