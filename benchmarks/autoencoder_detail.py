@@ -18,12 +18,21 @@ compare autoencoders trained on patches of that size before their whole-volume s
 normalisation is not yet matched to whole volumes. Pairwise L2 then compares crops at the same place;
 the spectral share counts the brain's cut at the crop's faces as high frequencies (the transform is
 periodic), so on crops the local high-pass share is the measure to read, and crop numbers are never
-compared with whole-volume ones. Writes OUT.md, OUT.json
-(strict JSON) and OUT.png (raw axial and coronal mid-slices, real above reconstruction, one intensity
-window, no overlay).
+compared with whole-volume ones.
+
+``--model GENERATOR -n N`` measures a whole latent diffusion model instead: its own autoencoder's
+reconstructions as above, and N samples drawn with the model's sampling defaults (covariates from its
+training distribution, volume seeds from ``--seed``), each inside its own generated brain. The
+reconstruction and sample columns side by side pin a shortfall on the stage that causes it. For
+samples it also reports how the ventricular and brain volume measured on the generated label map
+follow the requested ones (Pearson r), and seconds per sample volume. Writes OUT.md, OUT.json
+(strict JSON) and OUT.png (raw axial and coronal mid-slices, real above reconstruction, and a row of
+samples, which are not of those subjects, where there are; one intensity window, no overlay).
 
     python benchmarks/autoencoder_detail.py --autoencoder runs/v4/ae/autoencoder --real runs/v4/split/test \\
         --out docs/benchmarks/autoencoder-detail
+    python benchmarks/autoencoder_detail.py --model runs/v4/dm/generator --real runs/v4/split/test -n 64 \\
+        --out docs/benchmarks/generator-detail
 """
 
 from __future__ import annotations
@@ -38,9 +47,10 @@ import pandas as pd
 import torch
 from _report import markdown_table
 from matplotlib.figure import Figure
+from scipy import stats
 from tqdm.auto import tqdm
 
-from synthbrain import _io, training
+from synthbrain import BrainGenerator, _io, training
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cli import _ints
 from synthbrain.components import load_component
@@ -82,12 +92,15 @@ def main(argv: list[str] | None = None) -> dict:
         "real": _measures(real, real_brain, len(regions)),
         "reconstructions": _measures(recon, recon_brain, len(regions)),
     }
+    samples = _samples(args, cohort) if args.model is not None else None
+    if samples is not None:
+        per_set["samples"] = _measures(samples["images"], samples["brain"], 1)
     error = (recon - real).abs().flatten(1).mean(1).numpy()
     mse = (recon - real).pow(2).flatten(1).mean(1).numpy()
     pairs = zip(real_labels.numpy(), recon_labels.numpy())
     dice = np.array([np.nanmean(dice_per_class(t, p, max(classes, 2))[1:]) for t, p in pairs])
     result = {
-        "autoencoder": str(args.autoencoder or args.run / training.CHECKPOINT),
+        "autoencoder": str(args.autoencoder or (args.model / "autoencoder" if args.model else args.run / training.CHECKPOINT)),
         "training_step": step,
         "config": autoencoder.config.to_dict(),
         "real": str(args.real),
@@ -102,8 +115,14 @@ def main(argv: list[str] | None = None) -> dict:
                 "reconstructions": per_set["reconstructions"][name],
                 "ratio": per_set["reconstructions"][name] / per_set["real"][name],
             }
+            | (
+                {}
+                if samples is None
+                else {"samples": per_set["samples"][name], "samples_ratio": per_set["samples"][name] / per_set["real"][name]}
+            )
             for name in per_set["real"]
         },
+        "samples": None if samples is None else samples["summary"],
         "l1": float(error.mean()),
         "psnr_db": float((10 * np.log10(1.0 / mse)).mean()),
         "label_dice": float(np.nanmean(dice)),
@@ -114,16 +133,22 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     _io.write_json(out.with_suffix(".json"), result)
     _io.write_text(out.with_suffix(".md"), _markdown(result, out))
-    _figure(real[:: len(regions)], recon[:: len(regions)], out.with_suffix(".png"))  # one region per subject
+    rows = (real[:: len(regions)], recon[:: len(regions)])  # one region per subject
+    _figure(rows if samples is None else (*rows, samples["images"]), out.with_suffix(".png"))
     print(_markdown(result, out))
     return result
 
 
 def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
-    """The autoencoder a finished run exported (``--autoencoder``), or the one in a run's latest
-    checkpoint (``--run``, to follow a long training; also its step)."""
-    if (args.autoencoder is None) == (args.run is None):
-        raise SystemExit("give one of --autoencoder FOLDER or --run RUN_DIR")
+    """The autoencoder a finished run exported (``--autoencoder``), the one in a run's latest
+    checkpoint (``--run``, to follow a long training; also its step), or a generator's (``--model``)."""
+    if sum(x is not None for x in (args.autoencoder, args.run, args.model)) != 1:
+        raise SystemExit("give one of --autoencoder FOLDER, --run RUN_DIR or --model GENERATOR")
+    if args.model is not None:
+        if args.crop is not None:
+            raise SystemExit("--crop measures an autoencoder alone; leave it out with --model")
+        args.generator = BrainGenerator.from_pretrained(args.model)
+        return args.generator.autoencoder, None
     if args.autoencoder is not None:
         return load_component(BrainAutoencoder, AutoencoderConfig, args.autoencoder).eval(), None
     try:
@@ -134,6 +159,39 @@ def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
     model = BrainAutoencoder(config)
     model.load_state_dict(saved["state"]["model"])
     return model.eval(), int(saved["step"])
+
+
+def _samples(args: argparse.Namespace, cohort: PreparedCohort) -> dict:
+    """``args.n`` samples of ``args.generator`` with its sampling defaults (covariates drawn from its
+    training distribution, seed ``args.seed``): images (N, 1, D, H, W), brain masks from their label
+    maps, and a summary (sampling, seconds per volume, requested-versus-own-label volume r)."""
+    generator = args.generator
+    if tuple(generator.image_grid.shape) != tuple(cohort.output_grid.shape):
+        raise SystemExit(f"--model {args.model}: grid {tuple(generator.image_grid.shape)}; --real is on {cohort.output_grid.shape}")
+    if cohort.label_scheme is None or generator.label_classes != tuple(cohort.label_scheme.class_names):
+        raise SystemExit(f"--model {args.model}: its label classes differ from --real's; allowed: the model's own label scheme")
+    started = time.perf_counter()
+    brains = generator.generate(n=args.n, seed=args.seed, batch_size=4, progress=True)
+    seconds = (time.perf_counter() - started) / args.n
+    measured = pd.DataFrame(
+        [cohort.label_scheme.measure_coarse_volumes(label.numpy(), generator.image_grid.voxel_volume_mm3) for label in brains.labels]
+    )
+    follow = {}
+    for name in measured.columns.intersection(brains.covariates.columns):
+        requested = brains.covariates[name].to_numpy(float)
+        follow[name] = {
+            "pearson_r": float(stats.pearsonr(requested, measured[name])[0]),
+            "mean_absolute_error": float(np.mean(np.abs(requested - measured[name]))),
+        }
+    summary = {
+        "n": args.n,
+        "seed": args.seed,
+        "sampling": {k: brains.provenance[k] for k in ("sampler", "steps", "guidance_scale", "timestep_spacing")},
+        "seconds_per_volume": seconds,
+        "requested_vs_own_label_volume": follow,
+        "qc_pass": int(brains.covariates["qc_pass"].sum()) if "qc_pass" in brains.covariates else None,
+    }
+    return {"images": brains.images.float(), "brain": (brains.labels > 0)[:, None], "summary": summary}
 
 
 def _regions(grid: tuple[int, ...], crop: tuple[int, ...] | None, factor: int) -> list[tuple[slice, ...]]:
@@ -159,14 +217,22 @@ def _measures(volumes: torch.Tensor, brain: torch.Tensor, places: int) -> dict[s
     }
 
 
+_TITLE = "# Autoencoder detail: reconstructions of held-out subjects\n\n"
+_TITLE_WITH_SAMPLES = "# Detail and variety: reconstructions and samples against held-out subjects\n\n"
+
+
 def _markdown(result: dict, out: Path) -> str:
+    samples = result.get("samples")
     rows = pd.DataFrame(
-        [[name, f"{m['real']:.4g}", f"{m['reconstructions']:.4g}", f"{m['ratio']:.2f}"] for name, m in result["measures"].items()],
-        columns=["measure", "real", "reconstructions", "ratio"],
+        [
+            [name, f"{m['real']:.4g}", f"{m['reconstructions']:.4g}", f"{m['ratio']:.2f}"]
+            + ([] if samples is None else [f"{m['samples']:.4g}", f"{m['samples_ratio']:.2f}"])
+            for name, m in result["measures"].items()
+        ],
+        columns=["measure", "real", "reconstructions", "ratio"] + ([] if samples is None else ["samples", "samples / real"]),
     )
     return (
-        "# Autoencoder detail: reconstructions of held-out subjects\n\n"
-        f"Written by `{result['command']}`.\n\n"
+        (_TITLE if samples is None else _TITLE_WITH_SAMPLES) + f"Written by `{result['command']}`.\n\n"
         f"Autoencoder `{result['autoencoder']}`"
         + ("" if result["training_step"] is None else f" at training step {result['training_step']}")
         + f" (channels {result['config']['channels']}, {result['config']['latent_channels']} "
@@ -182,18 +248,37 @@ def _markdown(result: dict, out: Path) -> str:
         + f"\n\nL1 {result['l1']:.4f}, PSNR {result['psnr_db']:.2f} dB, label Dice (foreground mean) {result['label_dice']:.3f}, "
         f"{result['seconds_per_reconstruction']:.2f} s per {'volume' if result['crop'] is None else 'crop'} "
         "(encode + decode, median, this machine).\n\n"
-        f"![axial and coronal mid-slices: real (top) and reconstruction (bottom)]({out.with_suffix('.png').name})\n"
+        + ("" if samples is None else _samples_markdown(samples))
+        + "![axial and coronal mid-slices: real (top) and reconstruction (below it)"
+        + ("" if samples is None else ", samples of other covariates (bottom)")
+        + f"]({out.with_suffix('.png').name})\n"
     )
 
 
-def _figure(real: torch.Tensor, recon: torch.Tensor, path: Path, count: int = 4) -> None:
+def _samples_markdown(samples: dict) -> str:
+    sampling = samples["sampling"]
+    follow = "; ".join(
+        f"{name} r {v['pearson_r']:.2f} (MAE {v['mean_absolute_error']:.1f} mL)"
+        for name, v in samples["requested_vs_own_label_volume"].items()
+    )
+    return (
+        f"Samples: {samples['n']} volumes (seed {samples['seed']}, covariates drawn from the model's training distribution; "
+        f"{sampling['sampler']}, {sampling['steps']} steps, guidance {sampling['guidance_scale']:g}, {sampling['timestep_spacing']} "
+        f"timesteps), each inside its own generated brain; {samples['seconds_per_volume']:.2f} s per volume with its label map "
+        f"(this machine). Requested versus measured on the generated label map: {follow}"
+        + ("" if samples["qc_pass"] is None else f"; {samples['qc_pass']} of {samples['n']} pass quality control")
+        + ".\n\n"
+    )
+
+
+def _figure(sets: tuple[torch.Tensor, ...], path: Path, count: int = 4) -> None:
     """Raw mid-slices (no overlay, one grey window [0, 1]): per subject an axial and a coronal view,
-    real in the top row, its reconstruction below, at equal mm per pixel."""
-    count = min(count, len(real))
-    fig = Figure(figsize=(2.2 * 2 * count, 5.0), dpi=110)
-    axes = fig.subplots(2, 2 * count)
+    real in the top row, its reconstruction below, then samples where given, at equal mm per pixel."""
+    count = min([count, *map(len, sets)])
+    fig = Figure(figsize=(2.2 * 2 * count, 2.5 * len(sets)), dpi=110)
+    axes = fig.subplots(len(sets), 2 * count)
     for i in range(count):
-        for row, volume in enumerate((real[i, 0], recon[i, 0])):
+        for row, volume in enumerate(volumes[i, 0] for volumes in sets):
             _, h, w = volume.shape  # MNI axes: x (left-right), y (back-front), z (down-up)
             views = (volume[:, :, w // 2].T, volume[:, h // 2, :].T)  # axial (z fixed), coronal (y fixed)
             for k, view in enumerate(views):
@@ -205,6 +290,8 @@ def _figure(real: torch.Tensor, recon: torch.Tensor, path: Path, count: int = 4)
                     ax.set_title(f"subject {i + 1} {'axial' if k == 0 else 'coronal'}", fontsize=9)
         axes[0, 0].set_ylabel("real", fontsize=10)
         axes[1, 0].set_ylabel("reconstruction", fontsize=10)
+        if len(sets) > 2:
+            axes[2, 0].set_ylabel("sample", fontsize=10)
     fig.tight_layout()
     _io.save_figure(path, fig)
 
@@ -213,11 +300,16 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--autoencoder", type=Path, default=None, help="an autoencoder component folder (RUN/autoencoder)")
     parser.add_argument("--run", type=Path, default=None, help="instead: a training run folder, measured at its latest checkpoint")
+    parser.add_argument("--model", type=Path, default=None, help="instead: a generator folder; also measures -n of its samples")
+    parser.add_argument("-n", type=int, default=32, help="samples of --model (default 32)")
+    parser.add_argument("--seed", type=int, default=0, help="volume seeds of the samples (volume_seed(SEED, i))")
     parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
     parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
     parser.add_argument("--crop", type=_ints, default=None, help="measure up to eight crops D,H,W (or one edge N) per subject")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/autoencoder-detail"))
     args = parser.parse_args(argv)
+    if args.n < 2:
+        parser.error(f"-n {args.n}: allowed: >= 2 (variety needs pairs)")
     if args.crop is not None and len(args.crop) == 1:
         args.crop = args.crop * 3  # one edge for all three axes, as --patch-size takes it
     return args

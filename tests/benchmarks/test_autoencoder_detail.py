@@ -72,7 +72,7 @@ def test_autoencoder_detail_follows_a_run_at_its_latest_checkpoint(script, tmp_p
     followed = script.main(["--run", str(tmp_path / "run"), "--real", str(prepared), "--out", str(tmp_path / "b")])
     assert followed["training_step"] == 2 and exported["training_step"] is None
     assert followed["measures"] == exported["measures"]  # the last checkpoint holds the exported weights
-    with pytest.raises(SystemExit, match="give one of --autoencoder FOLDER or --run RUN_DIR"):
+    with pytest.raises(SystemExit, match="give one of --autoencoder FOLDER, --run RUN_DIR or --model GENERATOR"):
         script.main(["--real", str(prepared), "--out", str(tmp_path / "c")])
 
 
@@ -109,3 +109,41 @@ def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_recon
     for bad in ("8,8,20", "8,8", "8,8,5"):
         with pytest.raises(SystemExit, match="--crop"):
             script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "d"), "--crop", bad])
+
+
+def test_autoencoder_detail_of_a_generator_scores_its_samples_beside_its_reconstructions(script, tmp_path):
+    from scipy import stats
+
+    from synthbrain.cohort import LabelScheme
+    from tests.helpers import tiny_generator
+
+    prepared = make_prepared(tmp_path / "prepared", n=3)
+    generator = tiny_generator(distribution=True, steps=2)
+    folder = generator.save_pretrained(tmp_path / "generator")
+    out = tmp_path / "g"
+    result = script.main(["--model", str(folder), "--real", str(prepared), "-n", "3", "--seed", "5", "--out", str(out)])
+    assert json.loads(out.with_suffix(".json").read_text()) == json.loads(json.dumps(result))  # strict JSON
+    # the samples column is the metric on the generator's own samples (same seeds), inside their generated brains
+    brains = generator.generate(n=3, seed=5)
+    mask = (brains.labels > 0)[:, None]
+    got = result["measures"]["high-frequency share"]
+    assert got["samples"] == pytest.approx(float(np.mean(high_frequency_share(brains.images, mask))))
+    assert got["samples_ratio"] == pytest.approx(got["samples"] / got["real"])
+    # the reconstruction column is the generator's own autoencoder's
+    save_component(generator.autoencoder, tmp_path / "ae")
+    alone = script.main(["--autoencoder", str(tmp_path / "ae"), "--real", str(prepared), "--out", str(tmp_path / "a")])
+    assert {k: (m["real"], m["reconstructions"]) for k, m in alone["measures"].items()} == {
+        k: (m["real"], m["reconstructions"]) for k, m in result["measures"].items()
+    }
+    scheme = LabelScheme.load("muse-coarse")
+    measured = [scheme.measure_coarse_volumes(label.numpy(), generator.image_grid.voxel_volume_mm3) for label in brains.labels]
+    r = stats.pearsonr(brains.covariates["ventricular_volume"], [m["ventricular_volume"] for m in measured])[0]
+    summary = result["samples"]
+    assert summary["requested_vs_own_label_volume"]["ventricular_volume"]["pearson_r"] == pytest.approx(r)
+    assert summary["n"] == 3 and summary["sampling"]["steps"] == 2 and summary["seconds_per_volume"] > 0
+    text = out.with_suffix(".md").read_text()
+    assert "| measure | real | reconstructions | ratio | samples | samples / real |" in text and "3 volumes (seed 5" in text
+    with pytest.raises(SystemExit, match="leave it out with --model"):
+        script.main(["--model", str(folder), "--real", str(prepared), "--out", str(tmp_path / "bad"), "--crop", "8"])
+    with pytest.raises(SystemExit):  # argparse's error: -n 1 cannot give pairs
+        script.main(["--model", str(folder), "--real", str(prepared), "--out", str(tmp_path / "bad"), "-n", "1"])
