@@ -72,6 +72,7 @@ PRECISION_HELP = (  # both training stages; the values are synthbrain.training.P
 )
 AE_TRAIN = "synthbrain.autoencoder.train:train_autoencoder"
 AE_LATENTS = "synthbrain.diffusion.latents:cache_latents"
+MODEL_HELP = "a folder written by save_pretrained, a Hub id (owner/name), or an embedded model: default (4 mm) or default-2mm (2 mm)"
 DM_MODEL = "synthbrain.diffusion.model:DiffusionConfig"
 DM_TRAINING = "synthbrain.diffusion.train:DiffusionTraining"
 DM_SCHEDULE = "synthbrain.samplers.schedule:NoiseSchedule"
@@ -548,7 +549,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         formatter_class=_Formatter,
         epilog="Covariates: any covariate of the model as --NAME VALUE (underscores or hyphens), e.g. --age 70 --sex F.",
     )
-    p.add_argument("--model", default="default", help="a folder written by save_pretrained, a Hub id (owner/name), or 'default'")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to pin")
     p.add_argument("-n", type=int, default=1, help="number of volumes")
     p.add_argument("--seed", type=int, default=0, help="volume i gets the seed volume_seed(SEED, i), recorded in participants.tsv")
@@ -779,7 +780,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "Evaluator networks (segmenter, age and sex predictors) are trained on half of the real subjects, saved in "
         "OUT/evaluators (or --evaluators) and reused.",
     )
-    p.add_argument("--model", default="default", help="a folder written by save_pretrained, a Hub id (owner/name), or 'default'")
+    p.add_argument("--model", default="default", help=MODEL_HELP)
     p.add_argument("--real", type=Path, required=True, help="the prepared cohort the model was trained on")
     p.add_argument("--held-out", type=Path, default=None, help="a prepared cohort of subjects the model never saw (memorisation baseline)")
     p.add_argument("-n", "--n", type=int, default=200, help="synthetic volumes (default 200)")

@@ -49,8 +49,11 @@ if TYPE_CHECKING:  # the networks (MONAI), the density (scikit-learn) and the gr
     from synthbrain.samplers.schedule import NoiseSchedule
 
 INDEX = "synthbrain_generator.json"
-# The embedded default model (trained on IXI-HH by examples/train_default_model.sh; model card beside it).
-DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "default"
+# The models embedded in the package, by the name from_pretrained takes, each trained on IXI-HH with its
+# model card beside it: "default" (version 3, 4 mm, examples/train_default_model.sh) and "default-2mm"
+# (version 4, 2 mm, examples/train_default_model_v4.sh).
+EMBEDDED_MODELS = {name: Path(__file__).resolve().parent / "models" / name for name in ("default", "default-2mm")}
+DEFAULT_MODEL = EMBEDDED_MODELS["default"]
 INDEX_KEYS = {"class", "synthbrain_version", "components", "image_grid", "latent_shape", "latent_scale", "label_classes", "defaults"}
 # written only when needed: torch_dtype when the weights are not float32, latent_shift when not 0 (per-channel scaling)
 OPTIONAL_KEYS = {"torch_dtype", "latent_shift"}
@@ -251,3 +254,9 @@ def about(path: Path):
     except (KeyError, TypeError, ValueError) as err:
         detail = f"missing key {err}" if isinstance(err, KeyError) else str(err)
         raise ValueError(f"{path}: {detail}") from None
+
+
+def embedded_name(path: str | os.PathLike) -> str | None:
+    """The name of the embedded model stored at ``path`` (a key of :data:`EMBEDDED_MODELS`), or None."""
+    resolved = Path(path).resolve()
+    return next((name for name, folder in EMBEDDED_MODELS.items() if folder == resolved), None)

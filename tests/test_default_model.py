@@ -1,4 +1,4 @@
-"""The model embedded in the package: it loads offline, its files are intact, and it generates."""
+"""The models embedded in the package: each loads offline by its name, its files are intact, and it generates."""
 
 import json
 
@@ -7,28 +7,36 @@ import pytest
 
 from synthbrain import BrainGenerator
 from synthbrain.cli import main
-from synthbrain.generator import DEFAULT_MODEL, INDEX
+from synthbrain.generator import DEFAULT_MODEL, EMBEDDED_MODELS, INDEX
+from synthbrain.generator.output import model_name
 
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / INDEX).is_file(), reason=f"no embedded model at {DEFAULT_MODEL}")
+SPACING = {"default": 4.0, "default-2mm": 2.0}  # mm, as their model cards say
 
 
-@pytest.fixture(scope="module")
-def default():
-    return BrainGenerator.from_pretrained("default")
+@pytest.fixture(scope="module", params=sorted(EMBEDDED_MODELS))
+def embedded(request):
+    if not (EMBEDDED_MODELS[request.param] / INDEX).is_file():
+        pytest.skip(f"no embedded model at {EMBEDDED_MODELS[request.param]}")
+    return request.param, BrainGenerator.from_pretrained(request.param)
 
 
-def test_embedded_model_is_small_documented_and_hash_checked(default):
-    size = sum(f.stat().st_size for f in DEFAULT_MODEL.rglob("*") if f.is_file())
-    assert size <= 50 * 2**20, f"embedded model is {size / 2**20:.1f} MB; the limit is 50 MB"
-    card = (DEFAULT_MODEL / "README.md").read_text()
+def test_embedded_model_is_small_documented_and_hash_checked(embedded):
+    name, model = embedded
+    folder = EMBEDDED_MODELS[name]
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    assert size <= 50 * 2**20, f"embedded model {name} is {size / 2**20:.1f} MB; the limit is 50 MB"
+    card = (folder / "README.md").read_text()
     for section in ("## Training data", "## Preprocessing", "## Training", "## Measured quality", "## Intended use"):
         assert section in card
-    index = json.loads((DEFAULT_MODEL / INDEX).read_text())
-    assert default.source["sha256"] == {k: v["sha256"] for k, v in index["components"].items()}
-    assert default.label_classes[1] == "ventricles" and default.schema.names == ["sex", "age", "ventricular_volume", "brain_volume"]
+    index = json.loads((folder / INDEX).read_text())
+    assert model.source["sha256"] == {k: v["sha256"] for k, v in index["components"].items()}
+    assert model.label_classes[1] == "ventricles" and model.schema.names == ["sex", "age", "ventricular_volume", "brain_volume"]
+    assert model.image_grid.spacing == SPACING[name] and model_name(model.source["path"]) == name
 
 
-def test_default_model_generates_a_volume_with_its_label_map(default):
+def test_embedded_model_generates_a_volume_with_its_label_map(embedded):
+    _, default = embedded
     out = default.generate({"sex": "F", "age": 70.0}, n=1, seed=3, steps=5, timestep_spacing="trailing")
     grid = default.image_grid
     assert out.images.shape == (1, 1, *grid.shape) and out.labels.shape == (1, *grid.shape)

@@ -243,10 +243,10 @@ def evaluate(
 
 
 def _model_name(model) -> str:
-    from synthbrain.generator import DEFAULT_MODEL
+    from synthbrain.model_folder import embedded_name
 
     name = str(model.get("path") or model.get("repo_id") or "an unsaved model") if isinstance(model, dict) else str(model)
-    return "default" if Path(name) == DEFAULT_MODEL else _io.shown_path(name)
+    return embedded_name(name) or _io.shown_path(name)
 
 
 def _split(table: pd.DataFrame, names: list[str], real, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -3,13 +3,15 @@
 ``draws`` (what each volume is: its seed and covariates) -> ``conditions`` (condition samplers:
 where covariates come from) -> ``model`` (:class:`BrainGenerator`: sampling and decoding) ->
 ``qc`` (measured signs of a broken sample) -> ``output`` (:class:`GeneratedBrains` and its writer).
-``folder`` is the model format on disk; the embedded default model lives in ``synthbrain/models/default``.
+``folder`` is the model format on disk; the embedded models live in ``synthbrain/models/<name>``
+(``default``, 4 mm; ``default-2mm``, 2 mm).
 """
 
 # Imported on first use (PEP 562), like the package's own exports: importing the generator loads
 # neither MONAI nor scikit-learn until a model is read or built.
 _EXPORTS = {
     "DEFAULT_MODEL": "synthbrain.model_folder",
+    "EMBEDDED_MODELS": "synthbrain.model_folder",
     "INDEX": "synthbrain.model_folder",
     "BrainGenerator": "synthbrain.generator.model",
     "GeneratedBrains": "synthbrain.generator.output",

@@ -30,7 +30,7 @@ from synthbrain.generator import draws
 from synthbrain.generator import qc as quality
 from synthbrain.generator.output import GeneratedBrains, covariate_ranges, model_name
 from synthbrain.hub import resolve_folder
-from synthbrain.model_folder import DEFAULT_MODEL, INDEX, ModelParts, as_dtype, network_dtype, read_model_folder, write_model_folder
+from synthbrain.model_folder import EMBEDDED_MODELS, INDEX, ModelParts, as_dtype, network_dtype, read_model_folder, write_model_folder
 from synthbrain.samplers import SAMPLERS, sample
 from synthbrain.sampling import QC_MODES
 
@@ -189,9 +189,10 @@ class BrainGenerator:
         device: str | torch.device | None = None,
         torch_dtype: torch.dtype | str | None = None,
     ) -> BrainGenerator:
-        """Load ``"default"`` (the model embedded in the package, see ``synthbrain/models/default/README.md``),
-        a local folder, or a Hugging Face Hub repository id (downloaded once into the local cache, at
-        ``revision`` if given; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only).
+        """Load an embedded model by name (:data:`~synthbrain.model_folder.EMBEDDED_MODELS`: ``"default"``,
+        4 mm, and ``"default-2mm"``, 2 mm; model cards in ``synthbrain/models/<name>/README.md``), a local
+        folder, or a Hugging Face Hub repository id (downloaded once into the local cache, at ``revision``
+        if given; ``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` reads the cache only).
 
         ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:1"``, a ``torch.device``; default: the CPU) and
         ``torch_dtype`` (``torch.float32``, ``torch.bfloat16``, ``torch.float16``, ``torch.float64`` or
@@ -206,10 +207,11 @@ class BrainGenerator:
         (:func:`synthbrain.device.resolve_device`)."""
         dtype = None if torch_dtype is None else as_dtype(torch_dtype, "torch_dtype")
         device = None if device is None else resolve_device(device)
-        if str(name_or_path) == "default":
-            if not (DEFAULT_MODEL / INDEX).is_file():
-                raise ValueError(f"name_or_path='default': the embedded model is missing from this installation ({DEFAULT_MODEL})")
-            parts = read_model_folder(DEFAULT_MODEL)
+        if str(name_or_path) in EMBEDDED_MODELS:
+            embedded = EMBEDDED_MODELS[str(name_or_path)]
+            if not (embedded / INDEX).is_file():
+                raise ValueError(f"name_or_path={str(name_or_path)!r}: the embedded model is missing from this installation ({embedded})")
+            parts = read_model_folder(embedded)
         else:
             folder = resolve_folder(name_or_path, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
             from synthbrain import monai_bundle

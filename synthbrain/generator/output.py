@@ -247,10 +247,11 @@ def covariate_ranges(schema) -> str:
 
 
 def model_name(path: str | os.PathLike | None) -> str:
-    """How a summary names a model: ``default`` for the embedded model, else its folder (relative to
-    the working directory when below it), or ``in memory`` for one never loaded from disk."""
-    from synthbrain.model_folder import DEFAULT_MODEL
+    """How a summary names a model: its name for an embedded model (``default``, ``default-2mm``), else
+    its folder (relative to the working directory when below it), or ``in memory`` for one never loaded
+    from disk."""
+    from synthbrain.model_folder import embedded_name
 
     if not path:
         return "in memory"
-    return "default" if Path(path).resolve() == DEFAULT_MODEL else _io.shown_path(path)
+    return embedded_name(path) or _io.shown_path(path)

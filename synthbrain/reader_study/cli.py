@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--real", type=Path, required=True, help="a prepared cohort folder (synthbrain prepare) with label maps")
     source = c.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", type=Path, help="a folder written by synthbrain generate (sub-*/anat/*_T1w.nii.gz + *_dseg)")
-    source.add_argument("--model", help="generate the synthetic cases: a model folder, a Hub id, or 'default'")
+    source.add_argument("--model", help="the model of the synthetic cases: a folder, a Hub id or an embedded model (default, default-2mm)")
     c.add_argument("-n", "--n", type=int, default=40, help="number of cases (default 40)")
     c.add_argument("--synthetic-fraction", type=float, default=0.5, help="share of synthetic cases (default 0.5)")
     c.add_argument("--seed", type=int, default=0, help="seed of every draw (subjects, files, generation, ids, orders)")
