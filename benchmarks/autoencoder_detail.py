@@ -236,7 +236,7 @@ def _markdown(result: dict, out: Path) -> str:
         f"Autoencoder `{result['autoencoder']}`"
         + ("" if result["training_step"] is None else f" at training step {result['training_step']}")
         + f" (channels {result['config']['channels']}, {result['config']['latent_channels']} "
-        f"latent channels), {result['subjects']} subjects of `{result['real']}` it never saw, grid {result['grid']} at "
+        f"latent channels), {result['subjects']} subjects of `{result['real']}` (given as held out), grid {result['grid']} at "
         f"{result['spacing_mm']} mm"
         + (
             ""
