@@ -25,7 +25,8 @@ reconstructions as above, and N samples drawn with the model's sampling defaults
 training distribution, volume seeds from ``--seed``), each inside its own generated brain. The
 reconstruction and sample columns side by side pin a shortfall on the stage that causes it. For
 samples it also reports how the ventricular and brain volume measured on the generated label map
-follow the requested ones (Pearson r), and seconds per sample volume. Writes OUT.md, OUT.json
+follow the requested ones (Pearson r), and seconds per sample volume. ``--dtype bfloat16`` samples in
+that precision (reconstructions stay in the model's stored precision). Writes OUT.md, OUT.json
 (strict JSON) and OUT.png (raw axial and coronal mid-slices, real above reconstruction, and a row of
 samples, which are not of those subjects, where there are; one intensity window, no overlay).
 
@@ -147,8 +148,9 @@ def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
     if args.model is not None:
         if args.crop is not None:
             raise SystemExit("--crop measures an autoencoder alone; leave it out with --model")
-        args.generator = BrainGenerator.from_pretrained(args.model)
-        return args.generator.autoencoder, None
+        stored = BrainGenerator.from_pretrained(args.model)  # reconstructions in the stored precision
+        args.generator = stored if args.dtype is None else BrainGenerator.from_pretrained(args.model, torch_dtype=args.dtype)
+        return stored.autoencoder, None
     if args.autoencoder is not None:
         return load_component(BrainAutoencoder, AutoencoderConfig, args.autoencoder).eval(), None
     try:
@@ -186,7 +188,7 @@ def _samples(args: argparse.Namespace, cohort: PreparedCohort) -> dict:
     summary = {
         "n": args.n,
         "seed": args.seed,
-        "sampling": {k: brains.provenance[k] for k in ("sampler", "steps", "guidance_scale", "timestep_spacing")},
+        "sampling": {k: brains.provenance[k] for k in ("sampler", "steps", "guidance_scale", "timestep_spacing", "dtype")},
         "seconds_per_volume": seconds,
         "requested_vs_own_label_volume": follow,
         "qc_pass": int(brains.covariates["qc_pass"].sum()) if "qc_pass" in brains.covariates else None,
@@ -264,7 +266,8 @@ def _samples_markdown(samples: dict) -> str:
     return (
         f"Samples: {samples['n']} volumes (seed {samples['seed']}, covariates drawn from the model's training distribution; "
         f"{sampling['sampler']}, {sampling['steps']} steps, guidance {sampling['guidance_scale']:g}, {sampling['timestep_spacing']} "
-        f"timesteps), each inside its own generated brain; {samples['seconds_per_volume']:.2f} s per volume with its label map "
+        f"timesteps, {sampling['dtype']}), each inside its own generated brain; "
+        f"{samples['seconds_per_volume']:.2f} s per volume with its label map "
         f"(this machine). Requested versus measured on the generated label map: {follow}"
         + ("" if samples["qc_pass"] is None else f"; {samples['qc_pass']} of {samples['n']} pass quality control")
         + ".\n\n"
@@ -303,6 +306,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", type=Path, default=None, help="instead: a generator folder; also measures -n of its samples")
     parser.add_argument("-n", type=int, default=32, help="samples of --model (default 32)")
     parser.add_argument("--seed", type=int, default=0, help="volume seeds of the samples (volume_seed(SEED, i))")
+    parser.add_argument("--dtype", default=None, help="precision --model samples in: float32, bfloat16, ... (default: the model's)")
     parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
     parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
     parser.add_argument("--crop", type=_ints, default=None, help="measure up to eight crops D,H,W (or one edge N) per subject")

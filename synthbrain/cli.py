@@ -523,11 +523,10 @@ def _run_train_diffusion(args: argparse.Namespace) -> int:
     defaults = {k: v for k, v in chosen.items() if v is not None}
     from synthbrain.generator.draws import check_sampling
     from synthbrain.samplers import get_sampler
+    from synthbrain.samplers.schedule import SPACINGS
 
     # refused before training, not after it
     check_sampling(defaults.get("sampler", "ddim"), defaults.get("steps", 1), defaults.get("guidance_scale", 1.0), None, "--default-")
-    from synthbrain.samplers.schedule import SPACINGS
-
     if defaults.get("timestep_spacing", SPACINGS[0]) not in SPACINGS:
         raise ValueError(f"--default-spacing={defaults['timestep_spacing']!r}; allowed: {list(SPACINGS)}")
     if "sampler" in defaults:

@@ -141,6 +141,9 @@ def test_autoencoder_detail_of_a_generator_scores_its_samples_beside_its_reconst
     summary = result["samples"]
     assert summary["requested_vs_own_label_volume"]["ventricular_volume"]["pearson_r"] == pytest.approx(r)
     assert summary["n"] == 3 and summary["sampling"]["steps"] == 2 and summary["seconds_per_volume"] > 0
+    assert summary["sampling"]["dtype"] == "float32"
+    half = script.main(["--model", str(folder), "--real", str(prepared), "-n", "2", "--dtype", "bfloat16", "--out", str(tmp_path / "h")])
+    assert half["samples"]["sampling"]["dtype"] == "bfloat16" and "bfloat16)" in (tmp_path / "h.md").read_text()
     text = out.with_suffix(".md").read_text()
     assert "| measure | real | reconstructions | ratio | samples | samples / real |" in text and "3 volumes (seed 5" in text
     with pytest.raises(SystemExit, match="leave it out with --model"):
