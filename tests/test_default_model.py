@@ -36,14 +36,14 @@ def test_embedded_model_is_small_documented_and_hash_checked(embedded):
 
 
 def test_embedded_model_generates_a_volume_with_its_label_map(embedded):
-    _, default = embedded
-    out = default.generate({"sex": "F", "age": 70.0}, n=1, seed=3, steps=5, timestep_spacing="trailing")
-    grid = default.image_grid
+    _, model = embedded
+    out = model.generate({"sex": "F", "age": 70.0}, n=1, seed=3, steps=5, timestep_spacing="trailing")
+    grid = model.image_grid
     assert out.images.shape == (1, 1, *grid.shape) and out.labels.shape == (1, *grid.shape)
     assert 0.0 <= out.images.min() and out.images.max() <= 1.0
     assert np.allclose(out.affine, grid.affine)
     assert out.covariates.loc[0, "sex"] == "F" and out.covariates.loc[0, "age"] == 70.0
-    low, high = default.schema["ventricular_volume"].low, default.schema["ventricular_volume"].high
+    low, high = model.schema["ventricular_volume"].low, model.schema["ventricular_volume"].high
     assert low <= out.covariates.loc[0, "ventricular_volume"] <= high  # drawn from the training distribution
 
 
