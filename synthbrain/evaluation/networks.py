@@ -22,6 +22,8 @@ from monai.losses import DiceLoss
 from torch import nn
 from tqdm.auto import tqdm
 
+from synthbrain.training import autocast, check_precision
+
 # One minus the soft Dice of each class, summed over the batch and space: (C, 1, 1, 1) for 3D input.
 SOFT_DICE = DiceLoss(softmax=True, batch=True, reduction="none", smooth_nr=1e-5, smooth_dr=1e-5)
 
@@ -116,6 +118,7 @@ def train_network(
     desc: str = "train",
     reset: bool = True,
     batches: Iterator[list[int]] | None = None,
+    precision: str = "32-true",
 ) -> list[float]:
     """Train ``model`` in place for ``steps`` AdamW steps on (inputs[i], targets[i]) pairs, batches
     drawn without replacement epoch by epoch. ``augment(input, target)`` transforms one pair (for
@@ -123,13 +126,16 @@ def train_network(
     The weights are re-initialised from ``seed`` first, so the same call gives the same network
     (``reset=False`` continues from the current weights: fine-tuning). ``batches`` yields the
     indices of each batch instead of the epoch-by-epoch shuffle (for example a fixed share of
-    synthetic subjects per batch). Returns the loss of each step. The model is left in eval mode, on
+    synthetic subjects per batch). ``precision``: "32-true" or "bf16-mixed" (the forward pass under
+    bfloat16 autocast, the loss and weights in float32; :func:`synthbrain.training.autocast`), checked
+    before training. Returns the loss of each step. The model is left in eval mode, on
     ``device``. Raises ``ValueError`` for inputs and targets of different or zero length, ``steps`` or
-    ``batch_size`` below 1, or ``lr`` <= 0."""
+    ``batch_size`` below 1, ``lr`` <= 0, or an unknown ``precision``."""
     if len(inputs) != len(targets) or len(inputs) < 1:
         raise ValueError(f"inputs, targets: {len(inputs)} and {len(targets)} samples; allowed: the same number, >= 1")
     if steps < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"steps={steps}, batch_size={batch_size}, lr={lr}; allowed: steps >= 1, batch_size >= 1, lr > 0")
+    check_precision(precision)
     rng = np.random.default_rng(seed)
     losses = []
     with torch.random.fork_rng(devices=[]):
@@ -152,7 +158,9 @@ def train_network(
                 pairs = [augment(x, y) for x, y in pairs]
             x = torch.stack([p[0] for p in pairs]).to(device)
             y = torch.stack([p[1] for p in pairs]).to(device)
-            loss = loss_fn(model(x), y)
+            with autocast(torch.device(device), precision):
+                output = model(x)
+            loss = loss_fn(output.float(), y)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -114,7 +114,8 @@ def test_evaluate_rejects_bad_input(cohort, tmp_path):
 
 def test_cli_evaluate(cohort, tmp_path, capsys):
     folder = tiny_generator(distribution=True).save_pretrained(tmp_path / "model")
-    args = ["--real", str(cohort), "-n", "8", "--segmenter-steps", "2", "--c2st-epochs", "1", "--out", str(tmp_path / "rep")]
+    args = ["--real", str(cohort), "-n", "8", "--segmenter-steps", "2", "--segmenter-precision", "bf16-mixed", "--c2st-epochs", "1"]
+    args += ["--out", str(tmp_path / "rep")]
     sampling = ["--steps", "2", "--sampler", "dpm++2m", "--guidance-scale", "2", "--timestep-spacing", "linspace"]
     code = main(["evaluate", "--model", str(folder), *args, *sampling])
     assert code == 0
@@ -122,6 +123,8 @@ def test_cli_evaluate(cohort, tmp_path, capsys):
     assert (tmp_path / "rep" / "report.md").is_file()
     used = json.loads((tmp_path / "rep" / "report.json").read_text())["sampling"]  # as the generated volumes' provenance records
     assert used == {"sampler": "dpm++2m", "steps": 2, "guidance_scale": 2.0, "timestep_spacing": "linspace"}
+    settings = json.loads((tmp_path / "rep" / "report.json").read_text())["evaluators"]["settings"]
+    assert settings["segmenter_precision"] == "bf16-mixed"
 
 
 # ---- known answers: stand-in generators ---------------------------------------------------------

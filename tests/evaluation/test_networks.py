@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from synthbrain.evaluation.evaluators import EvaluatorSettings
 from synthbrain.evaluation.networks import Encoder3d, UNet3d, predict, train_network
 
 
@@ -58,7 +59,15 @@ def test_augmentation_is_applied_and_seeded():
     assert len(calls) == 12 and a == b
 
 
-@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"batch_size": 0}, {"lr": 0.0}])
+def test_bf16_mixed_training_learns_is_seeded_and_is_not_float32():
+    x, y = _task()
+    runs = [train_network(UNet3d(2, (4, 8)), x, y, F.cross_entropy, steps=40, seed=1, lr=1e-2, precision="bf16-mixed") for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert runs[0][-1] < 0.5 * runs[0][0]
+    assert runs[0] != train_network(UNet3d(2, (4, 8)), x, y, F.cross_entropy, steps=40, seed=1, lr=1e-2)
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"batch_size": 0}, {"lr": 0.0}, {"precision": "16-mixed"}])
 def test_train_network_rejects_bad_settings(kwargs):
     x, y = _task(2)
     with pytest.raises(ValueError, match="allowed"):
@@ -79,3 +88,8 @@ def test_dice_cross_entropy_known_answers():
     assert float(dice_cross_entropy(perfect, fractions)) == pytest.approx(0.0, abs=1e-4)
     wrong = 50.0 * F.one_hot(1 - labels, 3).movedim(-1, 1).float()
     assert float(dice_cross_entropy(wrong, labels)) > 50  # cross-entropy of confident mistakes, plus Dice 0 -> loss + 1
+
+
+def test_evaluator_settings_reject_an_unknown_precision():
+    with pytest.raises(ValueError, match="segmenter_precision='fp16'; allowed"):
+        EvaluatorSettings(segmenter_precision="fp16")
