@@ -49,6 +49,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from synthbrain import _io  # noqa: E402
 from synthbrain.evaluation import report  # noqa: E402
@@ -188,7 +189,7 @@ def evaluate(
     brain_b = sets["real (B)"][1]
     sets["real (B) blurred (positive control)"] = (blurred_copy(images[part_b], CONTROL_SIGMA, brain_b), brain_b)
     detail, statistics = detail_and_variety(sets)
-    c2st, control, baseline = spot_the_fake(sets, statistics, seed=seed, epochs=c2st_epochs)
+    c2st, control, baseline = spot_the_fake(sets, statistics, seed=seed, epochs=c2st_epochs, progress=progress)
     scales = int(min(3, 1 + np.floor(np.log2(min(grid.shape) / 7))))  # 3 scales of a 7-voxel window where the grid allows
     diversity = {
         "synthetic": pairwise_ms_ssim(synthetic[subsets[0]], pairs=200, seed=seed, scales=scales),
@@ -315,7 +316,9 @@ def detail_and_variety(sets: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> tu
     return table, statistics
 
 
-def spot_the_fake(sets: dict, statistics: dict[str, np.ndarray], *, seed: int, epochs: int) -> tuple[dict, dict, dict]:
+def spot_the_fake(
+    sets: dict, statistics: dict[str, np.ndarray], *, seed: int, epochs: int, progress: bool = False
+) -> tuple[dict, dict, dict]:
     """The classifier two-sample test (small 3D CNN, ``epochs`` of training) on synthetic volumes
     against all real ones, the reconstructions of B against A, and B against A, each with ``reliable``:
     whether the same classifier, in the same run, told real B from B blurred by a Gaussian of
@@ -326,7 +329,8 @@ def spot_the_fake(sets: dict, statistics: dict[str, np.ndarray], *, seed: int, e
     cross-validated logistic regression on the two detail statistics
     (:func:`~synthbrain.evaluation.metrics.feature_two_sample_test`) and the AUC of each statistic
     alone, scoring the volume with the lower value as the fake (1: every fake has less detail than
-    every real volume; 0.5: no difference; below 0.5: the fakes have more)."""
+    every real volume; 0.5: no difference; below 0.5: the fakes have more). ``progress``: a bar over
+    the four classifier trainings (the control and three comparisons)."""
     volumes = {name: x for name, (x, _) in sets.items()}
     both = ("real (A)", "real (B)")
     real_all = (torch.cat([volumes[k] for k in both]), np.concatenate([statistics[k] for k in both]))
@@ -341,13 +345,16 @@ def spot_the_fake(sets: dict, statistics: dict[str, np.ndarray], *, seed: int, e
         "real vs real (B vs A)": (volumes["real (A)"], statistics["real (A)"], volumes["real (B)"], statistics["real (B)"]),
     }
     blurred = "real (B) blurred (positive control)"
+    bar = tqdm(total=1 + len(comparisons), desc="spot the fake", unit="test", disable=not progress, leave=False)
     test = classifier_positive_control(volumes["real (B)"], sets["real (B)"][1], seed=seed, sigma=CONTROL_SIGMA, epochs=epochs)
+    bar.update()
     control = {"comparison": f"real (B) vs {blurred}", "sigma_voxels": CONTROL_SIGMA, **test.result._asdict()}
     control |= {"passed": test.passed, "reason": test.reason}
-    c2st = {
-        name: {**classifier_two_sample_test(real, other, seed=seed, epochs=epochs)._asdict(), "reliable": test.passed}
-        for name, (real, _, other, _) in comparisons.items()
-    }
+    c2st = {}
+    for name, (real, _, other, _) in comparisons.items():
+        c2st[name] = {**classifier_two_sample_test(real, other, seed=seed, epochs=epochs)._asdict(), "reliable": test.passed}
+        bar.update()
+    bar.close()
     baseline = {}
     for name, (real, other) in {
         **{name: (r, o) for name, (_, r, _, o) in comparisons.items()},
