@@ -1,6 +1,6 @@
 """mkdocs hooks (named in mkdocs.yml): Markdown pages kept outside docs/ brought into the site.
 
-docs/index.md links the embedded model's card, ``../synthbrain/models/default/README.md``: a file outside
+docs/index.md links the embedded models' cards, e.g. ``../synthbrain/models/default/README.md``: files outside
 docs/ that GitHub shows but mkdocs cannot reach (``mkdocs build --strict`` stops on it). ``on_files`` adds each
 file of ``OUTSIDE`` to the site under its page name there; ``on_page_markdown`` points every link to such a file
 at that page, and every link in such a page back into docs/ at the page it names (resolved from where the file
@@ -21,7 +21,7 @@ import griffe
 from mkdocs.structure.files import File
 
 # repository path -> page name in the site
-OUTSIDE = {"synthbrain/models/default/README.md": "model-card.md"}
+OUTSIDE = {"synthbrain/models/default/README.md": "model-card.md", "synthbrain/models/default-2mm/README.md": "model-card-2mm.md"}
 
 _LINK = re.compile(r"\]\(([^)\s#]+)((?:#[^)\s]*)?)\)")
 
