@@ -175,19 +175,19 @@ BREAKS = {
     ),
     "prepare: resume counts a subject done though its image or label file is missing": (
         "synthbrain/preprocessing/prepare.py",
-        'if record.get("params_hash") != params_hash or not all((folder / f).is_file() for f in files if f):',
-        'if record.get("params_hash") != params_hash:',
+        "if record.get(\"params_hash\") != params_hash or not all((folder / f).is_file() for f in files if f):",
+        "if record.get(\"params_hash\") != params_hash:",
         ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
     ),
     "prepare: resume keeps a subject made from another source file": (
         "synthbrain/preprocessing/prepare.py",
-        'if not same_sources or record.get("trust_header") != subject.trust_header:',
-        'if record.get("trust_header") != subject.trust_header:',
+        "if not same_sources or record.get(\"trust_header\") != subject.trust_header:",
+        "if record.get(\"trust_header\") != subject.trust_header:",
         ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
     ),
     "prepare: resume keeps a subject read with another header trust": (
         "synthbrain/preprocessing/prepare.py",
-        'if not same_sources or record.get("trust_header") != subject.trust_header:',
+        "if not same_sources or record.get(\"trust_header\") != subject.trust_header:",
         "if not same_sources:",
         ["tests/preprocessing/test_prepare.py", "-k", "resume_redoes"],
     ),
@@ -205,20 +205,20 @@ BREAKS = {
     ),
     "downstream: scored on the validation part instead of the test part": (
         "benchmarks/downstream.py",
-        'cohorts = {SPLIT_TEST: parts["test"]}',
-        'cohorts = {SPLIT_TEST: parts["val"]}',
+        "cohorts = {SPLIT_TEST: parts[\"test\"]}",
+        "cohorts = {SPLIT_TEST: parts[\"val\"]}",
         ["tests/benchmarks/test_downstream.py", "-k", "quick_mode"],
     ),
     "downstream: model selection on the test part": (
         "benchmarks/downstream.py",
-        '    val = parts["val"]\n',
-        '    val = parts["test"]\n',
+        "    val = parts[\"val\"]\n",
+        "    val = parts[\"test\"]\n",
         ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
     ),
     "downstream: the upper reference draws from the pool part": (
         "benchmarks/downstream.py",
-        '        extra = parts["generator"]\n',
-        '        extra = parts["pool"]\n',
+        "        extra = parts[\"generator\"]\n",
+        "        extra = parts[\"pool\"]\n",
         ["tests/benchmarks/test_downstream.py", "-k", "each_arm"],
     ),
     "downstream: the real-anatomy control renders every pool subject": (
@@ -248,13 +248,13 @@ BREAKS = {
     "downstream: shifted-domain Dice scored on the unshifted images": (
         "benchmarks/downstream.py",
         "out = predict(model, shifted[(name, shift)], device=device)",
-        'out = predict(model, cohort["images"], device=device)',
+        "out = predict(model, cohort[\"images\"], device=device)",
         ["tests/benchmarks/test_downstream.py", "-k", "scores_are"],
     ),
     "downstream: ventricular volume error against the first subject's volume": (
         "benchmarks/downstream.py",
-        'np.abs(found - cohort["ventricles_ml"].numpy())',
-        'np.abs(found - cohort["ventricles_ml"].numpy()[0])',
+        "np.abs(found - cohort[\"ventricles_ml\"].numpy())",
+        "np.abs(found - cohort[\"ventricles_ml\"].numpy()[0])",
         ["tests/benchmarks/test_downstream.py", "-k", "scores_are"],
     ),
     "evaluate: memorisation baseline among the training subjects though a held-out cohort is given": (
@@ -273,8 +273,8 @@ BREAKS = {
     ),
     "evaluate: the reconstructions row scores B itself": (
         "synthbrain/evaluation/evaluate.py",
-        '("autoencoder reconstructions of B vs A", [features["reconstructions"]]),',
-        '("autoencoder reconstructions of B vs A", [features["B"]]),',
+        "(\"autoencoder reconstructions of B vs A\", [features[\"reconstructions\"]]),",
+        "(\"autoencoder reconstructions of B vs A\", [features[\"B\"]]),",
         ["tests/evaluation/test_evaluate.py", "-k", "real_b"],
     ),
     "evaluate: evaluators trained on B's images": (
