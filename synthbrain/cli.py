@@ -788,9 +788,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segmenter-steps", type=int, default=800, help="training steps of the evaluator segmenter")
     p.add_argument(
         "--segmenter-precision",
-        choices=["32-true", "bf16-mixed"],
         default="32-true",
-        help="precision of the evaluator segmenter's training (bf16-mixed: half the time at 2 mm on CPUs with bfloat16 instructions)",
+        help="precision of the evaluator segmenter's training: auto, 32-true or bf16-mixed (half the time at 2 mm on CPUs "
+        "with bfloat16 instructions)",
     )
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
@@ -806,6 +806,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from synthbrain.evaluation.evaluators import EvaluatorSettings
     from synthbrain.generator import BrainGenerator
 
+    settings = EvaluatorSettings(segmenter_steps=args.segmenter_steps, segmenter_precision=args.segmenter_precision, seed=args.seed)
     generator = BrainGenerator.from_pretrained(args.model).to(resolve_device(args.device))
     evaluate(
         generator,
@@ -815,7 +816,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         held_out=args.held_out,
         evaluators=args.evaluators,
-        settings=EvaluatorSettings(segmenter_steps=args.segmenter_steps, segmenter_precision=args.segmenter_precision, seed=args.seed),
+        settings=settings,
         feature_network=args.feature_network,
         sampling=SamplingSettings.from_args(args).given(),
         c2st_epochs=args.c2st_epochs,

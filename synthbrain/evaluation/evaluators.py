@@ -34,6 +34,7 @@ from synthbrain import _io
 from synthbrain.cohort.labels import LabelScheme
 from synthbrain.evaluation.networks import UNet3d, dice_cross_entropy, predict, train_network
 from synthbrain.overlap import dice_per_class
+from synthbrain.training import PRECISIONS
 
 SEX_CODES = ("F", "M")
 
@@ -44,8 +45,8 @@ class EvaluatorSettings:
     channels per level; ``segmenter_steps``, ``segmenter_batch_size``, ``segmenter_lr``: its
     :func:`~synthbrain.evaluation.networks.train_network` run; ``segmenter_loss``: a label of the loss
     used (:func:`~synthbrain.evaluation.networks.dice_cross_entropy`), recorded, not a choice;
-    ``segmenter_precision``: "32-true" or "bf16-mixed" (bfloat16 autocast, half the time of float32 at
-    2 mm on CPUs with bfloat16 instructions); ``seed``: initialisation and batch order."""
+    ``segmenter_precision``: one of :data:`synthbrain.training.PRECISIONS` ("bf16-mixed": bfloat16
+    autocast, half the time of float32 at 2 mm on CPUs with bfloat16 instructions); ``seed``: initialisation and batch order."""
 
     segmenter_channels: tuple[int, ...] = (8, 16, 32)
     segmenter_steps: int = 800
@@ -56,8 +57,8 @@ class EvaluatorSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if self.segmenter_precision not in ("32-true", "bf16-mixed"):
-            raise ValueError(f"segmenter_precision={self.segmenter_precision!r}; allowed: ['32-true', 'bf16-mixed']")
+        if self.segmenter_precision not in PRECISIONS:
+            raise ValueError(f"segmenter_precision={self.segmenter_precision!r}; allowed: {list(PRECISIONS)}")
 
 
 class _Linear:

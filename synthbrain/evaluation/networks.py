@@ -126,9 +126,9 @@ def train_network(
     The weights are re-initialised from ``seed`` first, so the same call gives the same network
     (``reset=False`` continues from the current weights: fine-tuning). ``batches`` yields the
     indices of each batch instead of the epoch-by-epoch shuffle (for example a fixed share of
-    synthetic subjects per batch). ``precision``: "32-true" or "bf16-mixed" (the forward pass under
-    bfloat16 autocast, the loss and weights in float32; :func:`synthbrain.training.autocast`), checked
-    before training. Returns the loss of each step. The model is left in eval mode, on
+    synthetic subjects per batch). ``precision``: one of :data:`synthbrain.training.PRECISIONS` ("bf16-mixed":
+    the forward pass under bfloat16 autocast, the loss and weights in float32;
+    :func:`synthbrain.training.autocast`), checked before training. Returns the loss of each step. The model is left in eval mode, on
     ``device``. Raises ``ValueError`` for inputs and targets of different or zero length, ``steps`` or
     ``batch_size`` below 1, ``lr`` <= 0, or an unknown ``precision``."""
     if len(inputs) != len(targets) or len(inputs) < 1:

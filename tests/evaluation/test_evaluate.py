@@ -127,6 +127,14 @@ def test_cli_evaluate(cohort, tmp_path, capsys):
     assert settings["segmenter_precision"] == "bf16-mixed"
 
 
+def test_cli_evaluate_refuses_an_unknown_segmenter_precision_before_loading_anything(tmp_path, capsys):
+    args = ["--model", str(tmp_path / "no-model"), "--real", str(tmp_path), "--segmenter-precision", "fp16", "--out", str(tmp_path / "r")]
+    code = main(["evaluate", *args])
+    assert code == 2
+    assert "segmenter_precision='fp16'; allowed: ['auto', '32-true', 'bf16-mixed']" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 # ---- known answers: stand-in generators ---------------------------------------------------------
 
 
