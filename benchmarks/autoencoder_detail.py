@@ -9,6 +9,9 @@ image, inside each one's own brain (label map > 0), on the measures of ``synthbr
 - share of spectral power above 0.25 cycles/voxel, share of variance a 1-voxel Gaussian blur removes
   (high-pass share) and mean gradient magnitude (detail),
 - median pairwise L2 distance between subjects (variety),
+- on whole volumes with a label scheme that has ``cortical_gm`` and ``csf``: the share of cortical grey
+  matter more than 2 voxels from CSF and background (:func:`~synthbrain.evaluation.metrics.buried_share`;
+  grey-matter blobs inside white matter where a real cortex is a folded ribbon along the surface),
 - L1 and PSNR against the real image, Dice of the decoded label map (fidelity).
 
 Ratios are reconstruction / real (1 = as detailed or varied as real brains). ``--crop D,H,W`` measures
@@ -55,9 +58,20 @@ from synthbrain import BrainGenerator, _io, training
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 from synthbrain.cli import _ints
 from synthbrain.components import load_component
-from synthbrain.evaluation.metrics import high_frequency_share, high_pass_share, mean_gradient_magnitude, pairwise_distances
+from synthbrain.evaluation.metrics import (
+    buried_share,
+    high_frequency_share,
+    high_pass_share,
+    mean_gradient_magnitude,
+    pairwise_distances,
+)
 from synthbrain.overlap import dice_per_class
 from synthbrain.preprocessing.prepared import PreparedCohort
+
+# Cortical grey matter farther than this many voxels from CSF and background (buried in white matter
+# rather than lining the surface), measured on the label maps: real, decoded, generated.
+BURIED_MARGIN = 2
+BURIED = f"buried cortical grey matter share (> {BURIED_MARGIN} voxels from CSF or background)"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -96,6 +110,12 @@ def main(argv: list[str] | None = None) -> dict:
     samples = _samples(args, cohort) if args.model is not None else None
     if samples is not None:
         per_set["samples"] = _measures(samples["images"], samples["brain"], 1)
+    names = list(cohort.label_scheme.class_names) if cohort.label_scheme is not None else []
+    if args.crop is None and {"cortical_gm", "csf"} <= set(names) and classes:  # whole brains with their surface
+        label_sets = {"real": real_labels, "reconstructions": recon_labels} | ({} if samples is None else {"samples": samples["labels"]})
+        for name, labels in label_sets.items():
+            shares = buried_share(labels, names.index("cortical_gm"), [0, names.index("csf")], margin=BURIED_MARGIN)
+            per_set[name][BURIED] = float(np.nanmean(shares)) if np.isfinite(shares).any() else None  # None: no grey matter
     error = (recon - real).abs().flatten(1).mean(1).numpy()
     mse = (recon - real).pow(2).flatten(1).mean(1).numpy()
     pairs = zip(real_labels.numpy(), recon_labels.numpy())
@@ -114,12 +134,12 @@ def main(argv: list[str] | None = None) -> dict:
             name: {
                 "real": per_set["real"][name],
                 "reconstructions": per_set["reconstructions"][name],
-                "ratio": per_set["reconstructions"][name] / per_set["real"][name],
+                "ratio": _ratio(per_set["reconstructions"][name], per_set["real"][name]),
             }
             | (
                 {}
                 if samples is None
-                else {"samples": per_set["samples"][name], "samples_ratio": per_set["samples"][name] / per_set["real"][name]}
+                else {"samples": per_set["samples"][name], "samples_ratio": _ratio(per_set["samples"][name], per_set["real"][name])}
             )
             for name in per_set["real"]
         },
@@ -138,6 +158,11 @@ def main(argv: list[str] | None = None) -> dict:
     _figure(rows if samples is None else (*rows, samples["images"]), out.with_suffix(".png"))
     print(_markdown(result, out))
     return result
+
+
+def _ratio(value: float | None, real: float | None) -> float | None:
+    """value / real; None where either is missing or real is 0 (undefined)."""
+    return None if value is None or not real else value / real
 
 
 def _load(args: argparse.Namespace) -> tuple[BrainAutoencoder, int | None]:
@@ -193,7 +218,7 @@ def _samples(args: argparse.Namespace, cohort: PreparedCohort) -> dict:
         "requested_vs_own_label_volume": follow,
         "qc_pass": int(brains.covariates["qc_pass"].sum()) if "qc_pass" in brains.covariates else None,
     }
-    return {"images": brains.images.float(), "brain": (brains.labels > 0)[:, None], "summary": summary}
+    return {"images": brains.images.float(), "labels": brains.labels, "brain": (brains.labels > 0)[:, None], "summary": summary}
 
 
 def _regions(grid: tuple[int, ...], crop: tuple[int, ...] | None, factor: int) -> list[tuple[slice, ...]]:
@@ -227,8 +252,8 @@ def _markdown(result: dict, out: Path) -> str:
     samples = result.get("samples")
     rows = pd.DataFrame(
         [
-            [name, f"{m['real']:.4g}", f"{m['reconstructions']:.4g}", f"{m['ratio']:.2f}"]
-            + ([] if samples is None else [f"{m['samples']:.4g}", f"{m['samples_ratio']:.2f}"])
+            [name, _number(m["real"], ".4g"), _number(m["reconstructions"], ".4g"), _number(m["ratio"], ".2f")]
+            + ([] if samples is None else [_number(m["samples"], ".4g"), _number(m["samples_ratio"], ".2f")])
             for name, m in result["measures"].items()
         ],
         columns=["measure", "real", "reconstructions", "ratio"] + ([] if samples is None else ["samples", "samples / real"]),
@@ -255,6 +280,10 @@ def _markdown(result: dict, out: Path) -> str:
         + ("" if samples is None else ", samples of other covariates (bottom)")
         + f"]({out.with_suffix('.png').name})\n"
     )
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _samples_markdown(samples: dict) -> str:

@@ -13,6 +13,8 @@ be read beside the same number for real versus real data (two disjoint real sets
   ``mean_gradient_magnitude``, per volume inside the brain; ``blurred_copy`` makes the positive
   control that ``classifier_positive_control`` checks the classifier two-sample test against, and
   ``feature_two_sample_test`` is the simple baseline classifier on such per-volume statistics.
+- Anatomy of label maps: ``buried_share`` (the share of a tissue far from given classes, e.g.
+  cortical grey matter buried in white matter instead of lining the brain's surface).
 - Conditioning: ``conditioning_accuracy`` (requested versus measured covariates).
 - Memorisation: ``nearest_neighbour_distances``, ``memorisation_report``.
 
@@ -635,6 +637,33 @@ def pairwise_distances(volumes, brain=None) -> np.ndarray:
     if len(x) < 2:
         raise ValueError(f"volumes: {len(x)} volumes; allowed: >= 2")
     return pdist(x.reshape(len(x), -1))
+
+
+def buried_share(labels, tissue: int, surface, *, margin: int = 2) -> np.ndarray:
+    """Per label map of ``labels`` (N, D, H, W) integer classes: the share of the ``tissue`` class's
+    voxels that lie more than ``margin`` voxels (chessboard distance: ``margin`` dilations by a
+    3x3x3 cube, ``scipy.ndimage.binary_dilation``) from every voxel of the ``surface`` classes.
+    With ``tissue`` the cortical grey matter and ``surface`` CSF and background it measures grey
+    matter buried inside white matter, where a real cortex is a ribbon along the brain's surface and
+    folds; compare with real label maps at the same grid. (N,) float64 in [0, 1]; NaN for a map
+    without the tissue. Raises ``ValueError`` for labels that are not (N, D, H, W) integers, for
+    ``margin`` < 1, or for a ``tissue`` that is also in ``surface``."""
+    x = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if x.ndim != 4 or not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"labels: shape {x.shape}, dtype {x.dtype}; allowed: (N, D, H, W) integer classes")
+    surface = [int(c) for c in np.atleast_1d(surface)]
+    if not (isinstance(margin, int | np.integer) and margin >= 1):
+        raise ValueError(f"margin={margin!r}; allowed: an integer number of voxels >= 1")
+    if tissue in surface:
+        raise ValueError(f"tissue={tissue}, surface={surface}; allowed: a tissue class that is not a surface class")
+    cube = np.ones((3, 3, 3), bool)
+    shares = np.full(len(x), np.nan)
+    for i, volume in enumerate(x):
+        voxels = volume == tissue
+        if voxels.any():
+            near = ndimage.binary_dilation(np.isin(volume, surface), cube, iterations=margin)
+            shares[i] = float((voxels & ~near).sum() / voxels.sum())
+    return shares
 
 
 # ---------------------------------------------------------------------------------------------

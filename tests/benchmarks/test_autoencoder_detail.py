@@ -6,7 +6,7 @@ import torch
 
 from synthbrain.autoencoder.model import BrainAutoencoder
 from synthbrain.components import save_component
-from synthbrain.evaluation.metrics import high_frequency_share
+from synthbrain.evaluation.metrics import buried_share, high_frequency_share
 from tests.autoencoder.test_losses import TINY  # the tiny autoencoder of the loss tests
 from tests.helpers import load_benchmark, make_prepared
 
@@ -54,8 +54,14 @@ def test_autoencoder_detail_scores_reconstructions_against_the_real_subjects(scr
     images = torch.stack([cohort[i]["image"] for i in range(3)])
     brain = torch.stack([cohort[i]["labels"] > 0 for i in range(3)])[:, None]
     assert written["measures"]["high-frequency share"]["real"] == pytest.approx(float(np.mean(high_frequency_share(images, brain))))
+    names = list(cohort.label_scheme.class_names)
+    buried = buried_share(torch.stack([cohort[i]["labels"] for i in range(3)]), names.index("cortical_gm"), [0, names.index("csf")])
+    assert written["measures"][script.BURIED]["real"] == pytest.approx(float(np.mean(buried)))
     for measure in written["measures"].values():
-        assert measure["ratio"] == pytest.approx(measure["reconstructions"] / measure["real"])
+        if measure["real"]:
+            assert measure["ratio"] == pytest.approx(measure["reconstructions"] / measure["real"])
+        else:
+            assert measure["ratio"] is None  # undefined against a real value of 0
     assert 0 <= written["label_dice"] <= 1 and np.isfinite(written["psnr_db"])
     assert out.with_suffix(".png").stat().st_size > 0 and "| high-frequency share |" in out.with_suffix(".md").read_text()
     with pytest.raises(SystemExit, match="allowed: >= 2"):
@@ -100,6 +106,7 @@ def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_recon
     got = measures["high-frequency share"]["reconstructions"]
     assert got == pytest.approx(float(np.mean(high_frequency_share(alone, decoded_brain[:, None]))))  # each crop on its own
     assert "8 crops of [8, 8, 12] voxels" in (tmp_path / "c.md").read_text()
+    assert script.BURIED not in measures  # a crop's faces are no brain surface
     whole_axis = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "w"), "--crop", "8,8,16"])
     assert whole_axis["regions_per_subject"] == 4 and "4 crops of [8, 8, 16]" in (tmp_path / "w.md").read_text()  # one start on that axis
     fractions = script.main(
@@ -136,6 +143,10 @@ def test_autoencoder_detail_of_a_generator_scores_its_samples_beside_its_reconst
         k: (m["real"], m["reconstructions"]) for k, m in result["measures"].items()
     }
     scheme = LabelScheme.load("muse-coarse")
+    # buried cortical grey matter on the samples' own label maps, computed independently
+    names = list(scheme.class_names)
+    buried = buried_share(brains.labels, names.index("cortical_gm"), [0, names.index("csf")], margin=2)
+    assert result["measures"][script.BURIED]["samples"] == pytest.approx(float(np.nanmean(buried)))
     measured = [scheme.measure_coarse_volumes(label.numpy(), generator.image_grid.voxel_volume_mm3) for label in brains.labels]
     r = stats.pearsonr(brains.covariates["ventricular_volume"], [m["ventricular_volume"] for m in measured])[0]
     summary = result["samples"]

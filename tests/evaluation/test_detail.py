@@ -8,6 +8,7 @@ from scipy import ndimage
 
 from synthbrain.evaluation.metrics import (
     blurred_copy,
+    buried_share,
     classifier_positive_control,
     feature_two_sample_test,
     high_frequency_share,
@@ -169,3 +170,42 @@ def test_feature_two_sample_test_tells_separable_statistics_apart_and_not_one_di
         feature_two_sample_test(real, fake, seed=0, folds=1)
     with pytest.raises(ValueError, match=r"^fake: 3 values per sample; allowed: the same as real \(2\)$"):
         feature_two_sample_test(real, rng.normal(size=(5, 3)), seed=0)
+
+
+# ---- buried_share: a tissue far from the surface classes ------------------------------------------
+
+
+def _shelled_cube(size=20, lo=4, hi=16):
+    """Background 0, a cube of white matter (2) lined by a one-voxel shell of grey matter (1)."""
+    labels = np.zeros((1, size, size, size), np.int64)
+    labels[0, lo:hi, lo:hi, lo:hi] = 1
+    labels[0, lo + 1 : hi - 1, lo + 1 : hi - 1, lo + 1 : hi - 1] = 2
+    return labels
+
+
+def test_buried_share_is_zero_for_a_lining_and_counts_a_blob_inside():
+    labels = _shelled_cube()
+    assert buried_share(labels, 1, [0]).tolist() == [0.0]
+    labels[0, 9:11, 9:11, 9:11] = 1  # 8 grey voxels 6 voxels from the background
+    shell = 12**3 - 10**3
+    np.testing.assert_allclose(buried_share(torch.from_numpy(labels), 1, [0]), [8 / (shell + 8)])
+    assert buried_share(labels, 1, [0], margin=6).tolist() == [0.0]  # within 6 voxels of the background
+
+
+def test_buried_share_margin_is_a_chessboard_distance():
+    labels = np.full((1, 8, 8, 8), 2, np.int64)
+    labels[0, 0] = 3  # the surface class on one face
+    labels[0, 2, 4, 4] = labels[0, 3, 4, 4] = 1  # 2 and 3 voxels from it
+    assert buried_share(labels, 1, 3, margin=2).tolist() == [0.5]
+    assert buried_share(labels, 1, 3, margin=3).tolist() == [0.0]
+    assert buried_share(labels, 1, 3, margin=1).tolist() == [1.0]
+
+
+def test_buried_share_nan_without_the_tissue_and_bad_input():
+    assert np.isnan(buried_share(np.zeros((1, 4, 4, 4), np.int64), 1, [0])[0])
+    with pytest.raises(ValueError, match="margin=0; allowed"):
+        buried_share(_shelled_cube(), 1, [0], margin=0)
+    with pytest.raises(ValueError, match="allowed: a tissue class that is not a surface class"):
+        buried_share(_shelled_cube(), 1, [0, 1])
+    with pytest.raises(ValueError, match=r"allowed: \(N, D, H, W\) integer classes"):
+        buried_share(np.zeros((4, 4, 4)), 1, [0])
