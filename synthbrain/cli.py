@@ -269,6 +269,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     ae.add_argument("--steps", type=int, default=_Default(AE_TRAINING, "steps"), help="optimisation steps in all (warm-up included)")
     ae.add_argument("--batch-size", type=int, default=_Default(AE_TRAINING, "batch_size"), help="subjects per step and process")
     ae.add_argument("--lr", type=float, default=_Default(AE_TRAINING, "learning_rate"), help="Adam learning rate of the autoencoder")
+    ae.add_argument(
+        "--labels-dice-weight",
+        type=float,
+        default=_Default(AE_WEIGHTS, "labels_dice"),
+        help="weight of a soft Dice term on the decoded labels, beside their cross-entropy (0: off)",
+    )
     ae.add_argument("--kl-weight", type=float, default=_Default(AE_WEIGHTS, "kl"), help="weight of the KL term")
     ae.add_argument(
         "--perceptual-weight", type=float, default=_Default(AE_WEIGHTS, "perceptual"), help="weight of the perceptual term (0: off)"
@@ -432,7 +438,9 @@ def _autoencoder_settings(args: argparse.Namespace, num_classes: int):
         num_res_blocks=args.res_blocks,
         norm_num_groups=args.groups,
     )
-    weights = AutoencoderLossWeights(kl=args.kl_weight, perceptual=args.perceptual_weight, adversarial=args.adversarial_weight)
+    weights = AutoencoderLossWeights(
+        labels_dice=args.labels_dice_weight, kl=args.kl_weight, perceptual=args.perceptual_weight, adversarial=args.adversarial_weight
+    )
     training = AutoencoderTraining(
         steps=args.steps,
         batch_size=args.batch_size,

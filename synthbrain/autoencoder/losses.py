@@ -35,7 +35,10 @@ class AutoencoderLossWeights:
     """Weights of the loss terms (each >= 0; 0 switches a term off).
 
     ``image_l1``: L1 on the image in [0, 1]; ``labels_ce``: cross-entropy of the label logits against
-    class indices or fractions; ``kl``: KL to N(0, 1) summed over latent elements (published 3D LDMs:
+    class indices or fractions; ``labels_dice``: soft Dice loss of the label softmax over every class,
+    background included, pooled over the batch (MONAI's ``DiceLoss``; with ``labels_ce`` the Dice +
+    cross-entropy of nnU-Net, Isensee et al. 2021): each class weighs the same whatever its volume, so
+    thin classes such as sulcal CSF are not traded for the bulk ones; ``kl``: KL to N(0, 1) summed over latent elements (published 3D LDMs:
     1e-6 to 1e-8); ``perceptual``: :class:`PerceptualLoss` (published: about 1e-3 to 0.3, on other
     feature networks); ``adversarial``: the generator's patch-adversarial loss (published: 0.01 to 0.1),
     used from the step ``adversarial_warmup`` of :class:`~synthbrain.autoencoder.train.AutoencoderTraining`.
@@ -43,6 +46,7 @@ class AutoencoderLossWeights:
 
     image_l1: float = 1.0
     labels_ce: float = 1.0
+    labels_dice: float = 0.0
     kl: float = 1e-6
     perceptual: float = 0.0
     adversarial: float = 0.0
@@ -184,6 +188,19 @@ def kl_divergence(mu: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return kl.flatten(1).sum(1).mean()
 
 
+def label_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss (Milletari et al. 2016) of ``softmax(logits)`` (B, C, D, H, W) against class indices
+    (B, D, H, W) or class fractions (B, C, D, H, W): 1 - Dice per class over the whole batch, averaged
+    over the C classes, background included (MONAI ``DiceLoss(softmax=True, batch=True)``). A class absent
+    from the batch scores 1 - smooth / (predicted volume + smooth), so predicting it costs. A 0-d tensor in
+    [0, 1]."""
+    from monai.losses import DiceLoss
+
+    if not target.is_floating_point():
+        target = F.one_hot(target.long(), logits.shape[1]).movedim(-1, 1).float()
+    return DiceLoss(softmax=True, batch=True)(logits, target)
+
+
 def autoencoder_loss(
     out: AutoencoderOutput,
     image: torch.Tensor,
@@ -193,12 +210,14 @@ def autoencoder_loss(
 ) -> dict[str, torch.Tensor]:
     """The autoencoder's own loss terms, each unweighted, and ``total`` (their weighted sum): ``image_l1``,
     ``labels_ce`` (when the model decodes labels; ``labels`` as class indices (B, D, H, W) or fractions
-    (B, C, D, H, W)), ``kl`` and ``perceptual`` (when its weight is above 0; needs ``perceptual``).
+    (B, C, D, H, W)), ``labels_dice`` (when the model decodes labels and its weight is above 0), ``kl`` and ``perceptual`` (when its weight is above 0; needs ``perceptual``).
     The adversarial term is added by the training step, which owns the discriminator."""
     parts = {"image_l1": F.l1_loss(out.image.float(), image.float())}
     if out.label_logits is not None:
         target = labels.float() if labels.is_floating_point() else labels.long()
         parts["labels_ce"] = F.cross_entropy(out.label_logits.float(), target)
+        if weights.labels_dice > 0:
+            parts["labels_dice"] = label_dice_loss(out.label_logits.float(), target)
     parts["kl"] = kl_divergence(out.mu.float(), out.sigma.float())
     if weights.perceptual > 0:
         if perceptual is None:

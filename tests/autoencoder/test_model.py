@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from synthbrain.autoencoder.losses import AutoencoderLossWeights, autoencoder_loss, kl_divergence
+from synthbrain.autoencoder.losses import AutoencoderLossWeights, autoencoder_loss, kl_divergence, label_dice_loss
 from synthbrain.autoencoder.model import AutoencoderConfig, BrainAutoencoder
 
 TINY = AutoencoderConfig(num_classes=4, channels=(8, 16, 16), latent_channels=3, num_res_blocks=1, norm_num_groups=8)
@@ -54,6 +54,32 @@ def test_class_fractions_are_accepted_as_input_and_target():
     hard = autoencoder_loss(out, image, labels)["labels_ce"]
     soft = autoencoder_loss(out, image, one_hot)["labels_ce"]
     torch.testing.assert_close(hard, soft)
+
+
+def test_label_dice_loss_counts_every_class_alike_and_is_off_by_default():
+    labels = torch.zeros(1, 8, 8, 8, dtype=torch.long)
+    labels[:, 2:6, 2:6, 2:6] = 1
+    labels[:, 3:5, 3:5, 3] = 2  # a small class: 4 of 512 voxels
+    perfect = 50.0 * torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
+    assert label_dice_loss(perfect, labels).item() == pytest.approx(0.0, abs=1e-4)
+    missed = perfect.clone()
+    missed[:, 1][labels == 2] = 100.0  # the small class called class 1
+    # cross-entropy barely notices the 4 voxels; Dice loses a third (one of three classes entirely)
+    ce = torch.nn.functional.cross_entropy(missed, labels).item()
+    dice = label_dice_loss(missed, labels).item()
+    assert ce < 0.6 and dice > 0.33, (ce, dice)
+    one_hot = torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
+    torch.testing.assert_close(label_dice_loss(missed, labels), label_dice_loss(missed, one_hot))
+    model = BrainAutoencoder(TINY)
+    image, target = batch()
+    out = model(image, target, generator=torch.Generator().manual_seed(0))
+    assert "labels_dice" not in autoencoder_loss(out, image, target)
+    parts = autoencoder_loss(out, image, target, AutoencoderLossWeights(labels_dice=0.5))
+    torch.testing.assert_close(parts["labels_dice"], label_dice_loss(out.label_logits, target))
+    expected = parts["image_l1"] + parts["labels_ce"] + 0.5 * parts["labels_dice"] + 1e-6 * parts["kl"]
+    torch.testing.assert_close(parts["total"], expected)
+    with pytest.raises(ValueError, match="labels_dice=-1"):
+        AutoencoderLossWeights(labels_dice=-1)
 
 
 def test_kl_is_zero_for_the_prior_and_positive_otherwise():
