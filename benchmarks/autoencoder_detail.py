@@ -21,7 +21,10 @@ compare autoencoders trained on patches of that size before their whole-volume s
 normalisation is not yet matched to whole volumes. Pairwise L2 then compares crops at the same place;
 the spectral share counts the brain's cut at the crop's faces as high frequencies (the transform is
 periodic), so on crops the local high-pass share is the measure to read, and crop numbers are never
-compared with whole-volume ones.
+compared with whole-volume ones. ``--window D,H,W`` (with ``--overlap``) reconstructs each volume in
+overlapping windows of that size instead (:meth:`BrainAutoencoder.reconstruct`): an autoencoder trained on
+patches of that size then sees the group-normalisation statistics it was trained with, which separates
+an intensity shift on whole volumes from lost detail. Samples are always decoded whole, as generation does.
 
 ``--model GENERATOR -n N`` measures a whole latent diffusion model instead: its own autoencoder's
 reconstructions as above, and N samples drawn with the model's sampling defaults (covariates from its
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
             image = item["image"][(slice(None), *region)][None]
             labels = item["labels"][(..., *region)][None] if autoencoder.config.num_classes else None
             started = time.perf_counter()
-            decoded, decoded_classes = autoencoder.reconstruct(image, labels)
+            decoded, decoded_classes = autoencoder.reconstruct(image, labels, args.window, args.overlap)
             seconds.append(time.perf_counter() - started)
             real.append(image)
             recon.append(decoded)
@@ -129,6 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         "grid": list(grid),
         "crop": None if args.crop is None else list(args.crop),
         "regions_per_subject": len(regions),
+        "window": None if args.window is None else {"size": list(args.window), "overlap": args.overlap},
         "spacing_mm": cohort.output_grid.spacing,
         "measures": {
             name: {
@@ -270,6 +274,12 @@ def _markdown(result: dict, out: Path) -> str:
             if result["crop"] is None
             else f", measured on {result['regions_per_subject']} crops of {result['crop']} voxels per subject, each reconstructed alone"
         )
+        + (
+            ""
+            if result["window"] is None
+            else f", reconstructed in windows of {result['window']['size']} voxels (overlap {result['window']['overlap']}, "
+            "Gaussian blending)"
+        )
         + ", each inside its own brain (label map > 0). Ratio = reconstruction / real.\n\n"
         + markdown_table(rows)
         + f"\n\nL1 {result['l1']:.4f}, PSNR {result['psnr_db']:.2f} dB, label Dice (foreground mean) {result['label_dice']:.3f}, "
@@ -339,12 +349,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--real", type=Path, required=True, help="a prepared cohort the autoencoder never saw (e.g. a split's test part)")
     parser.add_argument("--downsample", type=int, default=1, help="the training's --downsample (average over k^3 blocks)")
     parser.add_argument("--crop", type=_ints, default=None, help="measure up to eight crops D,H,W (or one edge N) per subject")
+    parser.add_argument(
+        "--window",
+        type=_ints,
+        default=None,
+        help="reconstruct in overlapping windows D,H,W (or one edge N), e.g. the training's --patch-size (default: whole)",
+    )
+    parser.add_argument("--overlap", type=float, default=0.5, help="the --window overlap per axis, in [0, 1)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/autoencoder-detail"))
     args = parser.parse_args(argv)
     if args.n < 2:
         parser.error(f"-n {args.n}: allowed: >= 2 (variety needs pairs)")
     if args.crop is not None and len(args.crop) == 1:
         args.crop = args.crop * 3  # one edge for all three axes, as --patch-size takes it
+    if args.window is not None and len(args.window) == 1:
+        args.window = args.window * 3
     return args
 
 

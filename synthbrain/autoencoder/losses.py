@@ -210,7 +210,8 @@ def autoencoder_loss(
 ) -> dict[str, torch.Tensor]:
     """The autoencoder's own loss terms, each unweighted, and ``total`` (their weighted sum): ``image_l1``,
     ``labels_ce`` (when the model decodes labels; ``labels`` as class indices (B, D, H, W) or fractions
-    (B, C, D, H, W)), ``labels_dice`` (when the model decodes labels and its weight is above 0), ``kl`` and ``perceptual`` (when its weight is above 0; needs ``perceptual``).
+    (B, C, D, H, W)), ``labels_dice`` (when the model decodes labels and its weight is above 0), ``kl``
+    and ``perceptual`` (when its weight is above 0; needs ``perceptual``).
     The adversarial term is added by the training step, which owns the discriminator."""
     parts = {"image_l1": F.l1_loss(out.image.float(), image.float())}
     if out.label_logits is not None:

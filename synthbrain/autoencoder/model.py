@@ -141,18 +141,54 @@ class BrainAutoencoder(nn.Module):
         return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
 
     @torch.no_grad()
-    def reconstruct(self, image: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def reconstruct(
+        self,
+        image: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        window: tuple[int, int, int] | None = None,
+        overlap: float = 0.5,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Deterministic reconstruction as generation decodes: the posterior mean decoded, the image
         clamped to [0, 1] and, for a model with classes, set to 0 where the decoded label map is
         background. Arguments and errors as :meth:`encode`. Returns the image (N, 1, D, H, W) and the
-        decoded class indices (N, D, H, W) int64 (None for an image-only model)."""
-        mu, _ = self.encode(image, labels)
-        decoded, logits = self.decode(mu)
+        decoded class indices (N, D, H, W) int64 (None for an image-only model).
+
+        ``window`` (D, H, W voxels, each a multiple of ``config.downsample`` and at most the image's size):
+        encode and decode in overlapping windows of that size instead of the whole volume, blended with
+        Gaussian weights (MONAI's ``sliding_window_inference``; MAISI infers its patch-trained autoencoder
+        this way). A model trained on random patches of that size (``--patch-size``) then sees the
+        group-normalisation statistics it was trained with; on whole volumes it sees others, which shifts
+        intensities. ``overlap``: the windows' overlap per axis, in [0, 1). Raises ``ValueError`` for a
+        window of another length, size or divisibility, or an overlap outside [0, 1)."""
+        if window is None:
+            mu, _ = self.encode(image, labels)
+            decoded, logits = self.decode(mu)
+        else:
+            decoded, logits = self._windowed(image, labels, tuple(window), overlap)
         decoded = decoded.float().clamp(0, 1)
         if logits is None:
             return decoded, None
         classes = logits.argmax(1)
         return decoded * (classes[:, None] > 0), classes
+
+    def _windowed(
+        self, image: torch.Tensor, labels: torch.Tensor | None, window: tuple[int, ...], overlap: float
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from monai.inferers import sliding_window_inference
+
+        inputs = self._inputs(image, labels)
+        factor = self.config.downsample
+        spatial = tuple(inputs.shape[2:])
+        if len(window) != 3 or any(w < factor or w % factor or w > n for w, n in zip(window, spatial)):
+            raise ValueError(
+                f"window={window}; allowed: three sizes (D, H, W), each a multiple of {factor} and at most the image's {spatial}"
+            )
+        if not 0 <= overlap < 1:
+            raise ValueError(f"overlap={overlap!r}; allowed: a number in [0, 1)")
+        mu = sliding_window_inference(inputs, window, 1, lambda x: self.net.encode(x)[0], overlap=overlap, mode="gaussian")
+        latent_window = tuple(w // factor for w in window)
+        out = sliding_window_inference(mu, latent_window, 1, self.net.decode, overlap=overlap, mode="gaussian")
+        return out[:, :1], (out[:, 1:] if self.config.num_classes else None)
 
     @property
     def last_layer(self) -> torch.Tensor:

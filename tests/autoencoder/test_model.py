@@ -82,6 +82,31 @@ def test_label_dice_loss_counts_every_class_alike_and_is_off_by_default():
         AutoencoderLossWeights(labels_dice=-1)
 
 
+def test_windowed_reconstruction_runs_the_model_window_by_window():
+    model = BrainAutoencoder(TINY).eval()
+    image, labels = batch(n=1)
+    whole, whole_classes = model.reconstruct(image, labels)
+    single, single_classes = model.reconstruct(image, labels, window=(16, 16, 16))
+    torch.testing.assert_close(single, whole)
+    assert torch.equal(single_classes, whole_classes)
+    # no overlap: each octant is exactly the model run on that crop alone
+    tiled, tiled_classes = model.reconstruct(image, labels, window=(8, 8, 8), overlap=0)
+    for corner in ((0, 0, 0), (8, 0, 8), (8, 8, 8)):
+        region = tuple(slice(c, c + 8) for c in corner)
+        alone, alone_classes = model.reconstruct(image[(..., *region)], labels[(..., *region)])
+        torch.testing.assert_close(tiled[(..., *region)], alone)
+        assert torch.equal(tiled_classes[(..., *region)], alone_classes)
+    blended, classes = model.reconstruct(image, labels, window=(8, 8, 8), overlap=0.5)
+    assert blended.shape == image.shape and classes.shape == labels.shape and torch.isfinite(blended).all()
+    assert not torch.allclose(blended, whole) and not torch.allclose(blended, tiled)
+    for window in ((6, 8, 8), (20, 8, 8), (8, 8)):
+        with pytest.raises(ValueError, match="window="):
+            model.reconstruct(image, labels, window=window)
+    for overlap in (1.0, -0.1):
+        with pytest.raises(ValueError, match="overlap="):
+            model.reconstruct(image, labels, window=(8, 8, 8), overlap=overlap)
+
+
 def test_kl_is_zero_for_the_prior_and_positive_otherwise():
     assert kl_divergence(torch.zeros(2, 3), torch.ones(2, 3)).item() == pytest.approx(0.0)
     assert kl_divergence(torch.ones(2, 3), torch.ones(2, 3)).item() == pytest.approx(1.5)

@@ -118,6 +118,22 @@ def test_autoencoder_detail_on_crops_measures_eight_crops_per_subject_each_recon
             script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "d"), "--crop", bad])
 
 
+def test_autoencoder_detail_in_windows_reconstructs_each_volume_window_by_window(script, tiny, tmp_path):
+    from synthbrain.preprocessing.prepared import PreparedCohort
+
+    prepared, model, folder = tiny
+    result = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "w"), "--window", "8"])
+    assert result["window"] == {"size": [8, 8, 8], "overlap": 0.5} and result["regions_per_subject"] == 1
+    cohort = PreparedCohort.load(prepared)
+    decoded, classes = zip(*(model.reconstruct(item["image"][None], item["labels"][None], (8, 8, 8), 0.5) for item in cohort))
+    decoded, brains = torch.cat(decoded), (torch.cat(classes) > 0)[:, None]
+    got = result["measures"]["high-frequency share"]["reconstructions"]
+    assert got == pytest.approx(float(np.mean(high_frequency_share(decoded, brains))))
+    assert "windows of [8, 8, 8] voxels (overlap 0.5" in (tmp_path / "w.md").read_text()
+    whole = script.main(["--autoencoder", str(folder), "--real", str(prepared), "--out", str(tmp_path / "a")])
+    assert whole["window"] is None and whole["measures"]["high-frequency share"]["reconstructions"] != pytest.approx(got)
+
+
 def test_autoencoder_detail_of_a_generator_scores_its_samples_beside_its_reconstructions(script, tmp_path):
     from scipy import stats
 
