@@ -302,3 +302,7 @@ def test_train_flags_take_every_default_from_the_settings_they_fill():
     given = ["train", "autoencoder", "--prepared", "p", "--run", "r", "--steps", "7", "--patch-size", "8", "--adaptive-adversarial-weight"]
     config, training = _autoencoder_settings(_resolve_defaults(parser.parse_args(given)), 0)
     assert (training.steps, training.patch_size, training.adaptive_adversarial_weight, config.num_classes) == (7, (8, 8, 8), True, 0)
+    _, training = _autoencoder_settings(_resolve_defaults(parser.parse_args([*given, "--labels-dice-weight", "0.5"])), 0)
+    assert training.weights.labels_dice == 0.5
+    with pytest.raises(ValueError, match="weights.labels_dice=nan"):
+        _autoencoder_settings(_resolve_defaults(parser.parse_args([*given, "--labels-dice-weight", "nan"])), 0)
