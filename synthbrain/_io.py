@@ -316,6 +316,7 @@ def claim_folder(
     what: str = "a job with another configuration",
     hint: str = "choose another folder",
     error: type[ValueError] = ValueError,
+    added: Mapping[str, Any] | None = None,
 ) -> None:
     """Tie ``folder`` to one configuration, so that a job resumed there cannot mix two.
 
@@ -324,13 +325,22 @@ def claim_folder(
     "``argument``=FOLDER holds ``what`` (differing: KEYS); ``hint``" (of class ``error``; KEYS dotted where
     they differ inside a section, as ``training.precision``). With ``write``, the check and
     the write hold :func:`folder_lock` (waiting for another claim), so two jobs that start together
-    cannot both claim it. Used by training runs (``run.json``), prepared cohorts (``params.json``)
-    and dataset shard folders (``dataset.json``)."""
+    cannot both claim it. ``added``: settings a later version introduced, as dotted keys (``training.weights.x``)
+    and the value that reproduces the earlier behaviour: a record written before them, which lacks such a key,
+    counts as holding that value, so runs started with an earlier version still resume. Used by training runs
+    (``run.json``), prepared cohorts (``params.json``) and dataset shard folders (``dataset.json``)."""
     path = Path(folder) / record
     config = json.loads(json.dumps(strict_json(config), default=_json_default))
     with folder_lock(folder, argument=argument, wait=True) if write else contextlib.nullcontext():
         if path.is_file():
             previous = read_json(path, what)
+            for dotted, value in (added or {}).items():
+                *sections, key = dotted.split(".")
+                section = previous
+                for name in sections:
+                    section = section.get(name) if isinstance(section, dict) else None
+                if isinstance(section, dict):
+                    section.setdefault(key, value)
             if previous != config:
                 changed = _differing(previous, config)
                 raise error(f"{argument}={str(folder)!r} holds {what} (differing: {changed}); {hint}")

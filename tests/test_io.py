@@ -116,3 +116,17 @@ def test_a_claimed_folder_names_the_differing_keys_inside_sections(tmp_path):
     other = {"stage": "y", "training": {"lr": 1e-3, "weights": {"kl": 1e-7}}, "grid": {"shape": [1, 2]}}
     with pytest.raises(ValueError, match=r"holds .* \(differing: \['grid', 'stage', 'training\.precision', 'training\.weights\.kl'\]\)"):
         _io.claim_folder(tmp_path, "run.json", other, argument="run_dir")
+
+
+def test_a_claimed_folder_from_an_earlier_version_resumes_when_a_new_setting_keeps_the_earlier_behaviour(tmp_path):
+    earlier = {"stage": "x", "training": {"weights": {"kl": 1e-6}}}
+    _io.claim_folder(tmp_path, "run.json", earlier, argument="run_dir")
+    added = {"training.weights.dice": 0.0, "training.missing_section.key": 1}
+    now = {"stage": "x", "training": {"weights": {"kl": 1e-6, "dice": 0.0}}}
+    _io.claim_folder(tmp_path, "run.json", now, argument="run_dir", added=added)  # the earlier run resumes
+    assert json.loads((tmp_path / "run.json").read_text()) == earlier  # its record is not rewritten
+    with pytest.raises(ValueError, match=r"differing: \['training\.weights\.dice'\]"):
+        _io.claim_folder(tmp_path, "run.json", now, argument="run_dir")  # without `added` the new key differs
+    changed = {"stage": "x", "training": {"weights": {"kl": 1e-6, "dice": 0.5}}}
+    with pytest.raises(ValueError, match=r"differing: \['training\.weights\.dice'\]"):
+        _io.claim_folder(tmp_path, "run.json", changed, argument="run_dir", added=added)

@@ -36,10 +36,10 @@ class AutoencoderLossWeights:
 
     ``image_l1``: L1 on the image in [0, 1]; ``labels_ce``: cross-entropy of the label logits against
     class indices or fractions; ``labels_dice``: soft Dice loss of the label softmax over every class,
-    background included, pooled over the batch (MONAI's ``DiceLoss``; with ``labels_ce`` the Dice +
+    background included, pooled over the batch (:func:`label_dice_loss`; with ``labels_ce`` the Dice +
     cross-entropy of nnU-Net, Isensee et al. 2021): each class weighs the same whatever its volume, so
-    thin classes such as sulcal CSF are not traded for the bulk ones; ``kl``: KL to N(0, 1) summed over latent elements (published 3D LDMs:
-    1e-6 to 1e-8); ``perceptual``: :class:`PerceptualLoss` (published: about 1e-3 to 0.3, on other
+    thin classes such as sulcal CSF are not traded for the bulk ones; ``kl``: KL to N(0, 1) summed over
+    latent elements (published 3D LDMs: 1e-6 to 1e-8); ``perceptual``: :class:`PerceptualLoss` (published: about 1e-3 to 0.3, on other
     feature networks); ``adversarial``: the generator's patch-adversarial loss (published: 0.01 to 0.1),
     used from the step ``adversarial_warmup`` of :class:`~synthbrain.autoencoder.train.AutoencoderTraining`.
     """

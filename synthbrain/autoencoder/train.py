@@ -176,6 +176,7 @@ def train_autoencoder(
         },
         argument="run_dir",
         write=info.is_main,
+        added={"training.weights.labels_dice": 0.0},  # runs from before the Dice term resume
     )
 
     torch.manual_seed(settings.seed)  # identical initial weights on every rank

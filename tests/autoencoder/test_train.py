@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from synthbrain.autoencoder import train as train_module
+from synthbrain.autoencoder.losses import AutoencoderLossWeights
 from synthbrain.autoencoder.model import AutoencoderConfig
 from synthbrain.autoencoder.train import AutoencoderTraining, train_autoencoder
 from tests.helpers import make_prepared, subprocess_env
@@ -63,6 +64,14 @@ def test_other_configuration_in_the_same_run_folder_is_refused_but_more_steps_co
         )
     train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=3, batch_size=2), device="cpu", progress=False)
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3  # continued from step 1
+    # a run started before the Dice term existed (its record has no labels_dice) continues without it, not with it
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    del record["training"]["weights"]["labels_dice"]
+    (tmp_path / "run" / "run.json").write_text(json.dumps(record))
+    train_autoencoder(prepared, tmp_path / "run", TINY, AutoencoderTraining(steps=4, batch_size=2), device="cpu", progress=False)
+    with_dice = AutoencoderTraining(steps=5, batch_size=2, weights=AutoencoderLossWeights(labels_dice=1.0))
+    with pytest.raises(ValueError, match=r"differing: \['training\.weights\.labels_dice'\]"):
+        train_autoencoder(prepared, tmp_path / "run", TINY, with_dice, device="cpu", progress=False)
 
 
 def test_bad_arguments_are_named(prepared, tmp_path):
