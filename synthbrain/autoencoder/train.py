@@ -48,13 +48,17 @@ class AutoencoderTraining:
     are encoded afterwards); None trains on whole volumes. A patch-trained model is not yet ready for
     whole volumes: its group normalisation computes statistics over the whole input, which differ
     between a brain patch and a volume that is mostly background, and whole volumes come out too bright
-    inside the brain (measured in the model card, ``synthbrain/models/default/README.md``, version 4).
-    Finish with a short whole-volume run that starts from it (``init``). ``init``: an autoencoder component
-    folder (``config.json`` + ``model.safetensors``) whose weights the run starts from; its config
-    must equal the model config. ``precision``: one of :data:`synthbrain.training.PRECISIONS` (``"auto"``:
-    bf16-mixed on CUDA, 32-true elsewhere; ``"bf16-mixed"``: ``torch.autocast`` to bfloat16 on any device;
-    on CPU the patch discriminator then stays in float32, as its batch normalisation is not deterministic
-    in bfloat16 there).
+    inside the brain (measured in the model card, ``synthbrain/models/default-2mm/README.md``). Finish with
+    a short whole-volume run that starts from it (``init``), or reconstruct in windows of the patch size
+    (:meth:`~synthbrain.autoencoder.model.BrainAutoencoder.reconstruct`'s ``window``). ``init``: an
+    autoencoder component folder (``config.json`` + ``model.safetensors``) whose weights the run starts
+    from; its config must equal the model config. A component folder holds no discriminator, so an
+    adversarial fine-tuning from it starts with an untrained one: 1500 such steps on the shipped
+    ``default-2mm`` autoencoder lost high-frequency power (0.54 to 0.32 of real;
+    ``docs/benchmarks/autoencoder-label-dice.md``); to continue adversarial training, resume its run folder.
+    ``precision``: one of :data:`synthbrain.training.PRECISIONS` (``"auto"``: bf16-mixed on CUDA, 32-true
+    elsewhere; ``"bf16-mixed"``: ``torch.autocast`` to bfloat16 on any device; on CPU the patch discriminator
+    then stays in float32, as its batch normalisation is not deterministic in bfloat16 there).
 
     Raises ``ValueError`` naming the option and value for a step, batch or checkpoint count below 1, a
     negative seed or warm-up, an adversarial term trained from scratch without a warm-up (the
