@@ -16,16 +16,6 @@ def script(monkeypatch):
     return load_benchmark("autoencoder_detail", monkeypatch)
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    """A prepared cohort of 3 subjects, and the tiny autoencoder (seed 0) with its saved folder."""
-    prepared = make_prepared(tmp_path / "prepared", n=3)
-    torch.manual_seed(0)
-    model = BrainAutoencoder(TINY).eval()
-    save_component(model, tmp_path / "autoencoder")
-    return prepared, model, tmp_path / "autoencoder"
-
-
 def test_reconstruct_decodes_the_posterior_mean_clamped_and_masked_by_the_decoded_labels():
     torch.manual_seed(0)
     model = BrainAutoencoder(TINY).eval()
