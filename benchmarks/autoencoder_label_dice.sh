@@ -18,7 +18,7 @@ synthbrain train autoencoder $finetune --run "$RUNS/v4/ae-ctrl"
 # shellcheck disable=SC2086
 synthbrain train autoencoder $finetune --run "$RUNS/v4/ae-dice1" --labels-dice-weight 1
 # shellcheck disable=SC2086
-synthbrain train autoencoder $recipe --adversarial-warmup 1000 --steps 8650 --seed 0 --run "$RUNS/v4/ae-scratch-dice1" \
+synthbrain train autoencoder $recipe --adversarial-warmup 1000 --steps 8650 --seed 0 --run "$RUNS/v4/ae-dice-scratch" \
     --labels-dice-weight 1
 measure() {  # NAME AUTOENCODER
     python benchmarks/autoencoder_detail.py --autoencoder "$2" --real "$RUNS/v4/split/test" --out "$RUNS/v4/label-dice/$1-whole"
@@ -28,5 +28,5 @@ measure() {  # NAME AUTOENCODER
 measure shipped synthbrain/models/default-2mm/autoencoder
 measure ctrl "$RUNS/v4/ae-ctrl/autoencoder"
 measure dice1 "$RUNS/v4/ae-dice1/autoencoder"
-measure scratch-dice1 "$RUNS/v4/ae-scratch-dice1/autoencoder"
+measure scratch-dice1 "$RUNS/v4/ae-dice-scratch/autoencoder"
 python benchmarks/autoencoder_label_dice_report.py "$RUNS/v4/label-dice" docs/benchmarks/autoencoder-label-dice
