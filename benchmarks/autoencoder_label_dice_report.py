@@ -61,16 +61,19 @@ def main(argv: list[str] | None = None) -> dict:
         row |= {"L1": result["l1"], "PSNR dB": result["psnr_db"], "label Dice": result["label_dice"]}
         rows.append(row)
     first = next(iter(results.values()))
+    window = next((result["window"] for result in results.values() if result.get("window")), None)
+    windows = "" if window is None else f" ({' x '.join(map(str, window['size']))} voxels, overlap {window['overlap']}, Gaussian blending)"
+    command = " ".join(["python", "benchmarks/autoencoder_label_dice_report.py", *(sys.argv[1:] if argv is None else argv)])
     real = {short: first["measures"][key]["real"] for key, short in RATIOS.items() if key in first["measures"]}
     report = {"real": first["real"], "subjects": first["subjects"], "real_values": real, "arms": ARMS, "rows": rows}
     _io.write_json(args.out.with_suffix(".json"), report)
     _figure(results, args.out.with_suffix(".png"))
     text = (
         "# Autoencoder: a soft Dice term on the decoded labels (issue 30)\n\n"
-        f"Written by `python {' '.join(sys.argv)}` from the runs of `benchmarks/autoencoder_label_dice.sh`. "
+        f"Written by `{command}` from the runs of `benchmarks/autoencoder_label_dice.sh`. "
         f"{first['subjects']} held-out subjects of `{first['real']}` (2 mm), each inside its own brain. "
-        "`whole`: each volume encoded and decoded at once; `windows`: in windows of the training patch size "
-        "(32 x 48 x 32, overlap 0.5, Gaussian blending), the statistics the patch-trained networks were trained "
+        "`whole`: each volume encoded and decoded at once; `windows`: in windows of the training patch size"
+        f"{windows}, the statistics the patch-trained networks were trained "
         "with. Ratios are reconstruction / real; buried cortical GM is the share of cortical grey matter more "
         f"than 2 voxels from CSF or background (real: {real.get('buried cortical GM', float('nan')):.3f}).\n\n"
         + "\n".join(f"- `{name}`: {what}" for name, what in ARMS.items())
