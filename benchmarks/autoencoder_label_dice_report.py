@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from _report import markdown_table
+from autoencoder_detail import BURIED
 from matplotlib.figure import Figure
 
 from synthbrain import _io
@@ -29,7 +30,6 @@ ARMS = {
     "dice1": "shipped + 1500 steps fine-tuning, + Dice (weight 1)",
     "scratch-dice1": "v4 recipe from scratch (8650 steps, seed 0) + Dice (weight 1)",
 }
-BURIED = "buried cortical grey matter share (> 2 voxels from CSF or background)"
 RATIOS = {
     "high-frequency share": "high-frequency share",
     "high-pass share": "high-pass share",

@@ -797,8 +797,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--segmenter-precision",
         default="32-true",
-        help="precision of the evaluator segmenter's training: auto, 32-true or bf16-mixed (half the time at 2 mm on CPUs "
-        "with bfloat16 instructions)",
+        help="precision of the evaluator segmenter's training: " + PRECISION_HELP + " (bf16-mixed: half the time at 2 mm here)",
     )
     p.add_argument("--c2st-epochs", type=int, default=20, help="training epochs of the spot-the-fake classifier")
     p.add_argument("--feature-network", type=Path, default=None, help="TorchScript feature network (default: deepbet's encoder)")
